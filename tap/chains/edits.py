@@ -218,6 +218,15 @@ class EditSpace:
         self.max_demos = max_demos
         self.max_steps = max_steps
 
+    def random_chain(self, rng: random.Random, max_demos: int = 3, max_steps: int = 3) -> Chain:
+        """A random starting chain: library instruction and format, 0..max_steps steps and
+        0..max_demos demonstrations from the train pool."""
+        lib = self.libraries
+        fmt = rng.choice(lib.formats)
+        steps = rng.sample(lib.steps, rng.randint(0, min(max_steps, len(lib.steps))))
+        demos = rng.sample(self.demo_pool, rng.randint(0, min(max_demos, len(self.demo_pool))))
+        return Chain(rng.choice(lib.instructions), fmt, tuple(steps), tuple(demos)).validate()
+
     def candidates(self, chain: Chain, scale: str, op: str, rng: random.Random) -> Edit | None:
         """One random valid edit of (scale, op) for ``chain``, or None if that op cannot apply."""
         lib = self.libraries

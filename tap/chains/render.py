@@ -67,3 +67,19 @@ def answer_prefix(chain: Chain) -> tuple[str, str]:
     """
     before, after = chain.answer_format.template.split("{answer}")
     return before, after
+
+
+def chain_views(chain: Chain) -> dict[str, object]:
+    """The chain's text at each scale, for the encoder.
+
+    - ``instruction``: instruction, answer-format spec and demonstrations (the instruction scale);
+    - ``segments``: the instruction followed by each step (segment scale; index = token-scale segment);
+    - ``tokens``: the words of instruction and steps in order (token scale).
+    """
+    demos = "\n".join(f"Example: {d.input} -> {chain.answer_format.render(d.output)}" for d in chain.demos)
+    head = "\n".join(p for p in (chain.instruction, chain.answer_format.spec, demos) if p.strip())
+    return {
+        "instruction": head,
+        "segments": list(chain.segments),
+        "tokens": " ".join(" ".join(s.split()) for s in chain.segments if s.strip()),
+    }

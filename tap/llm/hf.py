@@ -70,15 +70,26 @@ class TransformersLLM(LLM):
             path, ident, kwargs = str(p.parent), p.stem, {"gguf_file": p.name}
         else:
             path, ident = model, Path(model).name if Path(model).exists() else model
-        try:
-            tok = AutoTokenizer.from_pretrained(path, **kwargs)
-            net = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype, **kwargs)
-        except OSError as err:
-            raise BackendError(
+        def fail(err: Exception) -> BackendError:
+            return BackendError(
                 f"cannot load model {model!r}: {err}\nFix: use 'smollm2' (works offline), a local "
                 "directory with config.json and weights, or a hub id on a machine that can reach the hub."
-            ) from err
-        self._setup(net, tok, f"{ident}@{str(self.dtype).removeprefix('torch.')}", batch_size, max_batch_tokens)
+            )
+
+        try:
+            tok = AutoTokenizer.from_pretrained(path, **kwargs)
+        except OSError as err:
+            raise fail(err) from err
+
+        def load_weights() -> torch.nn.Module:
+            try:
+                return AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype, **kwargs)
+            except OSError as err:
+                raise fail(err) from err
+
+        # the weights load on the first real call: a fully cached run never pays for them
+        self._loader = load_weights
+        self._setup(None, tok, f"{ident}@{str(self.dtype).removeprefix('torch.')}", batch_size, max_batch_tokens)
 
     @classmethod
     def from_objects(cls, model: torch.nn.Module, tokenizer, name: str, batch_size: int = 16,
@@ -91,7 +102,7 @@ class TransformersLLM(LLM):
         return self
 
     def _setup(self, model, tokenizer, name: str, batch_size: int, max_batch_tokens: int) -> None:
-        self.model = model.to(self.device).eval()
+        self._model = model
         self.tokenizer = tokenizer
         self.name = name
         self.batch_size = batch_size
@@ -99,17 +110,29 @@ class TransformersLLM(LLM):
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self.body = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
-        self.head = model.get_output_embeddings()
         stops = {tokenizer.eos_token_id}
         for tok in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>"):
             tid = tokenizer.convert_tokens_to_ids(tok) if tok in tokenizer.get_vocab() else None
             if tid is not None:
                 stops.add(tid)
         self.stop_ids = torch.tensor(sorted(s for s in stops if s is not None))
+        if model is not None:
+            self._attach(model)
+
+    def _attach(self, model: torch.nn.Module) -> None:
+        self._model = model.to(self.device).eval()
+        self.body = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+        self.head = model.get_output_embeddings()  # applied only where logits are needed
         # transformers 5.x renamed the KV-cache argument; accept both
         params = inspect.signature(self.body.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The network, loaded on first use."""
+        if self._model is None:
+            self._attach(self._loader())
+        return self._model
 
     # --- prompts -----------------------------------------------------------------------------
     def format_chat(self, messages: list[dict[str, str]]) -> str:
@@ -147,6 +170,8 @@ class TransformersLLM(LLM):
 
     def _generate_batch(self, ids: list[list[int]], settings: GenerationSettings) -> list[str]:
         from transformers import DynamicCache
+
+        self.model  # noqa: B018 - loads the weights on first use
 
         n, width = len(ids), max(len(x) for x in ids)
         pad = self.tokenizer.pad_token_id
@@ -208,6 +233,7 @@ class TransformersLLM(LLM):
         return out
 
     def _score_batch(self, p_ids: list[list[int]], c_ids: list[list[int]]) -> list[Score]:
+        self.model  # noqa: B018 - loads the weights on first use
         seqs = [p + c for p, c in zip(p_ids, c_ids)]
         n, width = len(seqs), max(len(s) for s in seqs)
         input_ids = torch.full((n, width), self.tokenizer.pad_token_id, dtype=torch.long)  # (B, T), right padded

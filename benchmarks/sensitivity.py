@@ -1,0 +1,100 @@
+"""Sensitivity screen: on which tasks does the chain change what the frozen LLM gets right?
+
+For each task, ``--chains`` random chains (library instruction and answer format, 0-3 steps, 0-3
+train demonstrations) are evaluated on the same ``--examples`` val examples. A task is useful for
+chain optimisation when the spread of accuracy across chains clearly exceeds binomial noise and the
+best chains beat the typical one. Writes ``benchmarks/results/sensitivity.json`` (resumable, per
+task) and prints a Markdown table.
+
+    python benchmarks/sensitivity.py --tasks bigbench:navigate bigbench:arithmetic/1_digit_addition
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from tap.chains import edit_space, initial_chain
+from tap.env import Environment
+from tap.llm import load_llm
+from tap.tasks import load_task
+
+DEFAULT_TASKS = [
+    "bigbench:arithmetic/1_digit_addition", "bigbench:arithmetic/1_digit_subtraction",
+    "bigbench:arithmetic/2_digit_addition", "bigbench:object_counting", "bigbench:navigate",
+    "bigbench:sports_understanding", "bigbench:causal_judgment", "bigbench:anachronisms",
+    "bigbench:implicatures", "bigbench:winowhy", "bigbench:logical_deduction/three_objects",
+    "bigbench:date_understanding", "bigbench:emojis_emotion_prediction", "bigbench:hyperbaton",
+    "bigbench:general_knowledge", "bigbench:elementary_math_qa", "bigbench:human_organs_senses",
+    "bigbench:entailed_polarity",
+]
+
+
+def screen(task_name: str, llm, n_chains: int, n_examples: int, seed: int) -> dict:
+    task = load_task(task_name, seed=seed)
+    env = Environment(llm, task)
+    examples = task.val[:n_examples]
+    space = edit_space(task)
+    rng = random.Random(f"sensitivity:{task_name}:{seed}")
+    chains = [initial_chain(task.description)] + [space.random_chain(rng) for _ in range(n_chains - 1)]
+    accs, dense, comp = [], [], []
+    t0, calls0 = time.time(), llm.calls
+    for chain in tqdm(chains, desc=task_name.split(":")[-1], leave=False):
+        ev = env.evaluate(chain, examples)
+        accs.append(ev.accuracy)
+        dense.append(ev.dense)
+        comp.append(ev.compliance)
+    p = statistics.mean(accs)
+    noise = math.sqrt(max(p * (1 - p), 1e-9) / len(examples))
+    spread = statistics.pstdev(accs)
+    return {
+        "task": task_name, "mode": env.mode, "examples": len(examples), "chains": len(chains),
+        "acc_initial": accs[0], "acc_mean": p, "acc_min": min(accs), "acc_max": max(accs),
+        "acc_std": spread, "binomial_sd": noise, "spread_ratio": spread / noise,
+        "dense_std": statistics.pstdev(dense), "compliance_mean": statistics.mean(comp),
+        "llm_calls": llm.calls - calls0, "seconds": time.time() - t0, "accuracies": accs,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS)
+    ap.add_argument("--chains", type=int, default=20)
+    ap.add_argument("--examples", type=int, default=48)
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="benchmarks/results/sensitivity.json")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = json.loads(out.read_text()) if out.exists() else {}
+    llm = load_llm(args.model)
+    for name in tqdm(args.tasks, desc="tasks"):
+        key = f"{name}|{args.chains}|{args.examples}|{args.seed}|{llm.name}"
+        if key not in rows:
+            try:
+                rows[key] = screen(name, llm, args.chains, args.examples, args.seed)
+            except Exception as err:  # noqa: BLE001 - one bad task must not stop the screen
+                print(f"skip {name}: {err}", file=sys.stderr)
+                continue
+            tmp = out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(rows, indent=1))
+            tmp.replace(out)
+    print("| task | mode | n | chains | initial | mean | min | max | std | binomial sd | spread/noise |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in sorted(rows.values(), key=lambda r: -r["spread_ratio"]):
+        print(f"| {r['task']} | {r['mode']} | {r['examples']} | {r['chains']} | {r['acc_initial']:.2f} | "
+              f"{r['acc_mean']:.2f} | {r['acc_min']:.2f} | {r['acc_max']:.2f} | {r['acc_std']:.3f} | "
+              f"{r['binomial_sd']:.3f} | {r['spread_ratio']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
