@@ -1,0 +1,135 @@
+"""Test helpers shared by several test modules (fake LLMs, tokenizer and task builders).
+
+Kept out of ``conftest.py`` so that tests and subprocesses can import them (``from tests.helpers
+import ...``).
+"""
+
+from __future__ import annotations
+
+import string
+import time
+from collections.abc import Sequence
+
+from tap.llm.base import LLM, GenerationSettings, Score
+from tap.tasks.schema import Example, Task
+
+SPECIAL_TOKENS = ("<pad>", "<|im_start|>", "<|im_end|>", "<unk>")
+CHATML_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def make_tokenizer(chat_template: str | None = CHATML_TEMPLATE):
+    """A char-level fast tokenizer over printable ASCII plus ChatML special tokens, built in code.
+
+    Every printable ASCII character is one token (so token counts equal character counts) and
+    decoding concatenates tokens, so ``decode(encode(text)) == text`` for ASCII text.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = list(dict.fromkeys(string.printable))
+    vocab = {tok: i for i, tok in enumerate([*SPECIAL_TOKENS, *chars])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    backend.add_special_tokens(list(SPECIAL_TOKENS))
+    kwargs = {"chat_template": chat_template} if chat_template else {}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        clean_up_tokenization_spaces=False,
+        **kwargs,
+    )
+
+
+def make_tiny_model(vocab_size: int, seed: int = 0):
+    """A randomly initialised 2-layer Llama (hidden 32), fp32, eval mode."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).to(torch.float32)
+    return model.eval()
+
+
+def arithmetic_task(n: int = 40, name: str = "tiny-arith", seed: int = 0) -> Task:
+    """``n`` exact-match additions: "What is a + b?" -> "a+b"."""
+    examples = []
+    for uid in range(n):
+        a, b = uid % 7 + 1, (3 * uid) % 11
+        examples.append(Example(uid, f"What is {a} + {b}?", (str(a + b),)))
+    return Task(name, examples, "exact_match", description="Add the two numbers.", seed=seed)
+
+
+def true_false_task(n: int = 40, name: str = "tiny-tf", seed: int = 0) -> Task:
+    """``n`` multiple-choice examples "Is a + b = c?" with choices True/False (about half true)."""
+    examples = []
+    for uid in range(n):
+        a, b = uid % 5 + 1, uid % 3 + 2
+        claimed = a + b + (0 if uid % 2 == 0 else 1)
+        truth = claimed == a + b
+        scores = (1.0, 0.0) if truth else (0.0, 1.0)
+        examples.append(Example(uid, f"Is {a} + {b} = {claimed}?", (str(truth),), ("True", "False"), scores))
+    return Task(name, examples, "multiple_choice", description="Say whether the sum is right.", seed=seed)
+
+
+def fake_reply(prompt: str) -> str:
+    """The deterministic 'generation' of the fake LLMs."""
+    return f"reply to {prompt[::-1]}"
+
+
+def fake_logprob(prompt: str, continuation: str) -> float:
+    """The deterministic 'score' of the fake LLMs."""
+    return -float(len(prompt) + 2 * len(continuation)) / 10
+
+
+class FakeLLM(LLM):
+    """A deterministic LLM that records every batch it is asked for."""
+
+    name = "fake"
+    has_chat_template = False
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.generate_batches: list[list[str]] = []
+        self.score_batches: list[list[tuple[str, str]]] = []
+
+    @property
+    def generated(self) -> int:
+        return sum(len(b) for b in self.generate_batches)
+
+    @property
+    def scored(self) -> int:
+        return sum(len(b) for b in self.score_batches)
+
+    def format_chat(self, messages: list[dict[str, str]]) -> str:
+        return "|".join(f"{m['role']}:{m['content']}" for m in messages)
+
+    def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:
+        self.generate_batches.append(list(prompts))
+        if self.delay:
+            time.sleep(self.delay)
+        return [fake_reply(p)[: 10 + settings.max_new_tokens] for p in prompts]
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[Score]:
+        self.score_batches.append(list(zip(prompts, continuations)))
+        if self.delay:
+            time.sleep(self.delay)
+        return [Score(fake_logprob(p, c), len(c)) for p, c in zip(prompts, continuations)]
