@@ -220,7 +220,8 @@ class EditSpace:
 
     def random_chain(self, rng: random.Random, max_demos: int = 3, max_steps: int = 3) -> Chain:
         """A random starting chain: library instruction and format, 0..max_steps steps and
-        0..max_demos demonstrations from the train pool."""
+        0..max_demos demonstrations from the train pool.
+        """
         lib = self.libraries
         fmt = rng.choice(lib.formats)
         steps = rng.sample(lib.steps, rng.randint(0, min(max_steps, len(lib.steps))))

@@ -1,5 +1,6 @@
 """Edit trajectories from a behaviour policy on the real frozen LLM, stored as triples, and the
-LightningDataModule that serves them (the top-level ``data/`` folder holds what is collected)."""
+LightningDataModule that serves them (the top-level ``data/`` folder holds what is collected).
+"""
 
 from tap.collection.collect import CollectionConfig, collect, dataset_dir
 from tap.collection.policy import BehaviourPolicy

@@ -31,7 +31,8 @@ RESPONSE_FEATURES = ("accuracy", "dense", "compliance", "answer_entropy", "major
 
 def response_summary(reward: float, dense: float, compliance: float, answers: list[str]) -> list[float]:
     """A fixed-size summary of how the LLM answered: scores plus the shape of the answer distribution
-    (normalised entropy and the majority answer's share, which expose label bias)."""
+    (normalised entropy and the majority answer's share, which expose label bias).
+    """
     counts = defaultdict(int)
     for a in answers:
         counts[a] += 1

@@ -12,7 +12,8 @@ from tap.paths import cache_dir
 
 def load_llm(model: str = "smollm2", cache: str | Path | None = "default", **kwargs) -> CachedLLM:
     """The frozen LLM ``model`` behind the on-disk call cache (``"default"``: ``<cache_dir>/calls.sqlite``;
-    None: in memory). Extra keyword arguments go to ``TransformersLLM``."""
+    None: in memory). Extra keyword arguments go to ``TransformersLLM``.
+    """
     from tap.llm.hf import TransformersLLM
 
     path = cache_dir() / "calls.sqlite" if cache == "default" else cache

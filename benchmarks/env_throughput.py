@@ -1,0 +1,81 @@
+"""Environment throughput on the default model: chain evaluations and LLM calls per second, in
+generation and scoring mode, with 0 and 3 demonstrations, per dtype, and peak memory.
+
+Every measurement uses a fresh in-memory call cache (so every call is paid) in its own process
+(so peak RSS is per configuration). Do not run anything else on the machine meanwhile.
+
+    python benchmarks/env_throughput.py                # bf16 and fp32, ~4 minutes on 2 cores
+    python benchmarks/env_throughput.py --dtypes bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+TASKS = {"generate": "bigbench:arithmetic/1_digit_addition", "score": "bigbench:sports_understanding"}
+
+
+def measure(mode: str, dtype: str, demos: int, chains: int, examples: int, batch_size: int) -> dict:
+    import random
+
+    from tap.chains import AnswerFormat, Chain, Demo
+    from tap.env import Environment
+    from tap.llm import load_llm
+    from tap.tasks import load_task
+
+    task = load_task(TASKS[mode])
+    llm = load_llm("smollm2", cache=None, dtype=dtype, batch_size=batch_size)
+    env = Environment(llm, task)
+    rng = random.Random(0)
+    pool = [Demo(ex.uid, ex.input, ex.answer) for ex in task.train]
+    fmt = AnswerFormat("End your reply with 'Answer: <answer>'.", "Answer: {answer}")
+    chain_list = [Chain(f"{task.description} (variant {i})", fmt, demos=tuple(rng.sample(pool, demos)))
+                  for i in range(chains + 1)]
+    env.evaluate(chain_list[0], task.val[:4])  # warm-up: weights load, first-call overheads
+    calls0, t0 = llm.calls, time.perf_counter()
+    for chain in chain_list[1:]:
+        env.evaluate(chain, task.val[:examples])
+    dt = time.perf_counter() - t0
+    calls = llm.calls - calls0
+    return {"mode": mode, "task": TASKS[mode], "dtype": dtype, "demos": demos, "examples": examples,
+            "chain_evals_per_s": round(chains / dt, 3), "llm_calls_per_s": round(calls / dt, 2),
+            "calls_per_chain": calls / chains, "seconds": round(dt, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dtypes", nargs="+", default=["bf16", "fp32"])
+    ap.add_argument("--demos", nargs="+", type=int, default=[0, 3])
+    ap.add_argument("--chains", type=int, default=4)
+    ap.add_argument("--examples", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
+    args = ap.parse_args()
+    if args.one:
+        mode, dtype, demos = args.one.split(",")
+        print(json.dumps(measure(mode, dtype, int(demos), args.chains, args.examples, args.batch_size)))
+        return
+    rows = []
+    for mode in ("generate", "score"):
+        for dtype in args.dtypes:
+            for demos in args.demos:
+                cmd = [sys.executable, __file__, "--one", f"{mode},{dtype},{demos}", "--chains", str(args.chains),
+                       "--examples", str(args.examples), "--batch-size", str(args.batch_size)]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                rows.append(json.loads(out.strip().splitlines()[-1]))
+                print(json.dumps(rows[-1]), file=sys.stderr)
+    print("| mode | dtype | demos | chain evals/s | LLM calls/s | calls/chain | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['mode']} | {r['dtype']} | {r['demos']} | {r['chain_evals_per_s']} | {r['llm_calls_per_s']} | "
+              f"{r['calls_per_chain']:.0f} | {r['peak_rss_mb']} |")
+
+
+if __name__ == "__main__":
+    main()
