@@ -1,0 +1,97 @@
+"""End-to-end: collect triples from the real SmolLM2 on a BIG-bench task (slow; CI runs them)."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REAL_CACHE = os.environ.get("TAP_CACHE") or str(Path.home() / ".cache" / "tap")
+TASK = "bigbench:arithmetic/1_digit_addition"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def real_artifacts(monkeypatch):
+    """Model weights and BIG-bench sources from the shared cache (fetched once); calls go elsewhere."""
+    monkeypatch.setenv("TAP_CACHE", REAL_CACHE)
+
+
+def run_collect(tmp_path: Path, *extra: str) -> dict:
+    cmd = [sys.executable, "-m", "tap.collect", "--task", TASK, "--data-dir", str(tmp_path / "data"),
+           "--cache", str(tmp_path / "calls.sqlite"), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TAP_CACHE": REAL_CACHE})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_collect_real_model_then_rerun_is_free(tmp_path, real_artifacts):
+    import datasets
+
+    from tap.chains import Chain, Edit, apply_edit
+    from tap.collection.datamodule import TriplesDataModule
+
+    args = ("--trajectories", "2", "--horizon", "2", "--eval-examples", "4")
+    first = run_collect(tmp_path, *args)
+    for key in ("triples", "trajectories", "llm_calls", "cache_hits", "mean_reward", "seconds"):
+        assert key in first
+    assert first["triples"] == 4 and first["trajectories"] == 2
+    assert first["llm_calls"] > 0
+    second = run_collect(tmp_path, *args)
+    assert second["llm_calls"] == 0
+    assert second["cache_hits"] == first["llm_calls"] + first["cache_hits"]
+    assert second["mean_reward"] == first["mean_reward"]
+
+    rows = datasets.load_from_disk(str(Path(first["path"]) / "triples")).to_list()
+    assert len(rows) == 4
+    for row in rows:  # every stored triple replays exactly
+        assert apply_edit(Chain.from_json(row["chain"]), Edit.from_json(row["edit"])) == Chain.from_json(
+            row["next_chain"])
+        assert len(row["next_correct"]) == 4 and 0.0 <= row["next_reward"] <= 1.0
+
+    dm = TriplesDataModule([TASK], trajectories=2, horizon=2, eval_examples=4, window=2, batch_size=2,
+                           split_fractions=(0.0, 0.0), data_dir=str(tmp_path / "data"),
+                           cache=str(tmp_path / "calls.sqlite"))
+    dm.prepare_data()  # already on disk: nothing to collect
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["reward"].shape == (2, 3) and batch["edit_op"].shape == (2, 2)
+
+
+def _rows(path: Path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(path, timeout=5) as db:
+            return db.execute("SELECT count(*) FROM calls").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_collect_killed_midway_resumes_without_paying_twice(tmp_path, real_artifacts):
+    args = ["--trajectories", "3", "--horizon", "3", "--eval-examples", "6"]
+    cache = tmp_path / "calls.sqlite"
+    cmd = [sys.executable, "-m", "tap.collect", "--task", TASK, "--data-dir", str(tmp_path / "data"),
+           "--cache", str(cache), "--batch-size", "4", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TAP_CACHE": REAL_CACHE})
+    deadline = time.time() + 300
+    while _rows(cache) < 30 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "collection finished before it could be killed; give it more work"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    paid_before_kill = _rows(cache)
+    assert paid_before_kill >= 30
+    resumed = run_collect(tmp_path, *args, "--batch-size", "4")
+    # nothing paid before the kill is paid again, and nothing is lost
+    assert resumed["llm_calls"] == _rows(cache) - paid_before_kill
+    assert resumed["cache_hits"] >= paid_before_kill
+    assert resumed["triples"] == 9
+    again = run_collect(tmp_path, *args, "--batch-size", "4")
+    assert again["llm_calls"] == 0 and again["mean_reward"] == resumed["mean_reward"]
