@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         from tap.llm import load_llm
+        from tap.tasks import load_task
 
         for name, value in (("trajectories", args.trajectories), ("horizon", args.horizon),
                             ("eval-examples", args.eval_examples)):
@@ -47,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
             eval_examples=args.eval_examples, seed=args.seed, mode=args.mode, max_new_tokens=args.max_new_tokens,
             **({"scale_weights": args.scale_weights} if args.scale_weights else {}),
         )
+        task = load_task(args.task, seed=args.seed)  # a bad task fails before any model is loaded
         llm = load_llm(args.model, cache=args.cache, dtype=args.dtype, batch_size=args.batch_size)
-        summary = collect(config, llm, data_dir=args.data_dir)
+        summary = collect(config, llm, data_dir=args.data_dir, task=task)
     except TapError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,153 @@
+import json
+import random
+
+import pytest
+
+from tap.chains import Chain, Edit, apply_edit, edit_space
+from tap.collection import BehaviourPolicy, CollectionConfig, collect, dataset_dir
+from tap.collection.datamodule import TriplesDataModule
+from tap.errors import TapError
+from tap.llm import CachedLLM, CallCache
+
+
+def _rows(summary):
+    import datasets
+
+    return datasets.load_from_disk(summary["path"] + "/triples").to_list()
+
+
+def _cached(llm, path):
+    return CachedLLM(llm, CallCache(path))
+
+
+def test_collect_stores_replayable_triples_and_rerun_is_free(tiny_llm, tiny_task, tmp_path):
+    config = CollectionConfig(task="tiny", trajectories=3, horizon=4, eval_examples=5, max_new_tokens=4)
+    llm = _cached(tiny_llm, tmp_path / "calls.sqlite")
+    first = collect(config, llm, data_dir=tmp_path / "data", task=tiny_task, progress=False)
+    assert first["triples"] == 12 and first["trajectories"] == 3
+    assert first["llm_calls"] > 0 and first["chain_evaluations"] == 3 * 5
+    rows = _rows(first)
+    assert [(r["trajectory"], r["step"]) for r in rows] == [(t, s) for t in range(3) for s in range(4)]
+    val_uids = [ex.uid for ex in tiny_task.val[:5]]
+    train_uids = {ex.uid for ex in tiny_task.train}
+    for prev, row in zip(rows, rows[1:]):
+        if prev["trajectory"] == row["trajectory"]:  # trajectories chain: c_{t+1} of one step is c_t of the next
+            assert prev["next_chain"] == row["chain"] and prev["next_reward"] == row["reward"]
+    for row in rows:
+        assert apply_edit(Chain.from_json(row["chain"]), Edit.from_json(row["edit"])) == Chain.from_json(
+            row["next_chain"])
+        assert row["example_uids"] == val_uids
+        assert all(d.uid in train_uids for d in Chain.from_json(row["next_chain"]).demos)
+        assert row["next_reward"] == sum(row["next_correct"]) / 5
+    assert rows[0]["chain"] == Chain(tiny_task.description or "Answer the question.").to_json()
+
+    again = collect(config, _cached(tiny_llm, tmp_path / "calls.sqlite"), data_dir=tmp_path / "data",
+                    task=tiny_task, progress=False)
+    assert again["llm_calls"] == 0
+    assert again["cache_hits"] == first["llm_calls"] + first["cache_hits"]
+    assert _rows(again) == rows
+
+
+def test_collect_is_deterministic_and_seed_dependent(tiny_llm, tiny_task, tmp_path):
+    base = dict(task="tiny", trajectories=2, horizon=3, eval_examples=3, max_new_tokens=3)
+    a = _rows(collect(CollectionConfig(**base), _cached(tiny_llm, None), tmp_path / "a", tiny_task, progress=False))
+    b = _rows(collect(CollectionConfig(**base), _cached(tiny_llm, None), tmp_path / "b", tiny_task, progress=False))
+    c = _rows(collect(CollectionConfig(**base, seed=1), _cached(tiny_llm, None), tmp_path / "c", tiny_task,
+                      progress=False))
+    assert a == b
+    assert [r["edit"] for r in a] != [r["edit"] for r in c]
+
+
+def test_dataset_dir_depends_on_config():
+    a = dataset_dir(CollectionConfig(task="bigbench:x/y"), "m")
+    assert a.parent.name == "bigbench_x_y"
+    assert a != dataset_dir(CollectionConfig(task="bigbench:x/y", horizon=2), "m")
+    assert a != dataset_dir(CollectionConfig(task="bigbench:x/y"), "other-model")
+
+
+def test_behaviour_policy_scale_weights(tiny_task):
+    space = edit_space(tiny_task)
+    rng = random.Random(0)
+    only = BehaviourPolicy(space, {"instruction": 1.0, "segment": 0.0, "token": 0.0})
+    chain = Chain("Add the numbers.")
+    for _ in range(20):
+        edit = only.act(chain, rng)
+        assert edit.scale == "instruction"
+        chain = apply_edit(chain, edit)
+    mixed = BehaviourPolicy(space)
+    scales = set()
+    chain = Chain("Add the two numbers.", steps=("Read the question.", "Add them."))
+    for _ in range(60):
+        edit = mixed.act(chain, rng)
+        scales.add(edit.scale)
+        chain = apply_edit(chain, edit)
+    assert scales == {"instruction", "segment", "token"}
+    for bad in ({"words": 1.0}, {"token": 0.0}, {"token": -1.0, "segment": 2.0}):
+        with pytest.raises(TapError, match="scale_weights"):
+            BehaviourPolicy(space, bad)
+
+
+@pytest.fixture
+def task_file(tmp_path):
+    path = tmp_path / "add.jsonl"
+    with path.open("w") as f:
+        for i in range(60):
+            f.write(json.dumps({"input": f"What is {i % 7} + {i % 5}?", "target": str(i % 7 + i % 5)}) + "\n")
+    return str(path)
+
+
+def _dm(task_file, tmp_path, tiny_llm, **kw):
+    args = dict(tasks=[task_file], trajectories=6, horizon=3, eval_examples=4, window=2, batch_size=3,
+                split_fractions=(0.2, 0.2), data_dir=str(tmp_path / "data"), max_new_tokens=3)
+    args.update(kw)
+    dm = TriplesDataModule(**args)
+    dm._llm = _cached(tiny_llm, tmp_path / "calls.sqlite")
+    return dm
+
+
+def test_datamodule_collects_splits_by_trajectory_and_batches(task_file, tmp_path, tiny_llm):
+    dm = _dm(task_file, tmp_path, tiny_llm)
+    dm.prepare_data()
+    calls = dm.llm.calls
+    assert calls > 0
+    dm.prepare_data()  # on disk already: nothing collected again
+    assert dm.llm.calls == calls
+    dm.setup("fit")
+    trajs = {s: {(w[0]["task"], w[0]["trajectory"]) for w in d.items} for s, d in dm.splits.items()}
+    assert trajs["train"] and trajs["val"] and trajs["test"]
+    assert not (trajs["train"] & trajs["val"]) and not (trajs["train"] & trajs["test"])
+    assert not (trajs["val"] & trajs["test"])
+    assert sum(len(t) for t in trajs.values()) == 6
+    assert len(dm.splits["train"]) == len(trajs["train"]) * 2  # horizon 3, window 2 -> 2 windows each
+    batch = next(iter(dm.train_dataloader()))
+    B = batch["reward"].shape[0]
+    assert batch["reward"].shape == (B, 3) and batch["response"].shape == (B, 3, 5)
+    assert batch["edit_op"].shape == (B, 2) and batch["edit_target"].shape == (B, 2, 2)
+    assert batch["correct"].shape == (B, 3, 4) and batch["example_mask"].all()
+    assert len(batch["instruction_text"][0]) == 3 and len(batch["edit_payload"][0]) == 2
+    # rewards in the batch are the accuracy over the evaluated examples
+    assert (batch["reward"] == batch["correct"].mean(-1)).all()
+    # the same split again under the same seed
+    dm2 = _dm(task_file, tmp_path, tiny_llm)
+    dm2.setup("fit")
+    assert [w[0]["trajectory"] for w in dm2.splits["val"].items] == [w[0]["trajectory"] for w in dm.splits["val"].items]
+
+
+def test_datamodule_bad_input(task_file, tmp_path, tiny_llm):
+    with pytest.raises(TapError, match="window"):
+        _dm(task_file, tmp_path, tiny_llm, window=4)
+    with pytest.raises(TapError, match="split_fractions"):
+        _dm(task_file, tmp_path, tiny_llm, split_fractions=(0.6, 0.5))
+    dm = _dm(task_file, tmp_path, tiny_llm)
+    with pytest.raises(TapError, match="prepare_data"):
+        dm.setup("fit")
+
+
+def test_collect_command_rejects_unknown_task_before_loading_a_model(capsys):
+    from tap.collect import main
+
+    assert main(["--task", "no-such-task"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown task 'no-such-task'" in err and "bigbench:NAME" in err
+    assert main(["--task", "bigbench:x", "--trajectories", "0"]) == 2
+    assert "--trajectories must be at least 1" in capsys.readouterr().err
