@@ -7,15 +7,15 @@ import os
 import pytest
 
 # nothing in the fast suite may reach the network; set before transformers / datasets are imported
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from tests.helpers import arithmetic_task, make_tiny_model, make_tokenizer, true_false_task  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _tap_cache(tmp_path_factory, monkeypatch):
+def tap_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own ``TAP_CACHE`` (and HF datasets cache) in a temporary folder."""
     root = tmp_path_factory.mktemp("tap_cache")
     monkeypatch.setenv("TAP_CACHE", str(root))

@@ -96,6 +96,8 @@ class Chain:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Chain:
+        if not isinstance(data, dict):
+            raise ChainError(f"a chain must be a JSON object as written by Chain.to_json(), got {type(data).__name__}.")
         try:
             return cls(
                 instruction=data.get("instruction", ""),
@@ -103,7 +105,7 @@ class Chain:
                 steps=tuple(data.get("steps", ())),
                 demos=tuple(Demo(**d) for d in data.get("demos", ())),
             )
-        except TypeError as err:
+        except (TypeError, AttributeError) as err:
             raise ChainError(f"malformed chain JSON ({err}); expected keys instruction, answer_format, "
                              "steps, demos as written by Chain.to_json().") from err
 

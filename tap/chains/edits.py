@@ -34,7 +34,7 @@ from typing import Any
 
 from tap.chains.chain import AnswerFormat, Chain, Demo
 from tap.chains.library import Libraries
-from tap.errors import EditError
+from tap.errors import ChainError, EditError
 
 OPS: dict[str, tuple[str, ...]] = {
     "token": ("add", "delete", "replace", "swap"),
@@ -64,7 +64,11 @@ class Edit:
             raise EditError(f"unknown edit scale {self.scale!r}; scales are {list(SCALES)}.")
         if self.op not in OPS[self.scale]:
             raise EditError(f"unknown {self.scale} op {self.op!r}; {self.scale} ops are {list(OPS[self.scale])}.")
-        object.__setattr__(self, "target", tuple(int(t) for t in self.target))
+        try:
+            target = tuple(int(t) for t in self.target)
+        except (TypeError, ValueError):
+            raise EditError(f"an edit target must be a list of integers, got {self.target!r}.") from None
+        object.__setattr__(self, "target", target)
         want = _TARGET_LEN[self.op] if self.op != "delete" else (2 if self.scale == "token" else 1)
         if len(self.target) != want:
             raise EditError(f"{self.scale}.{self.op} takes a target of {want} integers, got {list(self.target)}.")
@@ -81,10 +85,15 @@ class Edit:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Edit:
+        if not isinstance(data, dict):
+            raise EditError(f"an edit must be a JSON object (scale, op, target, payload), got {type(data).__name__}.")
         missing = {"scale", "op"} - set(data)
         if missing:
             raise EditError(f"edit JSON lacks {sorted(missing)}; expected scale, op, target, payload.")
-        return cls(data["scale"], data["op"], tuple(data.get("target", ())), data.get("payload"))
+        target = data.get("target", ())
+        if not isinstance(target, list | tuple):
+            raise EditError(f"an edit target must be a list of integers, got {target!r}.")
+        return cls(data["scale"], data["op"], tuple(target), data.get("payload"))
 
     @classmethod
     def from_json(cls, text: str) -> Edit:
@@ -177,8 +186,12 @@ def apply_edit(chain: Chain, edit: Edit) -> Chain:
         p = edit.payload
         _check(isinstance(p, dict) and {"uid", "input", "output"} <= set(p), edit,
                "payload must be a demonstration {'uid', 'input', 'output'} from the train split.")
-        _check(all(d.uid != p["uid"] for d in demos), edit, f"demonstration uid {p['uid']} is already in the chain.")
-        demos.insert(idx, Demo(int(p["uid"]), str(p["input"]), str(p["output"])))
+        try:
+            uid = int(p["uid"])
+        except (TypeError, ValueError):
+            raise EditError(f"cannot apply {edit.describe()}: demo uid {p['uid']!r} is not an integer.") from None
+        _check(all(d.uid != uid for d in demos), edit, f"demonstration uid {uid} is already in the chain.")
+        demos.insert(idx, Demo(uid, str(p["input"]), str(p["output"])))
         return replace(chain, demos=tuple(demos))
     if op == "remove_example":
         (idx,) = t
@@ -191,7 +204,10 @@ def apply_edit(chain: Chain, edit: Edit) -> Chain:
         return replace(chain, instruction=text)
     p = edit.payload
     _check(isinstance(p, dict) and "template" in p, edit, "payload must be an answer format {'spec', 'template'}.")
-    fmt = AnswerFormat(p.get("spec", ""), p["template"])
+    try:
+        fmt = AnswerFormat(str(p.get("spec", "")), str(p["template"]))
+    except ChainError as err:
+        raise EditError(f"cannot apply {edit.describe()}: {err}") from err
     _check(fmt != chain.answer_format, edit, "the chain already uses that answer format.")
     return replace(chain, answer_format=fmt)
 

@@ -38,6 +38,8 @@ class CachedLLM(LLM):
             idx = missing[start : start + self.chunk]
             # the same call may appear twice in one request: pay it once
             uniq = list(dict.fromkeys(keys[i] for i in idx if keys[i] not in found))
+            if not uniq:  # this chunk only repeats calls paid in an earlier chunk
+                continue
             first = {keys[i]: i for i in reversed(idx)}
             results = compute([items[first[k]] for k in uniq])
             new = dict(zip(uniq, results))

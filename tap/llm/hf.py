@@ -78,13 +78,13 @@ class TransformersLLM(LLM):
 
         try:
             tok = AutoTokenizer.from_pretrained(path, **kwargs)
-        except OSError as err:
+        except (OSError, ValueError, KeyError) as err:
             raise fail(err) from err
 
         def load_weights() -> torch.nn.Module:
             try:
                 return AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype, **kwargs)
-            except OSError as err:
+            except (OSError, ValueError, KeyError) as err:
                 raise fail(err) from err
 
         # the weights load on the first real call: a fully cached run never pays for them
@@ -226,6 +226,9 @@ class TransformersLLM(LLM):
         # score the continuation as the model would write it after the prompt: split the joint
         # tokenization at the prompt's end when it agrees with the prompt's own tokens
         c_ids = [j[len(p):] if j[: len(p)] == p and len(j) > len(p) else a for p, j, a in zip(p_ids, joint, alone)]
+        if any(not p for p in p_ids):
+            raise BackendError("score() got an empty prompt: the first continuation token has nothing to be "
+                               "predicted from. Give every continuation a prompt.")
         out: list[Score] = [Score(0.0, 0)] * len(prompts)
         for batch in self._batches([len(p_ids[i]) + len(c_ids[i]) for i in range(len(prompts))]):
             for i, s in zip(batch, self._score_batch([p_ids[i] for i in batch], [c_ids[i] for i in batch])):
@@ -247,6 +250,8 @@ class TransformersLLM(LLM):
                 cols.append(len(p) + k - 1)
                 targets.append(tok)
                 owner.append(r)
+        if not targets:  # every continuation is empty: log-probability 0
+            return [Score(0.0, 0) for _ in range(n)]
         hidden = self.body(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
         picked = hidden[torch.tensor(rows), torch.tensor(cols)]  # (N, D): only the scored positions
         logp = torch.log_softmax(self.head(picked).float(), dim=-1)  # (N, V)

@@ -25,6 +25,16 @@ _SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
 _NUMBER_WORDS = set(_UNITS) | set(_TENS) | set(_SCALES)
 _DIGITS = r"[-+]?\d[\d,]*(?:\.\d+)?"
 _TOKEN = re.compile(rf"{_DIGITS}|[A-Za-z]+")
+_JOINER = re.compile(r"[\s-]*(?:and[\s-]+)?")  # what may stand between the words of one number
+
+
+def _continues(prev: str, word: str) -> bool:
+    """Whether ``word`` extends the number that ``prev`` ends ("twenty" + "one" does, "one" + "two" not)."""
+    if word in _SCALES:
+        return True
+    if prev in _SCALES:
+        return True
+    return prev in _TENS and word in _UNITS and _UNITS[word] < 10
 
 
 def _words_value(words: list[str]) -> int:
@@ -54,10 +64,18 @@ def find_numbers(text: str) -> list[float]:
     """All numbers in ``text`` in order, digits and number words (``"twenty-one"`` is 21)."""
     out: list[float] = []
     words: list[str] = []
-    for tok in _TOKEN.findall(text):
-        low = tok.lower()
+    end = 0
+    for match in _TOKEN.finditer(text):
+        low = match.group().lower()
+        if low == "and" and words:
+            continue
         if low in _NUMBER_WORDS:
+            joined = words and _JOINER.fullmatch(text[end : match.start()]) and _continues(words[-1], low)
+            if words and not joined:
+                out.append(float(_words_value(words)))
+                words = []
             words.append(low)
+            end = match.end()
             continue
         if words:
             out.append(float(_words_value(words)))

@@ -85,9 +85,9 @@ class Task:
         if self.max_examples is not None:
             order = order[: max(3, self.max_examples)]
         n = len(order)
-        n_train = max(1, round(n * self.fractions.train))
-        n_val = max(1, round(n * self.fractions.val))
-        n_val = min(n_val, n - n_train - 1)
+        # every split keeps at least one example, and the splits never overlap
+        n_train = min(max(1, round(n * self.fractions.train)), n - 2)
+        n_val = min(max(1, round(n * self.fractions.val)), n - n_train - 1)
         ordered = [self.examples[i] for i in order]
         self.splits: dict[str, list[Example]] = {
             "train": ordered[:n_train],

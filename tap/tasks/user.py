@@ -39,7 +39,16 @@ def load_user_task(path: str | Path) -> tuple[list[Example], Metric, str]:
     if kind is None:
         raise TaskError(f"task file {path} must end in .jsonl, .json or .csv (got {path.suffix!r}).")
     try:
-        ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+        # CSV cells stay text ("007" is not 7, "NA" is not missing)
+        extra: dict = {}
+        if kind == "csv":
+            import csv
+
+            with path.open(newline="", encoding="utf-8") as f:
+                header = next(csv.reader(f), [])
+            extra = {"features": datasets.Features({c: datasets.Value("string") for c in header}),
+                     "keep_default_na": False, "na_filter": False}
+        ds = datasets.load_dataset(kind, data_files=str(path), split="train", **extra)
     except Exception as err:  # datasets raises many types for malformed files
         raise TaskError(
             f"cannot read task file {path}: {type(err).__name__}: {err}. Fix: one JSON object per line "
