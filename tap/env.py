@@ -7,7 +7,8 @@ Two ways to answer:
 - ``score``: multiple-choice likelihood; each option is scored as the continuation of the prompt in
   the chain's answer format, and the best-scored option is the pick. The dense reward is the gold
   option's probability after label-bias correction (each option's mean score over the evaluated
-  examples is subtracted first), since small models mostly shift their preferred label.
+  examples is subtracted first, when the options form a label set shared across examples), since small
+  models mostly shift their preferred label.
 """
 
 from __future__ import annotations
@@ -198,7 +199,9 @@ class Environment:
         out = []
         for ex, lps in zip(examples, per_ex):
             pick = max(range(len(lps)), key=lambda k: (lps[k], -k))
-            corrected = [lp - mean[c] for c, lp in zip(ex.choices, lps)]
+            # correct only over a shared label set: an option seen once would cancel its own evidence
+            shared = all(len(by_choice[c]) >= 2 for c in ex.choices)
+            corrected = [lp - mean[c] for c, lp in zip(ex.choices, lps)] if shared else list(lps)
             top = max(corrected)
             z = sum(math.exp(v - top) for v in corrected)
             gold_idx = ex.choices.index(ex.answer)

@@ -274,3 +274,16 @@ def test_evaluation_summary():
     assert d["results"][1] == {"uid": 1, "response": "4", "extracted": "4", "correct": False, "compliant": False,
                                "gold_prob": 0.25, "choice_logprobs": ()}
     assert d["accuracy"] == 0.5
+
+
+def test_label_bias_correction_skips_options_not_shared_across_examples():
+    # options unique to each example form no label set: their raw scores are kept, not cancelled
+    from tap.tasks.schema import Task
+
+    examples = [Example(i, f"q{i}", (f"right{i}",), (f"right{i}", f"wrong{i}x"), (1.0, 0.0)) for i in range(6)]
+    task = Task("unique-options", examples, "multiple_choice")
+    env = Environment(_cached(FakeLLM()), task, mode="score")
+    ev = env.evaluate(Chain("Decide."), task.val)
+    for r in ev.results:
+        lp = r.choice_logprobs
+        assert r.gold_prob == pytest.approx(math.exp(lp[0]) / (math.exp(lp[0]) + math.exp(lp[1])))
