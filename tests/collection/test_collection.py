@@ -151,3 +151,26 @@ def test_collect_command_rejects_unknown_task_before_loading_a_model(capsys):
     assert "unknown task 'no-such-task'" in err and "bigbench:NAME" in err
     assert main(["--task", "bigbench:x", "--trajectories", "0"]) == 2
     assert "--trajectories must be at least 1" in capsys.readouterr().err
+
+
+def test_inspect_prints_and_replays_a_collection(tiny_llm, tiny_task, tmp_path, capsys):
+    import datasets
+
+    from tap.collection.inspect import main, replay_trajectory
+
+    config = CollectionConfig(task="tiny", trajectories=2, horizon=3, eval_examples=3, max_new_tokens=3)
+    summary = collect(config, _cached(tiny_llm, None), tmp_path / "data", tiny_task, progress=False)
+    assert main([summary["path"], "--trajectory", "1", "--chain"]) == 0
+    out = capsys.readouterr().out
+    assert "== trajectory 1 (3 edits) ==" in out and "replay: every stored chain reproduced exactly" in out
+    assert out.count("\nstep ") == 3
+    assert main([summary["path"], "--trajectory", "7"]) == 2
+    assert "no trajectory 7" in capsys.readouterr().err
+    assert main([str(tmp_path)]) == 2
+    assert "is not a collection" in capsys.readouterr().err
+    # a tampered row is caught by the replay check
+    rows = datasets.load_from_disk(summary["path"] + "/triples").to_list()
+    traj = [r for r in rows if r["trajectory"] == 0]
+    traj[1] = {**traj[1], "next_chain": Chain("tampered").to_json()}
+    with pytest.raises(TapError, match="does not reproduce next_chain"):
+        replay_trajectory(traj)
