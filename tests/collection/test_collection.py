@@ -163,7 +163,7 @@ def test_inspect_prints_and_replays_a_collection(tiny_llm, tiny_task, tmp_path, 
     assert main([summary["path"], "--trajectory", "1", "--chain"]) == 0
     out = capsys.readouterr().out
     assert "== trajectory 1 (3 edits) ==" in out and "replay: every stored chain reproduced exactly" in out
-    assert out.count("\nstep ") == 3
+    assert out.count(" | reward ") == 3
     assert main([summary["path"], "--trajectory", "7"]) == 2
     assert "no trajectory 7" in capsys.readouterr().err
     assert main([str(tmp_path)]) == 2
