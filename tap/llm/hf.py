@@ -70,6 +70,7 @@ class TransformersLLM(LLM):
             path, ident, kwargs = str(p.parent), p.stem, {"gguf_file": p.name}
         else:
             path, ident = model, Path(model).name if Path(model).exists() else model
+
         def fail(err: Exception) -> BackendError:
             return BackendError(
                 f"cannot load model {model!r}: {err}\nFix: use 'smollm2' (works offline), a local "

@@ -83,6 +83,7 @@ def provision_offline(alias: str) -> Path:
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary folder
         os.replace(tmp, out)  # atomic: a half-written copy is never seen
         os.makedirs(tmp)  # so the context manager finds something to clean up
     return out
