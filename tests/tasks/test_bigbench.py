@@ -5,6 +5,7 @@ import tarfile
 
 import pytest
 
+from tap import paths
 from tap.errors import TaskError
 from tap.tasks import bigbench, load_task
 from tap.tasks.schema import Example
@@ -96,7 +97,7 @@ def sdist(tap_cache, monkeypatch):
     def no_download(*args, **kwargs):
         raise AssertionError(f"BIG-bench download attempted: {args}")
 
-    monkeypatch.setattr(bigbench.subprocess, "run", no_download)
+    monkeypatch.setattr(paths.subprocess, "run", no_download)
     return tap_cache / "bigbench" / "bigbench-1.0.0.tar.gz"
 
 
@@ -219,10 +220,10 @@ def test_failed_download_explains_the_fix(sdist, monkeypatch):
         calls.append(cmd)
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: no network")
 
-    monkeypatch.setattr(bigbench.subprocess, "run", failing_pip)
+    monkeypatch.setattr(paths.subprocess, "run", failing_pip)
     with pytest.raises(TaskError) as err:
         load_task("bigbench:object_counting")
-    assert "could not download the BIG-bench source (bigbench==1.0.0)" in str(err.value)
+    assert "could not download the BIG-bench source" in str(err.value) and "bigbench==1.0.0" in str(err.value)
     assert "ERROR: no network" in str(err.value)
     assert "bigbench==1.0.0" in calls[0] and "download" in calls[0]
 
