@@ -10,8 +10,9 @@ between them, and how the LLM responded to every chain (the world model's rollou
 from __future__ import annotations
 
 import json
+import math
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import lightning as L
@@ -33,14 +34,11 @@ def response_summary(reward: float, dense: float, compliance: float, answers: li
     """A fixed-size summary of how the LLM answered: scores plus the shape of the answer distribution
     (normalised entropy and the majority answer's share, which expose label bias).
     """
-    counts = defaultdict(int)
-    for a in answers:
-        counts[a] += 1
     n = max(len(answers), 1)
-    probs = [c / n for c in counts.values()]
-    entropy = -sum(p * torch.log(torch.tensor(p)).item() for p in probs if p > 0)
-    norm = torch.log(torch.tensor(float(n))).item() if n > 1 else 1.0
-    return [reward, dense, compliance, entropy / norm, max(probs) if probs else 0.0]
+    probs = [c / n for c in Counter(answers).values()]
+    entropy = -sum(p * math.log(p) for p in probs)
+    norm = math.log(n) if n > 1 else 1.0
+    return [reward, dense, compliance, entropy / norm, max(probs, default=0.0)]
 
 
 def payload_text(edit: Edit) -> str:

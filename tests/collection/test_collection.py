@@ -174,3 +174,12 @@ def test_inspect_prints_and_replays_a_collection(tiny_llm, tiny_task, tmp_path, 
     traj[1] = {**traj[1], "next_chain": Chain("tampered").to_json()}
     with pytest.raises(TapError, match="does not reproduce next_chain"):
         replay_trajectory(traj)
+
+
+def test_response_summary_shape_of_answers():
+    from tap.collection.datamodule import RESPONSE_FEATURES, response_summary
+
+    assert response_summary(0.5, 0.3, 1.0, ["a", "a", "b", "c"]) == pytest.approx([0.5, 0.3, 1.0, 0.75, 0.5])
+    assert response_summary(0.0, 0.1, 0.5, ["x"] * 4) == pytest.approx([0.0, 0.1, 0.5, 0.0, 1.0])  # one label
+    assert response_summary(1.0, 1.0, 1.0, list("abcd")) == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.25])
+    assert len(RESPONSE_FEATURES) == 5
