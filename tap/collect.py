@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     except TapError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: every LLM call paid so far is in the cache; run the same command again to resume.",
+              file=sys.stderr)
+        return 130
     summary["calls_per_second"] = round(summary["llm_calls"] / max(summary["seconds"], 1e-9), 2)
     print(json.dumps(summary))
     return 0
