@@ -72,12 +72,13 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/sensitivity.json")
+    ap.add_argument("--report-only", action="store_true", help="print the table of the results file and stop")
     args = ap.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = json.loads(out.read_text()) if out.exists() else {}
-    llm = load_llm(args.model)
-    for name in tqdm(args.tasks, desc="tasks"):
+    llm = None if args.report_only else load_llm(args.model)
+    for name in [] if args.report_only else tqdm(args.tasks, desc="tasks"):
         key = f"{name}|{args.chains}|{args.examples}|{args.seed}|{llm.name}"
         if key not in rows:
             try:
