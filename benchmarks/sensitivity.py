@@ -38,6 +38,15 @@ DEFAULT_TASKS = [
 ]
 
 
+def _majority(task, n: int) -> float:
+    """Accuracy of always giving the most common gold answer on the screened examples.
+
+    A chain that only moves the model's label bias can reach this and no more.
+    """
+    answers = [ex.answer for ex in task.val[:n]]
+    return max(answers.count(a) for a in set(answers)) / len(answers)
+
+
 def screen(task_name: str, llm, n_chains: int, n_examples: int, seed: int) -> dict:
     task = load_task(task_name, seed=seed)
     env = Environment(llm, task)
@@ -53,11 +62,12 @@ def screen(task_name: str, llm, n_chains: int, n_examples: int, seed: int) -> di
         dense.append(ev.dense)
         comp.append(ev.compliance)
     p = statistics.mean(accs)
+    majority = _majority(task, len(examples))
     noise = math.sqrt(max(p * (1 - p), 1e-9) / len(examples))
     spread = statistics.pstdev(accs)
     return {
         "task": task_name, "mode": env.mode, "examples": len(examples), "chains": len(chains),
-        "acc_initial": accs[0], "acc_mean": p, "acc_min": min(accs), "acc_max": max(accs),
+        "majority": majority, "acc_initial": accs[0], "acc_mean": p, "acc_min": min(accs), "acc_max": max(accs),
         "acc_std": spread, "binomial_sd": noise, "spread_ratio": spread / noise,
         "dense_std": statistics.pstdev(dense), "compliance_mean": statistics.mean(comp),
         "llm_calls": llm.calls - calls0, "seconds": time.time() - t0, "accuracies": accs,
@@ -89,10 +99,14 @@ def main() -> None:
             tmp = out.with_suffix(".tmp")
             tmp.write_text(json.dumps(rows, indent=1))
             tmp.replace(out)
-    print("| task | mode | n | chains | initial | mean | min | max | std | binomial sd | spread/noise |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows.values():
+        if "majority" not in r:  # rows written before the column existed: no LLM call needed
+            r["majority"] = _majority(load_task(r["task"], seed=args.seed), r["examples"])
+    print("| task | mode | n | chains | majority | initial | mean | min | max | std | binomial sd | spread/noise |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows.values(), key=lambda r: -r["spread_ratio"]):
-        print(f"| {r['task']} | {r['mode']} | {r['examples']} | {r['chains']} | {r['acc_initial']:.2f} | "
+        print(f"| {r['task']} | {r['mode']} | {r['examples']} | {r['chains']} | {r['majority']:.2f} | "
+              f"{r['acc_initial']:.2f} | "
               f"{r['acc_mean']:.2f} | {r['acc_min']:.2f} | {r['acc_max']:.2f} | {r['acc_std']:.3f} | "
               f"{r['binomial_sd']:.3f} | {r['spread_ratio']:.2f} |")
 
