@@ -107,15 +107,3 @@ class Task:
     @property
     def test(self) -> list[Example]:
         return self.splits["test"]
-
-    @property
-    def is_numeric(self) -> bool:
-        """True when every gold answer is a number (answers are then compared as numbers)."""
-        from tap.tasks.answers import parse_number
-
-        return self.metric == "exact_match" and all(parse_number(ex.answer) is not None for ex in self.examples)
-
-    def label_set(self) -> list[str]:
-        """The distinct gold answers, for classification tasks with few labels (empty otherwise)."""
-        answers = sorted({ex.answer for ex in self.examples})
-        return answers if len(answers) <= 10 else []

@@ -121,7 +121,6 @@ def test_target_list_and_description_as_instruction():
     assert task.metric == "exact_match"
     assert task.description == "Count the objects."
     assert task.examples[0] == Example(0, "I have a cat and a dog. How many animals?", ("2", "two"))
-    assert task.is_numeric
 
 
 def test_load_multiple_choice_task():

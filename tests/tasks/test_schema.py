@@ -105,14 +105,6 @@ def test_example_answer_and_correct_choices():
     assert Example(1, "q", ("7", "seven")).answer == "7"
 
 
-def test_is_numeric_and_label_set(tiny_task, tiny_mc_task):
-    assert tiny_task.is_numeric
-    assert not tiny_mc_task.is_numeric
-    assert not Task("t", [Example(i, "q", ("yes",)) for i in range(3)], "exact_match").is_numeric
-    assert tiny_mc_task.label_set() == ["False", "True"]
-    assert tiny_task.label_set() == []  # 17 distinct sums: not a classification task
-
-
 def test_fixture_tasks_shape(tiny_task, tiny_mc_task):
     assert len(tiny_task.examples) == 40 and tiny_task.metric == "exact_match"
     assert tiny_task.examples[3] == Example(3, "What is 4 + 9?", ("13",))
