@@ -10,6 +10,11 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DATA_CONFIGS = sorted((CONFIGS / "data").glob("*.yaml"))
 
 
+@pytest.fixture(autouse=True)
+def _no_pytest_argv(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["train.py"])  # the CLI gets its arguments through args= only
+
+
 @pytest.mark.parametrize("path", DATA_CONFIGS, ids=lambda p: p.name)
 def test_data_config_parses(path, capsys):
     with pytest.raises(SystemExit) as exit_info:
