@@ -44,9 +44,12 @@ OPS: dict[str, tuple[str, ...]] = {
 SCALES: tuple[str, ...] = tuple(OPS)
 #: a flat id per (scale, op), stable across versions (append only): the world model embeds these
 OP_IDS: dict[tuple[str, str], int] = {(s, o): i for i, (s, o) in enumerate((s, o) for s in OPS for o in OPS[s])}
-_TARGET_LEN = {
-    "add": 2, "delete": None, "replace": 2, "swap": 2, "reorder": 2, "split": 2, "merge": 1, "insert": 1,
-    "add_example": 1, "remove_example": 1, "instruction_edit": 0, "format_change": 0,
+#: how many integers each (scale, op) takes as its target (see the table above)
+_TARGET_LEN: dict[tuple[str, str], int] = {
+    **{("token", op): 2 for op in OPS["token"]},
+    ("segment", "reorder"): 2, ("segment", "split"): 2, ("segment", "merge"): 1, ("segment", "insert"): 1,
+    ("segment", "delete"): 1, ("instruction", "add_example"): 1, ("instruction", "remove_example"): 1,
+    ("instruction", "instruction_edit"): 0, ("instruction", "format_change"): 0,
 }
 
 
@@ -69,7 +72,7 @@ class Edit:
         except (TypeError, ValueError):
             raise EditError(f"an edit target must be a list of integers, got {self.target!r}.") from None
         object.__setattr__(self, "target", target)
-        want = _TARGET_LEN[self.op] if self.op != "delete" else (2 if self.scale == "token" else 1)
+        want = _TARGET_LEN[(self.scale, self.op)]
         if len(self.target) != want:
             raise EditError(f"{self.scale}.{self.op} takes a target of {want} integers, got {list(self.target)}.")
 

@@ -2,7 +2,7 @@
 
 Batched greedy generation with left padding and a KV cache, and continuation scoring; both apply the
 LM head only at the positions that are needed (the last one when generating, the continuation's when
-scoring), which is ~1.7x faster than full logits for SmolLM2 and essential for 262k-vocabulary models.
+scoring), which DESIGN.md measured ~1.7x faster than full logits for SmolLM2; essential for 262k vocabularies.
 Batches are bucketed by length and bounded by ``max_batch_tokens`` so peak memory stays predictable.
 """
 
@@ -30,7 +30,7 @@ def _cpu_has_bf16() -> bool:
 
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """``auto``: bf16 on CUDA and on CPUs with native bf16 (measured 2-3.5x faster here), else fp32."""
+    """``auto``: bf16 on CUDA and on CPUs with native bf16 (2.0-3.3x faster here: benchmarks/README.md), else fp32."""
     if dtype == "auto":
         return torch.bfloat16 if device.startswith("cuda") or _cpu_has_bf16() else torch.float32
     try:

@@ -469,3 +469,9 @@ def test_libraries_for_task():
     assert lib.for_task("") is lib
     assert lib.for_task(lib.instructions[2]) is lib
     assert lib.for_task("Count.").instructions == ("Count.", *lib.instructions)
+
+
+def test_every_operator_has_a_target_length():
+    from tap.chains.edits import _TARGET_LEN
+
+    assert set(_TARGET_LEN) == set(OP_IDS)
