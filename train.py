@@ -1,6 +1,19 @@
-"""Train TaP's models: ``python train.py fit --config configs/<name>.yaml`` (LightningCLI)."""
+"""Train TaP's models: ``python train.py fit --config configs/<name>.yaml`` (LightningCLI).
+
+    python train.py fit --config configs/encoder.yaml        # contrastive chain encoder
+    python train.py fit --config configs/world_model.yaml    # world model on the frozen encoder
+    python train.py test --config configs/world_model.yaml --ckpt_path checkpoints/world_model/best.ckpt
+
+Add ``--config configs/debug.yaml`` to any of them for a seconds-long run.
+"""
+
+import sys
 
 from tap.cli import main
+from tap.errors import TapError
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except TapError as err:
+        sys.exit(f"error: {err}")

@@ -1,22 +1,51 @@
 """The project's LightningCLI: ``python train.py fit --config configs/<name>.yaml``.
 
-Models and the data module are chosen in YAML with ``class_path``/``init_args``; the resolved
-config is saved beside every run so checkpoints can be rebuilt without the original command.
+The system (``tap.systems.ContrastiveEncoder`` or ``tap.systems.WorldModel``) and the data module are
+chosen in YAML with ``class_path``/``init_args``; wrong keys are rejected by name. A
+``ModelCheckpoint`` is always present (``checkpoint.*`` in YAML: what to monitor, where to save),
+and the resolved config is saved beside every run, so checkpoints can be rebuilt without the
+original command.
 """
 
 from __future__ import annotations
 
-from lightning.pytorch.cli import LightningCLI
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from tap.collection.datamodule import TriplesDataModule
+from tap.errors import TapError
 
 
 class TapCLI(LightningCLI):
-    """LightningCLI with the triples DataModule as the default data and strict config parsing."""
+    """LightningCLI with the triples DataModule, any TaP system, and a configurable checkpoint callback."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 1})
+
+    def _check_ckpt_path(self) -> None:
+        ckpt = self.config[self.subcommand].get("ckpt_path")
+        if ckpt and ckpt not in ("last", "best", "hpc", "registry") and not Path(ckpt).exists():
+            raise TapError(f"--ckpt_path {ckpt} does not exist. Fix: pass a .ckpt file written by a fit run "
+                           "(see checkpoint.dirpath in its config, e.g. checkpoints/world_model/best.ckpt).")
+
+    def before_fit(self) -> None:
+        self._check_ckpt_path()
+
+    def before_validate(self) -> None:
+        self._check_ckpt_path()
+
+    def before_test(self) -> None:
+        self._check_ckpt_path()
 
 
 def main(args: list[str] | None = None) -> TapCLI:
     return TapCLI(
+        model_class=L.LightningModule,
+        subclass_mode_model=True,
         datamodule_class=TriplesDataModule,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},

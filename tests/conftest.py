@@ -62,3 +62,11 @@ def tiny_task():
 def tiny_mc_task():
     """40 multiple-choice examples with choices ("True", "False") and scores, seed 0. Shared: do not mutate."""
     return true_false_task(40)
+
+
+@pytest.fixture
+def synthetic_data(tmp_path, monkeypatch):
+    """CLI overrides for the triples DataModule on synthetic triples (see ``synthetic_overrides``)."""
+    from tests.helpers import synthetic_overrides
+
+    return synthetic_overrides(tmp_path, monkeypatch)

@@ -136,3 +136,81 @@ class FakeLLM(LLM):
         if self.delay:
             time.sleep(self.delay)
         return [Score(fake_logprob(p, c), len(c)) for p, c in zip(prompts, continuations)]
+
+
+class RuleLLM(FakeLLM):
+    """A fake LLM whose accuracy depends on the chain, so that collected rewards vary and can be learnt.
+
+    It answers "What is a + b?" correctly when a hash of the whole prompt falls under a quality that
+    grows with the number of demonstrations and with words of the chain ("step", "carefully",
+    "Answer"); otherwise it answers a wrong number. Scores give the gold answer more mass when the
+    quality is higher. Deterministic (crc32, not Python's salted hash).
+    """
+
+    name = "rule"
+
+    @staticmethod
+    def _quality(prompt: str) -> float:
+        demos = prompt.count("assistant:")
+        words = sum(w in prompt for w in ("step", "carefully", "Answer"))
+        return min(0.95, 0.1 + 0.2 * demos + 0.15 * words)
+
+    @staticmethod
+    def _answer(prompt: str) -> int:
+        import re
+
+        a, b = re.findall(r"What is (\d+) \+ (\d+)\?", prompt)[-1]
+        return int(a) + int(b)
+
+    def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:
+        import zlib
+
+        self.generate_batches.append(list(prompts))
+        out = []
+        for p in prompts:
+            right = zlib.crc32(p.encode()) % 1000 < 1000 * self._quality(p)
+            out.append(str(self._answer(p) + (0 if right else 1)))
+        return out
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[Score]:
+        import math
+
+        self.score_batches.append(list(zip(prompts, continuations)))
+        out = []
+        for p, c in zip(prompts, continuations):
+            q = self._quality(p)
+            gold = c.strip().startswith(str(self._answer(p)))
+            out.append(Score(math.log(q if gold else (1 - q) / 10), max(len(c), 1)))
+        return out
+
+
+def write_arithmetic_jsonl(path, n: int = 60) -> str:
+    """An exact-match addition task file ("What is a + b?") for the user-task loader; returns its path."""
+    import json
+
+    with open(path, "w") as f:
+        for uid in range(n):
+            a, b = uid % 7 + 1, (3 * uid) % 11
+            f.write(json.dumps({"input": f"What is {a} + {b}?", "target": str(a + b)}) + "\n")
+    return str(path)
+
+
+def synthetic_overrides(tmp_path, monkeypatch) -> list[str]:
+    """Point the triples DataModule at ``RuleLLM`` triples on two small addition task files.
+
+    Patches ``TriplesDataModule.llm`` (so no real LLM is loaded) through ``monkeypatch`` and returns
+    CLI overrides: tasks, data dir, a small collection (6 trajectories x 3 edits x 6 examples),
+    windows of 2, and logs and checkpoints under ``tmp_path``.
+    """
+    from tap.collection.datamodule import TriplesDataModule
+
+    rule = RuleLLM()
+    monkeypatch.setattr(TriplesDataModule, "llm", property(lambda self: rule))
+    tasks = [write_arithmetic_jsonl(tmp_path / "add_a.jsonl", 60), write_arithmetic_jsonl(tmp_path / "add_b.jsonl", 50)]
+    return [
+        f"--data.init_args.tasks=[{tasks[0]}, {tasks[1]}]", f"--data.init_args.data_dir={tmp_path / 'data'}",
+        "--data.init_args.trajectories=6", "--data.init_args.horizon=3", "--data.init_args.eval_examples=6",
+        "--data.init_args.window=2", "--data.init_args.batch_size=4", "--data.init_args.split_fractions=[0.2, 0.2]",
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", f"--checkpoint.dirpath={tmp_path / 'ckpt'}",
+        "--trainer.enable_progress_bar=false",
+    ]

@@ -75,7 +75,8 @@ def _chain_state(chain_json: str, reward: float, dense: float, compliance: float
 def collate_windows(batch: list[list[dict]]) -> dict:
     """Stack windows into a batch. B = batch, L = window, E = evaluated examples per chain.
 
-    Returns: ``task`` list[B]; ``instruction_text``/``token_text`` list[B][L+1] of str;
+    Returns: ``task`` list[B]; ``context`` list[B] (the task's description, the encoder's task
+    context); ``instruction_text``/``token_text`` list[B][L+1] of str;
     ``segments`` list[B][L+1] of list[str]; ``edit_scale``/``edit_op`` (B, L) long;
     ``edit_target`` (B, L, 2) long (-1 = none); ``edit_payload`` list[B][L] of str;
     ``edit_json`` list[B][L]; ``reward``/``dense`` (B, L+1); ``response`` (B, L+1, F);
@@ -83,7 +84,8 @@ def collate_windows(batch: list[list[dict]]) -> dict:
     """
     B, L_ = len(batch), len(batch[0])
     E = max(len(w[0]["example_uids"]) for w in batch)
-    out: dict = {"task": [w[0]["task"] for w in batch], "instruction_text": [], "token_text": [], "segments": [],
+    out: dict = {"task": [w[0]["task"] for w in batch], "context": [w[0].get("context", "") for w in batch],
+                 "instruction_text": [], "token_text": [], "segments": [],
                  "edit_payload": [], "edit_json": []}
     scale = torch.zeros(B, L_, dtype=torch.long)
     op = torch.zeros(B, L_, dtype=torch.long)
@@ -156,8 +158,9 @@ class TriplesDataModule(L.LightningDataModule):
         if not 1 <= window <= horizon:
             raise TapError(f"window={window} must be between 1 and horizon={horizon}.")
         val_f, test_f = split_fractions
-        if not (0 <= val_f < 1 and 0 <= test_f < 1 and val_f + test_f < 1):
-            raise TapError(f"split_fractions {split_fractions} must be two fractions in [0, 1) summing below 1.")
+        if not (0 <= val_f <= 1 and 0 <= test_f <= 1 and val_f + test_f <= 1):
+            raise TapError(f"split_fractions {split_fractions} must be two fractions in [0, 1] summing to at most 1 "
+                           "(0.0, 1.0 makes every trajectory test data, for a task held out from training).")
         self.configs = [CollectionConfig(task=t, model=model, trajectories=trajectories, horizon=horizon,
                                          eval_examples=eval_examples, seed=seed, mode=mode,
                                          max_new_tokens=max_new_tokens) for t in self.tasks]
@@ -194,6 +197,9 @@ class TriplesDataModule(L.LightningDataModule):
                 raise TapError(f"no collected triples at {path}; run prepare_data() (Trainer.fit does) or "
                                f"`python -m tap.collect --task {config.task}` first.")
             rows = datasets.load_from_disk(str(path)).to_list()
+            context = self.context(config.task)
+            for row in rows:
+                row["context"] = context
             by_traj: dict[int, list[dict]] = defaultdict(list)
             for row in rows:
                 by_traj[row["trajectory"]].append(row)
@@ -207,6 +213,12 @@ class TriplesDataModule(L.LightningDataModule):
             for split, traj_ids in chosen.items():
                 parts[split] += [sorted(by_traj[i], key=lambda r: r["step"]) for i in sorted(traj_ids)]
         self.splits = {s: TrajectoryWindows(t, self.hparams.window) for s, t in parts.items()}
+
+    def context(self, task: str) -> str:
+        """The task context the encoder sees: the task's own description."""
+        from tap.tasks import load_task
+
+        return load_task(task, seed=self.hparams.seed).description
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.splits:

@@ -1,0 +1,48 @@
+"""TensorBoard extras: scatter plots as images and latents in the embedding projector."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+
+def _writer(module: L.LightningModule):
+    logger = module.logger
+    if isinstance(logger, TensorBoardLogger) and module.trainer is not None and not module.trainer.sanity_checking:
+        return logger.experiment
+    return None
+
+
+def log_scatter(module: L.LightningModule, tag: str, pred: torch.Tensor, real: torch.Tensor,
+                xlabel: str = "real", ylabel: str = "predicted") -> None:
+    """A predicted-vs-real scatter (with the diagonal) as an image, when logging to TensorBoard."""
+    writer = _writer(module)
+    if writer is None or pred.numel() == 0:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    x, y = real.detach().cpu().float().numpy(), pred.detach().cpu().float().numpy()
+    ax.scatter(x, y, s=6, alpha=0.5)
+    lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+    ax.plot([lo, hi], [lo, hi], color="grey", linewidth=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(tag)
+    fig.tight_layout()
+    writer.add_figure(tag, fig, global_step=module.global_step)
+    plt.close(fig)
+
+
+def log_embedding(module: L.LightningModule, tag: str, latents: torch.Tensor, metadata: list[list[str]],
+                  header: list[str]) -> None:
+    """Latents (N, D) with per-row metadata columns into the embedding projector."""
+    writer = _writer(module)
+    if writer is None or latents.shape[0] < 2:
+        return
+    writer.add_embedding(latents.detach().cpu().float(), metadata=metadata, metadata_header=header,
+                         global_step=module.global_step, tag=tag)

@@ -1,0 +1,145 @@
+"""The encoder and world-model systems end to end through the CLI, on synthetic triples (RuleLLM)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tap.cli import main
+from tap.errors import TapError
+from tap.systems import ContrastiveEncoder, WorldModel
+from tap.systems.checkpoints import find_checkpoint
+from tests.helpers import synthetic_overrides
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.fixture(autouse=True)
+def _no_pytest_argv(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["train.py"])
+
+
+def _fit(config, overrides, *extra, epochs=2):
+    return main(["fit", "--config", str(CONFIGS / config), *overrides, f"--trainer.max_epochs={epochs}",
+                 "--trainer.log_every_n_steps=1", *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A hash-backbone encoder, then a hierarchical world model on it, both fitted for two epochs
+    (once for the module; tests must not change what it returns)."""
+    tmp_path = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("sys.argv", ["train.py"])
+        mp.setenv("TAP_CACHE", str(tmp_path / "cache"))
+        overrides = synthetic_overrides(tmp_path, mp)
+        enc_dir = tmp_path / "enc"
+        enc = _fit("encoder.yaml", overrides, "--model.init_args.backbone=hash", f"--checkpoint.dirpath={enc_dir}")
+        wm = _fit("world_model.yaml", overrides, f"--model.init_args.encoder={enc_dir}",
+                  f"--checkpoint.dirpath={tmp_path / 'wm'}")
+        wm.datamodule.setup()
+    return {"enc": enc, "wm": wm, "enc_ckpt": enc_dir / "best.ckpt", "wm_dir": tmp_path / "wm"}
+
+
+def test_encoder_logs_health_and_distance_spearman(trained):
+    metrics = trained["enc"].trainer.callback_metrics
+    for key in ("val/distance_spearman", "val/health/std", "val/health/uniformity", "train/loss/infonce",
+                "train/loss/align", "val/positive_rate"):
+        assert key in metrics, key
+    assert metrics["val/health/std"] > 0
+
+
+def test_world_model_logs_named_terms_and_rank_metrics(trained):
+    metrics = trained["wm"].trainer.callback_metrics
+    for term in ("latent", "reward", "response", "delta", "kl_dyn", "kl_rep"):
+        assert f"train/loss/{term}" in metrics
+    for key in ("val/reward/spearman", "val/reward/mae", "val/edit/spearman", "val/edit/mae",
+                "val/reward_observed/spearman", "val/latent_error/h1", "val/latent_error/h2",
+                "val/latent_error_copy/h1", "val/uncertainty/spearman"):
+        assert key in metrics, key
+    assert any(k.startswith("val/reward/spearman/add_") for k in metrics)  # per task
+
+
+def test_checkpoints_round_trip_without_the_encoder_file(trained):
+    live = trained["wm"].model.eval()
+    saved = trained["wm_dir"].parent / "roundtrip" / "final.ckpt"
+    trained["wm"].trainer.save_checkpoint(saved)
+    enc_dir = trained["enc_ckpt"].parent
+    hidden = enc_dir.rename(enc_dir.with_name("enc_hidden"))  # the world-model checkpoint must not need it
+    try:
+        loaded = WorldModel.from_checkpoint(saved.parent)  # a run folder works as well as a file
+    finally:
+        hidden.rename(enc_dir)
+    assert loaded.hparams.encoder_hparams["backbone"] == "hash"
+    dm = trained["wm"].datamodule
+    batch = next(iter(dm.val_dataloader()))
+    with torch.no_grad():
+        a, b = live.rollout(batch), loaded.rollout(batch)
+    # equal up to float round-off: matmul results depend slightly on how texts were batched
+    assert torch.allclose(a["feat_img"], b["feat_img"], atol=1e-5)
+    assert torch.allclose(a["feat_obs"], b["feat_obs"], atol=1e-5)
+    with torch.no_grad():
+        r1 = live.net.heads.reward(a["feat_img"])[0]
+        r2 = loaded.net.heads.reward(b["feat_img"])[0]
+    assert torch.allclose(r1, r2, atol=1e-5)
+
+
+def test_encoder_checkpoint_round_trip(synthetic_data, tmp_path):
+    cli = _fit("encoder.yaml", synthetic_data, "--model.init_args.backbone=hash", f"--checkpoint.dirpath={tmp_path}",
+               epochs=1)
+    live = cli.model.freeze_encoder()
+    cli.trainer.save_checkpoint(tmp_path / "final.ckpt")
+    loaded = ContrastiveEncoder.from_checkpoint(tmp_path / "final.ckpt")
+    views = [{"instruction": "Add the numbers.", "segments": ["Add the numbers.", "Carry."], "tokens": "Add the numbers. Carry."}]
+    a, b = live(["ctx"], views), loaded(["ctx"], views)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_planner_interface_on_real_chains(trained):
+    import random
+
+    from tap.chains import edit_space, initial_chain
+    from tests.helpers import arithmetic_task
+
+    wm = WorldModel.from_checkpoint(trained["wm_dir"])
+    task = arithmetic_task(30)
+    space = edit_space(task)
+    chain = initial_chain(task.description)
+    rng = random.Random(0)
+    edits = [space.sample(chain, rng) for _ in range(4)]
+    lat = wm.encode_chains([chain] * 4, task.description)
+    actions, scales = wm.embed_edits(edits)
+    assert actions.shape == (4, wm.hparams.action_dim) and torch.equal(scales.sum(-1), torch.ones(4))
+    states = wm.imagine(wm.observe(lat), actions.unsqueeze(1), scales.unsqueeze(1))
+    assert wm.reward(states[-1]).shape == (4,) and wm.uncertainty(states[-1]).shape == (4,)
+
+
+def test_validate_and_test_report_world_model_metrics(trained, synthetic_data):
+    ckpt = find_checkpoint(trained["wm_dir"])
+    for sub in ("validate", "test"):
+        cli = main([sub, "--config", str(CONFIGS / "world_model.yaml"), *synthetic_data,
+                    "--model.init_args.encoder=hash", f"--ckpt_path={ckpt}"])
+        stage = "val" if sub == "validate" else "test"
+        assert f"{stage}/reward/spearman" in cli.trainer.callback_metrics
+
+
+def test_missing_checkpoints_and_wrong_kinds_fail_clearly(trained, synthetic_data, tmp_path):
+    with pytest.raises(TapError, match="does not exist"):
+        main(["test", "--config", str(CONFIGS / "world_model.yaml"), *synthetic_data, "--model.init_args.encoder=hash",
+              f"--ckpt_path={tmp_path / 'nope.ckpt'}"])
+    with pytest.raises(TapError, match="configs/encoder.yaml"):
+        WorldModel(encoder=str(tmp_path / "missing.ckpt"))
+    with pytest.raises(TapError, match="ContrastiveEncoder checkpoint, but a WorldModel"):
+        WorldModel.from_checkpoint(trained["enc_ckpt"])
+    with pytest.raises(TapError, match="WorldModel checkpoint, but a ContrastiveEncoder"):
+        ContrastiveEncoder.from_checkpoint(trained["wm_dir"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TapError, match="no .ckpt"):
+        WorldModel.from_checkpoint(tmp_path / "empty")
+
+
+def test_unknown_loss_terms_and_models_are_named():
+    with pytest.raises(ValueError, match="latnet"):
+        WorldModel(encoder="hash", loss_scales={"latnet": 1.0})
+    with pytest.raises(ValueError, match="infonse"):
+        ContrastiveEncoder(backbone="hash", loss_scales={"infonse": 1.0})
