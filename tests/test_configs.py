@@ -1,4 +1,5 @@
-"""Every config in configs/ parses through the project's LightningCLI; wrong keys fail clearly."""
+"""Every config in configs/ parses through the project's LightningCLI and runs with ``fast_dev_run``
+(tiny encoder, synthetic triples); the debug overlay shrinks every model config; wrong keys fail clearly."""
 
 from pathlib import Path
 
@@ -8,6 +9,14 @@ from tap.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DATA_CONFIGS = sorted((CONFIGS / "data").glob("*.yaml"))
+MODEL_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "debug.yaml")
+#: how each system is made tiny in tests: the hash text encoder, no MiniLM download
+TINY = {"ContrastiveEncoder": ["--model.init_args.backbone=hash"], "WorldModel": ["--model.init_args.encoder=hash"]}
+
+
+def _tiny(path: Path) -> list[str]:
+    text = path.read_text()
+    return next(v for k, v in TINY.items() if f"tap.systems.{k}" in text)
 
 
 @pytest.fixture(autouse=True)
@@ -18,18 +27,36 @@ def _no_pytest_argv(monkeypatch):
 @pytest.mark.parametrize("path", DATA_CONFIGS, ids=lambda p: p.name)
 def test_data_config_parses(path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--data", str(path), "--print_config"])
+        main(["fit", "--config", str(CONFIGS / "world_model.yaml"), "--data", str(path), "--print_config"])
+    assert exit_info.value.code == 0
+    assert "class_path: tap.collection.datamodule.TriplesDataModule" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", MODEL_CONFIGS, ids=lambda p: p.name)
+def test_model_config_runs_fast_dev_run(path, synthetic_data):
+    cli = main(["fit", "--config", str(path), *synthetic_data, *_tiny(path), "--trainer.fast_dev_run=true"])
+    assert cli.trainer.state.finished
+    assert "train/loss_step" in cli.trainer.callback_metrics or "train/loss" in cli.trainer.callback_metrics
+
+
+@pytest.mark.parametrize("path", MODEL_CONFIGS, ids=lambda p: p.name)
+def test_debug_overlay_shrinks_every_config(path, synthetic_data, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(path), "--config", str(CONFIGS / "debug.yaml"), "--print_config"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "class_path: tap.collection.datamodule.TriplesDataModule" in out
+    assert "limit_train_batches: 2" in out and "trajectories: 4" in out and "runs/debug" in out
+    cli = main(["fit", "--config", str(path), "--config", str(CONFIGS / "debug.yaml"), *synthetic_data, *_tiny(path)])
+    assert cli.trainer.state.finished and cli.trainer.global_step == 2
 
 
-def test_wrong_data_key_is_named(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--data", str(DATA_CONFIGS[0]), "--data.init_args.trajectoriez", "3", "--print_config"])
-    assert exit_info.value.code != 0
-    assert "trajectoriez" in capsys.readouterr().err
+def test_wrong_keys_are_named(capsys):
+    for key in ("--data.init_args.trajectoriez", "--model.init_args.latnt_dim", "--checkpoint.monitr"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "--config", str(CONFIGS / "encoder.yaml"), key, "3", "--print_config"])
+        assert exit_info.value.code != 0
+        assert key.rsplit(".", 1)[1] in capsys.readouterr().err
 
 
 def test_there_are_configs():
-    assert DATA_CONFIGS
+    assert DATA_CONFIGS and {p.name for p in MODEL_CONFIGS} >= {"encoder.yaml", "world_model.yaml"}

@@ -95,3 +95,34 @@ def test_collect_killed_midway_resumes_without_paying_twice(tmp_path, real_artif
     assert resumed["triples"] == 9
     again = run_collect(tmp_path, *args, "--batch-size", "4")
     assert again["llm_calls"] == 0 and again["mean_reward"] == resumed["mean_reward"]
+
+
+def test_debug_training_pipeline_on_the_real_model(tmp_path, real_artifacts):
+    """The user's debug path: encoder (MiniLM + LoRA) then world model, each with configs/debug.yaml,
+    on triples collected from the real SmolLM2, then `test` from the saved checkpoint."""
+    root = Path(__file__).resolve().parents[1]
+    where = [f"--data.init_args.data_dir={tmp_path / 'data'}", f"--data.init_args.cache={tmp_path / 'calls.sqlite'}",
+             f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"]
+    env = {**os.environ, "TAP_CACHE": REAL_CACHE}
+
+    def train(*args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, str(root / "train.py"), *args], capture_output=True, text=True,
+                              env=env, cwd=root)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    debug = str(root / "configs" / "debug.yaml")
+    train("fit", "--config", str(root / "configs" / "encoder.yaml"), "--config", debug, *where,
+          f"--checkpoint.dirpath={tmp_path / 'enc'}")
+    assert list((tmp_path / "enc").glob("*.ckpt"))
+    train("fit", "--config", str(root / "configs" / "world_model.yaml"), "--config", debug, *where,
+          f"--model.init_args.encoder={tmp_path / 'enc'}", f"--checkpoint.dirpath={tmp_path / 'wm'}")
+    ckpt = sorted((tmp_path / "wm").glob("*.ckpt"))[0]
+    proc = train("test", "--config", str(root / "configs" / "world_model.yaml"), "--config", debug, *where,
+                 f"--model.init_args.encoder={tmp_path / 'enc'}", f"--ckpt_path={ckpt}")
+    assert "test/reward/mae" in proc.stdout
+
+    from tap.systems import WorldModel
+
+    wm = WorldModel.from_checkpoint(tmp_path / "wm")
+    assert wm.hparams.encoder_hparams["backbone"] == "minilm" and wm.hparams.encoder_hparams["lora_rank"] == 8

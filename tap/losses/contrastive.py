@@ -60,7 +60,7 @@ class ResponseInfoNCE(nn.Module):
         self.temperature, self.threshold = temperature, threshold
 
     def forward(self, z: torch.Tensor, dist: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """z (N, D) unit vectors; dist, valid (N, N) from ``response_distance``."""
+        """Z (N, D) unit vectors; dist, valid (N, N) from ``response_distance``."""
         n = z.shape[0]
         eye = torch.eye(n, dtype=torch.bool, device=z.device)
         logits = (z @ z.T / self.temperature).masked_fill(eye, float("-inf"))  # (N, N)

@@ -31,7 +31,7 @@ class EditEmbedder(nn.Module):
 
     def forward(self, scale: torch.Tensor, op: torch.Tensor, target: torch.Tensor,
                 payload: torch.Tensor) -> torch.Tensor:
-        """scale, op (...,) long; target (..., 2) long with -1 = none; payload (..., payload_dim) -> (..., action_dim)."""
+        """scale, op (...,) long; target (..., 2) long (-1 = none); payload (..., payload_dim) -> (..., action_dim)."""
         t = (target + 1).clamp(0, self.max_target + 1)
         x = self.scale(scale) + self.op(op) + self.target[0](t[..., 0]) + self.target[1](t[..., 1])
         return self.out(x + self.payload(payload))

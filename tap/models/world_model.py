@@ -46,9 +46,11 @@ class WorldModelNet(nn.Module):
         """(B, feature_dim) read by the heads."""
         raise NotImplementedError
 
-    def kl(self, state: State, obs: dict[str, torch.Tensor], free_nats: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    def kl(self, state: State, obs: dict[str, torch.Tensor],
+           free_nats: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Balanced KL (dyn, rep), each (B,), between the posterior given the real chain's latents and
-        the state's prior; zeros for deterministic models."""
+        the state's prior; zeros for deterministic models.
+        """
         zero = next(iter(obs.values())).new_zeros(next(iter(obs.values())).shape[0])
         return zero, zero
 
@@ -151,7 +153,8 @@ class RSSM(WorldModelNet):
     def features(self, state: State) -> torch.Tensor:
         return torch.cat([t for lv in self.levels for t in (state[f"{lv}/h"], state[f"{lv}/s"])], -1)
 
-    def kl(self, state: State, obs: dict[str, torch.Tensor], free_nats: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    def kl(self, state: State, obs: dict[str, torch.Tensor],
+           free_nats: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """DreamerV3's balanced KL with free nats, summed over levels."""
         dyn = rep = 0.0
         for lv in self.levels:

@@ -15,7 +15,8 @@ KIND_KEY = "tap_system"
 
 def find_checkpoint(path: str | Path) -> Path:
     """The checkpoint a user means: the file itself, or in a folder (searched recursively) ``best.ckpt``,
-    else ``last.ckpt``, else the newest ``.ckpt``."""
+    else ``last.ckpt``, else the newest ``.ckpt``.
+    """
     p = Path(path)
     if p.is_file():
         return p

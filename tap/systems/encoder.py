@@ -16,7 +16,7 @@ import torch
 from torchmetrics import SpearmanCorrCoef
 
 from tap.losses.contrastive import ResponseInfoNCE, alignment_uniformity, distance_alignment, response_distance
-from tap.models.encoder import LATENT_KEYS, ChainEncoderNet, ChainViews
+from tap.models.encoder import ChainEncoderNet, ChainViews
 from tap.models.text import build_backbone
 from tap.systems.batch import task_ids, unique_chains
 from tap.systems.checkpoints import KIND_KEY, read_checkpoint

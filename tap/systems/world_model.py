@@ -140,7 +140,7 @@ class WorldModel(L.LightningModule):
         return self.net.observe(latents)
 
     def imagine(self, state: State, actions: torch.Tensor, scales: torch.Tensor) -> list[State]:
-        """actions (B, T, A), scales (B, T, 3) -> T states; differentiable in ``actions`` and ``scales``."""
+        """Actions (B, T, A), scales (B, T, 3) -> T states; differentiable in ``actions`` and ``scales``."""
         return self.net.imagine(state, actions, scales)
 
     def reward(self, state: State) -> torch.Tensor:

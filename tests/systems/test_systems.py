@@ -90,7 +90,8 @@ def test_encoder_checkpoint_round_trip(synthetic_data, tmp_path):
     live = cli.model.freeze_encoder()
     cli.trainer.save_checkpoint(tmp_path / "final.ckpt")
     loaded = ContrastiveEncoder.from_checkpoint(tmp_path / "final.ckpt")
-    views = [{"instruction": "Add the numbers.", "segments": ["Add the numbers.", "Carry."], "tokens": "Add the numbers. Carry."}]
+    views = [{"instruction": "Add the numbers.", "segments": ["Add the numbers.", "Carry."],
+              "tokens": "Add the numbers. Carry."}]
     a, b = live(["ctx"], views), loaded(["ctx"], views)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
