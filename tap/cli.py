@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -40,6 +41,13 @@ class TapCLI(LightningCLI):
 
     def before_test(self) -> None:
         self._check_ckpt_path()
+
+    def after_fit(self) -> None:
+        """Put the resolved config beside the checkpoints too, so a checkpoint folder says what made it."""
+        dirpath = self.config[self.subcommand].get("checkpoint", {}).get("dirpath")
+        if dirpath and Path(dirpath).is_dir():
+            resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False, format="yaml"))[self.subcommand]
+            (Path(dirpath) / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
 
 
 def main(args: list[str] | None = None) -> TapCLI:

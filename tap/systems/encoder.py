@@ -63,6 +63,7 @@ class ContrastiveEncoder(L.LightningModule):
         self._tasks: dict[str, int] = {}
         self._projector: list[tuple[torch.Tensor, list[list[str]]]] = []  # (latents, metadata) per eval batch
         self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (latent, response) distances per eval batch
+        self._last_val_projector: list[tuple[torch.Tensor, list[list[str]]]] = []
 
     def forward(self, contexts: list[str], views: list[ChainViews]) -> dict[str, torch.Tensor]:
         """N chains -> dict of (N, latent_dim) unit latents (``LATENT_KEYS``)."""
@@ -113,16 +114,24 @@ class ContrastiveEncoder(L.LightningModule):
         if pairs:
             log_scatter(self, f"{stage}/latent_vs_response_distance", torch.cat([p[0] for p in pairs]),
                         torch.cat([p[1] for p in pairs]), xlabel="response distance", ylabel="latent distance")
-        if self._projector:
-            log_embedding(self, f"{stage}/chain_latents", torch.cat([p[0] for p in self._projector]),
-                          [m for p in self._projector for m in p[1]], ["task", "reward"])
-        self._pairs, self._projector = [], []
+        self._pairs = []
+
+    def _write_projector(self, tag: str, items: list[tuple[torch.Tensor, list[list[str]]]]) -> None:
+        if items:
+            log_embedding(self, tag, torch.cat([p[0] for p in items]), [m for p in items for m in p[1]],
+                          ["task", "reward"])
 
     def on_validation_epoch_end(self) -> None:
         self._end_eval("val")
+        self._last_val_projector, self._projector = self._projector, []
 
     def on_test_epoch_end(self) -> None:
         self._end_eval("test")
+        self._write_projector("test/chain_latents", self._projector)
+        self._projector = []
+
+    def on_fit_end(self) -> None:
+        self._write_projector("val/chain_latents", self._last_val_projector)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         lora = [p for n, p in self.named_parameters() if p.requires_grad and "lora_" in n]

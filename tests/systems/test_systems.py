@@ -41,6 +41,15 @@ def trained(tmp_path_factory):
     return {"enc": enc, "wm": wm, "enc_ckpt": enc_dir / "best.ckpt", "wm_dir": tmp_path / "wm"}
 
 
+def test_resolved_config_is_saved_beside_the_checkpoints(trained):
+    import yaml
+
+    config = yaml.safe_load((trained["wm_dir"] / "config.yaml").read_text())
+    assert config["model"]["class_path"] == "tap.systems.WorldModel"
+    assert config["model"]["init_args"]["world_model"] == "hierarchical"
+    assert config["data"]["init_args"]["window"] == 2
+
+
 def test_encoder_logs_health_and_distance_spearman(trained):
     metrics = trained["enc"].trainer.callback_metrics
     for key in ("val/distance_spearman", "val/health/std", "val/health/uniformity", "train/loss/infonce",
@@ -144,3 +153,14 @@ def test_unknown_loss_terms_and_models_are_named():
         WorldModel(encoder="hash", loss_scales={"latnet": 1.0})
     with pytest.raises(ValueError, match="infonse"):
         ContrastiveEncoder(backbone="hash", loss_scales={"infonse": 1.0})
+
+
+def test_find_checkpoint_prefers_best_then_last(tmp_path):
+    (tmp_path / "run" / "sub").mkdir(parents=True)
+    for name in ("epoch=3.ckpt", "last.ckpt"):
+        (tmp_path / "run" / "sub" / name).write_bytes(b"x")
+    assert find_checkpoint(tmp_path / "run").name == "last.ckpt"
+    (tmp_path / "run" / "best.ckpt").write_bytes(b"x")
+    assert find_checkpoint(tmp_path / "run").name == "best.ckpt"
+    with pytest.raises(TapError, match="cannot read"):
+        WorldModel.from_checkpoint(tmp_path / "run")
