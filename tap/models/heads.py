@@ -9,10 +9,9 @@ disagreement that the planner penalises as uncertainty (as in MBPO / PETS ensemb
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from tap.models.encoder import LATENT_KEYS, mlp
+from tap.models.encoder import mlp
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
@@ -97,30 +96,24 @@ class RewardEnsemble(nn.Module):
 
 
 class Heads(nn.Module):
-    """Everything a world model predicts from its state features.
+    """What a world model reads out of its state features (the predicted latents live in the state).
 
-    - ``latents``: the encoder's latents of the chain the state stands for (unit vectors);
     - ``reward`` / ``uncertainty``: ensemble mean and spread of the predicted reward;
     - ``response``: the response summary (accuracy, dense, compliance, answer entropy, majority share).
 
     Args:
         feature_dim: state feature size.
-        latent_dim: encoder latent size.
         response_dim: response summary size.
         hidden_dim: MLP width.
         members: reward ensemble size.
         bins: two-hot bins.
     """
 
-    def __init__(self, feature_dim: int, latent_dim: int, response_dim: int = 5, hidden_dim: int = 256,
-                 members: int = 5, bins: int = 41) -> None:
+    def __init__(self, feature_dim: int, response_dim: int = 5, hidden_dim: int = 256, members: int = 5,
+                 bins: int = 41) -> None:
         super().__init__()
-        self.latents = nn.ModuleDict({k: mlp(feature_dim, hidden_dim, latent_dim) for k in LATENT_KEYS})
         self.reward = RewardEnsemble(feature_dim, hidden_dim, members, bins)
         self.response = mlp(feature_dim, hidden_dim, response_dim)
-
-    def predict_latents(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {k: F.normalize(head(feat), dim=-1) for k, head in self.latents.items()}
 
     def predict_response(self, feat: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.response(feat))

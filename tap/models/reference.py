@@ -32,14 +32,14 @@ class DemoWorldModel(WorldModelNet):
     """
 
     def __init__(self, latent_dim: int, action_dim: int, hidden_dim: int = 256, heads: dict | None = None) -> None:
-        super().__init__(latent_dim, latent_dim, action_dim, heads)
+        super().__init__(latent_dim, latent_dim, action_dim, hidden_dim, heads)
         self.delta = mlp(latent_dim + action_dim, hidden_dim, latent_dim)
 
-    def observe(self, obs: dict[str, torch.Tensor], sample: bool = False) -> State:
+    def _observe_core(self, obs: dict[str, torch.Tensor], sample: bool) -> State:
         return {"z": obs["chain"]}
 
-    def step(self, state: State, action: torch.Tensor, scale: torch.Tensor, sample: bool = False) -> State:
+    def _step_core(self, state: State, action: torch.Tensor, scale: torch.Tensor, sample: bool) -> State:
         return {"z": state["z"] + self.delta(torch.cat([state["z"], action], -1))}
 
-    def features(self, state: State) -> torch.Tensor:
+    def _core_features(self, state: State) -> torch.Tensor:
         return state["z"]

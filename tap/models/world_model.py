@@ -20,31 +20,64 @@ import torch.nn.functional as F
 from torch import nn
 
 from tap.chains.edits import SCALES
-from tap.models.encoder import LEVELS, mlp
+from tap.models.encoder import LATENT_KEYS, LEVELS, mlp
 from tap.models.heads import Heads
 
 State = dict[str, torch.Tensor]
 
 
 class WorldModelNet(nn.Module):
-    """The interface: ``observe``, ``step``/``imagine``, ``kl``, ``features`` and the heads' read-outs."""
+    """The interface: ``observe``, ``step``/``imagine``, ``kl``, ``features`` and the read-outs.
 
-    def __init__(self, feature_dim: int, latent_dim: int, action_dim: int, heads: dict | None = None) -> None:
+    Every state also carries the encoder latents it predicts (``lat/<key>`` for ``LATENT_KEYS``):
+    exact for an observed chain, and for an imagined one the previous prediction moved by a learned,
+    zero-initialised residual ``normalize(z + MLP([core, z, action]))``. Before any training a model
+    therefore predicts "the edit changes nothing", which is already a strong guess (most edits move
+    a chain's latent little), and learns the change from there. The heads read the core recurrent
+    features together with these latents.
+
+    Subclasses implement the recurrent core: ``_observe_core``, ``_step_core``, ``_core_features``.
+    """
+
+    def __init__(self, core_dim: int, latent_dim: int, action_dim: int, hidden_dim: int = 256,
+                 heads: dict | None = None) -> None:
         super().__init__()
-        self.latent_dim, self.action_dim, self.feature_dim = latent_dim, action_dim, feature_dim
-        self.heads = Heads(feature_dim, latent_dim, **(heads or {}))
+        self.latent_dim, self.action_dim = latent_dim, action_dim
+        self.feature_dim = core_dim + len(LATENT_KEYS) * latent_dim
+        self.latent_step = nn.ModuleDict({k: mlp(core_dim + latent_dim + action_dim, hidden_dim, latent_dim)
+                                          for k in LATENT_KEYS})
+        for m in self.latent_step.values():
+            nn.init.zeros_(m[-1].weight)
+            nn.init.zeros_(m[-1].bias)
+        self.heads = Heads(self.feature_dim, **(heads or {}))
+
+    def _observe_core(self, obs: dict[str, torch.Tensor], sample: bool) -> State:
+        raise NotImplementedError
+
+    def _step_core(self, state: State, action: torch.Tensor, scale: torch.Tensor, sample: bool) -> State:
+        raise NotImplementedError
+
+    def _core_features(self, state: State) -> torch.Tensor:
+        raise NotImplementedError
 
     def observe(self, obs: dict[str, torch.Tensor], sample: bool = False) -> State:
         """State of a real chain from its encoder latents (dict of (B, latent_dim))."""
-        raise NotImplementedError
+        state = self._observe_core(obs, sample)
+        state.update({f"lat/{k}": obs[k] for k in LATENT_KEYS})
+        return state
 
     def step(self, state: State, action: torch.Tensor, scale: torch.Tensor, sample: bool = False) -> State:
         """Apply one edit: action (B, A), scale weights (B, 3) -> the next (prior) state."""
-        raise NotImplementedError
+        new = self._step_core(state, action, scale, sample)
+        core = self._core_features(new)
+        for k in LATENT_KEYS:
+            z = state[f"lat/{k}"]
+            new[f"lat/{k}"] = F.normalize(z + self.latent_step[k](torch.cat([core, z, action], -1)), dim=-1)
+        return new
 
     def features(self, state: State) -> torch.Tensor:
-        """(B, feature_dim) read by the heads."""
-        raise NotImplementedError
+        """(B, feature_dim): the core features and the predicted latents, read by the heads."""
+        return torch.cat([self._core_features(state), *(state[f"lat/{k}"] for k in LATENT_KEYS)], -1)
 
     def kl(self, state: State, obs: dict[str, torch.Tensor],
            free_nats: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +104,8 @@ class WorldModelNet(nn.Module):
         return self.heads.reward(self.features(state))[1]
 
     def predict_latents(self, state: State) -> dict[str, torch.Tensor]:
-        return self.heads.predict_latents(self.features(state))
+        """The encoder latents this state predicts for its chain (unit vectors)."""
+        return {k: state[f"lat/{k}"] for k in LATENT_KEYS}
 
     def predict_response(self, state: State) -> torch.Tensor:
         return self.heads.predict_response(self.features(state))
@@ -104,7 +138,7 @@ class RSSM(WorldModelNet):
 
     def __init__(self, latent_dim: int, action_dim: int, levels: tuple[str, ...] = LEVELS, deter_dim: int = 128,
                  stoch_dim: int = 32, hidden_dim: int = 256, min_std: float = 0.1, heads: dict | None = None) -> None:
-        super().__init__((deter_dim + stoch_dim) * len(levels), latent_dim, action_dim, heads)
+        super().__init__((deter_dim + stoch_dim) * len(levels), latent_dim, action_dim, hidden_dim, heads)
         self.levels, self.min_std = tuple(levels), min_std
         self.summary_dim = deter_dim // 2
         self.init = nn.ModuleDict({lv: nn.Linear(latent_dim, deter_dim) for lv in levels})
@@ -124,7 +158,7 @@ class RSSM(WorldModelNet):
     def _sample(self, mean: torch.Tensor, std: torch.Tensor, sample: bool) -> torch.Tensor:
         return mean + std * torch.randn_like(std) if sample else mean
 
-    def observe(self, obs: dict[str, torch.Tensor], sample: bool = False) -> State:
+    def _observe_core(self, obs: dict[str, torch.Tensor], sample: bool) -> State:
         state: State = {}
         for lv in self.levels:
             h = torch.tanh(self.init[lv](obs[lv]))  # (B, deter)
@@ -133,7 +167,7 @@ class RSSM(WorldModelNet):
             state[f"{lv}/mean"], state[f"{lv}/std"] = mean, std
         return state
 
-    def step(self, state: State, action: torch.Tensor, scale: torch.Tensor, sample: bool = False) -> State:
+    def _step_core(self, state: State, action: torch.Tensor, scale: torch.Tensor, sample: bool) -> State:
         new_h: dict[str, torch.Tensor] = {}
         summary = action.new_zeros(action.shape[0], self.summary_dim)  # nothing below the lowest level
         for lv in reversed(self.levels):  # bottom-up: token -> segment -> instruction
@@ -150,7 +184,7 @@ class RSSM(WorldModelNet):
             parent = h
         return out
 
-    def features(self, state: State) -> torch.Tensor:
+    def _core_features(self, state: State) -> torch.Tensor:
         return torch.cat([t for lv in self.levels for t in (state[f"{lv}/h"], state[f"{lv}/s"])], -1)
 
     def kl(self, state: State, obs: dict[str, torch.Tensor],

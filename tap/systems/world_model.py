@@ -29,7 +29,7 @@ from torchmetrics import MeanMetric
 from tap.chains.chain import Chain
 from tap.chains.edits import SCALES, Edit
 from tap.chains.render import chain_views
-from tap.collection.datamodule import SCALE_IDS, payload_text
+from tap.collection.datamodule import RESPONSE_FEATURES, SCALE_IDS, payload_text
 from tap.metrics import GroupedRankAgreement
 from tap.models import WORLD_MODELS, EditEmbedder, State, WorldModelNet
 from tap.models.encoder import LATENT_KEYS
@@ -40,7 +40,7 @@ from tap.systems.tensorboard import log_embedding, log_scatter
 
 WM_LOSSES = ("latent", "reward", "response", "delta", "kl_dyn", "kl_rep")
 DEFAULT_SCALES = {"latent": 1.0, "reward": 1.0, "response": 1.0, "delta": 1.0, "kl_dyn": 0.5, "kl_rep": 0.1}
-RANKED = ("reward", "reward_observed", "edit", "uncertainty")
+RANKED = ("reward", "dense", "reward_observed", "edit", "uncertainty")
 
 
 def _encoder_spec(encoder: str) -> tuple[dict, dict | None]:
@@ -191,18 +191,21 @@ class WorldModel(L.LightningModule):
         s_idx = torch.arange(L_, device=dev).repeat_interleave(B)  # (L*B,) start step of each row
         b_idx = torch.arange(B, device=dev).repeat(L_)  # (L*B,) window of each row
         state = {k: v.view(B, T1, -1)[:, :L_].transpose(0, 1).reshape(L_ * B, -1) for k, v in observed.items()}
-        feats, dyn, rep, valid, t_idx = [], [], [], [], []
+        feats, lats, dyn, rep, valid, t_idx = [], [], [], [], [], []
         for k in range(1, L_ + 1):
             t = s_idx + k
             tc = t.clamp(max=L_)
             state = self.net.step(state, act[b_idx, tc - 1], scale_w[b_idx, tc - 1], sample)
             d, r = self.net.kl(state, {key: obs[key][b_idx, tc] for key in obs}, self.hparams.free_nats)
             feats.append(self.net.features(state))
+            lats.append(self.net.predict_latents(state))
             dyn.append(d)
             rep.append(r)
             valid.append(t <= L_)
             t_idx.append(tc)
-        return {"obs": obs, "feat_obs": feat_obs, "feat_img": torch.stack(feats), "kl_dyn": torch.stack(dyn),
+        return {"obs": obs, "feat_obs": feat_obs, "feat_img": torch.stack(feats),
+                "lat_img": {key: torch.stack([lat[key] for lat in lats]) for key in LATENT_KEYS},
+                "kl_dyn": torch.stack(dyn),
                 "kl_rep": torch.stack(rep), "valid": torch.stack(valid), "t": torch.stack(t_idx),
                 "s": s_idx, "b": b_idx}  # stacked tensors are (L, L*B, ...)
 
@@ -218,8 +221,8 @@ class WorldModel(L.LightningModule):
         feat = torch.cat([f_obs, f_img])
         real_r = torch.cat([reward.reshape(-1), reward[b[v], t[v]]])
         real_resp = torch.cat([response.reshape(B * T1, -1), response[b[v], t[v]]])
-        real_lat = {k: torch.cat([o.reshape(B * T1, -1), o[b[v], t[v]]]) for k, o in out["obs"].items()}
-        pred_lat = heads.predict_latents(feat)
+        real_lat = {k: o[b[v], t[v]] for k, o in out["obs"].items()}  # imagined entries only: observed are exact
+        pred_lat = {k: lat[v] for k, lat in out["lat_img"].items()}
         terms: dict[str, torch.Tensor] = {}
         terms["latent"] = torch.stack([1 - (pred_lat[k] * real_lat[k]).sum(-1) for k in LATENT_KEYS]).mean()
         boot = None
@@ -241,11 +244,12 @@ class WorldModel(L.LightningModule):
         self.log_dict(log, batch_size=B, on_step=stage == "train", on_epoch=True)
         self.log(f"{stage}/loss", loss, batch_size=B, prog_bar=True, on_step=stage == "train", on_epoch=True)
         if stage != "train":
-            self._update_metrics(stage, batch, out, pred_obs, pred_img, unc[n_obs:], pred_lat, real_lat, n_obs)
+            dense_img = heads.predict_response(f_img)[:, RESPONSE_FEATURES.index("dense")]
+            self._update_metrics(stage, batch, out, pred_obs, pred_img, unc[n_obs:], pred_lat, real_lat, dense_img)
         return loss
 
     def _update_metrics(self, stage: str, batch: dict, out: dict, pred_obs: torch.Tensor, pred_img: torch.Tensor,
-                        unc_img: torch.Tensor, pred_lat: dict, real_lat: dict, n_obs: int) -> None:
+                        unc_img: torch.Tensor, pred_lat: dict, real_lat: dict, dense_img: torch.Tensor) -> None:
         dev = self.device
         reward = batch["reward"].to(dev)
         v = out["valid"]
@@ -255,13 +259,14 @@ class WorldModel(L.LightningModule):
         m = self.ranked[stage]
         real_img = reward[b, t]
         m["reward"].update(pred_img, real_img, group[b])
+        m["dense"].update(dense_img, batch["dense"].to(dev)[b, t], group[b])
         m["reward_observed"].update(pred_obs.reshape(-1), reward.reshape(-1),
                                     group.repeat_interleave(reward.shape[1]))
         one = depth == 1
         m["edit"].update((pred_img - pred_obs[b, s])[one], (real_img - reward[b, s])[one], group[b][one])
         m["uncertainty"].update(unc_img, (pred_img - real_img).abs(), group[b])
-        chain_real = real_lat["chain"][n_obs:]
-        err = 1 - (pred_lat["chain"][n_obs:] * chain_real).sum(-1)  # (M,) model's latent error
+        chain_real = real_lat["chain"]
+        err = 1 - (pred_lat["chain"] * chain_real).sum(-1)  # (M,) model's latent error
         copy = 1 - (out["obs"]["chain"][b, s] * chain_real).sum(-1)  # (M,) error of predicting "no change"
         for k in depth.unique().tolist():
             for name, values in (("model", err), ("copy", copy)):
