@@ -1,8 +1,11 @@
 """Reference world models for the same data and interface, so the hierarchy earns its place by measurement.
 
-- ``FlatRSSM``: one RSSM level observed through the chain latent (no instruction/segment/token split).
+Both see and predict the chain latent only (never the instruction/segment/token latents), and use
+the same edit embedding, read-out heads and losses as the hierarchy:
+
+- ``FlatRSSM``: one RSSM level observed through the chain latent (no levels).
 - ``DemoWorldModel``: the authors' demo design: one deterministic latent (the chain latent),
-  ``next = z + MLP([z, action])``, and the same read-out heads (reward from an MLP of z).
+  ``next = z + MLP([z, action])``, with the reward read out by an MLP.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class DemoWorldModel(WorldModelNet):
     """
 
     def __init__(self, latent_dim: int, action_dim: int, hidden_dim: int = 256, heads: dict | None = None) -> None:
-        super().__init__(latent_dim, latent_dim, action_dim, hidden_dim, heads)
+        super().__init__(latent_dim, latent_dim, action_dim, hidden_dim, heads, latent_keys=("chain",))
         self.delta = mlp(latent_dim + action_dim, hidden_dim, latent_dim)
 
     def _observe_core(self, obs: dict[str, torch.Tensor], sample: bool) -> State:

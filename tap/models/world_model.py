@@ -29,8 +29,9 @@ State = dict[str, torch.Tensor]
 class WorldModelNet(nn.Module):
     """The interface: ``observe``, ``step``/``imagine``, ``kl``, ``features`` and the read-outs.
 
-    Every state also carries the encoder latents it predicts (``lat/<key>`` for ``LATENT_KEYS``):
-    exact for an observed chain, and for an imagined one the previous prediction moved by a learned,
+    Every state also carries the encoder latents it predicts (``lat/<key>`` for each of its
+    ``latent_keys``: all of ``LATENT_KEYS`` for the hierarchy, the chain latent alone for single-latent
+    models): exact for an observed chain, and for an imagined one the previous prediction moved by a learned,
     zero-initialised residual ``normalize(z + MLP([core, z, action]))``. Before any training a model
     therefore predicts "the edit changes nothing", which is already a strong guess (most edits move
     a chain's latent little), and learns the change from there. The heads read the core recurrent
@@ -40,12 +41,12 @@ class WorldModelNet(nn.Module):
     """
 
     def __init__(self, core_dim: int, latent_dim: int, action_dim: int, hidden_dim: int = 256,
-                 heads: dict | None = None) -> None:
+                 heads: dict | None = None, latent_keys: tuple[str, ...] = LATENT_KEYS) -> None:
         super().__init__()
-        self.latent_dim, self.action_dim = latent_dim, action_dim
-        self.feature_dim = core_dim + len(LATENT_KEYS) * latent_dim
+        self.latent_dim, self.action_dim, self.latent_keys = latent_dim, action_dim, tuple(latent_keys)
+        self.feature_dim = core_dim + len(self.latent_keys) * latent_dim
         self.latent_step = nn.ModuleDict({k: mlp(core_dim + latent_dim + action_dim, hidden_dim, latent_dim)
-                                          for k in LATENT_KEYS})
+                                          for k in self.latent_keys})
         for m in self.latent_step.values():
             nn.init.zeros_(m[-1].weight)
             nn.init.zeros_(m[-1].bias)
@@ -63,21 +64,21 @@ class WorldModelNet(nn.Module):
     def observe(self, obs: dict[str, torch.Tensor], sample: bool = False) -> State:
         """State of a real chain from its encoder latents (dict of (B, latent_dim))."""
         state = self._observe_core(obs, sample)
-        state.update({f"lat/{k}": obs[k] for k in LATENT_KEYS})
+        state.update({f"lat/{k}": obs[k] for k in self.latent_keys})
         return state
 
     def step(self, state: State, action: torch.Tensor, scale: torch.Tensor, sample: bool = False) -> State:
         """Apply one edit: action (B, A), scale weights (B, 3) -> the next (prior) state."""
         new = self._step_core(state, action, scale, sample)
         core = self._core_features(new)
-        for k in LATENT_KEYS:
+        for k in self.latent_keys:
             z = state[f"lat/{k}"]
             new[f"lat/{k}"] = F.normalize(z + self.latent_step[k](torch.cat([core, z, action], -1)), dim=-1)
         return new
 
     def features(self, state: State) -> torch.Tensor:
         """(B, feature_dim): the core features and the predicted latents, read by the heads."""
-        return torch.cat([self._core_features(state), *(state[f"lat/{k}"] for k in LATENT_KEYS)], -1)
+        return torch.cat([self._core_features(state), *(state[f"lat/{k}"] for k in self.latent_keys)], -1)
 
     def kl(self, state: State, obs: dict[str, torch.Tensor],
            free_nats: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,8 +105,8 @@ class WorldModelNet(nn.Module):
         return self.heads.reward(self.features(state))[1]
 
     def predict_latents(self, state: State) -> dict[str, torch.Tensor]:
-        """The encoder latents this state predicts for its chain (unit vectors)."""
-        return {k: state[f"lat/{k}"] for k in LATENT_KEYS}
+        """The encoder latents this state predicts for its chain (unit vectors), one per ``latent_keys``."""
+        return {k: state[f"lat/{k}"] for k in self.latent_keys}
 
     def predict_response(self, state: State) -> torch.Tensor:
         return self.heads.predict_response(self.features(state))
@@ -138,7 +139,8 @@ class RSSM(WorldModelNet):
 
     def __init__(self, latent_dim: int, action_dim: int, levels: tuple[str, ...] = LEVELS, deter_dim: int = 128,
                  stoch_dim: int = 32, hidden_dim: int = 256, min_std: float = 0.1, heads: dict | None = None) -> None:
-        super().__init__((deter_dim + stoch_dim) * len(levels), latent_dim, action_dim, hidden_dim, heads)
+        keys = LATENT_KEYS if len(levels) > 1 else tuple(levels)
+        super().__init__((deter_dim + stoch_dim) * len(levels), latent_dim, action_dim, hidden_dim, heads, keys)
         self.levels, self.min_std = tuple(levels), min_std
         self.summary_dim = deter_dim // 2
         self.init = nn.ModuleDict({lv: nn.Linear(latent_dim, deter_dim) for lv in levels})

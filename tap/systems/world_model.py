@@ -204,7 +204,7 @@ class WorldModel(L.LightningModule):
             valid.append(t <= L_)
             t_idx.append(tc)
         return {"obs": obs, "feat_obs": feat_obs, "feat_img": torch.stack(feats),
-                "lat_img": {key: torch.stack([lat[key] for lat in lats]) for key in LATENT_KEYS},
+                "lat_img": {key: torch.stack([lat[key] for lat in lats]) for key in self.net.latent_keys},
                 "kl_dyn": torch.stack(dyn),
                 "kl_rep": torch.stack(rep), "valid": torch.stack(valid), "t": torch.stack(t_idx),
                 "s": s_idx, "b": b_idx}  # stacked tensors are (L, L*B, ...)
@@ -224,7 +224,7 @@ class WorldModel(L.LightningModule):
         real_lat = {k: o[b[v], t[v]] for k, o in out["obs"].items()}  # imagined entries only: observed are exact
         pred_lat = {k: lat[v] for k, lat in out["lat_img"].items()}
         terms: dict[str, torch.Tensor] = {}
-        terms["latent"] = torch.stack([1 - (pred_lat[k] * real_lat[k]).sum(-1) for k in LATENT_KEYS]).mean()
+        terms["latent"] = torch.stack([1 - (pred_lat[k] * real_lat[k]).sum(-1) for k in pred_lat]).mean()
         boot = None
         if stage == "train" and self.hparams.bootstrap < 1:
             boot = (torch.rand(len(heads.reward.members), feat.shape[0], device=dev) < self.hparams.bootstrap).float()
