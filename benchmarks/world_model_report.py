@@ -11,6 +11,8 @@ error of predicting "no change" at the same horizons for reference.
 
     python benchmarks/world_model_report.py                     # needs checkpoints/encoder (configs/encoder.yaml)
     python benchmarks/world_model_report.py --seeds 0 1 2 --models hierarchical flat demo
+    python benchmarks/world_model_report.py --models hierarchical --tag pretrained-encoder \
+        -- --model.init_args.encoder=minilm                     # a variant: untrained (frozen MiniLM) encoder
     python benchmarks/world_model_report.py --report-only       # the table from results/world_model.json
 """
 
@@ -28,7 +30,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "world_model.json"
-COLUMNS = (("reward/spearman", "reward ρ"), ("edit/spearman", "edit ρ"), ("reward/mae", "reward MAE"),
+COLUMNS = (("reward/spearman", "reward ρ"), ("dense/spearman", "dense ρ"), ("edit/spearman", "edit ρ"),
+           ("reward/mae", "reward MAE"),
            ("latent_error/h1", "latent err h1"), ("latent_error/h3", "latent err h3"),
            ("latent_error_copy/h1", "no-change err h1"), ("latent_error_copy/h3", "no-change err h3"))
 
@@ -41,14 +44,15 @@ def _cli(args: list[str]) -> dict[str, float]:
     return {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
 
 
-def run(model: str, seed: int, epochs: int | None, extra: list[str]) -> dict:
+def run(model: str, seed: int, epochs: int | None, extra: list[str], tag: str = "") -> dict:
     config = str(ROOT / "configs" / "world_model.yaml")
-    ckpt_dir = ROOT / "checkpoints" / "report" / f"{model}-s{seed}"
+    name = f"{model}{'-' + tag if tag else ''}-s{seed}"
+    ckpt_dir = ROOT / "checkpoints" / "report" / name
     common = ["--config", config, f"--model.init_args.world_model={model}", f"--seed_everything={seed}",
               "--trainer.enable_progress_bar=false", *extra]
     start = time.time()
     fit = ["fit", *common, f"--checkpoint.dirpath={ckpt_dir}",
-           f"--trainer.logger.init_args.name=report-{model}-s{seed}"]
+           f"--trainer.logger.init_args.name=report-{name}"]
     if epochs:
         fit.append(f"--trainer.max_epochs={epochs}")
     fit_metrics = _cli(fit)
@@ -57,7 +61,8 @@ def run(model: str, seed: int, epochs: int | None, extra: list[str]) -> dict:
 
     ckpt = str(find_checkpoint(ckpt_dir))
     tasks = yaml.safe_load(Path(config).read_text())["data"]["init_args"]["tasks"]
-    result = {"model": model, "seed": seed, "checkpoint": ckpt, "fit_seconds": round(fit_seconds, 1),
+    result = {"model": model + (f" ({tag})" if tag else ""), "seed": seed, "overrides": extra,
+              "checkpoint": ckpt, "fit_seconds": round(fit_seconds, 1),
               "val": {k: v for k, v in fit_metrics.items() if k.startswith("val/")}, "test": {}}
     for task in tasks:
         result["test"][task] = _test_metrics(_cli(["test", *common, f"--data.init_args.tasks=[{task}]",
@@ -95,6 +100,15 @@ def report(results: list[dict]) -> str:
             rows = [r["test"][task] for r in results if r["model"] == model and task in r["test"]]
             cells = [_fmt([row.get(key, float("nan")) for row in rows]) for key, _ in COLUMNS]
             lines.append(f"| {task.split(':')[-1]} | {model} | " + " | ".join(cells) + " |")
+    dev = [t for t in tasks if "never trained" not in t]
+    lines += ["", "Dev-suite mean over its tasks (per seed, then mean ± sd over seeds):", "",
+              "| model | reward ρ | dense ρ | edit ρ | latent err h1 | latent err h3 |", "|---|---|---|---|---|---|"]
+    for model in models:
+        runs = [r for r in results if r["model"] == model]
+        cells = []
+        for key in ("reward/spearman", "dense/spearman", "edit/spearman", "latent_error/h1", "latent_error/h3"):
+            cells.append(_fmt([statistics.mean(r["test"][t].get(key, float("nan")) for t in dev) for r in runs]))
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -105,6 +119,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override trainer.max_epochs")
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--tag", default="", help="name for a variant run with extra overrides (kept apart)")
     parser.add_argument("extra", nargs="*", help="more CLI overrides for train.py, after --")
     args = parser.parse_args()
     out = Path(args.out)
@@ -112,8 +127,9 @@ def main() -> None:
     if not args.report_only:
         for seed in args.seeds:
             for model in args.models:
-                results = [r for r in results if (r["model"], r["seed"]) != (model, seed)]
-                results.append(run(model, seed, args.epochs, args.extra))
+                label = model + (f" ({args.tag})" if args.tag else "")
+                results = [r for r in results if (r["model"], r["seed"]) != (label, seed)]
+                results.append(run(model, seed, args.epochs, args.extra, args.tag))
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(results, indent=1) + "\n")  # kept after every run
     print(report(results))

@@ -6,7 +6,8 @@ references). Training rolls the network open-loop from every chain of a window t
 edits that followed and holds each imagined state against the encoder's latents of the real next
 chain and the LLM's measured response. Named loss terms, each scaled by ``loss_scales``:
 
-- ``latent``: 1 - cosine between predicted and real latents (instruction, segment, token, chain);
+- ``latent``: 1 - cosine between predicted and real latents (instruction, segment, token and chain for
+  the hierarchy; the chain latent for the references), on imagined chains;
 - ``reward``: two-hot cross-entropy of the reward ensemble (each member on a bootstrap mask);
 - ``response``: squared error of the response summary (accuracy, dense, compliance, answer shape);
 - ``delta``: squared error of the predicted reward *change* since the observed start chain;
