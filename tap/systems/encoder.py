@@ -20,7 +20,7 @@ from tap.models.encoder import ChainEncoderNet, ChainViews
 from tap.models.text import build_backbone
 from tap.systems.batch import task_ids, unique_chains
 from tap.systems.checkpoints import KIND_KEY, read_checkpoint
-from tap.systems.tensorboard import log_embedding, log_scatter
+from tap.systems.tensorboard import LatentProjector, log_scatter
 
 ENCODER_LOSSES = ("infonce", "align")
 
@@ -61,9 +61,8 @@ class ContrastiveEncoder(L.LightningModule):
         self.infonce = ResponseInfoNCE(temperature, positive_threshold)
         self.distance_spearman = torch.nn.ModuleDict({s: SpearmanCorrCoef() for s in ("val", "test")})
         self._tasks: dict[str, int] = {}
-        self._projector: list[tuple[torch.Tensor, list[list[str]]]] = []  # (latents, metadata) per eval batch
+        self.projector = LatentProjector(["task", "reward"])
         self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (latent, response) distances per eval batch
-        self._last_val_projector: list[tuple[torch.Tensor, list[list[str]]]] = []
 
     def forward(self, contexts: list[str], views: list[ChainViews]) -> dict[str, torch.Tensor]:
         """N chains -> dict of (N, latent_dim) unit latents (``LATENT_KEYS``)."""
@@ -92,7 +91,7 @@ class ContrastiveEncoder(L.LightningModule):
             iu = torch.triu(valid, diagonal=1)
             self.distance_spearman[stage].update(latent[iu], dist[iu])
             meta = [[t, f"{r:.3f}"] for t, r in zip(data["task"], data["reward"].tolist())]
-            self._projector.append((z.detach().cpu(), meta))
+            self.projector.add(z, meta)
             self._pairs.append((latent[iu].detach().cpu(), dist[iu].cpu()))
         return loss
 
@@ -116,22 +115,16 @@ class ContrastiveEncoder(L.LightningModule):
                         torch.cat([p[1] for p in pairs]), xlabel="response distance", ylabel="latent distance")
         self._pairs = []
 
-    def _write_projector(self, tag: str, items: list[tuple[torch.Tensor, list[list[str]]]]) -> None:
-        if items:
-            log_embedding(self, tag, torch.cat([p[0] for p in items]), [m for p in items for m in p[1]],
-                          ["task", "reward"])
-
     def on_validation_epoch_end(self) -> None:
         self._end_eval("val")
-        self._last_val_projector, self._projector = self._projector, []
+        self.projector.end_validation()
 
     def on_test_epoch_end(self) -> None:
         self._end_eval("test")
-        self._write_projector("test/chain_latents", self._projector)
-        self._projector = []
+        self.projector.end_test(self)
 
     def on_fit_end(self) -> None:
-        self._write_projector("val/chain_latents", self._last_val_projector)
+        self.projector.end_fit(self)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         lora = [p for n, p in self.named_parameters() if p.requires_grad and "lora_" in n]

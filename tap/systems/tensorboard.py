@@ -46,3 +46,37 @@ def log_embedding(module: L.LightningModule, tag: str, latents: torch.Tensor, me
         return
     writer.add_embedding(latents.detach().cpu().float(), metadata=metadata, metadata_header=header,
                          global_step=module.global_step, tag=tag)
+
+
+class LatentProjector:
+    """Chain latents and their metadata gathered over an evaluation epoch, for the embedding projector.
+
+    The test epoch's are written when it ends; the last validation epoch's when fitting ends (one
+    projector entry per fit, not one per epoch).
+
+    Args:
+        header: names of the metadata columns.
+    """
+
+    def __init__(self, header: list[str]) -> None:
+        self.header = header
+        self.current: list[tuple[torch.Tensor, list[list[str]]]] = []
+        self.last_val: list[tuple[torch.Tensor, list[list[str]]]] = []
+
+    def add(self, latents: torch.Tensor, metadata: list[list[str]]) -> None:
+        """Latents (N, D) with N metadata rows."""
+        self.current.append((latents.detach().cpu(), metadata))
+
+    def end_validation(self) -> None:
+        self.last_val, self.current = self.current, []
+
+    def end_test(self, module: L.LightningModule) -> None:
+        self._write(module, "test/chain_latents", self.current)
+        self.current = []
+
+    def end_fit(self, module: L.LightningModule) -> None:
+        self._write(module, "val/chain_latents", self.last_val)
+
+    def _write(self, module: L.LightningModule, tag: str, items: list) -> None:
+        if items:
+            log_embedding(module, tag, torch.cat([p[0] for p in items]), [m for p in items for m in p[1]], self.header)

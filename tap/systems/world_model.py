@@ -37,7 +37,7 @@ from tap.models.encoder import LATENT_KEYS
 from tap.systems.batch import task_ids, window_views
 from tap.systems.checkpoints import KIND_KEY, own_hyperparameters, read_checkpoint
 from tap.systems.encoder import ContrastiveEncoder
-from tap.systems.tensorboard import log_embedding, log_scatter
+from tap.systems.tensorboard import LatentProjector, log_scatter
 
 WM_LOSSES = ("latent", "reward", "response", "delta", "kl_dyn", "kl_rep")
 DEFAULT_SCALES = {"latent": 1.0, "reward": 1.0, "response": 1.0, "delta": 1.0, "kl_dyn": 0.5, "kl_rep": 0.1}
@@ -112,8 +112,7 @@ class WorldModel(L.LightningModule):
                                            for s in ("val", "test")})
         self.horizon_error = torch.nn.ModuleDict()  # "<stage>_<model|copy>_<k>" -> MeanMetric, made on first use
         self._tasks: dict[str, int] = {}
-        self._projector: list[tuple[torch.Tensor, list[list[str]]]] = []  # (chain latents, metadata) per batch
-        self._last_val_projector: list[tuple[torch.Tensor, list[list[str]]]] = []
+        self.projector = LatentProjector(["task", "reward", "predicted_reward"])
 
     def train(self, mode: bool = True) -> WorldModel:
         super().train(mode)
@@ -277,7 +276,7 @@ class WorldModel(L.LightningModule):
                 self.horizon_error[key].update(values[depth == k])
         meta = [[_slug(batch["task"][i]), f"{reward[i, 0].item():.3f}", f"{pred_obs[i, 0].item():.3f}"]
                 for i in range(reward.shape[0])]
-        self._projector.append((out["obs"]["chain"][:, 0].detach().cpu(), meta))
+        self.projector.add(out["obs"]["chain"][:, 0], meta)
 
     def _end_eval(self, stage: str) -> None:
         names = {i: _slug(t) for t, i in self._tasks.items()}
@@ -310,20 +309,14 @@ class WorldModel(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._end_eval("val")
-        self._last_val_projector, self._projector = self._projector, []
+        self.projector.end_validation()
 
     def on_test_epoch_end(self) -> None:
         self._end_eval("test")
-        self._write_projector("test/chain_latents", self._projector)
-        self._projector = []
+        self.projector.end_test(self)
 
     def on_fit_end(self) -> None:
-        self._write_projector("val/chain_latents", self._last_val_projector)
-
-    def _write_projector(self, tag: str, items: list) -> None:
-        if items:
-            log_embedding(self, tag, torch.cat([p[0] for p in items]), [m for p in items for m in p[1]],
-                          ["task", "reward", "predicted_reward"])
+        self.projector.end_fit(self)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]

@@ -164,3 +164,14 @@ def test_find_checkpoint_prefers_best_then_last(tmp_path):
     assert find_checkpoint(tmp_path / "run").name == "best.ckpt"
     with pytest.raises(TapError, match="cannot read"):
         WorldModel.from_checkpoint(tmp_path / "run")
+
+
+def test_tensorboard_gets_scatter_plots_and_the_projector(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for key, tag in (("wm", "val/reward_scatter"), ("enc", "val/latent_vs_response_distance")):
+        log_dir = Path(trained[key].trainer.logger.log_dir)
+        assert (log_dir / "projector_config.pbtxt").exists()  # chain latents with task and reward metadata
+        acc = EventAccumulator(str(log_dir))
+        acc.Reload()
+        assert tag in acc.Tags()["images"]
