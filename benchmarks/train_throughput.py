@@ -69,7 +69,7 @@ def measure(case: str, steps: int, warmup: int) -> dict:
         except StopIteration:
             batches = iter(dm.train_dataloader())
             batch = next(batches)
-        loss = _step(model, batch)
+        loss = model.training_step(batch, 0)  # self.log is a no-op without a Trainer
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -81,11 +81,6 @@ def measure(case: str, steps: int, warmup: int) -> dict:
             "windows_per_s": round(windows / seconds, 2), "chains_per_s": round(chains / seconds, 2),
             "steps_per_s": round(steps / seconds, 3), "threads": torch.get_num_threads(),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
-
-
-def _step(model, batch):
-    """The training loss without a Trainer (``self.log`` is a no-op outside one)."""
-    return model.training_step(batch, 0)
 
 
 def main() -> None:

@@ -58,3 +58,8 @@ def own_hyperparameters() -> Iterator[None]:
         yield
     finally:
         hparams_mixin._given_hyperparameters.reset(token)
+
+
+def init_hparams(ckpt: dict) -> dict:
+    """The constructor arguments saved in a checkpoint (LightningCLI's private ``_``-keys dropped)."""
+    return {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}

@@ -11,21 +11,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import torch
 from torchmetrics import SpearmanCorrCoef
 
 from tap.losses.contrastive import ResponseInfoNCE, alignment_uniformity, distance_alignment, response_distance
 from tap.models.encoder import ChainEncoderNet, ChainViews
 from tap.models.text import build_backbone
+from tap.systems.base import TapSystem
 from tap.systems.batch import task_ids, unique_chains
-from tap.systems.checkpoints import KIND_KEY, read_checkpoint
 from tap.systems.tensorboard import LatentProjector, log_scatter
 
 ENCODER_LOSSES = ("infonce", "align")
 
 
-class ContrastiveEncoder(L.LightningModule):
+class ContrastiveEncoder(TapSystem):
     """``(task context, chain) -> {instruction, segment, token, chain}`` latents, trained contrastively.
 
     Args:
@@ -95,15 +94,6 @@ class ContrastiveEncoder(L.LightningModule):
             self._pairs.append((latent[iu].detach().cpu(), dist[iu].cpu()))
         return loss
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
-
     def _end_eval(self, stage: str) -> None:
         metric = self.distance_spearman[stage]
         if metric.preds:
@@ -115,17 +105,6 @@ class ContrastiveEncoder(L.LightningModule):
                         torch.cat([p[1] for p in pairs]), xlabel="response distance", ylabel="latent distance")
         self._pairs = []
 
-    def on_validation_epoch_end(self) -> None:
-        self._end_eval("val")
-        self.projector.end_validation()
-
-    def on_test_epoch_end(self) -> None:
-        self._end_eval("test")
-        self.projector.end_test(self)
-
-    def on_fit_end(self) -> None:
-        self.projector.end_fit(self)
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
         lora = [p for n, p in self.named_parameters() if p.requires_grad and "lora_" in n]
         rest = [p for n, p in self.named_parameters() if p.requires_grad and "lora_" not in n]
@@ -134,16 +113,10 @@ class ContrastiveEncoder(L.LightningModule):
             groups.append({"params": lora, "lr": self.hparams.backbone_lr})
         return torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[KIND_KEY] = type(self).__name__
-
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> ContrastiveEncoder:
         """Rebuild from a checkpoint file or run folder (frozen, eval mode)."""
-        _, ckpt = read_checkpoint(path, cls.__name__)
-        model = cls(**{k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")})
-        model.load_state_dict(ckpt["state_dict"])
-        return model.freeze_encoder()
+        return cls._load(path).freeze_encoder()
 
     def freeze_encoder(self) -> ContrastiveEncoder:
         """Stop gradients and dropout; vectors are then memoised by text."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
@@ -34,8 +33,9 @@ from tap.collection.datamodule import RESPONSE_FEATURES, SCALE_IDS, payload_text
 from tap.metrics import GroupedRankAgreement
 from tap.models import WORLD_MODELS, EditEmbedder, State, WorldModelNet
 from tap.models.encoder import LATENT_KEYS
+from tap.systems.base import TapSystem
 from tap.systems.batch import task_ids, window_views
-from tap.systems.checkpoints import KIND_KEY, own_hyperparameters, read_checkpoint
+from tap.systems.checkpoints import init_hparams, own_hyperparameters, read_checkpoint
 from tap.systems.encoder import ContrastiveEncoder
 from tap.systems.tensorboard import LatentProjector, log_scatter
 
@@ -49,15 +49,14 @@ def _encoder_spec(encoder: str) -> tuple[dict, dict | None]:
     if encoder in ("hash", "minilm"):
         return {"backbone": encoder, "lora_rank": 0}, None
     _, ckpt = read_checkpoint(encoder, ContrastiveEncoder.__name__)
-    hp = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
-    return hp, ckpt["state_dict"]
+    return init_hparams(ckpt), ckpt["state_dict"]
 
 
 def _slug(task: str) -> str:
     return task.split(":")[-1].split("/")[-1]
 
 
-class WorldModel(L.LightningModule):
+class WorldModel(TapSystem):
     """Frozen encoder + edit embedder + world-model network, trained on multi-step rollouts.
 
     Args:
@@ -152,14 +151,9 @@ class WorldModel(L.LightningModule):
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> WorldModel:
         """Rebuild from a checkpoint file or run folder (eval mode, no gradients); needs no other file."""
-        _, ckpt = read_checkpoint(path, cls.__name__)
-        model = cls(**{k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")})
-        model.load_state_dict(ckpt["state_dict"])
+        model = cls._load(path)
         model.requires_grad_(False)
         return model.eval()
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[KIND_KEY] = type(self).__name__
 
     # ---- training -------------------------------------------------------------------------
     def _payload_vectors(self, texts: list[str]) -> torch.Tensor:
@@ -297,26 +291,6 @@ class WorldModel(L.LightningModule):
             if st == stage and metric.update_count > 0:
                 self.log(f"{stage}/latent_error{'_copy' if name == 'copy' else ''}/h{k}", metric.compute())
                 metric.reset()
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
-
-    def on_validation_epoch_end(self) -> None:
-        self._end_eval("val")
-        self.projector.end_validation()
-
-    def on_test_epoch_end(self) -> None:
-        self._end_eval("test")
-        self.projector.end_test(self)
-
-    def on_fit_end(self) -> None:
-        self.projector.end_fit(self)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]
