@@ -54,7 +54,7 @@ def dataset_dir(config: CollectionConfig, llm_name: str, data_dir: str | Path = 
     return Path(data_dir) / slug / config.fingerprint(llm_name)
 
 
-def _response_fields(ev: Evaluation, prefix: str) -> dict:
+def response_fields(ev: Evaluation, prefix: str) -> dict:
     return {
         f"{prefix}reward": ev.accuracy,
         f"{prefix}dense": ev.dense,
@@ -99,7 +99,7 @@ def collect(config: CollectionConfig, llm: LLM, data_dir: str | Path = "data", t
                 "chain": chain.to_json(), "edit": edit.to_json(), "next_chain": nxt.to_json(),
                 "scale": edit.scale, "op": edit.op, "op_id": edit.op_id,
                 "example_uids": [ex.uid for ex in examples],
-                **_response_fields(ev, ""), **_response_fields(ev_next, "next_"),
+                **response_fields(ev, ""), **response_fields(ev_next, "next_"),
                 "next_responses": [r.response for r in ev_next.results],
             })
             chain, ev = nxt, ev_next

@@ -79,14 +79,14 @@ def collate_windows(batch: list[list[dict]]) -> dict:
     context); ``instruction_text``/``token_text`` list[B][L+1] of str;
     ``segments`` list[B][L+1] of list[str]; ``edit_scale``/``edit_op`` (B, L) long;
     ``edit_target`` (B, L, 2) long (-1 = none); ``edit_payload`` list[B][L] of str;
-    ``edit_json`` list[B][L]; ``reward``/``dense`` (B, L+1); ``response`` (B, L+1, F);
+    ``edit_json`` list[B][L]; ``chain_json`` list[B][L+1]; ``reward``/``dense`` (B, L+1); ``response`` (B, L+1, F);
     ``correct``/``gold_prob`` (B, L+1, E) with ``example_mask`` (B, E).
     """
     B, L_ = len(batch), len(batch[0])
     E = max(len(w[0]["example_uids"]) for w in batch)
     out: dict = {"task": [w[0]["task"] for w in batch], "context": [w[0].get("context", "") for w in batch],
                  "instruction_text": [], "token_text": [], "segments": [],
-                 "edit_payload": [], "edit_json": []}
+                 "edit_payload": [], "edit_json": [], "chain_json": []}
     scale = torch.zeros(B, L_, dtype=torch.long)
     op = torch.zeros(B, L_, dtype=torch.long)
     target = torch.full((B, L_, 2), -1, dtype=torch.long)
@@ -103,6 +103,7 @@ def collate_windows(batch: list[list[dict]]) -> dict:
             states.append(_chain_state(row["next_chain"], row["next_reward"], row["next_dense"],
                                        row["next_compliance"], row["next_correct"], row["next_gold_prob"],
                                        row["next_answers"]))
+        out["chain_json"].append([window[0]["chain"]] + [row["next_chain"] for row in window])
         out["instruction_text"].append([s["views"]["instruction"] for s in states])
         out["token_text"].append([s["views"]["tokens"] for s in states])
         out["segments"].append([s["views"]["segments"] for s in states])

@@ -56,6 +56,11 @@ class TapSystem(L.LightningModule):
     def _load(cls: type[S], path: str | Path) -> S:
         """Rebuild from a checkpoint file or run folder saved by this very system class."""
         _, ckpt = read_checkpoint(path, cls.__name__)
+        return cls._build(ckpt)
+
+    @classmethod
+    def _build(cls: type[S], ckpt: dict) -> S:
+        """Rebuild from a checkpoint dict already read (and kind-checked) by ``read_checkpoint``."""
         model = cls(**init_hparams(ckpt))
         model.load_state_dict(ckpt["state_dict"])
         return model

@@ -30,17 +30,18 @@ def find_checkpoint(path: str | Path) -> Path:
                    "configs/encoder.yaml`, then configs/world_model.yaml) or give the path it was saved to.")
 
 
-def read_checkpoint(path: str | Path, kind: str) -> tuple[Path, dict]:
-    """Load a checkpoint dict on CPU and check it was saved by the system ``kind``."""
+def read_checkpoint(path: str | Path, kind: str | tuple[str, ...]) -> tuple[Path, dict]:
+    """Load a checkpoint dict on CPU and check it was saved by the system ``kind`` (or one of several)."""
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
     file = find_checkpoint(path)
     try:
         ckpt = torch.load(file, map_location="cpu", weights_only=False)
     except Exception as err:  # a truncated or foreign file
         raise TapError(f"cannot read checkpoint {file}: {err}") from err
     found = ckpt.get(KIND_KEY) if isinstance(ckpt, dict) else None
-    if found != kind:
+    if found not in kinds:
         what = f"a {found} checkpoint" if found else "not a TaP checkpoint"
-        raise TapError(f"{file} is {what}, but a {kind} checkpoint is needed here.")
+        raise TapError(f"{file} is {what}, but a {' or '.join(kinds)} checkpoint is needed here.")
     return file, ckpt
 
 

@@ -203,7 +203,8 @@ class WorldModel(TapSystem):
                 "kl_rep": torch.stack(rep), "valid": torch.stack(valid), "t": torch.stack(t_idx),
                 "s": s_idx, "b": b_idx}  # stacked tensors are (L, L*B, ...)
 
-    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+    def loss_terms(self, batch: dict, stage: str = "train") -> tuple[dict[str, torch.Tensor], dict]:
+        """The named loss terms on one batch of windows, and what the metrics need (``aux``)."""
         out = self.rollout(batch, sample=stage == "train")
         heads, dev = self.net.heads, self.device
         B, T1 = batch["reward"].shape
@@ -233,13 +234,24 @@ class WorldModel(TapSystem):
         terms["delta"] = F.mse_loss(pred_delta, real_delta)
         terms["kl_dyn"] = out["kl_dyn"][v].mean()
         terms["kl_rep"] = out["kl_rep"][v].mean()
-        loss = sum(self.loss_scales[k] * val for k, val in terms.items())
+        aux = {"out": out, "pred_obs": pred_obs, "pred_img": pred_img, "unc_img": unc[n_obs:], "pred_lat": pred_lat,
+               "real_lat": real_lat, "f_img": f_img}
+        return terms, aux
+
+    def total_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(self.loss_scales[k] * val for k, val in terms.items())  # type: ignore[return-value]
+
+    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+        terms, aux = self.loss_terms(batch, stage)
+        B = batch["reward"].shape[0]
+        loss = self.total_loss(terms)
         log = {f"{stage}/loss/{k}": val for k, val in terms.items()}
         self.log_dict(log, batch_size=B, on_step=stage == "train", on_epoch=True)
         self.log(f"{stage}/loss", loss, batch_size=B, prog_bar=True, on_step=stage == "train", on_epoch=True)
         if stage != "train":
-            dense_img = heads.predict_response(f_img)[:, RESPONSE_FEATURES.index("dense")]
-            self._update_metrics(stage, batch, out, pred_obs, pred_img, unc[n_obs:], pred_lat, real_lat, dense_img)
+            dense_img = self.net.heads.predict_response(aux["f_img"])[:, RESPONSE_FEATURES.index("dense")]
+            self._update_metrics(stage, batch, aux["out"], aux["pred_obs"], aux["pred_img"], aux["unc_img"],
+                                 aux["pred_lat"], aux["real_lat"], dense_img)
         return loss
 
     def _update_metrics(self, stage: str, batch: dict, out: dict, pred_obs: torch.Tensor, pred_img: torch.Tensor,
