@@ -214,3 +214,28 @@ def synthetic_overrides(tmp_path, monkeypatch) -> list[str]:
         f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", f"--checkpoint.dirpath={tmp_path / 'ckpt'}",
         "--trainer.enable_progress_bar=false",
     ]
+
+
+def tiny_world_model(seed: int = 0):
+    """An untrained ``WorldModel`` on the hash text encoder with small dimensions (builds in a second)."""
+    import torch
+
+    from tap.systems import WorldModel
+
+    torch.manual_seed(seed)
+    return WorldModel(encoder="hash", action_dim=16, deter_dim=16, stoch_dim=4, hidden_dim=32, ensemble=3, bins=21)
+
+
+def save_tiny_world_model(path, tasks: Sequence[str] = ("tiny-arith",), seed: int = 0):
+    """Write ``tiny_world_model`` as a checkpoint in the format Lightning saves (kind tag, hyperparameters,
+    the data settings); returns the path.
+    """
+    import torch
+
+    from tap.systems.checkpoints import KIND_KEY
+
+    wm = tiny_world_model(seed)
+    torch.save({"state_dict": wm.state_dict(), "hyper_parameters": dict(wm.hparams), KIND_KEY: "WorldModel",
+                "datamodule_hyper_parameters": {"tasks": list(tasks), "trajectories": 4, "horizon": 3,
+                                                "eval_examples": 6, "model": "rule"}}, path)
+    return path

@@ -6,17 +6,26 @@ from pathlib import Path
 import pytest
 
 from tap.cli import main
+from tests.helpers import save_tiny_world_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DATA_CONFIGS = sorted((CONFIGS / "data").glob("*.yaml"))
 MODEL_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "debug.yaml")
 #: how each system is made tiny in tests: the hash text encoder, no MiniLM download
-TINY = {"ContrastiveEncoder": ["--model.init_args.backbone=hash"], "WorldModel": ["--model.init_args.encoder=hash"]}
+TINY = {"ContrastiveEncoder": ["--model.init_args.backbone=hash"], "WorldModel": ["--model.init_args.encoder=hash"],
+        "ImaginationPolicy": ["--model.init_args.world_model={wm}", "--model.init_args.candidates=4",
+                              "--model.init_args.rollout_horizon=2"]}
 
 
-def _tiny(path: Path) -> list[str]:
+@pytest.fixture(scope="module")
+def tiny_wm(tmp_path_factory):
+    """A tiny world-model checkpoint for the policy config."""
+    return save_tiny_world_model(tmp_path_factory.mktemp("wm") / "wm.ckpt")
+
+
+def _tiny(path: Path, wm: Path) -> list[str]:
     text = path.read_text()
-    return next(v for k, v in TINY.items() if f"tap.systems.{k}" in text)
+    return [a.format(wm=wm) for a in next(v for k, v in TINY.items() if f"tap.systems.{k}" in text)]
 
 
 @pytest.fixture(autouse=True)
@@ -33,20 +42,21 @@ def test_data_config_parses(path, capsys):
 
 
 @pytest.mark.parametrize("path", MODEL_CONFIGS, ids=lambda p: p.name)
-def test_model_config_runs_fast_dev_run(path, synthetic_data):
-    cli = main(["fit", "--config", str(path), *synthetic_data, *_tiny(path), "--trainer.fast_dev_run=true"])
+def test_model_config_runs_fast_dev_run(path, synthetic_data, tiny_wm):
+    cli = main(["fit", "--config", str(path), *synthetic_data, *_tiny(path, tiny_wm), "--trainer.fast_dev_run=true"])
     assert cli.trainer.state.finished
     assert "train/loss_step" in cli.trainer.callback_metrics or "train/loss" in cli.trainer.callback_metrics
 
 
 @pytest.mark.parametrize("path", MODEL_CONFIGS, ids=lambda p: p.name)
-def test_debug_overlay_shrinks_every_config(path, synthetic_data, capsys):
+def test_debug_overlay_shrinks_every_config(path, synthetic_data, capsys, tiny_wm):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(path), "--config", str(CONFIGS / "debug.yaml"), "--print_config"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "limit_train_batches: 2" in out and "trajectories: 4" in out and "runs/debug" in out
-    cli = main(["fit", "--config", str(path), "--config", str(CONFIGS / "debug.yaml"), *synthetic_data, *_tiny(path)])
+    cli = main(["fit", "--config", str(path), "--config", str(CONFIGS / "debug.yaml"), *synthetic_data,
+                *_tiny(path, tiny_wm)])
     assert cli.trainer.state.finished and cli.trainer.global_step == 2
 
 
@@ -59,4 +69,4 @@ def test_wrong_keys_are_named(capsys):
 
 
 def test_there_are_configs():
-    assert DATA_CONFIGS and {p.name for p in MODEL_CONFIGS} >= {"encoder.yaml", "world_model.yaml"}
+    assert DATA_CONFIGS and {p.name for p in MODEL_CONFIGS} >= {"encoder.yaml", "world_model.yaml", "planner.yaml"}

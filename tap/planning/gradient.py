@@ -79,6 +79,8 @@ class GradientPlanner:
         ``prior_logits`` (K,), e.g. an imagination policy's scores, seed the relaxed plan's logits.
         """
         c = self.config
+        state = {k: v.detach() for k, v in state.items()}
+        actions, scales = actions.detach(), scales.detach()
         K = actions.shape[0]
         noise = torch.randn(c.restarts, c.horizon, K, generator=generator) * c.init_noise  # (R, H, K)
         logits = noise.to(actions.device)

@@ -300,7 +300,7 @@ class Planner:
         d = self.training_data
         tasks = list(d.get("tasks") or [])
         per_task = int(d.get("trajectories", 0)) * (int(d.get("horizon", 0)) + 1)  # each trajectory: c_0 .. c_H
-        in_training = any(t == task or t.split(":")[-1] == task.split(":")[-1] for t in tasks)
+        in_training = task in tasks
         return {"world_model_tasks": tasks, "task_in_training_data": in_training,
                 "chain_evals_this_task": per_task if in_training else 0, "chain_evals_all_tasks": per_task * len(tasks),
                 "examples_per_eval": d.get("eval_examples")}

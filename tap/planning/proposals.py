@@ -19,21 +19,22 @@ def propose(space: EditSpace, chain: Chain, k: int, rng: random.Random, tries: i
         raise EditError(f"a planner needs at least one candidate edit per step, got candidates={k}.")
     out: list[Edit] = []
     seen = {chain.to_json()}
-    for i in range(k * tries):
+    for slot in range(k * 2):  # each slot asks one scale for a fresh edit; a scale with none is skipped
         if len(out) == k:
             break
-        scale = SCALES[i % len(SCALES)]
-        edit = space.candidates(chain, scale, rng.choice(OPS[scale]), rng)
-        if edit is None:
-            continue
-        try:
-            nxt = apply_edit(chain, edit).validate()
-        except Exception:  # noqa: BLE001 - an invalid draw is simply redrawn
-            continue
-        key = nxt.to_json()
-        if key not in seen:
-            seen.add(key)
-            out.append(edit)
+        scale = SCALES[slot % len(SCALES)]
+        for _ in range(tries):
+            edit = space.candidates(chain, scale, rng.choice(OPS[scale]), rng)
+            if edit is None:
+                continue
+            try:
+                key = apply_edit(chain, edit).validate().to_json()
+            except Exception:  # noqa: BLE001 - an invalid draw is simply redrawn
+                continue
+            if key not in seen:
+                seen.add(key)
+                out.append(edit)
+                break
     if not out:
         raise EditError(f"no valid edit applies to this chain:\n{chain.describe()}")
     return out

@@ -53,7 +53,7 @@ class ImaginationPolicy(TapSystem):
             policy's checkpoint is all a planner needs; leave unset.
         world_model_data: the world model's training data settings, filled in likewise (cost accounting).
         candidates: candidate edits proposed per start chain (K).
-        horizon: imagined edits per rollout (H).
+        rollout_horizon: imagined edits per rollout (H).
         discount: per-step discount.
         lambda_: lambda of the lambda-returns.
         uncertainty_penalty: weight of the reward ensemble's spread subtracted from each imagined reward.
@@ -64,20 +64,20 @@ class ImaginationPolicy(TapSystem):
         loss_scales: weight per term (``POLICY_LOSSES``); missing terms take ``DEFAULT_SCALES``.
         actor_lr: AdamW learning rate of the actor.
         critic_lr: AdamW learning rate of the critic.
-        seed: seeds the candidate menus (training draws change per step; validation's are fixed).
+        menu_seed: seeds the candidate menus (training draws change per step; validation's are fixed).
     """
 
     def __init__(self, world_model: str = "checkpoints/world_model", world_model_hparams: dict | None = None,
-                 world_model_data: dict | None = None, candidates: int = 12, horizon: int = 5, discount: float = 0.9,
-                 lambda_: float = 0.95, uncertainty_penalty: float = 0.5, hidden_dim: int = 256,
+                 world_model_data: dict | None = None, candidates: int = 12, rollout_horizon: int = 5,
+                 discount: float = 0.9, lambda_: float = 0.95, uncertainty_penalty: float = 0.5, hidden_dim: int = 256,
                  return_floor: float = 0.1, slow_critic: float = 0.02, loss_scales: dict[str, float] | None = None,
-                 actor_lr: float = 1e-4, critic_lr: float = 3e-4, seed: int = 0) -> None:
+                 actor_lr: float = 1e-4, critic_lr: float = 3e-4, menu_seed: int = 0) -> None:
         super().__init__()
         unknown = set(loss_scales or {}) - set(POLICY_LOSSES)
         if unknown:
             raise ValueError(f"unknown loss terms {sorted(unknown)} in loss_scales; known: {list(POLICY_LOSSES)}.")
-        if candidates < 2 or horizon < 1:
-            raise ValueError(f"candidates ({candidates}) must be >= 2 and horizon ({horizon}) >= 1.")
+        if candidates < 2 or rollout_horizon < 1:
+            raise ValueError(f"candidates ({candidates}) must be >= 2 and rollout_horizon ({rollout_horizon}) >= 1.")
         self.save_hyperparameters()
         state = None
         if world_model_hparams is None:
@@ -126,7 +126,7 @@ class ImaginationPolicy(TapSystem):
         """
         wm, K = self.world_model, self.hparams.candidates
         chains = [Chain.from_json(js[0]) for js in batch["chain_json"]]
-        menus = [propose(_space(t, self.hparams.seed), c, K, rng) for t, c in zip(batch["task"], chains)]
+        menus = [propose(_space(t, self.hparams.menu_seed), c, K, rng) for t, c in zip(batch["task"], chains)]
         with torch.no_grad():
             lat = wm.encoder(batch["context"], [chain_views(c) for c in chains])
             state = wm.observe(lat)
@@ -155,7 +155,7 @@ class ImaginationPolicy(TapSystem):
         wm, B = self.world_model, actions.shape[0]
         rows = torch.arange(B, device=self.device)
         feats, rewards, logps, ents = [], [], [], []
-        for _ in range(self.hparams.horizon):
+        for _ in range(self.hparams.rollout_horizon):
             with torch.no_grad():
                 f = wm.net.features(state)
             logits = self.actor(f, actions).masked_fill(~mask, float("-inf"))  # (B, K)
@@ -194,7 +194,7 @@ class ImaginationPolicy(TapSystem):
     # ---- training ---------------------------------------------------------------------------
     def _rng(self, stage: str, batch_idx: int) -> random.Random:
         step = self.global_step if stage == "train" else 0  # validation menus stay fixed across epochs
-        return random.Random(f"policy:{self.hparams.seed}:{stage}:{step}:{batch_idx}")
+        return random.Random(f"policy:{self.hparams.menu_seed}:{stage}:{step}:{batch_idx}")
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         state, actions, scales, mask, _ = self._menus(batch, self._rng("train", batch_idx))
@@ -258,6 +258,8 @@ class ImaginationPolicy(TapSystem):
             names = {i: t.split(":")[-1].split("/")[-1] for t, i in self._tasks.items()}
             for key, val in metric.compute().items():
                 stat, _, gid = key.partition("/")
+                if stat == "mae":  # actor logits and reward changes live on different scales: ranks only
+                    continue
                 self.log(f"{stage}/edit/{stat}" + (f"/{names.get(int(gid), gid)}" if gid else ""), val)
             metric.reset()
 

@@ -175,3 +175,37 @@ def test_tensorboard_gets_scatter_plots_and_the_projector(trained):
         acc = EventAccumulator(str(log_dir))
         acc.Reload()
         assert tag in acc.Tags()["images"]
+
+
+def test_imagination_policy_trains_and_plans_without_the_world_model_file(trained, tmp_path, monkeypatch):
+    import shutil
+
+    from tap.planning import GradientConfig, Planner
+    from tap.systems import ImaginationPolicy
+    from tests.helpers import RuleLLM, synthetic_overrides
+
+    wm_copy = tmp_path / "wm_copy"
+    shutil.copytree(trained["wm_dir"], wm_copy)
+    overrides = synthetic_overrides(tmp_path, monkeypatch)
+    cli = _fit("planner.yaml", overrides, f"--model.init_args.world_model={wm_copy}", "--model.init_args.candidates=4",
+               "--model.init_args.rollout_horizon=3", f"--checkpoint.dirpath={tmp_path / 'pol'}")
+    metrics = cli.trainer.callback_metrics
+    for key in ("train/loss/actor", "train/loss/critic", "train/loss/entropy", "train/loss/slow", "val/return",
+                "val/return_random", "val/return_gain", "val/edit/spearman"):
+        assert key in metrics, key
+    assert metrics["train/entropy"] > 0
+    # the world model stayed frozen while the policy trained
+    frozen = WorldModel.from_checkpoint(wm_copy).state_dict()
+    assert all(torch.equal(frozen[k], v) for k, v in cli.model.world_model.state_dict().items())
+    shutil.rmtree(wm_copy)  # the policy checkpoint carries the world model
+    policy = ImaginationPolicy.from_checkpoint(tmp_path / "pol")
+    assert policy.hparams.world_model_data["trajectories"] == 6
+    task = trained["wm"].datamodule.tasks[0]  # a task the world model was trained on
+    planner = Planner.from_checkpoint(tmp_path / "pol", llm=RuleLLM(), method="policy", candidates=4,
+                                      gradient=GradientConfig(horizon=2, steps=2, restarts=1), eval_examples=4,
+                                      test_examples=0)
+    result = planner.optimize(task, budget=4, seed=0, progress=False)
+    assert result.method == "policy" and result.costs["search"]["chain_evals"] <= 4
+    assert result.costs["collection"]["task_in_training_data"]
+    result = planner.optimize(task, budget=3, seed=0, progress=False, method="gradient")  # policy-seeded
+    assert result.check_replay() == result.final_chain

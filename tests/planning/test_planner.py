@@ -1,0 +1,207 @@
+"""The planner on a tiny world model and a rule-based fake LLM: budget, leakage, replay, determinism,
+errors, outputs."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+import plan as plan_cli
+from tap.chains import Chain, edit_space, initial_chain, replay
+from tap.errors import EditError, TapError
+from tap.planning import GradientConfig, GradientPlanner, PlanConfig, Planner, PlanResult, propose
+from tests.helpers import RuleLLM, arithmetic_task, save_tiny_world_model, tiny_world_model
+
+FAST = GradientConfig(horizon=2, steps=3, restarts=2)
+
+
+def _planner(llm=None, **overrides) -> Planner:
+    config = PlanConfig(candidates=6, gradient=FAST, eval_examples=6, test_examples=8, refine_steps=2)
+    for k, v in overrides.items():
+        setattr(config, k, v)
+    return Planner(tiny_world_model(), config=config, llm=llm or RuleLLM())
+
+
+@pytest.fixture(scope="module")
+def task():
+    return arithmetic_task(60)
+
+
+def _prompts(llm: RuleLLM) -> list[str]:
+    return [p for b in llm.generate_batches for p in b] + [p for b in llm.score_batches for p, _ in b]
+
+
+@pytest.mark.parametrize("method", ["gradient", "random"])
+@pytest.mark.parametrize("budget", [1, 4, 9])
+def test_budget_is_never_exceeded(task, method, budget):
+    llm = RuleLLM()
+    result = _planner(llm, test_examples=0).optimize(task, budget=budget, seed=0, method=method, progress=False)
+    assert result.costs["search"]["chain_evals"] <= budget
+    assert len(llm.generate_batches) == result.costs["search"]["chain_evals"]  # one generate batch per evaluation
+    assert len(result.records) == result.costs["search"]["chain_evals"] - 1  # plus the initial chain
+    assert all(r.chain_evals <= budget for r in result.records)
+
+
+def test_search_never_touches_test_examples(task):
+    llm = RuleLLM()
+    result = _planner(llm, test_examples=0).optimize(task, budget=8, seed=0, progress=False)
+    prompts = _prompts(llm)
+    assert prompts and result.costs["test"]["chain_evals"] == 0
+    for ex in task.test:
+        assert not any(ex.input in p for p in prompts), ex.input
+    # demonstrations the search added come from train only
+    train = {ex.uid for ex in task.train}
+    assert all(d.uid in train for d in result.final_chain.demos)
+
+
+def test_test_split_is_reported_apart_and_not_charged(task):
+    llm = RuleLLM()
+    result = _planner(llm).optimize(task, budget=5, seed=0, progress=False)
+    assert result.costs["search"]["chain_evals"] <= 5
+    assert result.costs["test"]["chain_evals"] == 2
+    assert set(result.test) == {"initial", "final"} and result.test["final"]["n"] == 8
+    test_inputs = {ex.input for ex in task.test}
+    # the last two generate batches are the test evaluations and only they hold test questions
+    assert all(any(t in p for t in test_inputs) for b in llm.generate_batches[-2:] for p in b)
+
+
+def test_trajectory_replays_to_the_final_chain_and_round_trips(task, tmp_path):
+    result = _planner().optimize(task, budget=10, seed=1, progress=False, out_dir=tmp_path / "run")
+    assert replay(result.initial_chain, result.edits) == result.final_chain
+    assert len(result.edits) == sum(r.accepted for r in result.records)
+    loaded = PlanResult.load(tmp_path / "run")
+    assert loaded.check_replay() == result.final_chain
+    assert Chain.from_json((tmp_path / "run" / "final_chain.json").read_text()) == result.final_chain
+    assert "{question}" in (tmp_path / "run" / "final_prompt.txt").read_text()
+    md = (tmp_path / "run" / "plan.md").read_text()
+    assert "## Verified edits" in md and "## Final chain" in md
+    assert (tmp_path / "run" / "verified").exists()  # what was measured goes back into the data
+    # the accepted chain is never worse on the search examples than the initial one
+    assert (result.final_search["accuracy"], result.final_search["dense"]) >= (
+        result.initial_search["accuracy"], result.initial_search["dense"])
+
+
+def test_same_seed_same_result_and_budgets_nest(task):
+    def run(budget, seed=3):
+        out = _planner().optimize(task, budget=budget, seed=seed, progress=False).to_dict()
+        out["costs"]["search"].pop("seconds")
+        return out
+
+    a, b = run(9), run(9)
+    assert a == b
+    # the search is budget-agnostic: a smaller budget is exactly a prefix of a larger one
+    short, long = run(5), PlanResult.from_dict(run(9))
+    assert [r for r in short["records"]] == [r for r in run(9)["records"] if r["chain_evals"] <= 5]
+    chain, edits, _ = long.best_at(5)
+    assert chain.to_dict() == short["final_chain"] and edits == short["edits"]
+
+
+def test_refinement_changes_the_world_model_and_can_be_switched_off(task):
+    planner = _planner()
+    before = {k: v.clone() for k, v in planner.wm.state_dict().items()}
+    result = planner.optimize(task, budget=6, seed=0, progress=False)
+    assert result.costs["refinement"]["steps"] > 0
+    changed = any(not torch.equal(before[k], v) for k, v in planner.wm.state_dict().items())
+    assert changed
+    # the next run starts again from the checkpoint's weights
+    off = _planner(refine_steps=0)
+    result_off = off.optimize(task, budget=6, seed=0, progress=False)
+    assert result_off.costs["refinement"]["steps"] == 0
+    assert all(torch.equal(before[k], v) for k, v in off.wm.state_dict().items())
+
+
+def test_gradient_planner_prefers_what_the_world_model_rewards():
+    wm = tiny_world_model()
+    chain = initial_chain("Add the two numbers.")
+    edits = propose(edit_space(arithmetic_task(40)), chain, 6, random.Random(0))
+    state = wm.observe(wm.encode_chains([chain], "Add."))
+    actions, scales = wm.embed_edits(edits)
+    scores = GradientPlanner(wm, GradientConfig(horizon=1, steps=20, restarts=2, uncertainty_penalty=0.0)).plan(
+        state, actions, scales, generator=torch.Generator().manual_seed(0))
+    # with a horizon of one, a candidate's planned return is exactly the reward predicted after it
+    after = wm.imagine(state.__class__({k: v.expand(len(edits), -1) for k, v in state.items()}),
+                       actions.unsqueeze(1), scales.unsqueeze(1))[0]
+    assert torch.allclose(scores.returns, wm.reward(after), atol=1e-5)
+    # ascent puts the most first-step weight on the best candidate
+    assert int(scores.first_weights.argmax()) == int(scores.returns.argmax())
+
+
+def test_proposals_are_distinct_valid_and_cover_the_scales(task):
+    chain = initial_chain(task.description)
+    edits = propose(edit_space(task), chain, 9, random.Random(0))
+    nexts = {replay(chain, [e]).to_json() for e in edits}
+    assert len(nexts) == len(edits) == 9
+    assert {e.scale for e in edits} == {"instruction", "segment", "token"}
+    with pytest.raises(EditError, match="at least one candidate"):
+        propose(edit_space(task), chain, 0, random.Random(0))
+
+
+def test_bad_settings_fail_clearly(task):
+    with pytest.raises(TapError, match="budget"):
+        _planner().optimize(task, budget=0, progress=False)
+    with pytest.raises(TapError, match="unknown planning method"):
+        _planner().optimize(task, budget=3, method="anneal", progress=False)
+    with pytest.raises(TapError, match="policy checkpoint"):
+        _planner(method="policy")
+    with pytest.raises(TapError, match="unknown planner setting"):
+        Planner.from_checkpoint("whatever", candidatez=3)
+
+
+def test_from_checkpoint_loads_a_world_model_and_accounts_for_its_data(task, tmp_path):
+    path = save_tiny_world_model(tmp_path / "wm.ckpt", tasks=[task.name])
+    planner = Planner.from_checkpoint(tmp_path, llm=RuleLLM(), candidates=4, gradient=FAST, eval_examples=4,
+                                      test_examples=0)
+    result = planner.optimize(task, budget=3, progress=False)
+    assert result.checkpoint == str(path)
+    collection = result.costs["collection"]
+    assert collection["task_in_training_data"] and collection["chain_evals_this_task"] == 4 * 4
+    other = planner.optimize(arithmetic_task(40, name="other-task"), budget=2, progress=False)
+    assert other.costs["collection"]["chain_evals_this_task"] == 0  # transfer: no data of this task
+
+
+def _plan(argv, capsys):
+    code = plan_cli.main(argv)
+    return code, capsys.readouterr()
+
+
+def test_plan_cli_errors_name_the_problem(tmp_path, capsys):
+    code, out = _plan(["--task", "x.jsonl", "--checkpoint", str(tmp_path / "missing")], capsys)
+    assert code == 2 and "does not exist" in out.err and "train" in out.err
+    wrong = tmp_path / "enc.ckpt"
+    torch.save({"tap_system": "ContrastiveEncoder", "state_dict": {}, "hyper_parameters": {}}, wrong)
+    code, out = _plan(["--task", "x.jsonl", "--checkpoint", str(wrong)], capsys)
+    assert code == 2 and "ContrastiveEncoder checkpoint" in out.err and "WorldModel or ImaginationPolicy" in out.err
+    ckpt = save_tiny_world_model(tmp_path / "wm.ckpt")
+    code, out = _plan(["--task", str(tmp_path / "no_such_task.jsonl"), "--checkpoint", str(ckpt)], capsys)
+    assert code == 2 and "no_such_task.jsonl" in out.err
+    code, out = _plan(["--task", str(tmp_path / "t.jsonl"), "--checkpoint", str(ckpt), "--method", "policy"], capsys)
+    assert code == 2 and "configs/planner.yaml" in out.err
+
+
+def test_plan_cli_end_to_end_on_a_task_file(tmp_path, capsys, monkeypatch):
+    from tests.helpers import write_arithmetic_jsonl
+
+    task_file = write_arithmetic_jsonl(tmp_path / "add.jsonl", 60)
+    ckpt = save_tiny_world_model(tmp_path / "wm.ckpt")
+    monkeypatch.setattr(Planner, "llm", property(lambda self: RuleLLM()))
+    out_dir = tmp_path / "out"
+    code, out = _plan(["--task", task_file, "--checkpoint", str(ckpt), "--budget", "6", "--seed", "0",
+                       "--candidates", "4", "--grad-steps", "2", "--horizon", "2", "--eval-examples", "6",
+                       "--test-examples", "6", "--out", str(out_dir), "--quiet"], capsys)
+    assert code == 0, out.err
+    assert "== initial chain ==" in out.out and "== final chain ==" in out.out
+    assert "held-out test accuracy" in out.out and "predicted" in out.out and "measured" in out.out
+    summary = json.loads(out.out.strip().splitlines()[-1])
+    assert summary["chain_evals"] <= 6 and set(summary["test"]) == {"initial", "final"}
+    assert {p.name for p in out_dir.iterdir()} >= {"plan.json", "plan.md", "final_chain.json", "final_prompt.txt"}
+    assert any(p.name.startswith("events.out.tfevents") for p in out_dir.iterdir())
+    # the final chain loads back and can start another search
+    code, out = _plan(["--task", task_file, "--checkpoint", str(ckpt), "--budget", "2", "--initial",
+                       str(out_dir / "final_chain.json"), "--out", str(tmp_path / "again"), "--quiet",
+                       "--test-examples", "0", "--candidates", "3", "--grad-steps", "1"], capsys)
+    assert code == 0, out.err
+    again = PlanResult.load(tmp_path / "again")
+    assert again.initial_chain == Chain.from_json((out_dir / "final_chain.json").read_text())
