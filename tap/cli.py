@@ -25,7 +25,9 @@ class TapCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 1})
+        # a retrain into the same folder replaces best.ckpt (Lightning would write best-v1.ckpt beside a stale one)
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 1,
+                             "checkpoint.enable_version_counter": False})
 
     def _check_ckpt_path(self) -> None:
         ckpt = self.config[self.subcommand].get("ckpt_path")

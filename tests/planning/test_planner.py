@@ -9,10 +9,10 @@ import random
 import pytest
 import torch
 
-import plan as plan_cli
 from tap.chains import Chain, edit_space, initial_chain, replay
 from tap.errors import EditError, TapError
 from tap.planning import GradientConfig, GradientPlanner, PlanConfig, Planner, PlanResult, propose
+from tap.planning import cli as plan_cli
 from tests.helpers import RuleLLM, arithmetic_task, save_tiny_world_model, tiny_world_model
 
 FAST = GradientConfig(horizon=2, steps=3, restarts=2)
