@@ -22,16 +22,17 @@ from tap.errors import TapError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _fit(config: str, task: str, window: int, epochs: int, ckpt_dir: Path, seed: int, *extra: str) -> None:
+def _fit(config: str, args: argparse.Namespace, window: int, epochs: int, ckpt_dir: Path, *extra: str) -> None:
     from tap.cli import main as cli_main
 
     argv, sys.argv = sys.argv, ["train.py"]
     try:
         cli_main(["fit", "--config", str(ROOT / "configs" / config), "--data",
-                  str(ROOT / "configs" / "data" / "quickstart.yaml"), f"--data.init_args.tasks=[{task}]",
+                  str(ROOT / "configs" / "data" / "quickstart.yaml"), f"--data.init_args.tasks=[{args.task}]",
+                  f"--data.init_args.trajectories={args.trajectories}", f"--data.init_args.data_dir={args.data_dir}",
                   f"--data.init_args.window={window}", f"--trainer.max_epochs={epochs}",
-                  f"--seed_everything={seed}", f"--checkpoint.dirpath={ckpt_dir}",
-                  "--trainer.logger.init_args.save_dir=runs/quickstart", *extra])
+                  f"--seed_everything={args.seed}", f"--checkpoint.dirpath={ckpt_dir}",
+                  f"--trainer.logger.init_args.save_dir={args.runs}", *extra])
     finally:
         sys.argv = argv
 
@@ -43,7 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--encoder-epochs", type=int, default=3)
     p.add_argument("--world-model-epochs", type=int, default=20)
+    p.add_argument("--trajectories", type=int, default=24, help="trajectories of 6 edits to collect")
+    p.add_argument("--backbone", choices=["minilm", "hash"], default="minilm",
+                   help="encoder text backbone: MiniLM + LoRA, or the tiny from-scratch hashing encoder")
     p.add_argument("--out", default="checkpoints/quickstart", help="where the checkpoints go")
+    p.add_argument("--runs", default="runs/quickstart", help="where logs and the plan go")
+    p.add_argument("--data-dir", default="data", help="where collected triples go")
     p.add_argument("--force", action="store_true", help="retrain even if the checkpoints exist")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -60,12 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         start = time.time()
         if not have(out / "encoder"):
             print("== 1/3 collect triples (if not cached) and train the contrastive encoder ==", flush=True)
-            _fit("encoder.yaml", args.task, 6, args.encoder_epochs, out / "encoder", args.seed)
+            _fit("encoder.yaml", args, 6, args.encoder_epochs, out / "encoder",
+                 f"--model.init_args.backbone={args.backbone}")
         times["collect + encoder"] = time.time() - start
         start = time.time()
         if not have(out / "world_model"):
             print("== 2/3 train the world model ==", flush=True)
-            _fit("world_model.yaml", args.task, 3, args.world_model_epochs, out / "world_model", args.seed,
+            _fit("world_model.yaml", args, 3, args.world_model_epochs, out / "world_model",
                  f"--model.init_args.encoder={out / 'encoder'}")
         times["world model"] = time.time() - start
         start = time.time()
@@ -74,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
         code = plan.run(plan.parse_args(["--task", args.task, "--checkpoint", str(out / "world_model"),
                                          "--budget", str(args.budget), "--seed", str(args.seed),
-                                         "--out", f"runs/quickstart/plan-s{args.seed}"]))
+                                         "--out", f"{args.runs}/plan-s{args.seed}"]))
         times["plan"] = time.time() - start
     except TapError as err:
         print(f"error: {err}", file=sys.stderr)

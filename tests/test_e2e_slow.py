@@ -126,3 +126,24 @@ def test_debug_training_pipeline_on_the_real_model(tmp_path, real_artifacts):
 
     wm = WorldModel.from_checkpoint(tmp_path / "wm")
     assert wm.hparams.encoder_hparams["backbone"] == "minilm" and wm.hparams.encoder_hparams["lora_rank"] == 8
+
+    # plan.py end to end with that world model on the real SmolLM2, small budget; a rerun pays nothing
+    def plan(out: str) -> dict:
+        proc = subprocess.run([sys.executable, str(root / "plan.py"), "--task", TASK, "--checkpoint",
+                               str(tmp_path / "wm"), "--budget", "5", "--seed", "0", "--candidates", "4",
+                               "--eval-examples", "4", "--test-examples", "6", "--grad-steps", "5",
+                               "--cache", str(tmp_path / "calls.sqlite"), "--out", str(tmp_path / out)],
+                              capture_output=True, text=True, env=env, cwd=root)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "== final chain ==" in proc.stdout and "held-out test accuracy" in proc.stdout
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    first = plan("plan")
+    assert first["chain_evals"] <= 5 and set(first["test"]) == {"initial", "final"}
+    from tap.planning import PlanResult
+
+    result = PlanResult.load(tmp_path / "plan")
+    assert result.check_replay() == result.final_chain and result.costs["search"]["llm_calls"] > 0
+    again = plan("plan_again")
+    rerun = PlanResult.load(tmp_path / "plan_again")
+    assert again == {**first, "out": again["out"]} and rerun.costs["search"]["llm_calls"] == 0

@@ -276,7 +276,7 @@ class Planner:
                        "llm_calls": sum(env.spend.llm_calls.values()), "cache_hits": sum(env.spend.cache_hits.values()),
                        "examples_per_eval": len(examples), "seconds": round(search_seconds, 2)},
             "test": test_spend,
-            "collection": self._collection_cost(task.name),
+            "collection": self._collection_cost(task, env.mode),
             "refinement": {"steps": cfg.refine_steps * len(refine_log), "verified_transitions": len(refiner.rows)},
         }
         result = PlanResult(task.name, method, seed, budget, (initial or initial_chain(task.description)).validate(),
@@ -293,14 +293,18 @@ class Planner:
             log_to_tensorboard(result, log_dir, refine_log)
         return result
 
-    def _collection_cost(self, task: str) -> dict:
-        """What collecting the world model's training data cost, from its checkpoint (0 for this task when the
-        task was never in that data: the transfer case).
+    def _collection_cost(self, task: Task, mode: str) -> dict:
+        """What collecting the world model's training data cost, from its checkpoint: chain evaluations on
+        every training task, and on this task (0 when the world model never saw it: the transfer case) with
+        the LLM requests they took (generate mode: a reply and a gold-answer score per example; score mode:
+        one score per option).
         """
         d = self.training_data
         tasks = list(d.get("tasks") or [])
         per_task = int(d.get("trajectories", 0)) * (int(d.get("horizon", 0)) + 1)  # each trajectory: c_0 .. c_H
-        in_training = task in tasks
-        return {"world_model_tasks": tasks, "task_in_training_data": in_training,
-                "chain_evals_this_task": per_task if in_training else 0, "chain_evals_all_tasks": per_task * len(tasks),
-                "examples_per_eval": d.get("eval_examples")}
+        this = per_task if task.name in tasks else 0
+        examples = int(d.get("eval_examples") or 0)
+        per_example = 2 if mode == "generate" else max((len(ex.choices) for ex in task.val[:examples]), default=0)
+        return {"world_model_tasks": tasks, "task_in_training_data": this > 0, "chain_evals_this_task": this,
+                "llm_requests_this_task": this * examples * per_example, "chain_evals_all_tasks": per_task * len(tasks),
+                "examples_per_eval": examples}

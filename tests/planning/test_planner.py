@@ -158,6 +158,7 @@ def test_from_checkpoint_loads_a_world_model_and_accounts_for_its_data(task, tmp
     assert result.checkpoint == str(path)
     collection = result.costs["collection"]
     assert collection["task_in_training_data"] and collection["chain_evals_this_task"] == 4 * 4
+    assert collection["llm_requests_this_task"] == 4 * 4 * 6 * 2  # generate mode: reply + gold score per example
     other = planner.optimize(arithmetic_task(40, name="other-task"), budget=2, progress=False)
     assert other.costs["collection"]["chain_evals_this_task"] == 0  # transfer: no data of this task
 
