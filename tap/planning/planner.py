@@ -208,7 +208,8 @@ class Planner:
         gen_settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens)
         env = Environment(llm, task, mode=cfg.mode, generation=gen_settings, budget=budget)  # type: ignore[arg-type]
         space = edit_space(task)
-        chain = (initial or initial_chain(task.description)).validate()
+        start = (initial or initial_chain(task.description)).validate()
+        chain = start
         rng = random.Random(f"plan:{task.name}:{method}:{seed}")
         gen = torch.Generator().manual_seed(seed)
         refiner = OnlineRefiner(self.wm, cfg.refine_steps, cfg.refine_lr, seed=seed)
@@ -264,8 +265,7 @@ class Planner:
             test_env = Environment(llm, task, mode=cfg.mode, generation=gen_settings,  # type: ignore[arg-type]
                                    dense_reward=False)
             held_out = task.test[: cfg.test_examples]
-            initial_chain_ = (initial or initial_chain(task.description)).validate()
-            for name, c in (("initial", initial_chain_), ("final", chain)):
+            for name, c in (("initial", start), ("final", chain)):
                 t = test_env.evaluate(c, held_out)
                 test[name] = {"accuracy": t.accuracy, "n": len(held_out), "compliance": t.compliance}
             spent = test_env.spend
@@ -279,8 +279,8 @@ class Planner:
             "collection": self._collection_cost(task, env.mode),
             "refinement": {"steps": cfg.refine_steps * len(refine_log), "verified_transitions": len(refiner.rows)},
         }
-        result = PlanResult(task.name, method, seed, budget, (initial or initial_chain(task.description)).validate(),
-                            chain, {"accuracy": first.accuracy, "dense": first.dense},
+        result = PlanResult(task.name, method, seed, budget, start, chain,
+                            {"accuracy": first.accuracy, "dense": first.dense},
                             {"accuracy": current.accuracy, "dense": current.dense}, records, edits, costs, test,
                             {**asdict(cfg), "method": method}, self.checkpoint)
         result.check_replay()
