@@ -28,6 +28,8 @@ OUT = ROOT / "benchmarks" / "results" / "plan.json"
 DEV = ["bigbench:arithmetic/1_digit_addition", "bigbench:arithmetic/1_digit_multiplication",
        "bigbench:arithmetic/2_digit_addition", "bigbench:arithmetic/1_digit_subtraction"]
 TRANSFER = ["bigbench:object_counting"]
+#: two-sided 95 % Student t quantiles by degrees of freedom
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def _load() -> dict:
@@ -73,15 +75,29 @@ def _mean_ci(values: list[float]) -> str:
     if len(values) < 2:
         return f"{values[0]:.3f}" if values else "-"
     m, s = statistics.mean(values), statistics.stdev(values)
-    return f"{m:.3f} ± {1.96 * s / len(values) ** 0.5:.3f}"
+    t = T975.get(len(values) - 1, 1.96)  # Student t: with 3 seeds the half-width is 4.3 standard errors
+    return f"{m:.3f} ± {t * s / len(values) ** 0.5:.3f}"
+
+
+def _search_at(run: dict, evals: int) -> float:
+    """Search accuracy of the chain held after ``evals`` evaluations (from the verification records)."""
+    held = [r["measured"] for r in run["records"] if r["accepted"] and r["chain_evals"] <= evals]
+    return held[-1] if held else run["initial_search"]
+
+
+def _spearman(x: list[float], y: list[float]) -> float:
+    import torch
+    from torchmetrics.functional import spearman_corrcoef
+
+    return float(spearman_corrcoef(torch.tensor(x), torch.tensor(y))) if len(x) > 2 else float("nan")
 
 
 def report(data: dict) -> str:
     runs = data["runs"]
     budgets = sorted({int(b) for r in runs for b in r["budgets"]})
     lines = ["| task | method | seeds | initial test | " + " | ".join(f"test @{b}" for b in budgets) +
-             " | search @" + str(budgets[-1]) + " | wm prediction MAE |",
-             "|---|---|---|---|" + "---|" * len(budgets) + "---|---|"]
+             " | initial search | search @10 | search @" + str(budgets[-1]) + " | predicted vs measured: ρ, MAE |",
+             "|---|---|---|---|" + "---|" * len(budgets) + "---|---|---|---|"]
     for task in dict.fromkeys(r["task"] for r in runs):
         for method in ("gradient", "policy", "random"):
             rs = [r for r in runs if r["task"] == task and r["method"] == method]
@@ -89,11 +105,15 @@ def report(data: dict) -> str:
                 continue
             cells = [_mean_ci([r["budgets"][str(b)]["test"] for r in rs if str(b) in r["budgets"]]) for b in budgets]
             mae = [abs(x["predicted"] - x["measured"]) for r in rs for x in r["records"]]
+            rho = statistics.mean(_spearman([x["predicted"] for x in r["records"]],
+                                            [x["measured"] for x in r["records"]]) for r in rs)
             transfer = "" if rs[0]["collection"]["task_in_training_data"] else " (never trained on)"
             lines.append(f"| {task.split(':')[-1]}{transfer} | {method} | {len(rs)} | "
                          f"{_mean_ci([r['initial_test'] for r in rs])} | " + " | ".join(cells) +
+                         f" | {_mean_ci([r['initial_search'] for r in rs])} | "
+                         f"{_mean_ci([_search_at(r, 10) for r in rs])}"
                          f" | {_mean_ci([r['budgets'][str(budgets[-1])]['search'] for r in rs])} | "
-                         f"{statistics.mean(mae):.3f} |")
+                         f"{rho:.2f}, {statistics.mean(mae):.3f} |")
     return "\n".join(lines)
 
 
