@@ -40,7 +40,8 @@ def _save(data: dict) -> None:
     from tap.planning.result import write_atomic
 
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(OUT, json.dumps(data, indent=1))
+    runs = ",\n".join(json.dumps(r, separators=(",", ":")) for r in data["runs"])  # one run per line
+    write_atomic(OUT, '{"runs": [\n' + runs + "\n]}\n")
 
 
 def run_one(planners: dict, llm, task_spec: str, method: str, seed: int, budgets: list[int], eval_examples: int,
