@@ -99,7 +99,9 @@ def report(data: dict) -> str:
     lines = ["| task | method | seeds | initial test | " + " | ".join(f"test @{b}" for b in budgets) +
              " | initial search | search @10 | search @" + str(budgets[-1]) + " | predicted vs measured: ρ, MAE |",
              "|---|---|---|---|" + "---|" * len(budgets) + "---|---|---|---|"]
-    for task in dict.fromkeys(r["task"] for r in runs):
+    tasks = list(dict.fromkeys(r["task"] for r in runs))
+    trained = {r["task"] for r in runs if r["collection"]["task_in_training_data"]}
+    for task in sorted(tasks, key=lambda t: (t not in trained, tasks.index(t))):  # transfer tasks last
         for method in ("gradient", "policy", "random"):
             rs = [r for r in runs if r["task"] == task and r["method"] == method]
             if not rs:

@@ -229,10 +229,10 @@ class ImaginationPolicy(TapSystem):
         """Evaluation: the greedy policy's imagined return against random choices from the same menus, and
         how the actor ranks the real edits of held-out trajectories against their measured reward change.
         """
-        state, actions, scales, mask, _ = self._menus(batch, self._rng(stage, len(self.returns.get(stage, []))))
-        g = torch.Generator(device="cpu").manual_seed(len(self.returns.get(stage, [])))
+        idx = len(self.returns.get(stage, []))  # the batch's index in this evaluation epoch
+        state, actions, scales, mask, _ = self._menus(batch, self._rng(stage, idx))
         with torch.random.fork_rng():
-            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
+            torch.manual_seed(idx)  # the same random picks every epoch
             greedy = self.discounted(self.imagine(state, actions, scales, mask, "greedy")["reward"])
             rand = self.discounted(self.imagine(state, actions, scales, mask, "random")["reward"])
         self.returns.setdefault(stage, []).append(torch.stack([greedy, rand]))
