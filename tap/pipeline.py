@@ -63,18 +63,16 @@ def main(argv: list[str] | None = None) -> int:
             except TapError:
                 return False
 
-        start = time.time()
-        if not have(out / "encoder"):
-            print("== 1/3 collect triples (if not cached) and train the contrastive encoder ==", flush=True)
-            _fit("encoder.yaml", args, 6, args.encoder_epochs, out / "encoder",
-                 f"--model.init_args.backbone={args.backbone}")
-        times["collect + encoder"] = time.time() - start
-        start = time.time()
-        if not have(out / "world_model"):
-            print("== 2/3 train the world model ==", flush=True)
-            _fit("world_model.yaml", args, 3, args.world_model_epochs, out / "world_model",
-                 f"--model.init_args.encoder={out / 'encoder'}")
-        times["world model"] = time.time() - start
+        stages = [("collect + encoder", "1/3 collect triples (if not cached) and train the contrastive encoder",
+                   "encoder.yaml", 6, args.encoder_epochs, f"--model.init_args.backbone={args.backbone}"),
+                  ("world model", "2/3 train the world model", "world_model.yaml", 3, args.world_model_epochs,
+                   f"--model.init_args.encoder={out / 'encoder'}")]
+        for (name, title, config, window, epochs, extra), folder in zip(stages, ("encoder", "world_model")):
+            start = time.time()
+            if not have(out / folder):
+                print(f"== {title} ==", flush=True)
+                _fit(config, args, window, epochs, out / folder, extra)
+            times[name] = time.time() - start
         start = time.time()
         print(f"== 3/3 plan: {args.task}, budget {args.budget}, seed {args.seed} ==", flush=True)
         from tap.planning import cli as plan

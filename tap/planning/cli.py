@@ -70,15 +70,6 @@ def run(args: argparse.Namespace) -> int:
                           args.discount, args.restarts)
     config = PlanConfig(args.method, args.candidates, args.verify_top, grad, args.refine_steps, args.refine_lr,
                         args.eval_examples, args.test_examples)
-    llm = None
-    if args.model:
-        from tap.llm import load_llm
-
-        llm = load_llm(args.model, cache=args.cache)
-    elif args.cache != "default":
-        from tap.llm import load_llm
-
-        llm = load_llm("smollm2", cache=args.cache)
     initial = None
     if args.initial:
         try:
@@ -86,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                 initial = Chain.from_json(f.read())
         except OSError as err:
             raise TapError(f"cannot read the initial chain {args.initial}: {err}") from err
-    planner = Planner.from_checkpoint(args.checkpoint, llm=llm, config=config)
+    planner = Planner.from_checkpoint(args.checkpoint, config=config, model=args.model, cache=args.cache)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", args.task.split(":")[-1]).strip("_")
     out = args.out or f"runs/plan/{slug}-{args.method}-s{args.seed}"
     print(f"planning {args.task} with {planner.checkpoint} ({args.method}, budget {args.budget}, seed {args.seed})")

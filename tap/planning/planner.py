@@ -91,7 +91,8 @@ class Planner:
     """
 
     def __init__(self, world_model, policy=None, config: PlanConfig | None = None, llm=None,
-                 training_data: dict | None = None, checkpoint: str = "") -> None:
+                 training_data: dict | None = None, checkpoint: str = "", model: str | None = None,
+                 cache: str = "default") -> None:
         self.wm = world_model
         self.policy = policy
         self.config = config or PlanConfig()
@@ -100,15 +101,20 @@ class Planner:
             raise TapError("method 'policy' needs an imagination-policy checkpoint: train one with "
                            "`python train.py fit --config configs/planner.yaml` and pass checkpoints/planner.")
         self._llm = llm
+        self.model = model or (training_data or {}).get("model", "smollm2")  # the LLM the world model learnt
+        self.cache = cache
         self.training_data = training_data or {}
         self.checkpoint = checkpoint
         self._initial_state = {k: v.clone() for k, v in world_model.state_dict().items()}
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, llm=None, config: PlanConfig | None = None, **overrides) -> Planner:
+    def from_checkpoint(cls, path: str | Path, llm=None, config: PlanConfig | None = None, model: str | None = None,
+                        cache: str = "default", **overrides) -> Planner:
         """Load a ``WorldModel`` or ``ImaginationPolicy`` checkpoint (file or run folder).
 
-        ``overrides`` set ``PlanConfig`` fields (e.g. ``method="random"``, ``candidates=8``).
+        The frozen LLM is ``llm`` if given, else ``model`` (default: the one the world model was trained
+        against) behind the call cache ``cache``. ``overrides`` set ``PlanConfig`` fields (e.g.
+        ``method="random"``, ``candidates=8``).
         """
         from tap.systems.policy import ImaginationPolicy
         from tap.systems.world_model import WorldModel
@@ -131,7 +137,8 @@ class Planner:
         if policy is not None:
             policy.requires_grad_(False)
             policy.eval()
-        return cls(wm, policy, config, llm, {k: v for k, v in data.items() if not k.startswith("_")}, str(file))
+        data = {k: v for k, v in data.items() if not k.startswith("_")}
+        return cls(wm, policy, config, llm, data, str(file), model, cache)
 
     @property
     def llm(self):
@@ -139,8 +146,7 @@ class Planner:
         if self._llm is None:
             from tap.llm import load_llm
 
-            self._llm = load_llm(self.training_data.get("model", "smollm2"), cache=self.training_data.get("cache",
-                                                                                                       "default"))
+            self._llm = load_llm(self.model, cache=self.cache)
         return self._llm
 
     # ---- ranking candidates in imagination ------------------------------------------------
