@@ -1,11 +1,14 @@
 """Environment throughput on the default model: chain evaluations and LLM calls per second, in
-generation and scoring mode, with 0 and 3 demonstrations, per dtype, and peak memory.
+generation and scoring mode, with 0 and 3 demonstrations, per dtype and path, and peak memory.
+Paths: ``naive`` scores every (prompt, continuation) in full; ``shared`` computes the batch's common
+prefix (the chain) once and reuses its KV cache (``TransformersLLM.share_prefix``, the default).
 
 Every measurement uses a fresh in-memory call cache (so every call is paid) in its own process
 (so peak RSS is per configuration). Do not run anything else on the machine meanwhile.
 
     python benchmarks/env_throughput.py                # bf16 and fp32, ~4 minutes on 2 cores
     python benchmarks/env_throughput.py --dtypes bf16
+    python benchmarks/env_throughput.py --dtypes bf16 --modes score --demos 0 3 8 --paths naive shared
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import time
 TASKS = {"generate": "bigbench:arithmetic/1_digit_addition", "score": "bigbench:sports_understanding"}
 
 
-def measure(mode: str, dtype: str, demos: int, chains: int, examples: int, batch_size: int) -> dict:
+def measure(mode: str, dtype: str, demos: int, chains: int, examples: int, batch_size: int,
+            path: str = "shared") -> dict:
     import random
 
     from tap.chains import AnswerFormat, Chain, Demo
@@ -30,6 +34,7 @@ def measure(mode: str, dtype: str, demos: int, chains: int, examples: int, batch
 
     task = load_task(TASKS[mode])
     llm = load_llm("smollm2", cache=None, dtype=dtype, batch_size=batch_size)
+    llm.llm.share_prefix = path == "shared"
     env = Environment(llm, task)
     rng = random.Random(0)
     pool = [Demo(ex.uid, ex.input, ex.answer) for ex in task.train]
@@ -42,7 +47,7 @@ def measure(mode: str, dtype: str, demos: int, chains: int, examples: int, batch
         env.evaluate(chain, task.val[:examples])
     dt = time.perf_counter() - t0
     calls = llm.calls - calls0
-    return {"mode": mode, "task": TASKS[mode], "dtype": dtype, "demos": demos, "examples": examples,
+    return {"mode": mode, "task": TASKS[mode], "dtype": dtype, "demos": demos, "path": path, "examples": examples,
             "chain_evals_per_s": round(chains / dt, 3), "llm_calls_per_s": round(calls / dt, 2),
             "calls_per_chain": calls / chains, "seconds": round(dt, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
@@ -51,6 +56,8 @@ def measure(mode: str, dtype: str, demos: int, chains: int, examples: int, batch
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dtypes", nargs="+", default=["bf16", "fp32"])
+    ap.add_argument("--modes", nargs="+", default=["generate", "score"])
+    ap.add_argument("--paths", nargs="+", default=["shared"], help="naive and/or shared (see above)")
     ap.add_argument("--demos", nargs="+", type=int, default=[0, 3])
     ap.add_argument("--chains", type=int, default=4)
     ap.add_argument("--examples", type=int, default=16)
@@ -58,23 +65,24 @@ def main() -> None:
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
     args = ap.parse_args()
     if args.one:
-        mode, dtype, demos = args.one.split(",")
-        print(json.dumps(measure(mode, dtype, int(demos), args.chains, args.examples, args.batch_size)))
+        mode, dtype, demos, path = args.one.split(",")
+        print(json.dumps(measure(mode, dtype, int(demos), args.chains, args.examples, args.batch_size, path)))
         return
     rows = []
-    for mode in ("generate", "score"):
+    for mode in args.modes:
         for dtype in args.dtypes:
             for demos in args.demos:
-                cmd = [sys.executable, __file__, "--one", f"{mode},{dtype},{demos}", "--chains", str(args.chains),
-                       "--examples", str(args.examples), "--batch-size", str(args.batch_size)]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-                rows.append(json.loads(out.strip().splitlines()[-1]))
-                print(json.dumps(rows[-1]), file=sys.stderr)
-    print("| mode | dtype | demos | chain evals/s | LLM calls/s | calls/chain | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|")
+                for path in args.paths:
+                    cmd = [sys.executable, __file__, "--one", f"{mode},{dtype},{demos},{path}", "--chains",
+                           str(args.chains), "--examples", str(args.examples), "--batch-size", str(args.batch_size)]
+                    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                    rows.append(json.loads(out.strip().splitlines()[-1]))
+                    print(json.dumps(rows[-1]), file=sys.stderr)
+    print("| mode | dtype | demos | path | chain evals/s | LLM calls/s | calls/chain | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mode']} | {r['dtype']} | {r['demos']} | {r['chain_evals_per_s']} | {r['llm_calls_per_s']} | "
-              f"{r['calls_per_chain']:.0f} | {r['peak_rss_mb']} |")
+        print(f"| {r['mode']} | {r['dtype']} | {r['demos']} | {r['path']} | {r['chain_evals_per_s']} | "
+              f"{r['llm_calls_per_s']} | {r['calls_per_chain']:.0f} | {r['peak_rss_mb']} |")
 
 
 if __name__ == "__main__":

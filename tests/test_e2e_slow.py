@@ -147,3 +147,27 @@ def test_debug_training_pipeline_on_the_real_model(tmp_path, real_artifacts):
     again = plan("plan_again")
     rerun = PlanResult.load(tmp_path / "plan_again")
     assert again == {**first, "out": again["out"]} and rerun.costs["search"]["llm_calls"] == 0
+
+
+def test_shared_prefix_scoring_matches_the_full_path_on_the_real_model(real_artifacts):
+    """Score mode with 3 demonstrations on SmolLM2: the chain's KV cache shared across examples and
+    options gives the same log-probabilities (within 1e-3) and the same picks as scoring in full."""
+    import random
+
+    from tap.chains import AnswerFormat, Chain, Demo
+    from tap.env import Environment
+    from tap.llm import load_llm
+    from tap.tasks import load_task
+
+    task = load_task("bigbench:sports_understanding")
+    llm = load_llm("smollm2", cache=None)
+    pool = [Demo(ex.uid, ex.input, ex.answer) for ex in task.train]
+    chain = Chain(task.description, AnswerFormat("End your reply with 'Answer: <answer>'.", "Answer: {answer}"),
+                  demos=tuple(random.Random(0).sample(pool, 3)))
+    llm.llm.share_prefix = False
+    full = Environment(llm, task).evaluate(chain, task.val[:12])
+    llm.llm.share_prefix = True
+    shared = Environment(llm, task).evaluate(chain, task.val[:12])
+    assert [r.extracted for r in full.results] == [r.extracted for r in shared.results]
+    for a, b in zip(full.results, shared.results):
+        assert max(abs(x - y) for x, y in zip(a.choice_logprobs, b.choice_logprobs)) <= 1e-3

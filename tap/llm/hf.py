@@ -108,6 +108,8 @@ class TransformersLLM(LLM):
         self.name = name
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
+        self.share_prefix = True  # scoring computes a batch's common prefix (the chain) once
+        self.min_shared_tokens = 8
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -236,6 +238,34 @@ class TransformersLLM(LLM):
                 out[i] = s
         return out
 
+    def _shared_prefix(self, seqs: list[list[int]], limit: int) -> int:
+        """Tokens every sequence of a batch starts with (at most ``limit``), or 0 when sharing is off, the
+        batch has one sequence, or the shared part is too short to be worth a second forward pass.
+        """
+        if not self.share_prefix or len(seqs) < 2:
+            return 0
+        n = 0
+        for column in zip(*seqs):
+            if n >= limit or any(t != column[0] for t in column):
+                break
+            n += 1
+        return n if n >= self.min_shared_tokens else 0
+
+    def _suffix_hidden(self, input_ids: torch.Tensor, mask: torch.Tensor, shared: int) -> torch.Tensor:
+        """Hidden states of positions ``shared..`` of a right-padded batch whose first ``shared`` tokens are
+        the same in every row: one forward pass over them (batch 1), its KV cache repeated per row.
+        """
+        n = input_ids.shape[0]
+        dev = self.device
+        prefix = self.body(input_ids=input_ids[:1, :shared].to(dev), use_cache=True)
+        cache = prefix.get("cache", None) or prefix.get("past_key_values")  # the name changed in transformers 5
+        cache.batch_repeat_interleave(n)
+        rest = input_ids[:, shared:]  # (B, T - P)
+        positions = torch.arange(shared, input_ids.shape[1]).unsqueeze(0).expand(n, -1)
+        out = self.body(input_ids=rest.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
+                        use_cache=True, **{self._cache_kw: cache})
+        return out.last_hidden_state
+
     def _score_batch(self, p_ids: list[list[int]], c_ids: list[list[int]]) -> list[Score]:
         self.model  # noqa: B018 - loads the weights on first use
         seqs = [p + c for p, c in zip(p_ids, c_ids)]
@@ -253,7 +283,13 @@ class TransformersLLM(LLM):
                 owner.append(r)
         if not targets:  # every continuation is empty: log-probability 0
             return [Score(0.0, 0) for _ in range(n)]
-        hidden = self.body(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+        shared = self._shared_prefix(seqs, min(len(p) for p in p_ids) - 1)
+        if shared:  # the chain's tokens once, then every example's rest on top of that KV cache
+            hidden = self._suffix_hidden(input_ids, mask, shared)  # (B, T - P, D)
+            cols = [c - shared for c in cols]
+        else:
+            hidden = self.body(input_ids=input_ids.to(self.device),
+                               attention_mask=mask.to(self.device)).last_hidden_state  # (B, T, D)
         picked = hidden[torch.tensor(rows), torch.tensor(cols)]  # (N, D): only the scored positions
         logp = torch.log_softmax(self.head(picked).float(), dim=-1)  # (N, V)
         tok_lp = logp[torch.arange(len(targets)), torch.tensor(targets, device=logp.device)].cpu()

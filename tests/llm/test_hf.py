@@ -246,3 +246,50 @@ def test_unreachable_hub_model():
 def test_unloadable_model_directory(tmp_path):
     with pytest.raises(BackendError, match="cannot load model"):
         TransformersLLM(str(tmp_path), dtype="fp32", device="cpu", threads=1)
+
+
+CHAIN = "You are careful. Think step by step. Examples: 2+2 is 4; 3+3 is 6; 5+1 is 6.\n"
+
+
+def test_shared_prefix_scores_equal_the_full_path(tiny_llm):
+    prompts = [CHAIN + f"Q: {i}+{i * 3 % 7}?\nA:" for i in range(9)]
+    conts = [f" {i + i * 3 % 7}" for i in range(9)]
+    prompts, conts = prompts + prompts[:3], conts + [" yes", " no", " 12"]  # several continuations per prompt
+    llm = TransformersLLM.from_objects(tiny_llm.model, tiny_llm.tokenizer, "tiny-llama", batch_size=5)
+    seqs = [p + c for p, c in zip(llm._encode(prompts), llm._encode(conts))]
+    assert llm._shared_prefix(seqs, 10_000) >= len(CHAIN)  # the chain is shared (and so skipped once)
+    llm.share_prefix = False
+    full = llm.score(prompts, conts)
+    llm.share_prefix = True
+    shared = llm.score(prompts, conts)
+    for a, b, (p, c) in zip(full, shared, zip(prompts, conts)):
+        assert a.n_tokens == b.n_tokens
+        assert b.logprob == pytest.approx(a.logprob, abs=1e-3)
+        assert b.logprob == pytest.approx(_naive_score(llm, p, c), abs=1e-3)
+
+
+def test_shared_prefix_is_skipped_when_it_cannot_help(tiny_llm):
+    llm = TransformersLLM.from_objects(tiny_llm.model, tiny_llm.tokenizer, "tiny-llama")
+    assert llm._shared_prefix([[1, 2, 3, 4, 5, 6, 7, 8, 9]], 100) == 0  # one sequence
+    assert llm._shared_prefix([[1, 2, 3, 9], [1, 2, 3, 8]], 100) == 0  # shorter than min_shared_tokens
+    long = list(range(20))
+    assert llm._shared_prefix([long + [1], long + [2]], 100) == 20
+    assert llm._shared_prefix([long + [1], long + [2]], 12) == 12  # never past the first scored position
+    llm.share_prefix = False
+    assert llm._shared_prefix([long + [1], long + [2]], 100) == 0
+
+
+def test_score_mode_environment_is_the_same_with_and_without_sharing(tiny_llm, tiny_mc_task):
+    from tap.chains import Chain, Demo
+    from tap.env import Environment
+
+    demos = tuple(Demo(ex.uid, ex.input, ex.answer) for ex in tiny_mc_task.train[:3])
+    chain = Chain("Say whether the sum is right. Check each sum carefully.", demos=demos)
+    llm = TransformersLLM.from_objects(tiny_llm.model, tiny_llm.tokenizer, "tiny-llama", batch_size=8)
+    llm.share_prefix = False
+    a = Environment(llm, tiny_mc_task).evaluate(chain, tiny_mc_task.val[:8])
+    llm.share_prefix = True
+    b = Environment(llm, tiny_mc_task).evaluate(chain, tiny_mc_task.val[:8])
+    assert [r.extracted for r in a.results] == [r.extracted for r in b.results]
+    for ra, rb in zip(a.results, b.results):
+        assert rb.choice_logprobs == pytest.approx(ra.choice_logprobs, abs=1e-3)
