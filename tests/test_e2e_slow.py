@@ -149,9 +149,9 @@ def test_debug_training_pipeline_on_the_real_model(tmp_path, real_artifacts):
     assert again == {**first, "out": again["out"]} and rerun.costs["search"]["llm_calls"] == 0
 
 
-def test_shared_prefix_scoring_matches_the_full_path_on_the_real_model(real_artifacts):
-    """Score mode with 3 demonstrations on SmolLM2: the chain's KV cache shared across examples and
-    options gives the same log-probabilities (within 1e-3) and the same picks as scoring in full."""
+def test_shared_prefix_matches_the_full_path_on_the_real_model(real_artifacts):
+    """3 demonstrations on SmolLM2: the chain's KV cache shared across examples (and options) gives the
+    same log-probabilities (within 1e-3) and picks in score mode, and the same replies in generate mode."""
     import random
 
     from tap.chains import AnswerFormat, Chain, Demo
@@ -171,3 +171,13 @@ def test_shared_prefix_scoring_matches_the_full_path_on_the_real_model(real_arti
     assert [r.extracted for r in full.results] == [r.extracted for r in shared.results]
     for a, b in zip(full.results, shared.results):
         assert max(abs(x - y) for x, y in zip(a.choice_logprobs, b.choice_logprobs)) <= 1e-3
+    # generate mode: the same greedy replies and gold-answer probabilities
+    task = load_task(TASK)
+    pool = [Demo(ex.uid, ex.input, ex.answer) for ex in task.train]
+    chain = Chain(task.description, chain.answer_format, demos=tuple(random.Random(0).sample(pool, 3)))
+    llm.llm.share_prefix = False
+    full = Environment(llm, task).evaluate(chain, task.val[:8])
+    llm.llm.share_prefix = True
+    shared = Environment(llm, task).evaluate(chain, task.val[:8])
+    assert [r.response for r in full.results] == [r.response for r in shared.results]
+    assert max(abs(a.gold_prob - b.gold_prob) for a, b in zip(full.results, shared.results)) <= 1e-3

@@ -176,16 +176,25 @@ class TransformersLLM(LLM):
 
         self.model  # noqa: B018 - loads the weights on first use
 
-        n, width = len(ids), max(len(x) for x in ids)
+        n = len(ids)
         pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((n, width), pad, dtype=torch.long)  # (B, T), left padded
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for r, x in enumerate(ids):
+        # the chain every prompt starts with is prefilled once; its KV cache is repeated per row
+        shared = self._shared_prefix(ids, min(len(x) for x in ids) - 1)
+        rest = [x[shared:] for x in ids]
+        width = max(len(x) for x in rest)
+        input_ids = torch.full((n, width), pad, dtype=torch.long)  # (B, T - P), left padded
+        mask = torch.zeros((n, shared + width), dtype=torch.long)  # prefix | padding | prompt rest
+        mask[:, :shared] = 1
+        for r, x in enumerate(rest):
             input_ids[r, width - len(x) :] = torch.tensor(x)
-            mask[r, width - len(x) :] = 1
+            mask[r, shared + width - len(x) :] = 1
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]  # (B, T - P)
         cache = DynamicCache()
+        if shared:
+            out = self.body(input_ids=torch.tensor([ids[0][:shared]], device=self.device), use_cache=True)
+            cache = out.get("cache", None) or out.get("past_key_values")
+            cache.batch_repeat_interleave(n)
         new_tokens = torch.empty((n, 0), dtype=torch.long, device=self.device)
         done = torch.zeros(n, dtype=torch.bool, device=self.device)
         stop_ids = self.stop_ids.to(self.device)

@@ -293,3 +293,16 @@ def test_score_mode_environment_is_the_same_with_and_without_sharing(tiny_llm, t
     assert [r.extracted for r in a.results] == [r.extracted for r in b.results]
     for ra, rb in zip(a.results, b.results):
         assert rb.choice_logprobs == pytest.approx(ra.choice_logprobs, abs=1e-3)
+
+
+def test_shared_prefix_generation_equals_the_full_path(tiny_llm):
+    prompts = [CHAIN + f"Q: {i}+{i * 3 % 7}?\nA:" + " " * (i % 3) for i in range(7)]  # different lengths
+    llm = TransformersLLM.from_objects(tiny_llm.model, tiny_llm.tokenizer, "tiny-llama", batch_size=4)
+    settings = GenerationSettings(max_new_tokens=12, stop=())
+    llm.share_prefix = False
+    full = llm.generate(prompts, settings)
+    llm.share_prefix = True
+    assert llm._shared_prefix(llm._encode(prompts), 10_000) >= len(CHAIN)
+    assert llm.generate(prompts, settings) == full
+    assert [llm.generate([p], settings)[0] for p in prompts] == full  # one at a time: nothing shared
+    assert len(set(full)) > 1  # the replies differ, so the comparison means something
