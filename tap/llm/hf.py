@@ -108,7 +108,7 @@ class TransformersLLM(LLM):
         self.name = name
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
-        self.share_prefix = True  # scoring computes a batch's common prefix (the chain) once
+        self.share_prefix = True  # a batch's common prefix (the chain) is computed once, for scores and replies
         self.min_shared_tokens = 8
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
         if tokenizer.pad_token_id is None:
@@ -192,9 +192,7 @@ class TransformersLLM(LLM):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]  # (B, T - P)
         cache = DynamicCache()
         if shared:
-            out = self.body(input_ids=torch.tensor([ids[0][:shared]], device=self.device), use_cache=True)
-            cache = out.get("cache", None) or out.get("past_key_values")
-            cache.batch_repeat_interleave(n)
+            cache = self._prefix_cache(ids[0][:shared], n)
         new_tokens = torch.empty((n, 0), dtype=torch.long, device=self.device)
         done = torch.zeros(n, dtype=torch.bool, device=self.device)
         stop_ids = self.stop_ids.to(self.device)
@@ -260,15 +258,20 @@ class TransformersLLM(LLM):
             n += 1
         return n if n >= self.min_shared_tokens else 0
 
+    def _prefix_cache(self, prefix: list[int], rows: int):
+        """The KV cache of ``prefix`` (one forward pass, batch 1), repeated for ``rows`` rows."""
+        out = self.body(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
+        cache = out.get("cache", None) or out.get("past_key_values")  # the name changed in transformers 5
+        cache.batch_repeat_interleave(rows)
+        return cache
+
     def _suffix_hidden(self, input_ids: torch.Tensor, mask: torch.Tensor, shared: int) -> torch.Tensor:
         """Hidden states of positions ``shared..`` of a right-padded batch whose first ``shared`` tokens are
         the same in every row: one forward pass over them (batch 1), its KV cache repeated per row.
         """
         n = input_ids.shape[0]
         dev = self.device
-        prefix = self.body(input_ids=input_ids[:1, :shared].to(dev), use_cache=True)
-        cache = prefix.get("cache", None) or prefix.get("past_key_values")  # the name changed in transformers 5
-        cache.batch_repeat_interleave(n)
+        cache = self._prefix_cache(input_ids[0, :shared].tolist(), n)
         rest = input_ids[:, shared:]  # (B, T - P)
         positions = torch.arange(shared, input_ids.shape[1]).unsqueeze(0).expand(n, -1)
         out = self.body(input_ids=rest.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
