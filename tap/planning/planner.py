@@ -105,7 +105,9 @@ class Planner:
         self.cache = cache
         self.training_data = training_data or {}
         self.checkpoint = checkpoint
-        self._initial_state = {k: v.clone() for k, v in world_model.state_dict().items()}
+        # what Dyna refinement changes (the frozen encoder is never touched, so it is not copied)
+        self._initial_state = {name: {k: v.clone() for k, v in getattr(world_model, name).state_dict().items()}
+                               for name in ("net", "actions")}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, llm=None, config: PlanConfig | None = None, model: str | None = None,
@@ -205,7 +207,8 @@ class Planner:
             raise TapError(f"budget must be a positive number of chain evaluations, got {budget!r}; the initial "
                            "chain's evaluation already takes one.")
         task = task if isinstance(task, Task) else load_task(task, seed=seed)
-        self.wm.load_state_dict(self._initial_state)  # every run starts from the checkpoint's world model
+        for name, state in self._initial_state.items():  # every run starts from the checkpoint's world model
+            getattr(self.wm, name).load_state_dict(state)
         start_time = time.time()
         examples = task.val[: cfg.eval_examples] or task.train[: cfg.eval_examples]
         if not examples:

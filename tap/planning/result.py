@@ -70,8 +70,8 @@ class PlanResult:
         """The chain the search held after ``evals`` chain evaluations (the search is budget-agnostic, so
         this is exactly what a run with ``budget=evals`` returns), its edits and its search accuracy.
         """
-        edits = [r.edit for r in self.records if r.accepted and r.chain_evals <= evals]
         held = [r for r in self.records if r.accepted and r.chain_evals <= evals]
+        edits = [r.edit for r in held]
         return replay(self.initial_chain, edits), edits, held[-1].measured if held else self.initial_search["accuracy"]
 
     def prompt_text(self, chain: Chain | None = None) -> str:
