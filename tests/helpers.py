@@ -148,6 +148,9 @@ class RuleLLM(FakeLLM):
     """
 
     name = "rule"
+    #: proposals (prompts of the baselines' proposer, recognised by their last words) are "Add the numbers"
+    #: plus a hash-chosen subset of these words, so a proposer's chains vary in quality
+    PROPOSAL_WORDS = ("step", "by", "carefully", "and", "give", "the", "Answer", "now")
 
     @staticmethod
     def _quality(prompt: str) -> float:
@@ -168,7 +171,12 @@ class RuleLLM(FakeLLM):
         self.generate_batches.append(list(prompts))
         out = []
         for p in prompts:
-            right = zlib.crc32(p.encode()) % 1000 < 1000 * self._quality(p)
+            h = zlib.crc32(p.encode())
+            if p.rstrip().endswith(("Output:", "was to", "</prompt>.", "problems above.")):  # a baseline's proposer
+                words = [w for i, w in enumerate(self.PROPOSAL_WORDS) if h >> i & 1]
+                out.append(f"<INS>{' '.join(['Add', 'the', 'numbers', *words])}.</INS>")
+                continue
+            right = h % 1000 < 1000 * self._quality(p)
             out.append(str(self._answer(p) + (0 if right else 1)))
         return out
 
