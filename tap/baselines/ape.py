@@ -13,7 +13,7 @@ their fraction of a chain evaluation (``Search.evaluate``).
 
 from __future__ import annotations
 
-from tap.baselines.base import Search, clean_instruction
+from tap.baselines.base import Search
 from tap.chains.chain import Chain
 from tap.chains.edits import Edit
 
@@ -47,22 +47,16 @@ class ApeSearch(Search):
         self.max_rounds = max_rounds
         self._scores: dict[str, float] = {}  # instruction -> accuracy on all search examples
 
-    def _forward(self) -> str | None:
+    def _forward(self) -> list[dict[str, str]]:
         demos = self.demos(self.demos_per_proposal)
         pairs = "\n\n".join(f"Input: {d.input}\nOutput: {d.output}" for d in demos)
-        reply = self.propose([{"role": "user", "content": FORWARD.format(n=len(demos), pairs=pairs)}])
-        return clean_instruction(reply)
-
-    def _variation(self, instruction: str) -> str | None:
-        return clean_instruction(self.propose([{"role": "user", "content": VARIATION.format(instruction=instruction)}]))
+        return [{"role": "user", "content": FORWARD.format(n=len(demos), pairs=pairs)}]
 
     def _round(self, r: int) -> list[tuple[Chain, list[Edit]]]:
         top = sorted(self._scores, key=lambda s: -self._scores[s])[:2]
-        texts: list[str] = []
-        for i in range(self.proposals_per_round):
-            text = self._variation(top[i % len(top)]) if r > 0 and top and i % 2 else self._forward()
-            if text and text not in texts and text not in self._scores:
-                texts.append(text)
+        requests = [[{"role": "user", "content": VARIATION.format(instruction=top[i % len(top)])}]
+                    if r > 0 and i % 2 else self._forward() for i in range(self.proposals_per_round)]
+        texts = [t for t in dict.fromkeys(self.propose(requests)) if t and t not in self._scores]
         return [self.with_instruction(t) for t in texts]
 
     def search(self) -> None:

@@ -114,23 +114,27 @@ def _key(ev: Evaluation) -> tuple[float, float]:
 
 _LABEL = re.compile(r"^\s*(?:[-*•>#]+\s*|\d+[.)]\s*)?(?:(?:new |final |improved |the )?"
                     r"(?:instruction|prompt|answer|output|text)s?\s*(?:\d+)?\s*[:=]\s*)?", re.IGNORECASE)
+_RESTATED = re.compile(r"^(?:the )?instruction (?:is|was) (?:to )?", re.IGNORECASE)
 _TAGS = re.compile(r"</?\s*(?:ins|prompt|instruction)\s*>", re.IGNORECASE)
 
 
-def clean_instruction(text: str, max_words: int = 60) -> str | None:
+def clean_instruction(text: str, echo: str = "", max_words: int = 60) -> str | None:
     """The instruction in a proposer's reply: the text inside ``<prompt>``/``<INS>`` tags if any, else the
-    first non-empty line, without list markers, labels ("Instruction:") and quotes; None if nothing usable.
+    first line that is not an echo of the request (``echo``), without list markers, labels
+    ("Instruction:", "The instruction is to") and quotes; None if no line holds a usable instruction.
     """
     tagged = re.search(r"<\s*(ins|prompt)\s*>(.*?)(?:<\s*/\s*\1\s*>|$)", text, re.IGNORECASE | re.DOTALL)
     body = tagged.group(2) if tagged else text
-    lines = [ln for ln in (_TAGS.sub(" ", x).strip() for x in body.splitlines()) if ln]
-    if not lines:
-        return None
-    line = _LABEL.sub("", lines[0]).strip().strip("\"'`“”").strip()
-    words = line.split()
-    if len(words) < 2 or not any(c.isalpha() for c in line):
-        return None
-    return " ".join(words[:max_words])
+    seen = echo.lower()
+    for raw in body.splitlines():
+        line = _LABEL.sub("", _TAGS.sub(" ", raw).strip()).strip().strip("\"'`“”").strip()
+        line = _RESTATED.sub("", line).strip()
+        words = line.split()
+        if len(words) < 2 or sum(c.isalpha() for c in line) < 5 or line.lower().rstrip(":.") in seen:
+            continue
+        line = " ".join(words[:max_words])
+        return line[0].upper() + line[1:]
+    return None
 
 
 class Search(ABC):
@@ -225,21 +229,23 @@ class Search(ABC):
                     self._bar.set_postfix(best=f"{ev.accuracy:.3f}")
         return ev
 
-    def propose(self, messages: list[dict[str, str]]) -> str:
-        """One greedy generation of the proposer LLM for chat ``messages`` (counted in ``costs['proposer']``).
-        Raises ``BudgetExhausted`` (ending the search) after ``max_stall`` requests in a row that led to no
-        new paid evaluation.
+    def propose(self, requests: Sequence[list[dict[str, str]]]) -> list[str | None]:
+        """Greedy generations of the proposer LLM, one per chat in ``requests`` (one batch), each cleaned
+        to an instruction by ``clean_instruction`` (None where the reply holds none). Counted in
+        ``costs['proposer']``; raises ``BudgetExhausted`` (ending the search) once ``max_stall`` requests in
+        a row led to no newly paid evaluation.
         """
         if self._stall >= self.max_stall:
             raise BudgetExhausted(f"the proposer made {self.max_stall} requests in a row without a new chain.")
-        self._stall += 1
+        self._stall += len(requests)
         calls0, hits0 = getattr(self.proposer, "calls", 0), getattr(self.proposer, "hits", 0)
         settings = GenerationSettings(max_new_tokens=self.proposer_tokens, stop=("\n\n",))
-        reply = self.proposer.generate([self.proposer.format_chat(messages)], settings)[0]
-        self.proposals["requests"] += 1
+        prompts = [self.proposer.format_chat(list(m)) for m in requests]
+        replies = self.proposer.generate(prompts, settings) if prompts else []
+        self.proposals["requests"] += len(prompts)
         self.proposals["llm_calls"] += getattr(self.proposer, "calls", 0) - calls0
         self.proposals["cache_hits"] += getattr(self.proposer, "hits", 0) - hits0
-        return reply
+        return [clean_instruction(r, echo="\n".join(m["content"] for m in req)) for r, req in zip(replies, requests)]
 
     def known(self, chain: Chain) -> bool:
         """Whether ``chain`` already has a full evaluation (a repeat costs nothing and teaches nothing)."""

@@ -10,7 +10,7 @@ the best ``population`` of parents and children.
 
 from __future__ import annotations
 
-from tap.baselines.base import Search, clean_instruction
+from tap.baselines.base import Search
 from tap.chains.chain import Chain
 from tap.chains.edits import Edit
 
@@ -50,10 +50,10 @@ class EvoPromptSearch(Search):
         for chain, edits in pop:
             self.evaluate(chain, edits, note="evoprompt initial")
         for _ in range(self.max_generations):
+            requests = [[{"role": "user", "content": GA.format(p1=p1, p2=p2)}]
+                        for p1, p2 in (self._parents(pop) for _ in range(self.population))]
             children = []
-            for _ in range(self.population):
-                p1, p2 = self._parents(pop)
-                text = clean_instruction(self.propose([{"role": "user", "content": GA.format(p1=p1, p2=p2)}]))
+            for text in self.propose(requests):
                 if text is None:
                     continue
                 chain, edits = self.with_instruction(text)

@@ -10,7 +10,7 @@ the paper; the list keeps the ``top_k`` best.
 
 from __future__ import annotations
 
-from tap.baselines.base import Search, clean_instruction
+from tap.baselines.base import Search
 
 META = ("Your task is to generate the instruction <INS>. Below are some previous instructions with their "
         "scores. The score ranges from 0 to 100.\n\n{history}\n\nBelow are some problems.\n\n{exemplars}\n\n"
@@ -48,11 +48,7 @@ class OproSearch(Search):
     def search(self) -> None:
         self._scores[self.start.instruction] = self.score_of(self.start).accuracy
         while True:  # until the budget or the proposer requests are spent
-            texts = []
-            for _ in range(self.per_step):
-                text = clean_instruction(self.propose([{"role": "user", "content": self.meta_prompt()}]))
-                if text and text not in self._scores and text not in texts:
-                    texts.append(text)
-            for text in texts:
+            replies = self.propose([[{"role": "user", "content": self.meta_prompt()}] for _ in range(self.per_step)])
+            for text in [t for t in dict.fromkeys(replies) if t and t not in self._scores]:
                 chain, edits = self.with_instruction(text)
                 self._scores[text] = self.evaluate(chain, edits, note="opro").accuracy

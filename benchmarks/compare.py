@@ -1,0 +1,303 @@
+"""Head-to-head: TaP against the chain optimisers people use, at equal budgets of real chain evaluations.
+
+Every method searches the same task, from the same initial chain (the task's own instruction), on the
+same frozen LLM, the same split (split seed 0 for every run: the split the world model's data was
+collected on, so no world-model training example is ever a test example), the same ``eval_examples``
+val examples, and is charged the same way: one chain evaluation per chain scored on those examples
+(``tap.env`` / ``tap.baselines.base``). Methods:
+
+- ``tap-gradient``, ``tap-policy``: the planner (``tap.planning``) with the world model / imagination policy;
+- ``random``, ``grips``, ``ape``, ``opro``, ``evoprompt``, ``demos``: ``tap.baselines``.
+
+Each (task, method, seed) runs once with the largest budget. Every method reads its budget only to stop,
+so the chain it held after B evaluations is exactly what a run with budget B returns; that chain is
+scored on the task's test split (never seen by any search) at every point of a budget grid. TaP's costs
+are counted in two settings: ``per-task`` adds the chain evaluations spent collecting the world model's
+data on this task (read from its checkpoint); ``transfer`` is a task the world model never saw (collection
+cost 0 on it).
+
+    python benchmarks/compare.py --quick          # one task, one seed, budgets 10 and 25: a few minutes
+    python benchmarks/compare.py                  # dev suite + held-out task, seeds 0-2, budgets 25-200
+    python benchmarks/compare.py --tasks bigbench:arithmetic/1_digit_addition bigbench:object_counting
+    python benchmarks/compare.py --report-only    # table and plot from the saved runs
+
+Writes one JSON per run under ``benchmarks/results/compare/<task>/`` (``compare-quick`` with --quick), then
+``compare.md`` (mean and 95 % Student-t interval of test accuracy per method, task and budget; chain
+evaluations to reach the best baseline's final accuracy) and ``compare.png`` (test accuracy against real
+chain evaluations) next to them. A rerun skips finished runs and pays no LLM call twice (the call cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEV = ["bigbench:arithmetic/1_digit_addition", "bigbench:arithmetic/1_digit_multiplication",
+       "bigbench:arithmetic/2_digit_addition", "bigbench:arithmetic/1_digit_subtraction"]
+HELD_OUT = ["bigbench:object_counting"]
+TAP = ("tap-gradient", "tap-policy")
+BASELINES = ("random", "grips", "ape", "opro", "evoprompt", "demos")
+METHODS = (*TAP, *BASELINES)
+GRID = (1, 5, 10, 15, 25, 35, 50, 75, 100, 150, 200, 300, 400)
+SPLIT_SEED = 0
+#: two-sided 95 % Student t quantiles by degrees of freedom
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def slug(task: str) -> str:
+    """A task's short name: ``arithmetic_1_digit_addition`` for a BIG-bench spec, the stem of a task file."""
+    if task.endswith((".jsonl", ".csv", ".json")):
+        return Path(task).stem
+    return task.split(":")[-1].replace("/", "_")
+
+
+def run_path(out: Path, task: str, method: str, seed: int) -> Path:
+    return out / slug(task) / f"{method}-s{seed}.json"
+
+
+def grid(budgets: list[int]) -> list[int]:
+    """The budgets at which the held chain is scored on test: the requested ones plus a grid below them."""
+    top = max(budgets)
+    return sorted({*budgets, *(g for g in GRID if g <= top)})
+
+
+# ---- running --------------------------------------------------------------------------------------
+def search(method: str, task, budget: int, seed: int, args, llm, planners: dict, proposer):
+    """One search with ``budget``; returns (result, setting, collection chain evaluations on this task)."""
+    if method in TAP:
+        planner = planners[method]
+        result = planner.optimize(task, budget=budget, seed=seed, method=method.removeprefix("tap-"), progress=True)
+        collection = result.costs["collection"]
+        setting = "per-task" if collection["task_in_training_data"] else "transfer"
+        return result, setting, collection["chain_evals_this_task"]
+    from tap.baselines import USES_PROPOSER, run_baseline
+
+    settings = {"eval_examples": args.eval_examples, "progress": True}
+    if method in USES_PROPOSER:
+        settings["proposer"] = proposer
+    return run_baseline(method, llm, task, budget, seed, **settings), "baseline", 0
+
+
+def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, proposer) -> dict:
+    from tap.env import Environment
+    from tap.tasks import load_task
+
+    task = load_task(task_spec, seed=SPLIT_SEED)
+    t0 = time.time()
+    result, setting, collection = search(method, task, max(args.budgets), seed, args, llm, planners, proposer)
+    search_seconds = time.time() - t0
+    test_env = Environment(llm, task, dense_reward=False)
+    held_out = task.test[: args.test_examples]
+    scored: dict[str, float] = {}
+
+    def test(chain) -> float:
+        key = chain.to_json()
+        if key not in scored:
+            scored[key] = test_env.evaluate(chain, held_out).accuracy
+        return scored[key]
+
+    curve = []
+    for b in grid(args.budgets):
+        chain, edits, search_acc = result.best_at(b)
+        curve.append({"budget": b, "test": test(chain), "search": search_acc, "edits": len(edits)})
+    costs = result.costs
+    return {"task": task_spec, "method": method, "seed": seed, "split_seed": SPLIT_SEED, "setting": setting,
+            "budget": max(args.budgets), "budgets": sorted(args.budgets), "eval_examples": args.eval_examples,
+            "test_examples": len(held_out),
+            "collection_chain_evals": collection, "initial_test": test(result.initial_chain),
+            "initial_search": result.initial_search["accuracy"], "curve": curve,
+            "final_chain": result.final_chain.to_dict(), "final_edits": result.edits,
+            "chain_evals": costs["search"]["chain_evals"], "llm_requests": costs["search"]["llm_requests"],
+            "llm_calls": costs["search"]["llm_calls"], "proposer": costs.get("proposer", {"requests": 0}),
+            "seconds": round(search_seconds, 1), "test_seconds": round(time.time() - t0 - search_seconds, 1),
+            "config": result.config, "model": getattr(llm, "name", "")}
+
+
+def load_runs(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(out.glob("*/*.json"))]
+
+
+# ---- reporting ------------------------------------------------------------------------------------
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95 % Student-t interval (0 for a single value)."""
+    if len(values) < 2:
+        return (values[0] if values else float("nan")), 0.0
+    m, s = statistics.mean(values), statistics.stdev(values)
+    return m, T975.get(len(values) - 1, 1.96) * s / len(values) ** 0.5
+
+
+def fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
+    m, h = mean_ci(values)
+    return f"{m:.3f} ± {h:.3f}" if len(values) > 1 else f"{m:.3f}"
+
+
+def at(run: dict, budget: int) -> float:
+    """Test accuracy of the chain the run held after ``budget`` chain evaluations."""
+    return max((p for p in run["curve"] if p["budget"] <= budget), key=lambda p: p["budget"])["test"]
+
+
+def calls_to(run: dict, target: float) -> int | None:
+    """Fewest chain evaluations (on the grid) after which the held chain's test accuracy reaches ``target``."""
+    return next((p["budget"] for p in run["curve"] if p["test"] >= target - 1e-9), None)
+
+
+def report(runs: list[dict]) -> str:
+    if not runs:
+        return "no runs yet"
+    budgets = sorted({b for r in runs for b in r["budgets"]})
+    lines = ["| task | method | setting | seeds | initial | " + " | ".join(f"@{b}" for b in budgets) +
+             " | evals to target (search + collection) | proposer requests | minutes |",
+             "|---|---|---|---|---|" + "---|" * len(budgets) + "---|---|---|"]
+    notes = []
+    for task in dict.fromkeys(r["task"] for r in runs):
+        rs_task = [r for r in runs if r["task"] == task]
+        top = max(r["budget"] for r in rs_task)
+        base_means = {m: statistics.mean(at(r, top) for r in rs_task if r["method"] == m)
+                      for m in BASELINES if any(r["method"] == m for r in rs_task)}
+        target = max(base_means.values()) if base_means else None
+        if target is not None:
+            best_base = max(base_means, key=base_means.__getitem__)
+            notes.append(f"- {slug(task)}: target {target:.3f} = {best_base}'s mean test accuracy at {top}.")
+        for method in METHODS:
+            rs = [r for r in rs_task if r["method"] == method]
+            if not rs:
+                continue
+            cells = [fmt([at(r, b) for r in rs]) if b <= top else "-" for b in budgets]
+            reach = ""
+            if target is not None:
+                hit = [calls_to(r, target) for r in rs]
+                got = [h for h in hit if h is not None]
+                extra = rs[0]["collection_chain_evals"]
+                reach = f"{len(got)}/{len(rs)} runs" + (f"; median {statistics.median(got):g}" if got else "")
+                reach += f" (+{extra})" if extra else ""
+            prop = statistics.mean(r["proposer"].get("requests", 0) for r in rs)
+            minutes = statistics.mean(r["seconds"] for r in rs) / 60
+            lines.append(f"| {slug(task)} | {method} | {rs[0]['setting']} | {len(rs)} | "
+                         f"{fmt([r['initial_test'] for r in rs])} | " + " | ".join(cells) +
+                         f" | {reach} | {prop:.0f} | {minutes:.1f} |")
+    return "\n".join(lines) + "\n\n" + "\n".join(notes)
+
+
+def plot(runs: list[dict], path: Path) -> Path | None:
+    """Mean test accuracy (95 % band over seeds) against real chain evaluations, one panel per task. TaP
+    per-task runs are drawn twice: search only, and shifted right by their data collection on the task.
+    """
+    if not runs:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in runs))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
+    colors = dict(zip(METHODS, plt.get_cmap("tab10").colors))
+    for ax, task in zip(axes[0], tasks):
+        for method in METHODS:
+            rs = [r for r in runs if r["task"] == task and r["method"] == method]
+            if not rs:
+                continue
+            xs = [p["budget"] for p in rs[0]["curve"]]
+            stats = [mean_ci([at(r, x) for r in rs]) for x in xs]
+            m = [s[0] for s in stats]
+            lo, hi = [s[0] - s[1] for s in stats], [s[0] + s[1] for s in stats]
+            style = {"lw": 2.2} if method in TAP else {"lw": 1.2}
+            ax.plot(xs, m, label=f"{method} ({rs[0]['setting']})", color=colors[method], **style)
+            ax.fill_between(xs, lo, hi, color=colors[method], alpha=0.12, step=None)
+            extra = rs[0]["collection_chain_evals"]
+            if extra:
+                ax.plot([x + extra for x in xs], m, ls="--", color=colors[method], lw=1.2,
+                        label=f"{method} + collection ({extra})")
+        ax.set_xscale("log")
+        ax.set_title(slug(task))
+        ax.set_xlabel("real chain evaluations (log)")
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(runs: list[dict], out: Path, command: str) -> None:
+    from tap.planning.result import write_atomic
+
+    table = report(runs)
+    seconds = sum(r["seconds"] + r.get("test_seconds", 0) for r in runs)
+    header = (f"# Head-to-head at equal budgets\n\nCommand: `{command}`\n\n{len(runs)} runs; search and test "
+              f"time {seconds / 60:.1f} minutes in all. Cells: test accuracy (mean ± 95 % Student-t half-width "
+              "over seeds) of the chain each method held after that many real chain evaluations. "
+              "`(+N)`: chain evaluations TaP spent collecting its world model's data on this task.\n\n")
+    write_atomic(out.parent / f"{out.name}.md", header + table + "\n")
+    plot(runs, out.parent / f"{out.name}.png")
+    print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--tasks", nargs="+", default=DEV + HELD_OUT)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--budgets", nargs="+", type=int, default=[25, 50, 100, 200])
+    p.add_argument("--world-model", default=str(ROOT / "checkpoints" / "world_model"))
+    p.add_argument("--policy", default=str(ROOT / "checkpoints" / "planner"))
+    p.add_argument("--model", default="smollm2", help="the frozen LLM every method runs on")
+    p.add_argument("--proposer", help="LLM for APE/OPRO/EvoPrompt proposals (default: the frozen LLM itself)")
+    p.add_argument("--eval-examples", type=int, default=16, help="val examples per chain evaluation")
+    p.add_argument("--test-examples", type=int, default=100, help="test examples the held chains are scored on")
+    p.add_argument("--out", help="folder of per-run JSON (default benchmarks/results/compare[-quick])")
+    p.add_argument("--quick", action="store_true", help="one task, one seed, budgets 10 and 25")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.tasks, args.seeds, args.budgets = args.tasks[:1], [0], [10, 25]
+    out = Path(args.out or ROOT / "benchmarks" / "results" / ("compare-quick" if args.quick else "compare"))
+    command = "python benchmarks/compare.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if not args.report_only:
+        from tap.errors import TapError
+        from tap.llm import load_llm
+        from tap.planning import PlanConfig, Planner
+
+        llm = load_llm(args.model)
+        proposer = load_llm(args.proposer) if args.proposer else llm
+        planners = {}
+        cfg = {"eval_examples": args.eval_examples, "test_examples": 0}
+        try:
+            for method, ckpt in (("tap-gradient", args.world_model), ("tap-policy", args.policy)):
+                if method in args.methods:
+                    planners[method] = Planner.from_checkpoint(ckpt, llm=llm, config=PlanConfig(**cfg))
+        except TapError as err:
+            print(f"error: {err}\nTaP's rows need trained checkpoints: `python -m tap.pipeline` (quick) or "
+                  "configs/world_model.yaml and configs/planner.yaml; or leave tap-* out of --methods.",
+                  file=sys.stderr)
+            return 2
+        todo = [(t, m, s) for t in args.tasks for s in args.seeds for m in args.methods  # a task's seeds first
+                if not run_path(out, t, m, s).exists()]
+        print(f"{len(todo)} runs to do ({len(args.seeds) * len(args.tasks) * len(args.methods) - len(todo)} done)")
+        from tap.planning.result import write_atomic
+
+        for i, (task, method, seed) in enumerate(todo):
+            print(f"[{i + 1}/{len(todo)}] {slug(task)} {method} seed {seed}", flush=True)
+            run = run_one(method, task, seed, args, llm, planners, proposer)
+            path = run_path(out, task, method, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, json.dumps(run, indent=1, ensure_ascii=False))
+    runs = [r for r in load_runs(out) if r["task"] in args.tasks and r["method"] in args.methods
+            and r["seed"] in args.seeds]
+    write_report(runs, out, command)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

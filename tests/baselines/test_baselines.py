@@ -1,0 +1,207 @@
+"""The baseline searches on a rule-based fake LLM and a tiny transformers model: budget, leakage,
+determinism, nested budgets, replayable results, errors; and the head-to-head benchmark's bookkeeping."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tap.baselines import BASELINES, USES_PROPOSER, SearchResult, clean_instruction, run_baseline
+from tap.chains import replay
+from tap.errors import TapError
+from tests.helpers import RuleLLM, arithmetic_task
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = sorted(BASELINES)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return arithmetic_task(60)
+
+
+def _run(name, task, budget, seed=0, llm=None, **kw):
+    return run_baseline(name, llm or RuleLLM(), task, budget, seed, eval_examples=6, progress=False, **kw)
+
+
+def _prompts(llm: RuleLLM) -> list[str]:
+    return [p for b in llm.generate_batches for p in b] + [p for b in llm.score_batches for p, _ in b]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("budget", [1, 5, 13])
+def test_budget_is_never_exceeded(task, name, budget):
+    llm = RuleLLM()
+    result = _run(name, task, budget, llm=llm)
+    spent = result.costs["search"]["chain_evals"]
+    assert spent <= budget + 1e-9
+    assert all(r.evals <= budget + 1e-9 for r in result.records)
+    # every (chain, example) pair paid once: spent x examples = distinct evaluated pairs
+    pairs = {(json.dumps(r.chain, sort_keys=True), i) for r in result.records for i in range(r.examples)}
+    assert len(pairs) == pytest.approx(spent * 6)
+    assert result.records[0].note == "initial" and result.records[0].accepted
+    if name != "grips":  # GrIPS may stop early when its patience runs out
+        assert spent > budget - 1 or budget == 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_search_never_reads_test_examples(task, name):
+    llm = RuleLLM()  # also the proposer: its prompts are checked too
+    result = _run(name, task, 12, llm=llm)
+    prompts = _prompts(llm)
+    assert prompts
+    for ex in task.test:
+        assert not any(ex.input in p for p in prompts), ex.input
+    train = {ex.uid for ex in task.train}
+    assert all(d.uid in train for d in result.final_chain.demos)
+    if name in USES_PROPOSER:
+        assert result.costs["proposer"]["requests"] > 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_deterministic_under_a_seed(task, name):
+    def strip(r: SearchResult) -> dict:
+        d = copy.deepcopy(r.to_dict())
+        d["costs"]["search"].pop("seconds")
+        return d
+
+    a, b = _run(name, task, 10, seed=3), _run(name, task, 10, seed=3)
+    assert strip(a) == strip(b)
+    others = [strip(_run(name, task, 10, seed=s))["records"] for s in (4, 5, 6)]
+    assert any(o != strip(a)["records"] for o in others), "the seed changes nothing"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_budget_b_is_the_first_b_evaluations_of_a_longer_run(task, name):
+    long = _run(name, task, 16, seed=1)
+    for b in (4, 9):
+        short = _run(name, task, b, seed=1)
+        chain, edits, acc = long.best_at(b)
+        assert short.final_chain == chain and short.edits == edits and short.final_search["accuracy"] == acc
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_result_replays_and_round_trips(task, name, tmp_path):
+    result = _run(name, task, 10)
+    assert replay(result.initial_chain, result.edits) == result.final_chain
+    for r in result.records:
+        assert replay(result.initial_chain, r.edits).to_dict() == r.chain
+    assert result.final_search["accuracy"] >= result.initial_search["accuracy"]
+    path = result.save(tmp_path / name)
+    back = SearchResult.from_dict(json.loads(path.read_text()))
+    as_json = lambda r: json.loads(json.dumps(r.to_dict()))  # noqa: E731 - JSON turns tuples into lists
+    assert as_json(back) == as_json(result)
+    assert back.best_at(5) == result.best_at(5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_runs_on_a_tiny_transformers_model(tiny_llm, name):
+    from tap.llm import CachedLLM, CallCache
+
+    task = arithmetic_task(40)
+    llm = CachedLLM(tiny_llm, CallCache(None))
+    result = run_baseline(name, llm, task, 4, 0, eval_examples=3, max_new_tokens=4, proposer_tokens=8,
+                          progress=False)
+    assert result.costs["search"]["chain_evals"] <= 4
+    assert result.costs["search"]["llm_calls"] > 0
+    assert result.final_chain.validate()
+
+
+def test_a_different_proposer_is_used_and_counted(task):
+    target, proposer = RuleLLM(), RuleLLM()
+    result = _run("opro", task, 8, llm=target, proposer=proposer)
+    assert proposer.generate_batches and all(p.rstrip().endswith("problems above.")
+                                             for b in proposer.generate_batches for p in b)
+    assert not any(p.rstrip().endswith("problems above.") for p in _prompts(target))
+    assert result.costs["proposer"]["same_as_target"] is False
+
+
+def test_a_proposer_that_never_proposes_stops_the_search(task):
+    class Mute(RuleLLM):
+        def generate(self, prompts, settings):
+            return ["1 + 2 = 3" for _ in prompts]
+
+    llm = Mute()
+    result = _run("opro", task, 50, llm=llm, max_stall=8)
+    assert result.costs["search"]["chain_evals"] == 1  # the initial chain only
+    assert result.costs["proposer"]["requests"] == 8
+    assert result.final_chain == result.initial_chain
+
+
+def test_grips_stops_when_patience_runs_out(task):
+    result = _run("grips", task, 400, patience=1, num_candidates=2)
+    assert result.costs["search"]["chain_evals"] < 400
+
+
+def test_bad_input_gets_clear_errors(task):
+    with pytest.raises(TapError, match="unknown baseline"):
+        _run("nope", task, 5)
+    with pytest.raises(TapError, match="budget must be a positive"):
+        _run("random", task, 0)
+    with pytest.raises(TapError, match="bad setting for baseline 'ape'"):
+        _run("ape", task, 5, patience=3)
+
+
+def test_clean_instruction():
+    assert clean_instruction("<INS>Add the numbers.</INS> trailing") == "Add the numbers."
+    assert clean_instruction("<prompt>Solve it step by step</prompt>") == "Solve it step by step"
+    assert clean_instruction("The instruction was to add the two numbers.") == "Add the two numbers."
+    assert clean_instruction('1. Instruction: "answer with a number"') == "Answer with a number"
+    assert clean_instruction("1. 0 + 6 = 6\n2. 8 + 9 = 17") is None
+    assert clean_instruction("Cross over the prompts:\nAdd both numbers.", echo="Cross over the prompts:") == \
+        "Add both numbers."
+    assert clean_instruction("") is None
+
+
+# ---- the benchmark's bookkeeping ----------------------------------------------------------------
+@pytest.fixture
+def compare():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import compare as module
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return module
+
+
+def test_compare_runs_tap_and_baselines_on_the_same_split(compare, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from tap.planning import GradientConfig, PlanConfig, Planner
+    from tests.helpers import tiny_world_model, write_arithmetic_jsonl
+
+    spec = write_arithmetic_jsonl(tmp_path / "add.jsonl", 80)
+    llm = RuleLLM()
+    config = PlanConfig(candidates=4, eval_examples=6, test_examples=0, refine_steps=0,
+                        gradient=GradientConfig(horizon=2, steps=2, restarts=1))
+    planners = {"tap-gradient": Planner(tiny_world_model(), config=config, llm=llm,
+                                        training_data={"tasks": [spec], "trajectories": 3, "horizon": 2,
+                                                       "eval_examples": 6})}
+    args = SimpleNamespace(budgets=[5, 10], eval_examples=6, test_examples=10)
+    runs = [compare.run_one(m, spec, s, args, llm, planners, llm) for m in ("tap-gradient", "random", "demos")
+            for s in (0, 1)]
+    for run in runs:
+        assert [p["budget"] for p in run["curve"]] == [1, 5, 10]
+        assert run["chain_evals"] <= 10 and run["test_examples"] == 10
+        assert run["curve"][0]["test"] == run["initial_test"]  # after one evaluation: the initial chain
+    tap_run = runs[0]
+    assert tap_run["setting"] == "per-task" and tap_run["collection_chain_evals"] == 9  # 3 trajectories x 3 chains
+    table = compare.report(runs)
+    assert "| add | tap-gradient | per-task | 2 |" in table and "(+9)" in table
+    assert "| add | demos | baseline | 2 |" in table
+    png = compare.plot(runs, tmp_path / "compare.png")
+    assert png.exists() and png.stat().st_size > 1000
+
+
+def test_compare_statistics(compare):
+    m, h = compare.mean_ci([0.5, 0.7, 0.6])
+    assert m == pytest.approx(0.6) and h == pytest.approx(4.303 * 0.1 / 3 ** 0.5)
+    assert compare.mean_ci([0.4]) == (0.4, 0.0)
+    run = {"curve": [{"budget": 1, "test": 0.2}, {"budget": 10, "test": 0.5}, {"budget": 25, "test": 0.7}]}
+    assert compare.at(run, 24) == 0.5 and compare.at(run, 25) == 0.7
+    assert compare.calls_to(run, 0.5) == 10 and compare.calls_to(run, 0.8) is None
+    assert compare.grid([25, 50]) == [1, 5, 10, 15, 25, 35, 50]
