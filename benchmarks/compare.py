@@ -7,7 +7,9 @@ val examples, and is charged the same way: one chain evaluation per chain scored
 (``tap.env`` / ``tap.baselines.base``). Methods:
 
 - ``tap-gradient``, ``tap-policy``: the planner (``tap.planning``) with the world model / imagination policy;
-- ``random``, ``grips``, ``ape``, ``opro``, ``evoprompt``, ``demos``: ``tap.baselines``.
+- ``random``, ``grips``, ``ape``, ``opro``, ``evoprompt``, ``demos``: ``tap.baselines``;
+- ``promptolution-evoprompt`` (not in the default list): the maintained ``promptolution`` library's EvoPrompt-GA
+  on the same environment and accounting, a reference row beside ``evoprompt`` (``promptolution_ref.py``).
 
 Each (task, method, seed) runs once with the largest budget. Every method reads its budget only to stop,
 so the chain it held after B evaluations is exactly what a run with budget B returns; that chain is
@@ -37,14 +39,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 DEV = ["bigbench:arithmetic/1_digit_addition", "bigbench:arithmetic/1_digit_multiplication",
        "bigbench:arithmetic/2_digit_addition", "bigbench:arithmetic/1_digit_subtraction"]
 HELD_OUT = ["bigbench:object_counting"]
 TAP = ("tap-gradient", "tap-policy")
-BASELINES = ("random", "grips", "ape", "opro", "evoprompt", "demos")
+REFERENCE = ("promptolution-evoprompt",)  # a maintained library's implementation (optional dependency)
+BASELINES = ("random", "grips", "ape", "opro", "evoprompt", "demos", *REFERENCE)
 METHODS = (*TAP, *BASELINES)
+DEFAULT_METHODS = (*TAP, *BASELINES[: -len(REFERENCE)])
 GRID = (1, 5, 10, 15, 25, 35, 50, 75, 100, 150, 200, 300, 400)
 SPLIT_SEED = 0
 #: two-sided 95 % Student t quantiles by degrees of freedom
@@ -80,8 +84,12 @@ def search(method: str, task, budget: int, seed: int, args, llm, planners: dict,
     from tap.baselines import USES_PROPOSER, run_baseline
 
     settings = {"eval_examples": args.eval_examples, "progress": True}
-    if method in USES_PROPOSER:
+    if method in USES_PROPOSER or method in REFERENCE:
         settings["proposer"] = proposer
+    if method in REFERENCE:
+        from promptolution_ref import PromptolutionEvoPrompt
+
+        return PromptolutionEvoPrompt(llm, task, budget, seed, **settings).run(), "reference", 0
     return run_baseline(method, llm, task, budget, seed, **settings), "baseline", 0
 
 
@@ -247,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--tasks", nargs="+", default=DEV + HELD_OUT)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS,
+                   help="promptolution-evoprompt needs the optional package: pip install -e .[reference]")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--budgets", nargs="+", type=int, default=[25, 50, 100, 200])
     p.add_argument("--world-model", default=str(ROOT / "checkpoints" / "world_model"))

@@ -6,6 +6,7 @@ import ...``).
 
 from __future__ import annotations
 
+import re
 import string
 import time
 from collections.abc import Sequence
@@ -148,7 +149,7 @@ class RuleLLM(FakeLLM):
     """
 
     name = "rule"
-    #: proposals (prompts of the baselines' proposer, recognised by their last words) are "Add the numbers"
+    #: proposals (replies to prompts that ask for an instruction or prompt) are "Add the numbers"
     #: plus a hash-chosen subset of these words, so a proposer's chains vary in quality
     PROPOSAL_WORDS = ("step", "by", "carefully", "and", "give", "the", "Answer", "now")
 
@@ -172,9 +173,10 @@ class RuleLLM(FakeLLM):
         out = []
         for p in prompts:
             h = zlib.crc32(p.encode())
-            if p.rstrip().endswith(("Output:", "was to", "</prompt>.", "problems above.")):  # a baseline's proposer
+            if re.search(r"instruction|prompt", p, re.IGNORECASE):  # a baseline's proposer asks for one
                 words = [w for i, w in enumerate(self.PROPOSAL_WORDS) if h >> i & 1]
-                out.append(f"<INS>{' '.join(['Add', 'the', 'numbers', *words])}.</INS>")
+                tag = "prompt" if "<prompt>" in p else "INS"
+                out.append(f"<{tag}>{' '.join(['Add', 'the', 'numbers', *words])}.</{tag}>")
                 continue
             right = h % 1000 < 1000 * self._quality(p)
             out.append(str(self._answer(p) + (0 if right else 1)))

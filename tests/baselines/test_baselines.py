@@ -157,6 +157,29 @@ def test_clean_instruction():
     assert clean_instruction("") is None
 
 
+def test_promptolution_reference_row_runs_under_the_same_accounting(task):
+    pytest.importorskip("promptolution")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from promptolution_ref import PromptolutionEvoPrompt
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+    llm = RuleLLM()
+    run = lambda b, seed=0: PromptolutionEvoPrompt(llm, task, b, seed, eval_examples=6, progress=False).run()  # noqa: E731
+    result = run(14)
+    assert result.costs["search"]["chain_evals"] == 14
+    assert result.costs["proposer"]["requests"] > 0
+    assert any("<prompt>" in p for b in llm.generate_batches for p in b)  # its own meta-prompt template
+    for ex in task.test:
+        assert not any(ex.input in p for p in _prompts(llm))
+    assert replay(result.initial_chain, result.edits) == result.final_chain
+    again = run(14)
+    assert again.records == result.records
+    short = run(9)
+    assert short.final_chain == result.best_at(9)[0]
+
+
 # ---- the benchmark's bookkeeping ----------------------------------------------------------------
 @pytest.fixture
 def compare():
