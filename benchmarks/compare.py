@@ -265,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--proposer", help="LLM for APE/OPRO/EvoPrompt proposals (default: the frozen LLM itself)")
     p.add_argument("--eval-examples", type=int, default=16, help="val examples per chain evaluation")
     p.add_argument("--test-examples", type=int, default=100, help="test examples the held chains are scored on")
+    p.add_argument("--cache", default="default", help="LLM call cache file (default: $TAP_CACHE/calls.sqlite)")
     p.add_argument("--out", help="folder of per-run JSON (default benchmarks/results/compare[-quick])")
     p.add_argument("--quick", action="store_true", help="one task, one seed, budgets 10 and 25")
     p.add_argument("--report-only", action="store_true")
@@ -278,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         from tap.llm import load_llm
         from tap.planning import PlanConfig, Planner
 
-        llm = load_llm(args.model)
-        proposer = load_llm(args.proposer) if args.proposer else llm
+        llm = load_llm(args.model, cache=args.cache)
+        proposer = load_llm(args.proposer, cache=args.cache) if args.proposer else llm
         planners = {}
         cfg = {"eval_examples": args.eval_examples, "test_examples": 0}
         try:

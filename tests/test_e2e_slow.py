@@ -148,6 +148,28 @@ def test_debug_training_pipeline_on_the_real_model(tmp_path, real_artifacts):
     rerun = PlanResult.load(tmp_path / "plan_again")
     assert again == {**first, "out": again["out"]} and rerun.costs["search"]["llm_calls"] == 0
 
+    # the head-to-head benchmark on the real SmolLM2 with that world model: TaP, a proposer baseline (APE:
+    # SmolLM2 writes the instructions) and demonstrations-only; a rerun resumes and pays nothing
+    def compare(*extra: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(root / "benchmarks" / "compare.py"), "--tasks", TASK, "--methods", "tap-gradient",
+               "ape", "demos", "--seeds", "0", "--budgets", "2", "4", "--eval-examples", "4", "--test-examples", "6",
+               "--world-model", str(tmp_path / "wm"), "--cache", str(tmp_path / "calls.sqlite"),
+               "--out", str(tmp_path / "compare"), *extra]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    first_table = compare().stdout
+    runs = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "compare").glob("*/*.json")}
+    assert set(runs) == {"tap-gradient-s0", "ape-s0", "demos-s0"}
+    assert all(r["chain_evals"] <= 4 and [p["budget"] for p in r["curve"]] == [1, 2, 4] for r in runs.values())
+    assert runs["ape-s0"]["proposer"]["requests"] > 0
+    tap_run = runs["tap-gradient-s0"]  # the debug world model saw this task: 4 trajectories of 4 chains
+    assert tap_run["setting"] == "per-task" and tap_run["collection_chain_evals"] == 16
+    assert (tmp_path / "compare.md").exists() and (tmp_path / "compare.png").exists()
+    again = compare()
+    assert "0 runs to do (3 done)" in again.stdout and first_table.splitlines()[-6:] == again.stdout.splitlines()[-6:]
+
 
 def test_shared_prefix_matches_the_full_path_on_the_real_model(real_artifacts):
     """3 demonstrations on SmolLM2: the chain's KV cache shared across examples (and options) gives the
