@@ -210,6 +210,7 @@ def plot(runs: list[dict], path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
     colors = dict(zip(METHODS, plt.get_cmap("tab10").colors))
     for ax, task in zip(axes[0], tasks):
+        title = slug(task)
         for method in METHODS:
             rs = [r for r in runs if r["task"] == task and r["method"] == method]
             if not rs:
@@ -217,20 +218,21 @@ def plot(runs: list[dict], path: Path) -> Path | None:
             xs = [p["budget"] for p in rs[0]["curve"]]
             stats = [mean_ci([at(r, x) for r in rs]) for x in xs]
             m = [s[0] for s in stats]
-            lo, hi = [s[0] - s[1] for s in stats], [s[0] + s[1] for s in stats]
-            style = {"lw": 2.2} if method in TAP else {"lw": 1.2}
-            ax.plot(xs, m, label=f"{method} ({rs[0]['setting']})", color=colors[method], **style)
-            ax.fill_between(xs, lo, hi, color=colors[method], alpha=0.12, step=None)
+            lo, hi = [max(0.0, s[0] - s[1]) for s in stats], [min(1.0, s[0] + s[1]) for s in stats]
+            ax.plot(xs, m, label=method, color=colors[method], lw=2.2 if method in TAP else 1.2)
+            ax.fill_between(xs, lo, hi, color=colors[method], alpha=0.08)
             extra = rs[0]["collection_chain_evals"]
             if extra:
                 ax.plot([x + extra for x in xs], m, ls="--", color=colors[method], lw=1.2,
-                        label=f"{method} + collection ({extra})")
+                        label=f"{method} + collection")
+            if method in TAP:
+                title = f"{slug(task)} (TaP: {rs[0]['setting']}" + (f", collection {extra})" if extra else ")")
         ax.set_xscale("log")
-        ax.set_title(slug(task))
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("real chain evaluations (log)")
-        ax.set_ylabel("test accuracy")
+        ax.set_ylabel(f"test accuracy (mean of {len({r['seed'] for r in runs if r['task'] == task})} seeds, 95 % band)")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
