@@ -23,13 +23,11 @@ import statistics
 import time
 from pathlib import Path
 
+from compare import DEV, fmt  # the dev suite and the mean ± 95 % Student-t cell, shared with compare.py
+from compare import HELD_OUT as TRANSFER
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "plan.json"
-DEV = ["bigbench:arithmetic/1_digit_addition", "bigbench:arithmetic/1_digit_multiplication",
-       "bigbench:arithmetic/2_digit_addition", "bigbench:arithmetic/1_digit_subtraction"]
-TRANSFER = ["bigbench:object_counting"]
-#: two-sided 95 % Student t quantiles by degrees of freedom
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def _load() -> dict:
@@ -72,14 +70,6 @@ def run_one(planners: dict, llm, task_spec: str, method: str, seed: int, budgets
             "records": [r.__dict__ for r in result.records]}
 
 
-def _mean_ci(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.3f}" if values else "-"
-    m, s = statistics.mean(values), statistics.stdev(values)
-    t = T975.get(len(values) - 1, 1.96)  # Student t: with 3 seeds the half-width is 4.3 standard errors
-    return f"{m:.3f} ± {t * s / len(values) ** 0.5:.3f}"
-
-
 def _search_at(run: dict, evals: int) -> float:
     """Search accuracy of the chain held after ``evals`` evaluations (from the verification records)."""
     held = [r["measured"] for r in run["records"] if r["accepted"] and r["chain_evals"] <= evals]
@@ -106,16 +96,16 @@ def report(data: dict) -> str:
             rs = [r for r in runs if r["task"] == task and r["method"] == method]
             if not rs:
                 continue
-            cells = [_mean_ci([r["budgets"][str(b)]["test"] for r in rs if str(b) in r["budgets"]]) for b in budgets]
+            cells = [fmt([r["budgets"][str(b)]["test"] for r in rs if str(b) in r["budgets"]]) for b in budgets]
             mae = [abs(x["predicted"] - x["measured"]) for r in rs for x in r["records"]]
             rho = statistics.mean(_spearman([x["predicted"] for x in r["records"]],
                                             [x["measured"] for x in r["records"]]) for r in rs)
             transfer = "" if rs[0]["collection"]["task_in_training_data"] else " (never trained on)"
             lines.append(f"| {task.split(':')[-1]}{transfer} | {method} | {len(rs)} | "
-                         f"{_mean_ci([r['initial_test'] for r in rs])} | " + " | ".join(cells) +
-                         f" | {_mean_ci([r['initial_search'] for r in rs])} | "
-                         f"{_mean_ci([_search_at(r, 10) for r in rs])}"
-                         f" | {_mean_ci([r['budgets'][str(budgets[-1])]['search'] for r in rs])} | "
+                         f"{fmt([r['initial_test'] for r in rs])} | " + " | ".join(cells) +
+                         f" | {fmt([r['initial_search'] for r in rs])} | "
+                         f"{fmt([_search_at(r, 10) for r in rs])}"
+                         f" | {fmt([r['budgets'][str(budgets[-1])]['search'] for r in rs])} | "
                          f"{rho:.2f}, {statistics.mean(mae):.3f} |")
     return "\n".join(lines)
 

@@ -161,8 +161,6 @@ class RuleLLM(FakeLLM):
 
     @staticmethod
     def _answer(prompt: str) -> int:
-        import re
-
         a, b = re.findall(r"What is (\d+) \+ (\d+)\?", prompt)[-1]
         return int(a) + int(b)
 

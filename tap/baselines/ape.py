@@ -8,7 +8,8 @@ demonstrations, which is what makes greedy proposals differ); in later rounds ha
 Monte Carlo resampling ("Generate a variation of the following instruction...") of the best instructions
 so far. Survivors of each halving rung are evaluated on more search examples (``rungs``: 4, 8, then all
 16 by default); only the last rung, on all examples, can replace the incumbent. Partial evaluations pay
-their fraction of a chain evaluation (``Search.evaluate``).
+their fraction of a chain evaluation (``Search.evaluate``). An instruction eliminated at a rung may be
+proposed again in a later round and compete again; the examples it was evaluated on are not paid twice.
 """
 
 from __future__ import annotations
