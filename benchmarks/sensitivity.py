@@ -1,12 +1,15 @@
 """Sensitivity screen: on which tasks does the chain change what the frozen LLM gets right?
 
-For each task, ``--chains`` random chains (library instruction and answer format, 0-3 steps, 0-3
-train demonstrations) are evaluated on the same ``--examples`` val examples. A task is useful for
-chain optimisation when the spread of accuracy across chains clearly exceeds binomial noise and the
-best chains beat the typical one. Writes ``benchmarks/results/sensitivity.json`` (resumable, per
-task) and prints a Markdown table.
+For each task, ``--chains`` chains are evaluated on the same ``--examples`` val examples: the task's
+initial chain (its own instruction, or the generic one), the initial chain with 3 train
+demonstrations, ``--induced`` instructions induced from train pairs by the frozen LLM (each alone,
+``tap.chains.induce``) and random chains of the task's edit space (library or induced instruction and
+answer format, 0-3 steps, 0-3 train demonstrations). A task is useful for chain optimisation when the
+spread of accuracy across chains clearly exceeds binomial noise and the best chains beat the typical
+one. Writes ``benchmarks/results/sensitivity.json`` (resumable, per task) and prints a Markdown table.
 
     python benchmarks/sensitivity.py --tasks bigbench:navigate bigbench:arithmetic/1_digit_addition
+    python benchmarks/sensitivity.py --suite ii       # the 21 shipped instruction-induction tasks
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from tap.chains import edit_space, initial_chain
+from tap.chains import Chain, edit_space, initial_chain
+from tap.chains.induce import induce_instructions
 from tap.env import Environment
 from tap.llm import load_llm
+from tap.llm.base import GenerationSettings
 from tap.tasks import load_task
+from tap.tasks.instruction_induction import ii_task_names
 
 DEFAULT_TASKS = [
     "bigbench:arithmetic/1_digit_addition", "bigbench:arithmetic/1_digit_subtraction",
@@ -47,13 +53,20 @@ def _majority(task, n: int) -> float:
     return max(answers.count(a) for a in set(answers)) / len(answers)
 
 
-def screen(task_name: str, llm, n_chains: int, n_examples: int, seed: int) -> dict:
+def screen(task_name: str, llm, n_chains: int, n_examples: int, seed: int, n_induced: int = 0,
+           max_new_tokens: int = 32) -> dict:
     task = load_task(task_name, seed=seed)
-    env = Environment(llm, task)
+    env = Environment(llm, task, generation=GenerationSettings(max_new_tokens=max_new_tokens))
     examples = task.val[:n_examples]
-    space = edit_space(task)
+    induction = induce_instructions(llm, task, n=n_induced, seed=seed)
+    space = edit_space(task, induced=induction.instructions)
     rng = random.Random(f"sensitivity:{task_name}:{seed}")
-    chains = [initial_chain(task.description)] + [space.random_chain(rng) for _ in range(n_chains - 1)]
+    start = initial_chain(task.description)
+    chains = [start]
+    if n_induced:  # the fixed rows: 3 demonstrations, and each induced instruction alone
+        chains.append(Chain(start.instruction, demos=tuple(space.demo_pool[:3])))
+        chains += [Chain(text) for text in induction.instructions]
+    chains += [space.random_chain(rng) for _ in range(n_chains - len(chains))]
     accs, dense, comp = [], [], []
     t0, calls0 = time.time(), llm.calls
     for chain in tqdm(chains, desc=task_name.split(":")[-1], leave=False):
@@ -65,8 +78,12 @@ def screen(task_name: str, llm, n_chains: int, n_examples: int, seed: int) -> di
     majority = _majority(task, len(examples))
     noise = math.sqrt(max(p * (1 - p), 1e-9) / len(examples))
     spread = statistics.pstdev(accs)
+    induced = accs[2 : 2 + len(induction.instructions)] if n_induced else []
     return {
-        "task": task_name, "mode": env.mode, "examples": len(examples), "chains": len(chains),
+        "task": task_name, "mode": env.mode, "induced": list(induction.instructions),
+        "acc_demos3": accs[1] if n_induced else None, "acc_induced": induced,
+        "induced_beats_initial": sum(a > accs[0] for a in induced), "induction_costs": induction.costs(),
+        "examples": len(examples), "chains": len(chains),
         "majority": majority, "acc_initial": accs[0], "acc_mean": p, "acc_min": min(accs), "acc_max": max(accs),
         "acc_std": spread, "binomial_sd": noise, "spread_ratio": spread / noise,
         "dense_std": statistics.pstdev(dense), "compliance_mean": statistics.mean(comp),
@@ -76,7 +93,11 @@ def screen(task_name: str, llm, n_chains: int, n_examples: int, seed: int) -> di
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS)
+    ap.add_argument("--tasks", nargs="+", default=None, help="task specs (default: the BIG-bench screen list)")
+    ap.add_argument("--suite", choices=["bigbench", "ii"], default="bigbench",
+                    help="ii: every shipped instruction-induction task (with --induced 8 and 24 new tokens)")
+    ap.add_argument("--induced", type=int, default=None, help="induced instructions per task (default 8 for ii)")
+    ap.add_argument("--max-new-tokens", type=int, default=None, help="default 32 (BIG-bench) / 24 (ii)")
     ap.add_argument("--chains", type=int, default=20)
     ap.add_argument("--examples", type=int, default=48)
     ap.add_argument("--model", default="smollm2")
@@ -84,15 +105,20 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/sensitivity.json")
     ap.add_argument("--report-only", action="store_true", help="print the table of the results file and stop")
     args = ap.parse_args()
+    ii = args.suite == "ii"
+    args.tasks = args.tasks or ([f"ii:{n}" for n in ii_task_names()] if ii else DEFAULT_TASKS)
+    n_induced = args.induced if args.induced is not None else (8 if ii else 0)
+    max_new = args.max_new_tokens or (24 if ii else 32)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = json.loads(out.read_text()) if out.exists() else {}
     llm = None if args.report_only else load_llm(args.model)
     for name in [] if args.report_only else tqdm(args.tasks, desc="tasks"):
         key = f"{name}|{args.chains}|{args.examples}|{args.seed}|{llm.name}"
+        key += f"|induced{n_induced}|tokens{max_new}" if (n_induced or max_new != 32) else ""
         if key not in rows:
             try:
-                rows[key] = screen(name, llm, args.chains, args.examples, args.seed)
+                rows[key] = screen(name, llm, args.chains, args.examples, args.seed, n_induced, max_new)
             except Exception as err:  # noqa: BLE001 - one bad task must not stop the screen
                 print(f"skip {name}: {err}", file=sys.stderr)
                 continue

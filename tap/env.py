@@ -1,5 +1,16 @@
-"""The environment: frozen LLM + task + reward. ``evaluate(chain, examples)`` is the only way a chain
-meets the real model, so this is where calls are counted, budgets enforced and leakage refused.
+"""The environment: frozen LLM + task + reward. ``evaluate(chain, examples)`` and ``evaluate_at(chain, n)``
+are the only ways a chain meets the real model, so this is where calls are counted, budgets enforced and
+leakage refused.
+
+Paired, multi-fidelity evaluation (``evaluate_at``): the search examples are one fixed order of the val
+split (the split's own seeded order, or a reshuffle by ``order_seed``); an evaluation at fidelity ``n``
+uses its first ``n`` examples, so two chains at the same fidelity are always compared on the same
+examples, and raising a chain from fidelity ``n`` to ``m`` pays only the ``m - n`` new examples. Two
+budgets, both enforced and never exceeded: *chain evaluations* (an evaluation on ``n`` new examples
+costs ``n / eval_examples`` of one) and *LLM calls*, counted as example evaluations (one example run
+through the model for one chain: a reply plus its gold-answer score in generate mode, or every
+option's score in score mode). A (chain, example) pair is charged once per environment, whatever the
+state of the on-disk cache, so budgets and results do not depend on what an earlier run paid.
 
 Two ways to answer:
 - ``generate``: the model writes a reply; the answer is extracted (``tap.tasks.answers``) and judged.
@@ -14,6 +25,7 @@ Two ways to answer:
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -51,6 +63,7 @@ class Evaluation:
     cache_hits: int
     split: str
     mode: str
+    example_evals: int = 0  # example evaluations charged to the budget (pairs not paid before)
 
     @property
     def accuracy(self) -> float:
@@ -79,11 +92,17 @@ class Evaluation:
 
 @dataclass
 class Spend:
-    """Chain evaluations and LLM calls spent, by split."""
+    """What was spent, by split: chain evaluations and example evaluations charged (the two budget units),
+    and the real (uncached) LLM requests and cache hits behind them.
+    """
 
     chain_evals: Counter = field(default_factory=Counter)
+    example_evals: Counter = field(default_factory=Counter)
     llm_calls: Counter = field(default_factory=Counter)
     cache_hits: Counter = field(default_factory=Counter)
+
+
+_EPS = 1e-9
 
 
 class Environment:
@@ -97,10 +116,15 @@ class Environment:
         dense_reward: in generate mode, also score the gold answer (one more call per example).
         budget: most chain evaluations on train/val examples (None: unlimited); test evaluations
             are never charged to it, since they never guide a search.
+        budget_calls: most LLM calls, as example evaluations on train/val examples (None: unlimited).
+        eval_examples: the fidelity of one full chain evaluation in ``evaluate_at`` (what a chain
+            evaluation of the budget means there).
+        order_seed: reshuffle the search examples with this seed (None: the split's own order).
     """
 
     def __init__(self, llm: LLM, task: Task, mode: Mode = "auto", generation: GenerationSettings | None = None,
-                 dense_reward: bool = True, budget: int | None = None) -> None:
+                 dense_reward: bool = True, budget: float | None = None, budget_calls: int | None = None,
+                 eval_examples: int = 16, order_seed: int | None = None) -> None:
         if mode not in ("auto", "generate", "score"):
             raise TapError(f"unknown mode {mode!r}; use auto, generate or score.")
         if mode == "score" and task.metric != "multiple_choice":
@@ -110,14 +134,67 @@ class Environment:
         self.mode = ("score" if task.metric == "multiple_choice" else "generate") if mode == "auto" else mode
         self.generation = generation or GenerationSettings()
         self.dense_reward = dense_reward
+        for what, value in (("budget", budget), ("budget_calls", budget_calls)):
+            if value is not None and not value > 0:
+                raise TapError(f"{what} must be positive (got {value!r}); the initial chain's evaluation already "
+                               "takes some of it.")
+        if eval_examples < 1:
+            raise TapError(f"eval_examples must be >= 1, got {eval_examples}.")
         self.budget = budget
+        self.budget_calls = budget_calls
         self.spend = Spend()
         self._train = {ex.uid: ex for ex in task.train}
+        order = list(task.val or task.train)
+        if order_seed is not None:
+            random.Random(f"order:{task.name}:{order_seed}").shuffle(order)
+        self.order: list[Example] = order  # the paired search examples: fidelity n uses order[:n]
+        self.eval_examples = min(eval_examples, len(order)) if order else eval_examples
+        self._charged: set[tuple[str, int]] = set()  # (chain json, example uid) pairs paid by evaluate_at
 
     @property
-    def chain_evals(self) -> int:
+    def chain_evals(self) -> float:
         """Chain evaluations charged to the budget (train and val)."""
         return self.spend.chain_evals["train"] + self.spend.chain_evals["val"]
+
+    @property
+    def example_evals(self) -> int:
+        """LLM calls charged to the budget, as example evaluations (train and val)."""
+        return self.spend.example_evals["train"] + self.spend.example_evals["val"]
+
+    def costs(self) -> dict:
+        """What the search has spent: both budget units, and the real requests and cache hits behind them."""
+        s = self.spend
+        return {"chain_evals": round(self.chain_evals, 6), "example_evals": self.example_evals,
+                "llm_calls": s.llm_calls["train"] + s.llm_calls["val"],
+                "cache_hits": s.cache_hits["train"] + s.cache_hits["val"],
+                "budget": self.budget, "budget_calls": self.budget_calls, "eval_examples": self.eval_examples}
+
+    def affordable(self, chain_evals: float, example_evals: int) -> bool:
+        """Whether both budgets can still pay this much (and neither is already spent)."""
+        if self.budget is not None and (self.chain_evals >= self.budget - _EPS
+                                        or self.chain_evals + chain_evals > self.budget + _EPS):
+            return False
+        return self.budget_calls is None or (self.example_evals < self.budget_calls
+                                             and self.example_evals + example_evals <= self.budget_calls)
+
+    def exhausted(self) -> bool:
+        """Whether either budget is spent (nothing more can be evaluated)."""
+        return not self.affordable(0.0, 0)
+
+    def cost_of(self, chain: Chain, n: int) -> tuple[float, int]:
+        """What ``evaluate_at(chain, n)`` would charge: (chain evaluations, example evaluations)."""
+        key = chain.to_json()
+        new = sum((key, ex.uid) not in self._charged for ex in self.order[:n])
+        return new / self.eval_examples, new
+
+    def _refuse(self) -> BudgetExhausted:
+        what = []
+        if self.budget is not None:
+            what.append(f"{self.chain_evals:g} of {self.budget:g} chain evaluations")
+        if self.budget_calls is not None:
+            what.append(f"{self.example_evals} of {self.budget_calls} LLM calls")
+        return BudgetExhausted(f"the budget is spent ({' and '.join(what)} used); raise --budget/--budget-calls or "
+                               "stop the search here (everything evaluated so far is cached and kept).")
 
     def _check(self, chain: Chain, examples: Sequence[Example]) -> str:
         chain.validate()
@@ -139,20 +216,42 @@ class Environment:
         return split
 
     def evaluate(self, chain: Chain, examples: Sequence[Example]) -> Evaluation:
-        """Run ``chain`` on ``examples`` (one split) and judge every answer."""
+        """Run ``chain`` on ``examples`` (one split) and judge every answer; charged as one chain evaluation
+        and ``len(examples)`` example evaluations (test is never charged). ``evaluate_at`` is the paired form.
+        """
         split = self._check(chain, examples)
-        if split != "test" and self.budget is not None and self.chain_evals >= self.budget:
-            raise BudgetExhausted(
-                f"the budget of {self.budget} chain evaluations is spent; raise --budget or stop the search "
-                "here (everything evaluated so far is cached and kept)."
-            )
+        if split != "test" and not self.affordable(1.0, len(examples)):
+            raise self._refuse()
+        return self._run(chain, examples, split, 1.0, len(examples))
+
+    def evaluate_at(self, chain: Chain, n: int | None = None) -> Evaluation:
+        """Run ``chain`` on the first ``n`` search examples (default: ``eval_examples``), paying only the
+        examples this chain was not evaluated on before in this environment (``BudgetExhausted`` if either
+        budget cannot pay them).
+        """
+        n = self.eval_examples if n is None else n
+        if not 1 <= n <= len(self.order):
+            raise TapError(f"fidelity {n} is outside 1..{len(self.order)} (the search examples of {self.task.name}).")
+        examples = self.order[:n]
+        split = self._check(chain, examples)
+        key = chain.to_json()
+        new = [ex.uid for ex in examples if (key, ex.uid) not in self._charged]
+        cost = len(new) / self.eval_examples
+        if not self.affordable(cost, len(new)):
+            raise self._refuse()
+        ev = self._run(chain, examples, split, cost, len(new))
+        self._charged.update((key, uid) for uid in new)
+        return ev
+
+    def _run(self, chain: Chain, examples: Sequence[Example], split: str, cost: float, charged: int) -> Evaluation:
         calls0, hits0 = getattr(self.llm, "calls", 0), getattr(self.llm, "hits", 0)
         results = self._score(chain, examples) if self.mode == "score" else self._generate(chain, examples)
         calls, hits = getattr(self.llm, "calls", 0) - calls0, getattr(self.llm, "hits", 0) - hits0
-        self.spend.chain_evals[split] += 1
+        self.spend.chain_evals[split] += cost
+        self.spend.example_evals[split] += charged
         self.spend.llm_calls[split] += calls
         self.spend.cache_hits[split] += hits
-        return Evaluation(results, calls, hits, split, self.mode)
+        return Evaluation(results, calls, hits, split, self.mode, charged)
 
     def _prompt(self, chain: Chain, ex: Example) -> str:
         choices = ex.choices if self.task.metric == "multiple_choice" else ()
@@ -172,7 +271,7 @@ class Environment:
         for ex, reply, g in zip(examples, replies, gold):
             mc = self.task.metric == "multiple_choice"
             j = judge(reply, list(ex.targets), list(ex.choices) if mc else [],
-                      ex.correct_choices() if mc else set(), marker)
+                      ex.correct_choices() if mc else set(), marker, self.task.match)
             out.append(ExampleResult(ex.uid, reply, j.extracted, j.correct, j.compliant, g))
         return out
 

@@ -179,7 +179,7 @@ def test_budget_counts_chain_evaluations_but_not_test(tiny_llm, tiny_task):
     env.evaluate(chain, tiny_task.val[:2])  # cached, but still a chain evaluation
     assert env.chain_evals == 2
     calls = llm.calls
-    with pytest.raises(BudgetExhausted, match="the budget of 2 chain evaluations is spent"):
+    with pytest.raises(BudgetExhausted, match="2 of 2 chain evaluations used"):
         env.evaluate(chain, tiny_task.val[:2])
     with pytest.raises(BudgetExhausted):
         env.evaluate(chain, tiny_task.train[1:3])

@@ -28,8 +28,9 @@ BASELINES: dict[str, type[Search]] = {cls.name: cls for cls in (RandomEditSearch
 USES_PROPOSER = ("ape", "opro", "evoprompt")
 
 
-def run_baseline(name: str, llm, task, budget: int, seed: int = 0, **settings) -> SearchResult:
-    """Run baseline ``name`` on ``task`` with ``budget`` chain evaluations. ``settings`` go to its
+def run_baseline(name: str, llm, task, budget: int | None, seed: int = 0, **settings) -> SearchResult:
+    """Run baseline ``name`` on ``task`` with ``budget`` chain evaluations (and/or ``budget_calls=`` LLM calls
+    in ``settings``). ``settings`` go to its
     constructor (e.g. ``eval_examples``, ``proposer``, ``patience``).
     """
     if name not in BASELINES:

@@ -17,10 +17,8 @@ from __future__ import annotations
 from tap.baselines.base import Search
 from tap.chains.chain import Chain
 from tap.chains.edits import Edit
+from tap.chains.induce import forward_request
 
-FORWARD = ("I gave a friend an instruction and {n} inputs. The friend read the instruction and wrote an output "
-           "for every one of the inputs. Here are the input-output pairs:\n\n{pairs}\n\n"
-           "The instruction was to")
 VARIATION = ("Generate a variation of the following instruction while keeping the semantic meaning.\n\n"
              "Input: {instruction}\n\nOutput:")
 
@@ -49,9 +47,7 @@ class ApeSearch(Search):
         self._scores: dict[str, float] = {}  # instruction -> accuracy on all search examples
 
     def _forward(self) -> list[dict[str, str]]:
-        demos = self.demos(self.demos_per_proposal)
-        pairs = "\n\n".join(f"Input: {d.input}\nOutput: {d.output}" for d in demos)
-        return [{"role": "user", "content": FORWARD.format(n=len(demos), pairs=pairs)}]
+        return forward_request([(d.input, d.output) for d in self.demos(self.demos_per_proposal)])
 
     def _round(self, r: int) -> list[tuple[Chain, list[Edit]]]:
         top = sorted(self._scores, key=lambda s: -self._scores[s])[:2]

@@ -1,10 +1,11 @@
 """What every baseline search shares: the budgeted real evaluation, the incumbent, the proposer LLM, and
 the result (every evaluated chain with the budget spent when it was paid).
 
-Accounting is the planner's: the budget counts chain evaluations on the same ``eval_examples`` val
-examples (``task.val[:eval_examples]``), the first of which is the initial chain's. A baseline that
-evaluates a chain on fewer examples (APE's successive halving) pays the fraction it evaluates, and a
-(chain, example) pair is never paid twice. Only chains evaluated on all search examples can become the
+Accounting is the planner's and lives in the ``Environment`` (``evaluate_at``: paired, multi-fidelity):
+the budget counts chain evaluations on the same ``eval_examples`` val examples (the environment's
+search order), the first of which is the initial chain's, and/or LLM calls (example evaluations). A
+baseline that evaluates a chain on fewer examples (APE's successive halving) pays the fraction it
+evaluates, and a (chain, example) pair is never paid twice. Only chains evaluated on all search examples can become the
 incumbent, which is what the search returns; the search reads its budget only to stop, so the chain it
 held after B evaluations is exactly what a run with budget B returns (``SearchResult.best_at``).
 
@@ -16,7 +17,6 @@ The held-out test split is never read here.
 from __future__ import annotations
 
 import random
-import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -29,6 +29,7 @@ from tqdm import tqdm
 from tap.chains import edit_space, initial_chain
 from tap.chains.chain import Chain, Demo
 from tap.chains.edits import Edit, replay
+from tap.chains.induce import Induction, clean_instruction
 from tap.env import Environment, Evaluation
 from tap.errors import BudgetExhausted, ChainError, TapError
 from tap.llm.base import LLM, GenerationSettings
@@ -49,6 +50,7 @@ class SearchRecord:
     dense: float
     note: str = ""  # how the chain was made (e.g. "proposal", "crossover", "edit token.add")
     accepted: bool = False  # it became the incumbent
+    calls: int = 0  # LLM calls (example evaluations) spent once this evaluation was paid
 
 
 @dataclass
@@ -73,11 +75,12 @@ class SearchResult:
             raise AssertionError("the recorded edits do not replay to the final chain")
         return self.final_chain
 
-    def best_at(self, evals: float) -> tuple[Chain, list[dict], float]:
-        """The incumbent after ``evals`` chain evaluations (what a run with that budget returns), its edits
-        from the initial chain and its search accuracy.
+    def best_at(self, evals: float | None = None, calls: int | None = None) -> tuple[Chain, list[dict], float]:
+        """The incumbent after ``evals`` chain evaluations and/or ``calls`` LLM calls (what a run with that
+        budget returns), its edits from the initial chain and its search accuracy.
         """
-        held = [r for r in self.records if r.accepted and r.evals <= evals + _EPS]
+        held = [r for r in self.records if r.accepted and (evals is None or r.evals <= evals + _EPS)
+                and (calls is None or r.calls <= calls)]
         if not held:
             return self.initial_chain, [], self.initial_search["accuracy"]
         return Chain.from_dict(held[-1].chain), held[-1].edits, held[-1].accuracy
@@ -112,31 +115,6 @@ def _key(ev: Evaluation) -> tuple[float, float]:
     return ev.accuracy, ev.dense
 
 
-_LABEL = re.compile(r"^\s*(?:[-*•>#]+\s*|\d+[.)]\s*)?(?:(?:new |final |improved |the )?"
-                    r"(?:instruction|prompt|answer|output|text)s?\s*(?:\d+)?\s*[:=]\s*)?", re.IGNORECASE)
-_RESTATED = re.compile(r"^(?:the )?instruction (?:is|was) (?:to )?", re.IGNORECASE)
-_TAGS = re.compile(r"</?\s*(?:ins|prompt|instruction)\s*>", re.IGNORECASE)
-
-
-def clean_instruction(text: str, echo: str = "", max_words: int = 60) -> str | None:
-    """The instruction in a proposer's reply: the text inside ``<prompt>``/``<INS>`` tags if any, else the
-    first line that is not an echo of the request (``echo``), without list markers, labels
-    ("Instruction:", "The instruction is to") and quotes; None if no line holds a usable instruction.
-    """
-    tagged = re.search(r"<\s*(ins|prompt)\s*>(.*?)(?:<\s*/\s*\1\s*>|$)", text, re.IGNORECASE | re.DOTALL)
-    body = tagged.group(2) if tagged else text
-    seen = echo.lower()
-    for raw in body.splitlines():
-        line = _LABEL.sub("", _TAGS.sub(" ", raw).strip()).strip().strip("\"'`“”").strip()
-        line = _RESTATED.sub("", line).strip()
-        words = line.split()
-        if len(words) < 2 or sum(c.isalpha() for c in line) < 5 or line.lower().rstrip(":.") in seen:
-            continue
-        line = " ".join(words[:max_words])
-        return line[0].upper() + line[1:]
-    return None
-
-
 class Search(ABC):
     """A baseline chain search on the real LLM under a budget of chain evaluations.
 
@@ -146,7 +124,9 @@ class Search(ABC):
     Args:
         llm: the frozen LLM (normally a ``CachedLLM``).
         task: the task (its test split is never used).
-        budget: chain evaluations on the search examples the search may spend (initial chain included).
+        budget: chain evaluations on the search examples the search may spend (initial chain included);
+            None: only ``budget_calls`` limits the search.
+        budget_calls: LLM calls (example evaluations) the search may spend (None: no such limit).
         seed: seeds every random choice; with the LLM cache the run is reproducible.
         eval_examples: val examples each full evaluation uses (the planner's ``eval_examples``).
         mode: ``auto`` | ``generate`` | ``score`` (see ``tap.env``).
@@ -157,36 +137,40 @@ class Search(ABC):
             stops (a proposer that only repeats evaluated chains would otherwise never spend the budget).
         initial: the starting chain (default: the task's own instruction).
         progress: show a progress bar over the budget.
+        induction: instructions induced for the task (``tap.chains.induce``), added to the edit space; their
+            cost is reported in ``costs["induction"]`` (never charged to the budget).
+        order_seed: reshuffle the search examples with this seed (None: the val split's order).
     """
 
     name: ClassVar[str] = ""
 
-    def __init__(self, llm: LLM, task: Task, budget: int, seed: int = 0, eval_examples: int = 16,
+    def __init__(self, llm: LLM, task: Task, budget: int | None, seed: int = 0, eval_examples: int = 16,
                  mode: str = "auto", max_new_tokens: int = 24, proposer: LLM | None = None,
                  proposer_tokens: int = 64, max_stall: int = 40, initial: Chain | None = None,
-                 progress: bool = True) -> None:
-        if not isinstance(budget, int) or budget < 1:
-            raise TapError(f"budget must be a positive number of chain evaluations, got {budget!r}; the initial "
-                           "chain's evaluation already takes one.")
+                 progress: bool = True, budget_calls: int | None = None, induction: Induction | None = None,
+                 order_seed: int | None = None) -> None:
+        check_budgets(budget, budget_calls)
         if eval_examples < 1:
             raise TapError(f"eval_examples must be >= 1, got {eval_examples}.")
-        self.llm, self.task, self.budget, self.seed = llm, task, budget, seed
+        self.llm, self.task, self.budget, self.budget_calls, self.seed = llm, task, budget, budget_calls, seed
         self.proposer = proposer or llm
         self.proposer_tokens = proposer_tokens
         self.max_stall = max_stall
         self._stall = 0
-        self.examples = task.val[:eval_examples] or task.train[:eval_examples]
-        if not self.examples:
+        if not (task.val or task.train):
             raise TapError(f"{task.name} has no train or val examples to search on.")
-        self.env = Environment(llm, task, mode=mode, generation=GenerationSettings(max_new_tokens=max_new_tokens))  # type: ignore[arg-type]
-        self.space = edit_space(task)
+        self.env = Environment(llm, task, mode=mode, generation=GenerationSettings(max_new_tokens=max_new_tokens),  # type: ignore[arg-type]
+                               budget=budget, budget_calls=budget_calls, eval_examples=eval_examples,
+                               order_seed=order_seed)
+        self.examples = self.env.order[: self.env.eval_examples]
+        self.order_seed = order_seed
+        self.induction = induction
+        self.space = edit_space(task, induced=induction.instructions if induction else ())
         self.demo_pool: list[Demo] = list(self.space.demo_pool)
         self.start = (initial or initial_chain(task.description)).validate()
         self.rng = random.Random(f"baseline:{self.name}:{task.name}:{seed}")
         self.progress = progress
-        self._paid: set[tuple[str, int]] = set()  # (chain json, example uid) pairs paid for
         self._full: dict[str, tuple[Evaluation, list[dict]]] = {}  # chain json -> full evaluation, edits
-        self.spent = 0.0
         self.records: list[SearchRecord] = []
         self.best: Chain = self.start
         self.best_eval: Evaluation | None = None
@@ -202,23 +186,19 @@ class Search(ABC):
         the budget cannot pay for it; a full evaluation that beats the incumbent replaces it.
         """
         chain.validate()
-        examples = self.examples[: n or len(self.examples)]
-        full = len(examples) == len(self.examples)
+        n = min(n or len(self.examples), len(self.examples))
+        full = n == len(self.examples)
         key = chain.to_json()
         if full and key in self._full:
             return self._full[key][0]
-        new = [ex.uid for ex in examples if (key, ex.uid) not in self._paid]
-        cost = len(new) / len(self.examples)
-        if self.spent >= self.budget - _EPS or self.spent + cost > self.budget + _EPS:
-            raise BudgetExhausted(f"the budget of {self.budget} chain evaluations is spent.")
-        ev = self.env.evaluate(chain, examples)
-        self._paid.update((key, uid) for uid in new)
-        self.spent += cost
-        self._stall = 0 if cost > 0 else self._stall
+        before = self._progress()
+        ev = self.env.evaluate_at(chain, n)
+        self._stall = 0 if ev.example_evals > 0 else self._stall
         if self._bar is not None:
-            self._bar.update(cost)
+            self._bar.update(self._progress() - before)
         path = [e.to_dict() if isinstance(e, Edit) else dict(e) for e in edits]
-        rec = SearchRecord(round(self.spent, 6), chain.to_dict(), path, len(examples), ev.accuracy, ev.dense, note)
+        rec = SearchRecord(round(self.env.chain_evals, 6), chain.to_dict(), path, n, ev.accuracy, ev.dense, note,
+                           calls=self.env.example_evals)
         self.records.append(rec)
         if full:
             self._full[key] = (ev, path)
@@ -271,18 +251,29 @@ class Search(ABC):
         """Spend the budget through ``evaluate``; return when done (or let ``BudgetExhausted`` end it)."""
 
     # ---- running -----------------------------------------------------------------------------
+    @property
+    def spent(self) -> float:
+        """Chain evaluations spent so far."""
+        return self.env.chain_evals
+
+    def _progress(self) -> float:
+        """Budget spent in the unit the progress bar counts (chain evaluations unless only calls limit)."""
+        return self.env.chain_evals if self.budget is not None else self.env.example_evals
+
     def config(self) -> dict:
         """The search's settings, recorded in its result."""
         skip = {"llm", "task", "proposer", "env", "space", "demo_pool", "start", "rng", "progress", "examples",
-                "records", "best", "best_eval", "best_edits", "proposals", "spent"}
+                "records", "best", "best_eval", "best_edits", "proposals", "spent", "induction"}
         out = {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in skip}
-        return {**out, "eval_examples": len(self.examples), "proposer": getattr(self.proposer, "name", "")}
+        return {**out, "eval_examples": len(self.examples), "proposer": getattr(self.proposer, "name", ""),
+                "induced": list(self.induction.instructions) if self.induction else []}
 
     def run(self) -> SearchResult:
         """Evaluate the initial chain, search until the budget (or the method) stops, return the result."""
         t0 = time.time()
         llm_calls0, hits0 = getattr(self.llm, "calls", 0), getattr(self.llm, "hits", 0)
-        self._bar = tqdm(total=self.budget, desc=f"{self.name} {self.task.name}", unit="eval",
+        unit = "eval" if self.budget is not None else "call"
+        self._bar = tqdm(total=self.budget or self.budget_calls, desc=f"{self.name} {self.task.name}", unit=unit,
                          disable=not self.progress, bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}{postfix}]")
         try:
             first = self.evaluate(self.start, [], note="initial")
@@ -294,16 +285,18 @@ class Search(ABC):
             self._bar.close()
             self._bar = None
         assert self.best_eval is not None
-        spend = self.env.spend
         total_calls = getattr(self.llm, "calls", 0) - llm_calls0
         total_hits = getattr(self.llm, "hits", 0) - hits0
         same = self.proposer is self.llm
+        env_costs = self.env.costs()
         costs = {
-            "search": {"chain_evals": round(self.spent, 6), "llm_requests": sum(spend.llm_calls.values()) +
-                       sum(spend.cache_hits.values()), "llm_calls": sum(spend.llm_calls.values()),
-                       "cache_hits": sum(spend.cache_hits.values()), "examples_per_eval": len(self.examples),
+            "search": {"chain_evals": env_costs["chain_evals"], "example_evals": env_costs["example_evals"],
+                       "llm_requests": env_costs["llm_calls"] + env_costs["cache_hits"],
+                       "llm_calls": env_costs["llm_calls"], "cache_hits": env_costs["cache_hits"],
+                       "examples_per_eval": len(self.examples), "budget_calls": self.budget_calls,
                        "seconds": round(time.time() - t0, 2)},
             "proposer": {**self.proposals, "model": getattr(self.proposer, "name", ""), "same_as_target": same},
+            "induction": self.induction.costs() if self.induction else {"induced": 0, "requests": 0},
             "all_llm_calls": total_calls if same else total_calls + self.proposals["llm_calls"],
             "all_cache_hits": total_hits if same else total_hits + self.proposals["cache_hits"],
         }
@@ -313,6 +306,19 @@ class Search(ABC):
                               self.records, self.best_edits, costs, self.config())
         result.check_replay()
         return result
+
+
+def check_budgets(budget: float | None, budget_calls: int | None) -> None:
+    """Refuse budgets that cannot run a search (naming the fix)."""
+    if budget is None and budget_calls is None:
+        raise TapError("give a budget: chain evaluations (--budget) and/or LLM calls (--budget-calls).")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float) or budget < 1):
+        raise TapError(f"budget must be a positive number of chain evaluations, got {budget!r}; the initial "
+                       "chain's evaluation already takes one.")
+    if budget_calls is not None and (isinstance(budget_calls, bool) or not isinstance(budget_calls, int)
+                                     or budget_calls < 1):
+        raise TapError(f"budget_calls must be a positive number of LLM calls (example evaluations), "
+                       f"got {budget_calls!r}.")
 
 
 def demo_edits(demos: Sequence[Demo]) -> list[Edit]:

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 
 from tap.chains.chain import AnswerFormat
 
+#: the one chain every task without a description starts from (the same for every such task)
+GENERIC_INSTRUCTION = "Respond to the input."
+
 PHRASES: tuple[str, ...] = (
     "carefully", "step by step", "briefly", "exactly", "only", "first", "then", "finally",
     "correct", "final", "short", "precise", "simple", "clearly", "each", "all", "the answer",
@@ -61,8 +64,12 @@ class Libraries:
     instructions: tuple[str, ...] = INSTRUCTIONS
     formats: tuple[AnswerFormat, ...] = field(default=FORMATS)
 
-    def for_task(self, task_instruction: str) -> Libraries:
-        """The same libraries with the task's own instruction as the first instruction."""
-        if not task_instruction.strip() or task_instruction in self.instructions:
+    def for_task(self, task_instruction: str, induced: tuple[str, ...] = ()) -> Libraries:
+        """The same libraries with the task's own instruction first, then ``induced`` instructions (written
+        for this task by an LLM from its train pairs, ``tap.chains.induce``), then the generic ones.
+        """
+        own = tuple(dict.fromkeys(t.strip() for t in (task_instruction, *induced) if t.strip()))
+        own = tuple(t for t in own if t not in self.instructions)
+        if not own:
             return self
-        return Libraries(self.phrases, self.steps, (task_instruction, *self.instructions), self.formats)
+        return Libraries(self.phrases, self.steps, (*own, *self.instructions), self.formats)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from tap.chains import apply_edit, edit_space, initial_chain
 from tap.chains.chain import Chain
+from tap.chains.induce import default_count, induce_instructions
 from tap.collection.policy import BehaviourPolicy
 from tap.env import Environment, Evaluation
 from tap.llm.base import LLM, GenerationSettings
@@ -42,9 +43,15 @@ class CollectionConfig:
     mode: str = "auto"
     max_new_tokens: int = 24
     scale_weights: dict[str, float] = field(default_factory=lambda: dict(BehaviourPolicy.DEFAULT_WEIGHTS))
+    induce: int | None = None  # induced instructions in the edit space (None: tap.chains.induce.default_count)
+    proposer: str | None = None  # the LLM that induces them (None: the frozen LLM)
 
     def fingerprint(self, llm_name: str) -> str:
-        blob = json.dumps({**asdict(self), "llm": llm_name}, sort_keys=True)
+        fields = asdict(self)
+        for name in ("induce", "proposer"):  # added later: at their defaults, old collections keep their folder
+            if fields[name] is None:
+                del fields[name]
+        blob = json.dumps({**fields, "llm": llm_name}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -66,12 +73,13 @@ def response_fields(ev: Evaluation, prefix: str) -> dict:
 
 
 def collect(config: CollectionConfig, llm: LLM, data_dir: str | Path = "data", task: Task | None = None,
-            progress: bool = True) -> dict:
+            progress: bool = True, proposer: LLM | None = None) -> dict:
     """Collect ``config.trajectories`` trajectories of ``config.horizon`` edits; save; return a summary.
 
     Trajectory 0 starts from the task's own instruction, the others from random chains, so the
     data covers the edit space around both. All chains are evaluated on the same first
-    ``eval_examples`` val examples (demonstrations come from train only).
+    ``eval_examples`` val examples (demonstrations come from train only). Instructions induced from
+    train pairs (``config.induce``, by ``proposer`` or the frozen LLM) join the edit space's library.
     """
     import datasets
 
@@ -80,7 +88,8 @@ def collect(config: CollectionConfig, llm: LLM, data_dir: str | Path = "data", t
     env = Environment(llm, task, mode=config.mode,  # type: ignore[arg-type]
                       generation=GenerationSettings(max_new_tokens=config.max_new_tokens))
     examples = task.val[: config.eval_examples]
-    space = edit_space(task)
+    induction = induce_instructions(proposer or llm, task, n=default_count(task, config.induce), seed=config.seed)
+    space = edit_space(task, induced=induction.instructions)
     policy = BehaviourPolicy(space, config.scale_weights)
     calls0, hits0 = getattr(llm, "calls", 0), getattr(llm, "hits", 0)
     rows: list[dict] = []
@@ -116,7 +125,9 @@ def collect(config: CollectionConfig, llm: LLM, data_dir: str | Path = "data", t
         "task": task.name, "model": llm.name, "mode": env.mode, "path": str(out),
         "triples": len(rows), "trajectories": config.trajectories,
         "llm_calls": getattr(llm, "calls", 0) - calls0, "cache_hits": getattr(llm, "hits", 0) - hits0,
-        "chain_evaluations": env.chain_evals,
+        "chain_evaluations": env.chain_evals, "example_evaluations": env.example_evals,
+        "induced_instructions": list(induction.instructions), "proposer_requests": induction.requests,
+        "proposer_llm_calls": induction.llm_calls,
         "mean_reward": sum(r["next_reward"] for r in rows) / max(len(rows), 1),
         "mean_dense": sum(r["next_dense"] for r in rows) / max(len(rows), 1),
         "seconds": round(seconds, 2),

@@ -21,10 +21,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d, g = PlanConfig(), GradientConfig()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip("`"),
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--task", required=True, help="bigbench:NAME, bigbench:parent/subtask, or a .jsonl/.csv task file")
+    p.add_argument("--task", required=True,
+                   help="bigbench:NAME, bigbench:parent/subtask, ii:NAME (python -m tap.tasks), or a .jsonl/.csv file")
     p.add_argument("--checkpoint", default="checkpoints/world_model",
                    help="a WorldModel or ImaginationPolicy checkpoint (.ckpt or run folder)")
-    p.add_argument("--budget", type=int, default=60, help="real chain evaluations the search may spend")
+    p.add_argument("--budget", type=int, default=None,
+                   help="real chain evaluations the search may spend (default 60 unless --budget-calls is given)")
+    p.add_argument("--budget-calls", type=int, default=None,
+                   help="real LLM calls (example evaluations) the search may spend; with --budget, both are enforced")
+    p.add_argument("--induce", type=int, default=None,
+                   help="instructions to induce from train pairs for the edit space (default: 8 for a task "
+                        "without a description, else 0); proposer requests, never charged to the budget")
+    p.add_argument("--proposer", help="LLM that induces instructions (default: the frozen LLM)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", choices=METHODS, default=d.method,
                    help="gradient planner, imagination policy (policy checkpoint), or random edits")
@@ -64,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from tap.chains import Chain
+    from tap.chains.induce import default_count, induce_instructions
+    from tap.llm import load_llm
     from tap.planning import GradientConfig, PlanConfig, Planner
+    from tap.tasks import load_task
 
     grad = GradientConfig(args.horizon, args.grad_steps, args.lr, args.temperature, args.uncertainty_penalty,
                           args.discount, args.restarts)
@@ -77,13 +88,26 @@ def run(args: argparse.Namespace) -> int:
                 initial = Chain.from_json(f.read())
         except OSError as err:
             raise TapError(f"cannot read the initial chain {args.initial}: {err}") from err
+    if args.budget is None and args.budget_calls is None:
+        args.budget = 60
     planner = Planner.from_checkpoint(args.checkpoint, config=config, model=args.model, cache=args.cache)
+    task = load_task(args.task, seed=args.seed)
+    induction = None
+    n_induce = default_count(task, args.induce)
+    if n_induce:
+        proposer = load_llm(args.proposer, cache=args.cache) if args.proposer else planner.llm
+        induction = induce_instructions(proposer, task, n=n_induce, seed=args.seed)
+        print(f"induced {len(induction.instructions)} instructions with {induction.model} "
+              f"({induction.requests} proposer requests, {induction.llm_calls} paid)")
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", args.task.split(":")[-1]).strip("_")
     out = args.out or f"runs/plan/{slug}-{args.method}-s{args.seed}"
-    print(f"planning {args.task} with {planner.checkpoint} ({args.method}, budget {args.budget}, seed {args.seed})")
+    budget = " and ".join(([f"{args.budget} chain evaluations"] if args.budget else [])
+                          + ([f"{args.budget_calls} LLM calls"] if args.budget_calls else []))
+    print(f"planning {args.task} with {planner.checkpoint} ({args.method}, budget {budget}, seed {args.seed})")
     show = (lambda r: tqdm.write(r.line())) if not args.quiet else None
-    result = planner.optimize(args.task, budget=args.budget, seed=args.seed, initial=initial,
-                              progress=not args.quiet, out_dir=out, log_dir=out, on_record=show)
+    result = planner.optimize(task, budget=args.budget, seed=args.seed, initial=initial, progress=not args.quiet,
+                              out_dir=out, log_dir=out, on_record=show, budget_calls=args.budget_calls,
+                              induction=induction)
     print("\n== initial chain ==")
     print(result.initial_chain.describe())
     print("\n== verified edits ==")
@@ -100,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"held-out test accuracy ({t0['n']} test examples, never seen by the search): "
               f"initial {t0['accuracy']:.3f} -> final {t1['accuracy']:.3f}")
     c = result.costs
-    print(f"cost: {c['search']['chain_evals']} of {args.budget} chain evaluations, "
+    print(f"cost: {c['search']['chain_evals']:g} chain evaluations and {c['search']['example_evals']} LLM calls "
+          f"(budget: {budget}), "
           f"{c['search']['llm_requests']} LLM requests ({c['search']['llm_calls']} paid, "
           f"{c['search']['cache_hits']} from cache) in {c['search']['seconds']:.0f} s; test "
           f"{c['test']['chain_evals']} evaluations; world-model data on this task: "
@@ -110,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({"task": result.task, "method": result.method, "seed": result.seed, "budget": result.budget,
                       "search": {"initial": s0["accuracy"], "final": s1["accuracy"]},
                       "test": {k: v["accuracy"] for k, v in result.test.items()},
-                      "chain_evals": c["search"]["chain_evals"], "out": out}))
+                      "budget_calls": args.budget_calls, "chain_evals": c["search"]["chain_evals"],
+                      "example_evals": c["search"]["example_evals"], "out": out}))
     return 0
 

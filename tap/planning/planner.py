@@ -23,9 +23,11 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
+from tap.baselines.base import check_budgets
 from tap.chains import edit_space, initial_chain
 from tap.chains.chain import Chain
 from tap.chains.edits import Edit, apply_edit
+from tap.chains.induce import Induction
 from tap.env import Environment, Evaluation
 from tap.errors import TapError
 from tap.llm.base import GenerationSettings
@@ -180,15 +182,18 @@ class Planner:
         return order, reward.tolist(), unc.tolist()
 
     # ---- the search -------------------------------------------------------------------------
-    def optimize(self, task: str | Task, budget: int, seed: int = 0, initial: Chain | None = None,
+    def optimize(self, task: str | Task, budget: int | None = None, seed: int = 0, initial: Chain | None = None,
                  progress: bool = True, out_dir: str | Path | None = None, log_dir: str | Path | None = None,
-                 method: Method | None = None, on_record: Callable[[StepRecord], None] | None = None) -> PlanResult:
-        """Search for a better chain of ``task`` with at most ``budget`` real chain evaluations.
+                 method: Method | None = None, on_record: Callable[[StepRecord], None] | None = None,
+                 budget_calls: int | None = None, induction: Induction | None = None) -> PlanResult:
+        """Search for a better chain of ``task`` with at most ``budget`` real chain evaluations and/or
+        ``budget_calls`` LLM calls (example evaluations).
 
         Args:
-            task: a task spec (``bigbench:NAME``, a JSONL/CSV path) or a loaded ``Task``.
+            task: a task spec (``bigbench:NAME``, ``ii:NAME``, a JSONL/CSV path) or a loaded ``Task``.
             budget: real chain evaluations on train/val examples the search may spend (the initial
                 chain's evaluation included); test evaluations are reported apart and never charged.
+            budget_calls: LLM calls (example evaluations) the search may spend (None: no such limit).
             seed: seeds the task split, the candidates, the planner and the refinement.
             initial: the starting chain (default: the task's own instruction).
             progress: show a progress bar over the budget.
@@ -196,6 +201,8 @@ class Planner:
             log_dir: if set, log the run to TensorBoard there.
             method: overrides ``config.method`` for this run.
             on_record: called with each verification as soon as it is measured (``plan.py`` prints it).
+            induction: instructions induced for the task (``tap.chains.induce``), added to the edit space;
+                what inducing them cost is reported in ``costs["induction"]`` (never charged to the budget).
         """
         cfg = self.config
         method = method or cfg.method
@@ -203,20 +210,19 @@ class Planner:
             raise TapError(f"unknown planning method {method!r}; choose one of {list(METHODS)}.")
         if method == "policy" and self.policy is None:
             raise TapError("method 'policy' needs an imagination-policy checkpoint (configs/planner.yaml).")
-        if not isinstance(budget, int) or budget < 1:
-            raise TapError(f"budget must be a positive number of chain evaluations, got {budget!r}; the initial "
-                           "chain's evaluation already takes one.")
+        check_budgets(budget, budget_calls)
         task = task if isinstance(task, Task) else load_task(task, seed=seed)
         for name, state in self._initial_state.items():  # every run starts from the checkpoint's world model
             getattr(self.wm, name).load_state_dict(state)
         start_time = time.time()
-        examples = task.val[: cfg.eval_examples] or task.train[: cfg.eval_examples]
-        if not examples:
+        if not (task.val or task.train):
             raise TapError(f"{task.name} has no train or val examples to search on.")
         llm = self.llm
         gen_settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens)
-        env = Environment(llm, task, mode=cfg.mode, generation=gen_settings, budget=budget)  # type: ignore[arg-type]
-        space = edit_space(task)
+        env = Environment(llm, task, mode=cfg.mode, generation=gen_settings, budget=budget,  # type: ignore[arg-type]
+                          budget_calls=budget_calls, eval_examples=cfg.eval_examples)
+        examples = env.order[: env.eval_examples]
+        space = edit_space(task, induced=induction.instructions if induction else ())
         start = (initial or initial_chain(task.description)).validate()
         chain = start
         rng = random.Random(f"plan:{task.name}:{method}:{seed}")
@@ -224,30 +230,33 @@ class Planner:
         refiner = OnlineRefiner(self.wm, cfg.refine_steps, cfg.refine_lr, seed=seed)
         requests = lambda: sum(env.spend.llm_calls.values()) + sum(env.spend.cache_hits.values())  # noqa: E731
 
-        bar = tqdm(total=budget, desc=f"plan {task.name} ({method})", unit="eval", disable=not progress)
-        ev = env.evaluate(chain, examples)
-        bar.update()
+        bar = tqdm(total=budget or budget_calls, desc=f"plan {task.name} ({method})", disable=not progress,
+                   unit="eval" if budget is not None else "call")
+        spent = (lambda: env.chain_evals) if budget is not None else (lambda: env.example_evals)  # noqa: E731
+        ev = env.evaluate_at(chain)
+        bar.update(spent())
         first, current = ev, ev
         measured = {chain.to_json()}
         records: list[StepRecord] = []
         edits: list[dict] = []
         refine_log: list[dict] = []
         step = 0
-        while env.chain_evals < budget and step < cfg.max_steps:
+        while not env.exhausted() and step < cfg.max_steps:
             candidates = propose(space, chain, cfg.candidates, rng)
             order, predicted, unc = self._rank(method, chain, task.description, candidates, rng, gen)
             tried: list[tuple[StepRecord, Chain, Evaluation, Edit]] = []
             for i in order:
-                if len(tried) == cfg.verify_top or env.chain_evals >= budget:
-                    break
                 nxt = apply_edit(chain, candidates[i])
+                if len(tried) == cfg.verify_top or not env.affordable(*env.cost_of(nxt, env.eval_examples)):
+                    break
                 if nxt.to_json() in measured:  # never pay twice for a chain
                     continue
                 measured.add(nxt.to_json())
-                ev_next = env.evaluate(nxt, examples)
-                bar.update()
+                before = spent()
+                ev_next = env.evaluate_at(nxt)
+                bar.update(spent() - before)
                 rec = StepRecord(step, candidates[i].to_dict(), predicted[i], unc[i], ev_next.accuracy, ev_next.dense,
-                                 env.chain_evals, requests())
+                                 env.chain_evals, requests(), example_evals=env.example_evals)
                 records.append(rec)
                 if on_record is not None:
                     on_record(rec)
@@ -281,12 +290,14 @@ class Planner:
             test_spend = {"chain_evals": spent.chain_evals["test"], "llm_calls": spent.llm_calls["test"],
                           "cache_hits": spent.cache_hits["test"]}
         costs = {
-            "search": {"chain_evals": env.chain_evals, "llm_requests": requests(),
+            "search": {"chain_evals": env.chain_evals, "example_evals": env.example_evals, "llm_requests": requests(),
                        "llm_calls": sum(env.spend.llm_calls.values()), "cache_hits": sum(env.spend.cache_hits.values()),
-                       "examples_per_eval": len(examples), "seconds": round(search_seconds, 2)},
+                       "examples_per_eval": len(examples), "budget_calls": budget_calls,
+                       "seconds": round(search_seconds, 2)},
             "test": test_spend,
             "collection": self._collection_cost(task, env.mode),
             "refinement": {"steps": cfg.refine_steps * len(refine_log), "verified_transitions": len(refiner.rows)},
+            "induction": induction.costs() if induction else {"induced": 0, "requests": 0},
         }
         result = PlanResult(task.name, method, seed, budget, start, chain,
                             {"accuracy": first.accuracy, "dense": first.dense},

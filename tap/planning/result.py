@@ -26,16 +26,17 @@ class StepRecord:
     uncertainty: float  # reward ensemble spread after the edit
     measured: float  # accuracy on the search examples
     dense: float  # gold-answer probability on the search examples
-    chain_evals: int  # budget spent so far (this verification included)
+    chain_evals: float  # budget spent so far (this verification included)
     llm_calls: int  # LLM requests of the search so far (paid and cached)
     accepted: bool = False  # the search moved to this chain
+    example_evals: int = 0  # LLM calls charged to the budget so far (example evaluations)
 
     def line(self) -> str:
         edit = Edit.from_dict(self.edit).describe()
         mark = "accepted" if self.accepted else "rejected"
         return (f"step {self.step:>3}  {edit[:70]:<70}  predicted {self.predicted:.3f} ± {self.uncertainty:.3f}  "
-                f"measured {self.measured:.3f} (dense {self.dense:.3f})  evals {self.chain_evals}  "
-                f"calls {self.llm_calls}  {mark}")
+                f"measured {self.measured:.3f} (dense {self.dense:.3f})  evals {self.chain_evals:g}  "
+                f"calls {self.example_evals}  {mark}")
 
 
 @dataclass
@@ -66,11 +67,13 @@ class PlanResult:
             raise AssertionError("the accepted edits do not replay to the final chain")
         return chain
 
-    def best_at(self, evals: int) -> tuple[Chain, list[dict], float]:
-        """The chain the search held after ``evals`` chain evaluations (the search is budget-agnostic, so
-        this is exactly what a run with ``budget=evals`` returns), its edits and its search accuracy.
+    def best_at(self, evals: float | None = None, calls: int | None = None) -> tuple[Chain, list[dict], float]:
+        """The chain the search held after ``evals`` chain evaluations and/or ``calls`` LLM calls (the search
+        is budget-agnostic, so this is exactly what a run with that budget returns), its edits and its
+        search accuracy.
         """
-        held = [r for r in self.records if r.accepted and r.chain_evals <= evals]
+        held = [r for r in self.records if r.accepted and (evals is None or r.chain_evals <= evals + 1e-9)
+                and (calls is None or r.example_evals <= calls)]
         edits = [r.edit for r in held]
         return replay(self.initial_chain, edits), edits, held[-1].measured if held else self.initial_search["accuracy"]
 

@@ -11,16 +11,23 @@ from tap.tasks.schema import Example, Metric, SplitFractions, Task
 def load_task(
     spec: str, seed: int = 0, max_examples: int | None = None, fractions: SplitFractions | None = None
 ) -> Task:
-    """Load a task by spec: ``bigbench:NAME`` (``bigbench:parent/subtask``) or a path to JSONL/CSV.
+    """Load a task by spec: ``bigbench:NAME`` (``bigbench:parent/subtask``), ``ii:NAME`` (a shipped
+    instruction-induction task) or a path to JSONL/CSV.
 
     The train / val / test split is a deterministic function of the task name and ``seed``;
     ``max_examples`` keeps a seeded subset (for quick runs).
     """
+    match = "lenient"
     if spec.startswith("bigbench:"):
         from tap.tasks.bigbench import load_bigbench
 
         name = spec.split(":", 1)[1].strip("/")
         examples, metric, instruction = load_bigbench(name)
+    elif spec.startswith("ii:"):
+        from tap.tasks.instruction_induction import load_instruction_induction
+
+        examples, metric, instruction = load_instruction_induction(spec[3:].strip()), "exact_match", ""
+        match = "surface"
     elif Path(spec).suffix.lower() in {".jsonl", ".json", ".csv"}:
         from tap.tasks.user import load_user_task
 
@@ -28,7 +35,8 @@ def load_task(
     else:
         raise TaskError(
             f"unknown task {spec!r}: use 'bigbench:NAME' (e.g. bigbench:object_counting, "
-            "bigbench:arithmetic/2_digit_addition) or a path to a .jsonl/.csv task file."
+            "bigbench:arithmetic/2_digit_addition), 'ii:NAME' (e.g. ii:singular_to_plural; `python -m tap.tasks` "
+            "lists them) or a path to a .jsonl/.csv task file."
         )
     return Task(
         name=spec,
@@ -38,6 +46,7 @@ def load_task(
         seed=seed,
         fractions=fractions or SplitFractions(),
         max_examples=max_examples,
+        match=match,
     )
 
 

@@ -112,6 +112,13 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+def surface_normalize(text: str) -> str:
+    """What a user would call the same answer: case, surrounding whitespace and punctuation (a trailing
+    period, quotes) ignored, runs of whitespace squeezed; nothing else ("a" stays "a", "t, i" is not "t i").
+    """
+    return " ".join(text.strip().strip(string.punctuation + "“”‘’ \t").lower().split())
+
+
 def answer_region(reply: str, marker: str) -> tuple[str, bool]:
     """The part of ``reply`` that holds the answer, and whether the format's marker was found.
 
@@ -135,12 +142,15 @@ class Judgement:
     compliant: bool  # the reply followed the answer format and held an extractable answer
 
 
-def judge(reply: str, targets: list[str], choices: list[str], correct_choices: set[int], marker: str) -> Judgement:
+def judge(reply: str, targets: list[str], choices: list[str], correct_choices: set[int], marker: str,
+          match: str = "lenient") -> Judgement:
     """Judge a generated ``reply``.
 
     ``choices`` non-empty means a multiple-choice example answered by generation: the option named
     earliest in the answer region is the model's pick. Otherwise the reply is compared with
-    ``targets``: as numbers when the first target is numeric, else as normalised text.
+    ``targets``: with ``match="lenient"`` as numbers when the first target is numeric, else as
+    normalised text (a reply that starts with the answer word counts); with ``match="surface"`` the
+    first line of the answer region must equal a target up to ``surface_normalize``.
     """
     region, marker_found = answer_region(reply, marker)
     if choices:
@@ -154,6 +164,11 @@ def judge(reply: str, targets: list[str], choices: list[str], correct_choices: s
             return Judgement("", False, False)
         _, _, pick = min(hits)
         return Judgement(choices[pick], pick in correct_choices, marker_found)
+    if match == "surface":
+        first_line = next((line for line in region.splitlines() if line.strip()), "")
+        extracted = surface_normalize(first_line)
+        correct = bool(extracted) and extracted in {surface_normalize(t) for t in targets}
+        return Judgement(first_line.strip(), correct, marker_found and bool(extracted))
     if parse_number(targets[0]) is not None:
         numbers = find_numbers(region)
         if not numbers:

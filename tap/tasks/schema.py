@@ -9,6 +9,9 @@ from typing import Literal
 from tap.errors import TaskError
 
 Metric = Literal["exact_match", "multiple_choice"]
+#: how exact-match answers are compared: ``lenient`` (SQuAD-style: case, punctuation and articles dropped;
+#: numbers by value) or ``surface`` (case, surrounding whitespace and punctuation only; see tap.tasks.answers)
+Match = Literal["lenient", "surface"]
 Split = Literal["train", "val", "test"]
 
 
@@ -60,8 +63,9 @@ class Task:
     """A task: examples, its metric and deterministic train / val / test splits.
 
     ``description`` is the source's own instruction (BIG-bench ``task_prefix`` or description); it
-    seeds the initial chain. Demonstrations may only come from ``train``; search evaluates on ``val``
-    (and ``train``); ``test`` is for the final, separately reported accuracy.
+    seeds the initial chain (a task without one starts from the generic chain). ``match`` says how
+    exact-match answers are compared (``Match``). Demonstrations may only come from ``train``; search
+    evaluates on ``val`` (and ``train``); ``test`` is for the final, separately reported accuracy.
     """
 
     name: str
@@ -71,8 +75,11 @@ class Task:
     seed: int = 0
     fractions: SplitFractions = field(default_factory=SplitFractions)
     max_examples: int | None = None
+    match: Match = "lenient"
 
     def __post_init__(self) -> None:
+        if self.match not in ("lenient", "surface"):
+            raise TaskError(f"unknown answer match {self.match!r}; use 'lenient' or 'surface'.")
         if not self.examples:
             raise TaskError(
                 f"task {self.name!r} has no examples: give a file with at least 3 rows "

@@ -2,9 +2,8 @@ import json
 
 import pytest
 
-from tap.chains import initial_chain
+from tap.chains import GENERIC_INSTRUCTION, initial_chain
 from tap.chains.chain import AnswerFormat, Chain, Demo
-from tap.chains.library import INSTRUCTIONS
 from tap.errors import ChainError
 
 FULL = Chain(
@@ -148,4 +147,4 @@ def test_describe():
 
 def test_initial_chain():
     assert initial_chain("  Count the objects.\n") == Chain("Count the objects.")
-    assert initial_chain("  ") == Chain(INSTRUCTIONS[0])
+    assert initial_chain("  ") == Chain(GENERIC_INSTRUCTION) == Chain("Respond to the input.")

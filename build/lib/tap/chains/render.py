@@ -1,0 +1,85 @@
+"""Deterministic rendering of (chain, example input) to chat messages and to the model's prompt."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tap.chains.chain import Chain
+
+Message = dict[str, str]
+
+
+def system_text(chain: Chain) -> str:
+    """Instruction, numbered steps and the answer-format spec, as one block."""
+    parts = []
+    if chain.instruction.strip():
+        parts.append(chain.instruction.strip())
+    if chain.steps:
+        parts.append("Steps:\n" + "\n".join(f"{i + 1}. {s}" for i, s in enumerate(chain.steps)))
+    if chain.answer_format.spec.strip():
+        parts.append(chain.answer_format.spec.strip())
+    return "\n\n".join(parts)
+
+
+def user_text(question: str, choices: Sequence[str] = ()) -> str:
+    """The question, followed by its options when the task is multiple choice."""
+    if choices:
+        return f"{question}\nOptions: {', '.join(choices)}"
+    return question
+
+
+def render_messages(chain: Chain, question: str, choices: Sequence[str] = ()) -> list[Message]:
+    """Chat messages: a system block, demonstrations as user/assistant turns, then the question.
+
+    Demonstrations carry their options only when the question does (same task, same shape), and
+    their answers in the chain's answer format, so the model sees the format followed.
+    """
+    chain.validate()
+    messages: list[Message] = []
+    system = system_text(chain)
+    if system:
+        messages.append({"role": "system", "content": system})
+    for demo in chain.demos:
+        messages.append({"role": "user", "content": user_text(demo.input, choices)})
+        messages.append({"role": "assistant", "content": chain.answer_format.render(demo.output)})
+    messages.append({"role": "user", "content": user_text(question, choices)})
+    return messages
+
+
+def plain_prompt(messages: list[Message]) -> str:
+    """Rendering for models without a chat template (base models): a Q/A transcript."""
+    out = []
+    for m in messages:
+        if m["role"] == "system":
+            out.append(m["content"] + "\n\n")
+        elif m["role"] == "user":
+            out.append(f"Q: {m['content']}\nA:")
+        else:
+            out.append(f" {m['content']}\n\n")
+    return "".join(out)
+
+
+def answer_prefix(chain: Chain) -> tuple[str, str]:
+    """Split the format template around ``{answer}``: (text before, text after).
+
+    Scoring mode appends the text before to the prompt and scores ``answer`` + text after as the
+    continuation, so that likelihoods are compared in the chain's own format.
+    """
+    before, after = chain.answer_format.template.split("{answer}")
+    return before, after
+
+
+def chain_views(chain: Chain) -> dict[str, object]:
+    """The chain's text at each scale, for the encoder.
+
+    - ``instruction``: instruction, answer-format spec and demonstrations (the instruction scale);
+    - ``segments``: the instruction followed by each step (segment scale; index = token-scale segment);
+    - ``tokens``: the words of instruction and steps in order (token scale).
+    """
+    demos = "\n".join(f"Example: {d.input} -> {chain.answer_format.render(d.output)}" for d in chain.demos)
+    head = "\n".join(p for p in (chain.instruction, chain.answer_format.spec, demos) if p.strip())
+    return {
+        "instruction": head,
+        "segments": list(chain.segments),
+        "tokens": " ".join(" ".join(s.split()) for s in chain.segments if s.strip()),
+    }

@@ -1,0 +1,139 @@
+"""Collect edit trajectories ``c_0 -a_0-> c_1 -a_1-> ...`` on the real frozen LLM.
+
+Every step is stored as one chain-edit-response triple (the chain, the edit, the next chain, and
+how the LLM responded to both) in an HF ``datasets`` folder under ``data/``. Collection is a
+deterministic function of its config and seed, and every LLM call goes through the on-disk cache:
+a killed run, started again, replays what was paid from the cache and carries on, losing nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from tap.chains import apply_edit, edit_space, initial_chain
+from tap.chains.chain import Chain
+from tap.chains.induce import default_count, induce_instructions
+from tap.collection.policy import BehaviourPolicy
+from tap.env import Environment, Evaluation
+from tap.llm.base import LLM, GenerationSettings
+from tap.tasks import Task, load_task
+
+
+@dataclass(frozen=True)
+class CollectionConfig:
+    """What defines a collection (and so its folder under ``data/``)."""
+
+    task: str
+    model: str = "smollm2"
+    trajectories: int = 8
+    horizon: int = 6
+    eval_examples: int = 16
+    seed: int = 0
+    mode: str = "auto"
+    max_new_tokens: int = 24
+    scale_weights: dict[str, float] = field(default_factory=lambda: dict(BehaviourPolicy.DEFAULT_WEIGHTS))
+    induce: int | None = None  # induced instructions in the edit space (None: tap.chains.induce.default_count)
+    proposer: str | None = None  # the LLM that induces them (None: the frozen LLM)
+
+    def fingerprint(self, llm_name: str) -> str:
+        fields = asdict(self)
+        for name in ("induce", "proposer"):  # added later: at their defaults, old collections keep their folder
+            if fields[name] is None:
+                del fields[name]
+        blob = json.dumps({**fields, "llm": llm_name}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def dataset_dir(config: CollectionConfig, llm_name: str, data_dir: str | Path = "data") -> Path:
+    """``data/<task slug>/<config fingerprint>``: one folder per distinct collection."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.task).strip("_")
+    return Path(data_dir) / slug / config.fingerprint(llm_name)
+
+
+def response_fields(ev: Evaluation, prefix: str) -> dict:
+    return {
+        f"{prefix}reward": ev.accuracy,
+        f"{prefix}dense": ev.dense,
+        f"{prefix}compliance": ev.compliance,
+        f"{prefix}correct": [r.correct for r in ev.results],
+        f"{prefix}gold_prob": [r.gold_prob for r in ev.results],
+        f"{prefix}answers": [r.extracted for r in ev.results],
+    }
+
+
+def collect(config: CollectionConfig, llm: LLM, data_dir: str | Path = "data", task: Task | None = None,
+            progress: bool = True, proposer: LLM | None = None) -> dict:
+    """Collect ``config.trajectories`` trajectories of ``config.horizon`` edits; save; return a summary.
+
+    Trajectory 0 starts from the task's own instruction, the others from random chains, so the
+    data covers the edit space around both. All chains are evaluated on the same first
+    ``eval_examples`` val examples (demonstrations come from train only). Instructions induced from
+    train pairs (``config.induce``, by ``proposer`` or the frozen LLM) join the edit space's library.
+    """
+    import datasets
+
+    start = time.time()
+    task = task or load_task(config.task, seed=config.seed)
+    env = Environment(llm, task, mode=config.mode,  # type: ignore[arg-type]
+                      generation=GenerationSettings(max_new_tokens=config.max_new_tokens))
+    examples = task.val[: config.eval_examples]
+    induction = induce_instructions(proposer or llm, task, n=default_count(task, config.induce), seed=config.seed)
+    space = edit_space(task, induced=induction.instructions)
+    policy = BehaviourPolicy(space, config.scale_weights)
+    calls0, hits0 = getattr(llm, "calls", 0), getattr(llm, "hits", 0)
+    rows: list[dict] = []
+    bar = tqdm(total=config.trajectories * config.horizon, desc=f"collect {task.name}", disable=not progress,
+               unit="edit")
+    for traj in range(config.trajectories):
+        rng = random.Random(f"collect:{config.task}:{config.seed}:{traj}")
+        chain: Chain = initial_chain(task.description) if traj == 0 else space.random_chain(rng)
+        ev = env.evaluate(chain, examples)
+        for step in range(config.horizon):
+            edit = policy.act(chain, rng)
+            nxt = apply_edit(chain, edit)
+            ev_next = env.evaluate(nxt, examples)
+            rows.append({
+                "task": task.name, "trajectory": traj, "step": step,
+                "chain": chain.to_json(), "edit": edit.to_json(), "next_chain": nxt.to_json(),
+                "scale": edit.scale, "op": edit.op, "op_id": edit.op_id,
+                "example_uids": [ex.uid for ex in examples],
+                **response_fields(ev, ""), **response_fields(ev_next, "next_"),
+                "next_responses": [r.response for r in ev_next.results],
+            })
+            chain, ev = nxt, ev_next
+            bar.update()
+            bar.set_postfix(calls=getattr(llm, "calls", 0) - calls0, hits=getattr(llm, "hits", 0) - hits0,
+                            reward=f"{ev.accuracy:.2f}")
+    bar.close()
+    out = dataset_dir(config, llm.name, data_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".tmp"))
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp / "triples"))
+    seconds = time.time() - start
+    summary = {
+        "task": task.name, "model": llm.name, "mode": env.mode, "path": str(out),
+        "triples": len(rows), "trajectories": config.trajectories,
+        "llm_calls": getattr(llm, "calls", 0) - calls0, "cache_hits": getattr(llm, "hits", 0) - hits0,
+        "chain_evaluations": env.chain_evals, "example_evaluations": env.example_evals,
+        "induced_instructions": list(induction.instructions), "proposer_requests": induction.requests,
+        "proposer_llm_calls": induction.llm_calls,
+        "mean_reward": sum(r["next_reward"] for r in rows) / max(len(rows), 1),
+        "mean_dense": sum(r["next_dense"] for r in rows) / max(len(rows), 1),
+        "seconds": round(seconds, 2),
+    }
+    (tmp / "meta.json").write_text(json.dumps({"config": asdict(config), "summary": summary}, indent=1))
+    if out.exists():  # a re-collection with the same config replaces the old copy atomically enough
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return summary

