@@ -59,7 +59,8 @@ class TransformersLLM(LLM):
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.dtype = resolve_dtype(dtype, self.device)
         if self.device == "cpu":
-            torch.set_num_threads(threads or os.cpu_count() or 1)
+            # $TAP_THREADS caps the threads (e.g. 1 for a background job that must leave a core free)
+            torch.set_num_threads(threads or int(os.environ.get("TAP_THREADS") or 0) or os.cpu_count() or 1)
         kwargs: dict = {}
         if model in OFFLINE_MODELS:
             path, ident = str(provision_offline(model)), OFFLINE_MODELS[model].slug
@@ -73,7 +74,7 @@ class TransformersLLM(LLM):
 
         def fail(err: Exception) -> BackendError:
             return BackendError(
-                f"cannot load model {model!r}: {err}\nFix: use 'smollm2' (works offline), a local "
+                f"cannot load model {model!r}: {err}\nFix: use 'smollm2' or 'qwen2.5-coder-0.5b' (offline), a local "
                 "directory with config.json and weights, or a hub id on a machine that can reach the hub."
             )
 

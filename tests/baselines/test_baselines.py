@@ -85,6 +85,27 @@ def test_budget_b_is_the_first_b_evaluations_of_a_longer_run(task, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("calls", [6, 20, 45])
+def test_call_budget_is_never_exceeded_and_nests(task, name, calls):
+    """An LLM-call budget (example evaluations) alone, or with a chain-evaluation budget: neither is exceeded,
+    and budget C is the first C calls of a longer run (every method, minibatch fidelities included)."""
+    llm = RuleLLM()
+    result = _run(name, task, None, llm=llm, budget_calls=calls)
+    search = result.costs["search"]
+    assert search["example_evals"] <= calls and all(r.calls <= calls for r in result.records)
+    pairs = {(json.dumps(r.chain, sort_keys=True), i) for r in result.records for i in range(r.examples)}
+    assert len(pairs) == search["example_evals"]  # each (chain, example) pair paid once
+    if name not in ("grips", "opro", "evoprompt"):  # these may stop early (patience, a stalled proposer)
+        assert search["example_evals"] > calls - 6
+    both = _run(name, task, 3, llm=RuleLLM(), budget_calls=calls)
+    assert both.costs["search"]["chain_evals"] <= 3 + 1e-9 and both.costs["search"]["example_evals"] <= calls
+    long = _run(name, task, None, seed=1, budget_calls=60)
+    short = _run(name, task, None, seed=1, budget_calls=calls)
+    chain, edits, acc = long.best_at(calls=calls)
+    assert short.final_chain == chain and short.edits == edits and short.final_search["accuracy"] == acc
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_result_replays_and_round_trips(task, name, tmp_path):
     result = _run(name, task, 10)
     assert replay(result.initial_chain, result.edits) == result.final_chain
@@ -142,6 +163,10 @@ def test_bad_input_gets_clear_errors(task):
         _run("nope", task, 5)
     with pytest.raises(TapError, match="budget must be a positive"):
         _run("random", task, 0)
+    with pytest.raises(TapError, match="give a budget"):
+        _run("random", task, None)
+    with pytest.raises(TapError, match="budget_calls must be a positive"):
+        _run("random", task, None, budget_calls=0)
     with pytest.raises(TapError, match="bad setting for baseline 'ape'"):
         _run("ape", task, 5, patience=3)
 

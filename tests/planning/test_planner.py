@@ -45,6 +45,34 @@ def test_budget_is_never_exceeded(task, method, budget):
     assert all(r.chain_evals <= budget for r in result.records)
 
 
+@pytest.mark.parametrize("calls", [6, 20, 33])
+def test_call_budget_is_never_exceeded_and_nests(task, calls):
+    result = _planner(RuleLLM(), test_examples=0).optimize(task, budget_calls=calls, seed=0, method="random",
+                                                            progress=False)
+    search = result.costs["search"]
+    assert search["example_evals"] <= calls and search["example_evals"] > calls - 6  # 6 examples per evaluation
+    assert search["example_evals"] == 6 * search["chain_evals"]
+    assert all(r.example_evals <= calls for r in result.records)
+    long = _planner(RuleLLM(), test_examples=0).optimize(task, budget_calls=60, seed=0, method="random",
+                                                          progress=False)
+    chain, edits, acc = long.best_at(calls=calls)
+    assert (result.final_chain, result.edits, result.final_search["accuracy"]) == (chain, edits, acc)
+    both = _planner(RuleLLM(), test_examples=0).optimize(task, budget=2, budget_calls=calls, seed=0,
+                                                          method="random", progress=False)
+    assert both.costs["search"]["chain_evals"] <= 2 and both.costs["search"]["example_evals"] <= calls
+
+
+def test_induced_instructions_join_the_planners_edit_space(task):
+    from tap.chains.induce import Induction
+
+    induction = Induction(("Add the two numbers and give the sum.",), "proposer", 1, 1, 0)
+    result = _planner(RuleLLM(), test_examples=0, candidates=40).optimize(
+        task, budget=6, seed=0, method="random", progress=False, induction=induction)
+    assert result.costs["induction"]["induced"] == 1 and result.costs["induction"]["requests"] == 1
+    payloads = [r.edit["payload"] for r in result.records if r.edit["op"] == "instruction_edit"]
+    assert payloads  # with 40 candidates per step, some instruction edits are verified
+
+
 def test_search_never_touches_test_examples(task):
     llm = RuleLLM()
     result = _planner(llm, test_examples=0).optimize(task, budget=8, seed=0, progress=False)
