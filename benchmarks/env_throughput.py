@@ -9,6 +9,8 @@ Every measurement uses a fresh in-memory call cache (so every call is paid) in i
     python benchmarks/env_throughput.py                # bf16 and fp32, ~4 minutes on 2 cores
     python benchmarks/env_throughput.py --dtypes bf16
     python benchmarks/env_throughput.py --dtypes bf16 --modes score --demos 0 3 8 --paths naive shared
+    python benchmarks/env_throughput.py --model qwen2.5-coder-0.5b --dtypes bf16 --modes generate \
+        --generate-task ii:singular_to_plural      # the second offline model on an instruction-induction task
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ TASKS = {"generate": "bigbench:arithmetic/1_digit_addition", "score": "bigbench:
 
 
 def measure(mode: str, dtype: str, demos: int, chains: int, examples: int, batch_size: int,
-            path: str = "shared") -> dict:
+            path: str = "shared", model: str = "smollm2", task_name: str | None = None) -> dict:
     import random
 
     from tap.chains import AnswerFormat, Chain, Demo
@@ -32,14 +34,15 @@ def measure(mode: str, dtype: str, demos: int, chains: int, examples: int, batch
     from tap.llm import load_llm
     from tap.tasks import load_task
 
-    task = load_task(TASKS[mode])
-    llm = load_llm("smollm2", cache=None, dtype=dtype, batch_size=batch_size)
+    task = load_task(task_name or TASKS[mode])
+    llm = load_llm(model, cache=None, dtype=dtype, batch_size=batch_size)
     llm.llm.share_prefix = path == "shared"
     env = Environment(llm, task)
     rng = random.Random(0)
     pool = [Demo(ex.uid, ex.input, ex.answer) for ex in task.train]
     fmt = AnswerFormat("End your reply with 'Answer: <answer>'.", "Answer: {answer}")
-    chain_list = [Chain(f"{task.description} (variant {i})", fmt, demos=tuple(rng.sample(pool, demos)))
+    chain_list = [Chain(f"{task.description or 'Respond to the input.'} (variant {i})", fmt,
+                        demos=tuple(rng.sample(pool, demos)))
                   for i in range(chains + 1)]
     env.evaluate(chain_list[0], task.val[:4])  # warm-up: weights load, first-call overheads
     calls0, t0 = llm.calls, time.perf_counter()
@@ -47,7 +50,8 @@ def measure(mode: str, dtype: str, demos: int, chains: int, examples: int, batch
         env.evaluate(chain, task.val[:examples])
     dt = time.perf_counter() - t0
     calls = llm.calls - calls0
-    return {"mode": mode, "task": TASKS[mode], "dtype": dtype, "demos": demos, "path": path, "examples": examples,
+    return {"mode": mode, "task": task.name, "model": llm.name, "dtype": dtype, "demos": demos, "path": path,
+            "examples": examples,
             "chain_evals_per_s": round(chains / dt, 3), "llm_calls_per_s": round(calls / dt, 2),
             "calls_per_chain": calls / chains, "seconds": round(dt, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
@@ -62,11 +66,15 @@ def main() -> None:
     ap.add_argument("--chains", type=int, default=4)
     ap.add_argument("--examples", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--model", default="smollm2", help="smollm2, qwen2.5-coder-0.5b, a local dir or a hub id")
+    ap.add_argument("--generate-task", default=TASKS["generate"], help="the task measured in generate mode")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
     args = ap.parse_args()
     if args.one:
         mode, dtype, demos, path = args.one.split(",")
-        print(json.dumps(measure(mode, dtype, int(demos), args.chains, args.examples, args.batch_size, path)))
+        task = args.generate_task if mode == "generate" else TASKS[mode]
+        print(json.dumps(measure(mode, dtype, int(demos), args.chains, args.examples, args.batch_size, path,
+                                 args.model, task)))
         return
     rows = []
     for mode in args.modes:
@@ -74,14 +82,16 @@ def main() -> None:
             for demos in args.demos:
                 for path in args.paths:
                     cmd = [sys.executable, __file__, "--one", f"{mode},{dtype},{demos},{path}", "--chains",
-                           str(args.chains), "--examples", str(args.examples), "--batch-size", str(args.batch_size)]
+                           str(args.chains), "--examples", str(args.examples), "--batch-size", str(args.batch_size),
+                           "--model", args.model, "--generate-task", args.generate_task]
                     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
                     rows.append(json.loads(out.strip().splitlines()[-1]))
                     print(json.dumps(rows[-1]), file=sys.stderr)
-    print("| mode | dtype | demos | path | chain evals/s | LLM calls/s | calls/chain | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | task | mode | dtype | demos | path | chain evals/s | LLM calls/s | calls/chain | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mode']} | {r['dtype']} | {r['demos']} | {r['path']} | {r['chain_evals_per_s']} | "
+        print(f"| {r['model']} | {r['task']} | {r['mode']} | {r['dtype']} | {r['demos']} | {r['path']} | "
+              f"{r['chain_evals_per_s']} | "
               f"{r['llm_calls_per_s']} | {r['calls_per_chain']:.0f} | {r['peak_rss_mb']} |")
 
 

@@ -91,6 +91,27 @@ def screen(task_name: str, llm, n_chains: int, n_examples: int, seed: int, n_ind
     }
 
 
+def usable(r: dict) -> bool:
+    """The chain matters on this task, measurably: at least 48 val examples screened, the best chain at
+    least 0.25 above the worst, and a spread across chains at least 1.5x the binomial noise.
+    """
+    return r["examples"] >= 48 and r["acc_max"] - r["acc_min"] >= 0.25 and r["spread_ratio"] >= 1.5
+
+
+def ii_table(rows: list[dict]) -> str:
+    """The instruction-induction screen: generic chain, + 3 demos, induced instructions, random chains."""
+    lines = ["| model | task | n | generic | + 3 demos | induced: best (beat generic) | mean | min | max | "
+             "spread/noise | compliance | usable |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["model"], -r["spread_ratio"])):
+        ind = r["acc_induced"]
+        best = f"{max(ind):.2f} ({r['induced_beats_initial']}/{len(ind)})" if ind else "-"
+        lines.append(f"| {r['model']} | {r['task']} | {r['examples']} | {r['acc_initial']:.2f} | "
+                     f"{r['acc_demos3']:.2f} | {best} | "
+                     f"{r['acc_mean']:.2f} | {r['acc_min']:.2f} | {r['acc_max']:.2f} | {r['spread_ratio']:.2f} | "
+                     f"{r['compliance_mean']:.2f} | {'yes' if usable(r) else 'no'} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="+", default=None, help="task specs (default: the BIG-bench screen list)")
@@ -128,9 +149,18 @@ def main() -> None:
     for r in rows.values():
         if "majority" not in r:  # rows written before the column existed: no LLM call needed
             r["majority"] = _majority(load_task(r["task"], seed=args.seed), r["examples"])
+    if ii:
+        ii_rows = []
+        for key, r in rows.items():
+            if r["task"].startswith("ii:") and r.get("acc_demos3") is not None:
+                ii_rows.append({**r, "model": key.split("|")[4].split("@")[0]})
+        print(ii_table(ii_rows))
+        return
     print("| task | mode | n | chains | majority | initial | mean | min | max | std | binomial sd | spread/noise |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows.values(), key=lambda r: -r["spread_ratio"]):
+        if r["task"].startswith("ii:"):
+            continue
         print(f"| {r['task']} | {r['mode']} | {r['examples']} | {r['chains']} | {r['majority']:.2f} | "
               f"{r['acc_initial']:.2f} | "
               f"{r['acc_mean']:.2f} | {r['acc_min']:.2f} | {r['acc_max']:.2f} | {r['acc_std']:.3f} | "

@@ -203,3 +203,23 @@ def test_shared_prefix_matches_the_full_path_on_the_real_model(real_artifacts):
     shared = Environment(llm, task).evaluate(chain, task.val[:8])
     assert [r.response for r in full.results] == [r.response for r in shared.results]
     assert max(abs(a.gold_prob - b.gold_prob) for a, b in zip(full.results, shared.results)) <= 1e-3
+
+
+def test_collect_on_an_instruction_induction_task_with_induced_instructions(tmp_path, real_artifacts):
+    """``python -m tap.collect --task ii:singular_to_plural`` just works on the real model: the generic chain,
+    instructions induced by the frozen LLM (proposer requests, reported apart), a free rerun."""
+    cmd = [sys.executable, "-m", "tap.collect", "--task", "ii:singular_to_plural", "--data-dir",
+           str(tmp_path / "data"), "--cache", str(tmp_path / "calls.sqlite"), "--trajectories", "2", "--horizon", "2",
+           "--eval-examples", "4", "--induce", "2"]
+    env = {**os.environ, "TAP_CACHE": REAL_CACHE}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert first["triples"] == 4 and first["proposer_requests"] == 2 and first["proposer_llm_calls"] == 2
+    assert first["example_evaluations"] == 6 * 4 and first["llm_calls"] > 0
+    assert all(isinstance(t, str) and t for t in first["induced_instructions"])
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    again = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert again["llm_calls"] == 0 and again["proposer_llm_calls"] == 0
+    assert again["induced_instructions"] == first["induced_instructions"]
+    assert again["mean_reward"] == first["mean_reward"]
