@@ -114,7 +114,10 @@ def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, p
     curve = []
     for b in grid(args.budgets):
         chain, edits, search_acc = result.best_at(b)
-        curve.append({"budget": b, "test": test(chain), "search": search_acc, "edits": len(edits)})
+        calls_then = max((r.example_evals if hasattr(r, "example_evals") else r.calls for r in result.records
+                          if (r.chain_evals if hasattr(r, "chain_evals") else r.evals) <= b + 1e-9), default=0)
+        curve.append({"budget": b, "test": test(chain), "search": search_acc, "edits": len(edits),
+                      "llm_calls_spent": calls_then})
     costs = result.costs
     return {"task": task_spec, "method": method, "seed": seed, "split_seed": SPLIT_SEED, "setting": setting,
             "budget": max(args.budgets), "budgets": sorted(args.budgets), "eval_examples": args.eval_examples,
@@ -122,7 +125,8 @@ def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, p
             "collection_chain_evals": collection, "initial_test": test(result.initial_chain),
             "initial_search": result.initial_search["accuracy"], "curve": curve,
             "final_chain": result.final_chain.to_dict(), "final_edits": result.edits,
-            "chain_evals": costs["search"]["chain_evals"], "llm_requests": costs["search"]["llm_requests"],
+            "chain_evals": costs["search"]["chain_evals"], "example_evals": costs["search"].get("example_evals"),
+            "llm_requests": costs["search"]["llm_requests"],
             "llm_calls": costs["search"]["llm_calls"], "proposer": costs.get("proposer", {"requests": 0}),
             "seconds": round(search_seconds, 1), "test_seconds": round(time.time() - t0 - search_seconds, 1),
             "config": result.config, "model": getattr(llm, "name", "")}

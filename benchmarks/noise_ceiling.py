@@ -34,7 +34,7 @@ from tap.collection.policy import BehaviourPolicy
 from tap.env import Environment
 from tap.llm import load_llm
 from tap.llm.base import GenerationSettings
-from tap.tasks import load_task
+from tap.tasks import Task, load_task
 
 
 def spearman(x: list[float], y: list[float]) -> float | None:
@@ -62,10 +62,11 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     return None if sxx == 0 or syy == 0 else sxy / (sxx * syy) ** 0.5
 
 
-def measure(task_name: str, llm, n_chains: int, n_edits: int, grid: list[int], seed: int,
+def measure(task_name: str | Task, llm, n_chains: int, n_edits: int, grid: list[int], seed: int,
             max_new_tokens: int = 24) -> dict:
     """Evaluate the chains and edits of one task on both halves; return the per-n reliabilities."""
-    task = load_task(task_name, seed=seed)
+    task = task_name if isinstance(task_name, Task) else load_task(task_name, seed=seed)
+    task_name = task.name
     env = Environment(llm, task, generation=GenerationSettings(max_new_tokens=max_new_tokens))
     half = min(max(grid), len(env.order) // 2)
     grid = [n for n in grid if n <= half] or [half]
