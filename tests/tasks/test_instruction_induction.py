@@ -133,8 +133,16 @@ def test_induction_count_defaults_to_tasks_without_description():
 
 def test_a_built_wheel_holds_the_tasks(tmp_path):
     """Package data: a non-editable install (a wheel) carries the 21 task files and SOURCE.md."""
+    import shutil
+    from pathlib import Path
+
+    root, src = Path(__file__).resolve().parents[2], tmp_path / "src"  # build out of tree: no build/ in the repo
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    shutil.copytree(root / "tap", src / "tap", ignore=shutil.ignore_patterns("__pycache__"))
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(tmp_path), "."], capture_output=True, text=True)
+                           "-w", str(tmp_path), str(src)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = tmp_path.glob("tap-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

@@ -1,1 +1,0 @@
-"""Loss terms, one family per file: contrastive (encoder) and world-model terms."""
