@@ -70,3 +70,17 @@ def test_wrong_keys_are_named(capsys):
 
 def test_there_are_configs():
     assert DATA_CONFIGS and {p.name for p in MODEL_CONFIGS} >= {"encoder.yaml", "world_model.yaml", "planner.yaml"}
+
+
+def test_training_pool_and_transfer_set_are_disjoint_and_load():
+    import yaml
+
+    from tap.tasks import load_task
+
+    pool = yaml.safe_load((CONFIGS / "data" / "ii_pool.yaml").read_text())["init_args"]["tasks"]
+    transfer = yaml.safe_load((CONFIGS / "data" / "ii_transfer.yaml").read_text())["init_args"]
+    assert len(transfer["tasks"]) >= 4 and not set(pool) & set(transfer["tasks"])
+    assert transfer["split_fractions"] == [0.0, 1.0]  # only ever test data
+    for spec in pool + transfer["tasks"]:
+        if spec.startswith("ii:"):
+            assert load_task(spec).match == "surface"
