@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="instructions induced from train pairs for the edit space (default: 8 for a task without "
                          "a description, else 0); proposer requests, reported apart")
     ap.add_argument("--proposer", default=None, help="LLM that induces them (default: the frozen LLM)")
+    ap.add_argument("--siblings", type=int, default=0,
+                    help="sibling edits evaluated at every visited chain, on its examples (0: one edit per step)")
     ap.add_argument("--data-dir", default="data")
     ap.add_argument("--cache", default="default", help="call cache file (default: $TAP_CACHE/calls.sqlite)")
     ap.add_argument("--dtype", default="auto")
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         config = CollectionConfig(
             task=args.task, model=args.model, trajectories=args.trajectories, horizon=args.horizon,
             eval_examples=args.eval_examples, seed=args.seed, mode=args.mode, max_new_tokens=args.max_new_tokens,
-            induce=args.induce, proposer=args.proposer,
+            induce=args.induce, proposer=args.proposer, siblings=args.siblings,
             **({"scale_weights": args.scale_weights} if args.scale_weights else {}),
         )
         task = load_task(args.task, seed=args.seed)  # a bad task fails before any model is loaded

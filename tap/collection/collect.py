@@ -1,7 +1,11 @@
 """Collect edit trajectories ``c_0 -a_0-> c_1 -a_1-> ...`` on the real frozen LLM.
 
 Every step is stored as one chain-edit-response triple (the chain, the edit, the next chain, and
-how the LLM responded to both) in an HF ``datasets`` folder under ``data/``. Collection is a
+how the LLM responded to both) in an HF ``datasets`` folder under ``data/``. With ``siblings=K``,
+every visited chain gets K sibling edits (distinct children, the three scales mixed as the behaviour
+policy draws them), each evaluated on the same examples as its parent; one row per sibling, with the
+group (``group``, ``parent_id``, ``sibling``) and which one the trajectory continued from (``chosen``,
+a seeded uniform pick). Sibling groups are what a search decides between. Collection is a
 deterministic function of its config and seed, and every LLM call goes through the on-disk cache:
 a killed run, started again, replays what was paid from the cache and carries on, losing nothing.
 """
@@ -26,8 +30,12 @@ from tap.chains.chain import Chain
 from tap.chains.induce import default_count, induce_instructions
 from tap.collection.policy import BehaviourPolicy
 from tap.env import Environment, Evaluation
+from tap.errors import TapError
 from tap.llm.base import LLM, GenerationSettings
 from tap.tasks import Task, load_task
+
+#: fields added after collections were first stored, with the default that means "as before"
+LATER_FIELDS = {"induce": None, "proposer": None, "siblings": 0}
 
 
 @dataclass(frozen=True)
@@ -45,11 +53,12 @@ class CollectionConfig:
     scale_weights: dict[str, float] = field(default_factory=lambda: dict(BehaviourPolicy.DEFAULT_WEIGHTS))
     induce: int | None = None  # induced instructions in the edit space (None: tap.chains.induce.default_count)
     proposer: str | None = None  # the LLM that induces them (None: the frozen LLM)
+    siblings: int = 0  # sibling edits evaluated at every visited chain (0: one edit per step)
 
     def fingerprint(self, llm_name: str) -> str:
         fields = asdict(self)
-        for name in ("induce", "proposer"):  # added later: at their defaults, old collections keep their folder
-            if fields[name] is None:
+        for name, default in LATER_FIELDS.items():  # at their defaults, old collections keep their folder
+            if fields[name] == default:
                 del fields[name]
         blob = json.dumps({**fields, "llm": llm_name}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -85,34 +94,46 @@ def collect(config: CollectionConfig, llm: LLM, data_dir: str | Path = "data", t
 
     start = time.time()
     task = task or load_task(config.task, seed=config.seed)
+    if config.siblings < 0:
+        raise TapError(f"siblings must be >= 0 (got {config.siblings}).")
     env = Environment(llm, task, mode=config.mode,  # type: ignore[arg-type]
-                      generation=GenerationSettings(max_new_tokens=config.max_new_tokens))
-    examples = task.val[: config.eval_examples]
+                      generation=GenerationSettings(max_new_tokens=config.max_new_tokens),
+                      eval_examples=config.eval_examples)
+    examples = env.order[: env.eval_examples]  # the first eval_examples val examples, for every chain
     induction = induce_instructions(proposer or llm, task, n=default_count(task, config.induce), seed=config.seed)
     space = edit_space(task, induced=induction.instructions)
     policy = BehaviourPolicy(space, config.scale_weights)
     calls0, hits0 = getattr(llm, "calls", 0), getattr(llm, "hits", 0)
     rows: list[dict] = []
-    bar = tqdm(total=config.trajectories * config.horizon, desc=f"collect {task.name}", disable=not progress,
-               unit="edit")
+    bar = tqdm(total=config.trajectories * config.horizon * max(config.siblings, 1), desc=f"collect {task.name}",
+               disable=not progress, unit="edit")
     for traj in range(config.trajectories):
         rng = random.Random(f"collect:{config.task}:{config.seed}:{traj}")
         chain: Chain = initial_chain(task.description) if traj == 0 else space.random_chain(rng)
-        ev = env.evaluate(chain, examples)
+        ev = env.evaluate_at(chain)
         for step in range(config.horizon):
-            edit = policy.act(chain, rng)
-            nxt = apply_edit(chain, edit)
-            ev_next = env.evaluate(nxt, examples)
-            rows.append({
-                "task": task.name, "trajectory": traj, "step": step,
-                "chain": chain.to_json(), "edit": edit.to_json(), "next_chain": nxt.to_json(),
-                "scale": edit.scale, "op": edit.op, "op_id": edit.op_id,
-                "example_uids": [ex.uid for ex in examples],
-                **response_fields(ev, ""), **response_fields(ev_next, "next_"),
-                "next_responses": [r.response for r in ev_next.results],
-            })
-            chain, ev = nxt, ev_next
-            bar.update()
+            if config.siblings:
+                group = policy.siblings(chain, config.siblings, rng)
+                pick = rng.randrange(len(group))
+            else:
+                edit = policy.act(chain, rng)
+                group, pick = [(edit, apply_edit(chain, edit))], 0
+            parent_id = hashlib.sha256(chain.to_json().encode()).hexdigest()[:16]
+            for i, (edit, nxt) in enumerate(group):
+                ev_next = env.evaluate_at(nxt)  # the parent's examples: paired, each pair paid once
+                rows.append({
+                    "task": task.name, "trajectory": traj, "step": step,
+                    "group": f"{traj}:{step}", "parent_id": parent_id, "sibling": i, "chosen": i == pick,
+                    "chain": chain.to_json(), "edit": edit.to_json(), "next_chain": nxt.to_json(),
+                    "scale": edit.scale, "op": edit.op, "op_id": edit.op_id,
+                    "example_uids": [ex.uid for ex in examples],
+                    **response_fields(ev, ""), **response_fields(ev_next, "next_"),
+                    "next_responses": [r.response for r in ev_next.results],
+                })
+                if i == pick:
+                    chosen = (nxt, ev_next)
+                bar.update()
+            chain, ev = chosen
             bar.set_postfix(calls=getattr(llm, "calls", 0) - calls0, hits=getattr(llm, "hits", 0) - hits0,
                             reward=f"{ev.accuracy:.2f}")
     bar.close()
@@ -123,7 +144,7 @@ def collect(config: CollectionConfig, llm: LLM, data_dir: str | Path = "data", t
     seconds = time.time() - start
     summary = {
         "task": task.name, "model": llm.name, "mode": env.mode, "path": str(out),
-        "triples": len(rows), "trajectories": config.trajectories,
+        "triples": len(rows), "trajectories": config.trajectories, "siblings": config.siblings,
         "llm_calls": getattr(llm, "calls", 0) - calls0, "cache_hits": getattr(llm, "hits", 0) - hits0,
         "chain_evaluations": env.chain_evals, "example_evaluations": env.example_evals,
         "induced_instructions": list(induction.instructions), "proposer_requests": induction.requests,

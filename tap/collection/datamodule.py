@@ -5,6 +5,9 @@
 trajectory is wholly unseen) into train / val / test. An item is a window of ``window``
 consecutive edits of one trajectory: the chains ``c_t .. c_{t+window}`` at each scale, the edits
 between them, and how the LLM responded to every chain (the world model's rollout targets).
+With sibling data (``siblings=K``), windows follow the edits each trajectory continued from, and
+``sibling_dataloader`` serves the sibling groups: every edit evaluated at one parent chain, on the
+parent's examples (the decision a search makes).
 """
 
 from __future__ import annotations
@@ -49,6 +52,29 @@ def payload_text(edit: Edit) -> str:
     if isinstance(p, dict):
         return f"{p.get('spec', '')} {p.get('template', '')}".strip()
     return "" if p is None else str(p)
+
+
+class SiblingGroups(Dataset):
+    """Groups of sibling edits of one parent chain (at least two per group)."""
+
+    def __init__(self, groups: list[list[dict]]) -> None:
+        self.items = [g for g in groups if len(g) >= 2]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, idx: int) -> list[dict]:
+        return self.items[idx]
+
+
+def collate_siblings(batch: list[list[dict]]) -> dict:
+    """Stack sibling groups: every sibling is a one-edit window (``collate_windows``, N = all siblings of
+    the batch) plus ``group`` (N,) long, the index of its group in the batch.
+    """
+    rows = [row for group in batch for row in group]
+    out = collate_windows([[row] for row in rows])
+    out["group"] = torch.tensor([g for g, group in enumerate(batch) for _ in group], dtype=torch.long)
+    return out
 
 
 class TrajectoryWindows(Dataset):
@@ -141,6 +167,7 @@ class TriplesDataModule(L.LightningDataModule):
         window: consecutive edits per item (1 = single triples; H for H-step rollouts).
         batch_size: items per batch.
         split_fractions: fractions of trajectories (per task) for val and test; train keeps the rest.
+        siblings: sibling edits collected at every visited chain (0: one edit per step).
         seed: collection seed and the trajectory split's seed.
         data_dir: where collections live (``data/`` by default).
         cache: LLM call cache file (``default``: ``$TAP_CACHE/calls.sqlite``).
@@ -152,7 +179,8 @@ class TriplesDataModule(L.LightningDataModule):
     def __init__(self, tasks: list[str] | None = None, model: str = "smollm2", trajectories: int = 8,
                  horizon: int = 6, eval_examples: int = 16, window: int = 1, batch_size: int = 32,
                  split_fractions: tuple[float, float] = (0.15, 0.15), seed: int = 0, data_dir: str = "data",
-                 cache: str = "default", mode: str = "auto", max_new_tokens: int = 24, num_workers: int = 0) -> None:
+                 cache: str = "default", mode: str = "auto", max_new_tokens: int = 24, num_workers: int = 0,
+                 siblings: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.tasks = list(tasks or ["bigbench:arithmetic/1_digit_addition"])
@@ -164,9 +192,10 @@ class TriplesDataModule(L.LightningDataModule):
                            "(0.0, 1.0 makes every trajectory test data, for a task held out from training).")
         self.configs = [CollectionConfig(task=t, model=model, trajectories=trajectories, horizon=horizon,
                                          eval_examples=eval_examples, seed=seed, mode=mode,
-                                         max_new_tokens=max_new_tokens) for t in self.tasks]
+                                         max_new_tokens=max_new_tokens, siblings=siblings) for t in self.tasks]
         self._llm = None
         self.splits: dict[str, TrajectoryWindows] = {}
+        self.groups: dict[str, SiblingGroups] = {}
 
     @property
     def llm(self):
@@ -191,6 +220,7 @@ class TriplesDataModule(L.LightningDataModule):
         if self.splits:
             return
         parts: dict[str, list[list[dict]]] = {"train": [], "val": [], "test": []}
+        groups: dict[str, list[list[dict]]] = {"train": [], "val": [], "test": []}
         val_f, test_f = self.hparams.split_fractions
         for config in self.configs:
             path = self._dir(config) / "triples"
@@ -202,8 +232,11 @@ class TriplesDataModule(L.LightningDataModule):
             for row in rows:
                 row["context"] = context
             by_traj: dict[int, list[dict]] = defaultdict(list)
+            by_group: dict[int, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
             for row in rows:
-                by_traj[row["trajectory"]].append(row)
+                if row.get("chosen", True):  # the edit the trajectory continued from (every row before siblings)
+                    by_traj[row["trajectory"]].append(row)
+                by_group[row["trajectory"]][row["step"]].append(row)
             ids = sorted(by_traj)
             random.Random(f"traj-split:{config.task}:{self.hparams.seed}").shuffle(ids)
             n_val = round(len(ids) * val_f)
@@ -213,7 +246,10 @@ class TriplesDataModule(L.LightningDataModule):
             chosen = {"val": ids[:n_val], "test": ids[n_val : n_val + n_test], "train": ids[n_val + n_test :]}
             for split, traj_ids in chosen.items():
                 parts[split] += [sorted(by_traj[i], key=lambda r: r["step"]) for i in sorted(traj_ids)]
+                groups[split] += [sorted(by_group[i][step], key=lambda r: r.get("sibling", 0))
+                                  for i in sorted(traj_ids) for step in sorted(by_group[i])]
         self.splits = {s: TrajectoryWindows(t, self.hparams.window) for s, t in parts.items()}
+        self.groups = {s: SiblingGroups(g) for s, g in groups.items()}
 
     def context(self, task: str) -> str:
         """The task context the encoder sees: the task's own description."""
@@ -229,6 +265,18 @@ class TriplesDataModule(L.LightningDataModule):
             raise TapError(f"the {split} split has no items; collect more trajectories or change split_fractions.")
         return DataLoader(data, batch_size=self.hparams.batch_size, shuffle=shuffle, collate_fn=collate_windows,
                           num_workers=self.hparams.num_workers,
+                          generator=torch.Generator().manual_seed(self.hparams.seed) if shuffle else None)
+
+    def sibling_dataloader(self, split: str, batch_size: int | None = None, shuffle: bool = False) -> DataLoader:
+        """Batches of sibling groups of ``split`` (``collate_siblings``); empty without sibling data."""
+        if not self.splits:
+            self.setup()
+        data = self.groups[split]
+        if len(data) == 0:
+            raise TapError(f"the {split} split has no sibling groups; collect with siblings >= 2 "
+                           "(--data.init_args.siblings 6).")
+        return DataLoader(data, batch_size=batch_size or max(1, self.hparams.batch_size // 6), shuffle=shuffle,
+                          collate_fn=collate_siblings, num_workers=self.hparams.num_workers,
                           generator=torch.Generator().manual_seed(self.hparams.seed) if shuffle else None)
 
     def train_dataloader(self) -> DataLoader:

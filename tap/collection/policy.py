@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from tap.chains.chain import Chain
-from tap.chains.edits import SCALES, Edit, EditSpace
+from tap.chains.edits import SCALES, Edit, EditSpace, apply_edit
 from tap.errors import TapError
 
 
@@ -32,3 +32,19 @@ class BehaviourPolicy:
 
     def act(self, chain: Chain, rng: random.Random) -> Edit:
         return self.space.sample(chain, rng, self.scale_weights)
+
+    def siblings(self, chain: Chain, k: int, rng: random.Random) -> list[tuple[Edit, Chain]]:
+        """Up to ``k`` edits of ``chain`` drawn like ``act`` whose children are distinct chains (and differ
+        from ``chain``): the sibling group a search chooses from at this chain.
+        """
+        out: list[tuple[Edit, Chain]] = []
+        seen = {chain.to_json()}
+        for _ in range(20 * k):
+            if len(out) == k:
+                break
+            edit = self.act(chain, rng)
+            child = apply_edit(chain, edit)
+            if child.to_json() not in seen:
+                seen.add(child.to_json())
+                out.append((edit, child))
+        return out

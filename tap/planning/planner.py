@@ -321,7 +321,8 @@ class Planner:
         """
         d = self.training_data
         tasks = list(d.get("tasks") or [])
-        per_task = int(d.get("trajectories", 0)) * (int(d.get("horizon", 0)) + 1)  # each trajectory: c_0 .. c_H
+        # each trajectory: c_0, then H steps of max(1, K) evaluated edits (K sibling edits per step)
+        per_task = int(d.get("trajectories", 0)) * (int(d.get("horizon", 0)) * max(int(d.get("siblings") or 0), 1) + 1)
         this = per_task if task.name in tasks else 0
         examples = int(d.get("eval_examples") or 0)
         per_example = 2 if mode == "generate" else max((len(ex.choices) for ex in task.val[:examples]), default=0)

@@ -183,3 +183,54 @@ def test_response_summary_shape_of_answers():
     assert response_summary(0.0, 0.1, 0.5, ["x"] * 4) == pytest.approx([0.0, 0.1, 0.5, 0.0, 1.0])  # one label
     assert response_summary(1.0, 1.0, 1.0, list("abcd")) == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.25])
     assert len(RESPONSE_FEATURES) == 5
+
+
+def test_sibling_collection_pays_each_pair_once_on_the_parents_examples(tiny_task, tmp_path):
+    from tests.helpers import RuleLLM
+
+    fake = RuleLLM()
+    config = CollectionConfig(task="tiny", trajectories=2, horizon=3, eval_examples=5, max_new_tokens=4, siblings=4)
+    summary = collect(config, _cached(fake, None), data_dir=tmp_path / "data", task=tiny_task, progress=False)
+    rows = _rows(summary)
+    assert summary["triples"] == len(rows) == 2 * 3 * 4 and summary["siblings"] == 4
+    groups: dict = {}
+    for row in rows:
+        groups.setdefault(row["group"], []).append(row)
+    assert len(groups) == 6
+    val_uids = [ex.uid for ex in tiny_task.val[:5]]
+    chains = set()
+    for g in groups.values():
+        assert [r["sibling"] for r in g] == [0, 1, 2, 3] and sum(r["chosen"] for r in g) == 1
+        assert len({r["chain"] for r in g}) == 1 and len({r["parent_id"] for r in g}) == 1  # one parent
+        assert len({r["next_chain"] for r in g}) == 4  # distinct children
+        assert all(r["example_uids"] == val_uids for r in g)  # paired with the parent
+        chains |= {g[0]["chain"], *(r["next_chain"] for r in g)}
+    for t in range(2):  # the trajectory continues from the chosen sibling
+        chosen = sorted((r for r in rows if r["trajectory"] == t and r["chosen"]), key=lambda r: r["step"])
+        for prev, nxt in zip(chosen, chosen[1:]):
+            assert prev["next_chain"] == nxt["chain"]
+    # every distinct (chain, example) pair was paid exactly once: the LLM generated once per pair
+    assert summary["example_evaluations"] == 5 * len(chains) == fake.generated
+
+
+def test_datamodule_serves_windows_of_chosen_edits_and_sibling_groups(tmp_path, monkeypatch):
+    from tap.collection.datamodule import SiblingGroups
+    from tests.helpers import RuleLLM, arithmetic_task
+
+    task = arithmetic_task(60, name="tiny-arith")
+    monkeypatch.setattr("tap.collection.datamodule.TriplesDataModule.context", lambda self, t: "")
+    dm = TriplesDataModule(tasks=["tiny-arith"], trajectories=4, horizon=3, eval_examples=4, window=2,
+                           batch_size=4, siblings=3, data_dir=str(tmp_path / "data"), cache=str(tmp_path / "c.sqlite"),
+                           split_fractions=(0.25, 0.25))
+    dm._llm = _cached(RuleLLM(), None)
+    collect(dm.configs[0], dm._llm, data_dir=tmp_path / "data", task=task, progress=False)
+    dm.setup()
+    assert sum(len(d) for d in dm.splits.values()) == 4 * 2  # windows of 2 over 3 chosen edits per trajectory
+    assert isinstance(dm.groups["train"], SiblingGroups) and sum(len(g) for g in dm.groups.values()) == 4 * 3
+    for window in dm.splits["train"].items:
+        assert all(row["chosen"] for row in window)
+    batch = next(iter(dm.sibling_dataloader("train", batch_size=2)))
+    assert batch["group"].tolist() == [0, 0, 0, 1, 1, 1]
+    assert batch["reward"].shape == (6, 2) and batch["edit_op"].shape == (6, 1)
+    parents = [batch["chain_json"][i][0] for i in range(6)]
+    assert parents[0] == parents[1] == parents[2] and parents[3] == parents[5]
