@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
@@ -14,7 +15,8 @@ class CachedLLM(LLM):
     written to the cache after each chunk, so a kill loses at most one chunk of work.
 
     ``calls`` counts real (uncached) LLM calls, ``hits`` calls answered from the cache; one call is
-    one prompt generated or one (prompt, continuation) pair scored.
+    one prompt generated or one (prompt, continuation) pair scored. A damaged cache entry (failed
+    checksum) is paid again, counted in ``repaid`` and reported on stderr.
     """
 
     def __init__(self, llm: LLM, cache: CallCache, chunk: int = 64) -> None:
@@ -25,12 +27,19 @@ class CachedLLM(LLM):
         self.has_chat_template = llm.has_chat_template
         self.calls = 0
         self.hits = 0
+        self.repaid = 0
 
     def format_chat(self, messages: list[dict[str, str]]) -> str:
         return self.llm.format_chat(messages)
 
     def _run(self, keys: list[str], compute, items: list) -> list:
+        damaged0 = self.cache.damaged
         found = self.cache.get_many(keys)
+        damaged = self.cache.damaged - damaged0
+        if damaged:
+            self.repaid += damaged
+            print(f"[tap] {damaged} damaged cache entries in {self.cache.path} were re-paid "
+                  f"({self.repaid} so far in this run)", file=sys.stderr)
         missing = [i for i, k in enumerate(keys) if k not in found]
         fresh = {keys[i] for i in missing}
         self.hits += sum(1 for k in keys if k in found)

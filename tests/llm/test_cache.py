@@ -264,3 +264,84 @@ def test_kill_and_resume(tmp_path):
     uninterrupted = CachedLLM(FakeLLM(), CallCache(None), chunk=CHUNK).generate(PROMPTS, SETTINGS)
     assert results == uninterrupted == [fake_reply(p) for p in PROMPTS]
     assert len(CallCache(path)) == TOTAL
+
+
+# --- damage (issue: a damaged cache is never served) -----------------------------------------------
+def _fill(path, n=40):
+    cache = CachedLLM(FakeLLM(), CallCache(path))
+    prompts = [f"What is {i} + {i}?" for i in range(n)]
+    first = cache.generate(prompts, SETTINGS)
+    cache.cache.close()
+    return prompts, first
+
+
+def test_a_changed_digit_in_a_value_is_repaid_and_reported(tmp_path, capsys):
+    path = tmp_path / "calls.sqlite"
+    prompts, first = _fill(path)
+    db = sqlite3.connect(path)
+    key, value = db.execute("SELECT key, value FROM calls LIMIT 1").fetchone()
+    changed = value.replace(value[1], "Z" if value[1] != "Z" else "Y", 1)  # one character of the stored JSON
+    db.execute("UPDATE calls SET value = ? WHERE key = ?", (changed, key))
+    db.commit()
+    db.close()
+    fake = FakeLLM()
+    llm = CachedLLM(fake, CallCache(path))
+    again = llm.generate(prompts, SETTINGS)
+    assert again == first  # the damaged entry was paid again, not served
+    assert fake.generated == 1 and llm.calls == 1 and llm.repaid == 1 and llm.cache.damaged == 1
+    assert "1 damaged cache entries" in capsys.readouterr().err
+    assert CachedLLM(FakeLLM(), CallCache(path)).generate(prompts, SETTINGS) == first  # repaired on disk
+
+
+def test_broken_json_in_a_value_is_repaid(tmp_path):
+    path = tmp_path / "calls.sqlite"
+    prompts, first = _fill(path, 5)
+    db = sqlite3.connect(path)
+    db.execute("UPDATE calls SET value = '{broken', check_ = NULL WHERE rowid = 2")  # no check: a legacy row
+    db.commit()
+    db.close()
+    fake = FakeLLM()
+    llm = CachedLLM(fake, CallCache(path))
+    assert llm.generate(prompts, SETTINGS) == first and fake.generated == 1 and llm.repaid == 1
+
+
+def test_rows_without_a_checksum_are_read_as_they_are(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE calls (key TEXT PRIMARY KEY, value TEXT NOT NULL)")  # the format before checksums
+    db.execute("INSERT INTO calls VALUES ('k', '[1, 2]')")
+    db.commit()
+    db.close()
+    cache = CallCache(path)
+    assert cache.get_many(["k"]) == {"k": [1, 2]} and cache.damaged == 0
+    cache.put_many({"j": 3})
+    assert cache.get_many(["j", "k"]) == {"j": 3, "k": [1, 2]}
+
+
+def test_garbage_in_a_data_page_gets_a_clear_error(tmp_path):
+    path = tmp_path / "calls.sqlite"
+    prompts, _ = _fill(path, 400)
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    data = bytearray(path.read_bytes())
+    for p in range(2, len(data) // page):  # every page but the header page, so the file still opens
+        data[p * page: p * page + 200] = b"\xde\xad\xbe\xef" * 50
+    path.write_bytes(bytes(data))
+    with pytest.raises(CacheError, match="is unreadable") as err:
+        CachedLLM(FakeLLM(), CallCache(path)).generate(prompts, SETTINGS)
+    assert str(path) in str(err.value) and "move it aside" in str(err.value)
+
+
+def test_cache_in_an_unwritable_folder_says_so(tmp_path, monkeypatch):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    monkeypatch.setattr("tap.llm.cache.os.access", lambda p, mode: False)  # root ignores permission bits
+    with pytest.raises(CacheError, match="the folder .*ro is not writable") as err:
+        CallCache(folder / "calls.sqlite")
+    assert "--cache" in str(err.value) and "move it aside" not in str(err.value)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(CacheError, match="is not writable"):
+        CallCache(blocker / "sub" / "calls.sqlite")  # a file where a folder should be
