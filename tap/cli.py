@@ -29,6 +29,23 @@ class TapCLI(LightningCLI):
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 1,
                              "checkpoint.enable_version_counter": False})
 
+    def before_instantiate_classes(self) -> None:
+        """Refuse a misspelled ``loss_scales`` key with one sentence, before any model is built."""
+        import importlib
+
+        from tap.errors import unknown_loss_terms
+
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        model = config.get("model") or {}
+        module, _, name = str(model.get("class_path", "")).rpartition(".")
+        try:
+            known = getattr(getattr(importlib.import_module(module), name), "LOSS_TERMS", None)
+        except (ImportError, ValueError):
+            return
+        scales = (model.get("init_args") or {}).get("loss_scales") or {}
+        if known is not None and set(scales) - set(known):
+            raise unknown_loss_terms(set(scales) - set(known), known)
+
     def _check_ckpt_path(self) -> None:
         ckpt = self.config[self.subcommand].get("ckpt_path")
         if ckpt and ckpt not in ("last", "best", "hpc", "registry") and not Path(ckpt).exists():

@@ -5,6 +5,10 @@ class TapError(Exception):
     """Base class of every error TaP raises on purpose."""
 
 
+class ConfigError(TapError, ValueError):
+    """A setting is invalid (e.g. an unknown loss term in ``loss_scales``); also a ``ValueError``."""
+
+
 class TaskError(TapError):
     """A task cannot be found, fetched or parsed."""
 
@@ -27,3 +31,13 @@ class BudgetExhausted(TapError):
 
 class BackendError(TapError):
     """A frozen-LLM backend cannot be loaded or called."""
+
+
+def unknown_loss_terms(unknown: set[str], known: tuple[str, ...]) -> ConfigError:
+    """The error for misspelled keys in a system's ``loss_scales``, with the closest known names."""
+    import difflib
+
+    hints = [f"{u!r} -> {close[0]!r}" for u in sorted(unknown) if (close := difflib.get_close_matches(u, known, 1))]
+    hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+    return ConfigError(f"unknown loss term(s) {sorted(unknown)} in loss_scales{hint}; known: {list(known)}. "
+                       "Fix: correct model.init_args.loss_scales in the config.")

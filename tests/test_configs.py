@@ -84,3 +84,13 @@ def test_training_pool_and_transfer_set_are_disjoint_and_load():
     for spec in pool + transfer["tasks"]:
         if spec.startswith("ii:"):
             assert load_task(spec).match == "surface"
+
+
+@pytest.mark.parametrize("config,key,hint", [("world_model.yaml", "latnet", "'latent'"),
+                                             ("encoder.yaml", "infonse", "'infonce'")])
+def test_misspelled_loss_scale_is_one_clear_sentence(config, key, hint):
+    from tap.errors import TapError
+
+    with pytest.raises(TapError, match=rf"unknown loss term\(s\) \['{key}'\] in loss_scales \(did you mean .*{hint}"):
+        main(["fit", "--config", str(CONFIGS / config), f"--model.init_args.loss_scales.{key}=1.0",
+              "--model.init_args.encoder=hash" if config == "world_model.yaml" else "--model.init_args.backbone=hash"])

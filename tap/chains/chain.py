@@ -8,6 +8,11 @@ from typing import Any
 
 from tap.errors import ChainError
 
+#: the JSON form of a chain, shown in error messages
+CHAIN_SHAPE = ('{"instruction": "text", "answer_format": {"spec": "text", "template": "... {answer} ..."}, '
+               '"steps": ["text", ...], "demos": [{"uid": 3, "input": "text", "output": "text"}, ...]} '
+               "(every key optional), as Chain.to_json() and final_chain.json write it.")
+
 
 @dataclass(frozen=True)
 class AnswerFormat:
@@ -96,18 +101,33 @@ class Chain:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Chain:
+        """A chain from its JSON form (as ``to_dict`` writes it); types and keys are checked."""
+        def bad(what: str) -> ChainError:
+            return ChainError(f"malformed chain JSON: {what}. Expected {CHAIN_SHAPE}")
+
         if not isinstance(data, dict):
-            raise ChainError(f"a chain must be a JSON object as written by Chain.to_json(), got {type(data).__name__}.")
-        try:
-            return cls(
-                instruction=data.get("instruction", ""),
-                answer_format=AnswerFormat(**data.get("answer_format", {})),
-                steps=tuple(data.get("steps", ())),
-                demos=tuple(Demo(**d) for d in data.get("demos", ())),
-            )
-        except (TypeError, AttributeError) as err:
-            raise ChainError(f"malformed chain JSON ({err}); expected keys instruction, answer_format, "
-                             "steps, demos as written by Chain.to_json().") from err
+            raise bad(f"a chain must be a JSON object, got {type(data).__name__}")
+        unknown = set(data) - {"instruction", "answer_format", "steps", "demos"}
+        if unknown:
+            raise bad(f"unknown key(s) {sorted(unknown)}")
+        instruction = data.get("instruction", "")
+        if not isinstance(instruction, str):
+            raise bad(f"'instruction' must be text, got {type(instruction).__name__} {instruction!r}")
+        steps = data.get("steps", [])
+        if not isinstance(steps, list | tuple) or not all(isinstance(x, str) for x in steps):
+            raise bad(f"'steps' must be a list of texts, got {steps!r}")
+        fmt = data.get("answer_format", {})
+        if not isinstance(fmt, dict) or set(fmt) - {"spec", "template"} or not all(
+                isinstance(v, str) for v in fmt.values()):
+            raise bad(f"'answer_format' must be an object with text 'spec' and 'template', got {fmt!r}")
+        demos = data.get("demos", [])
+        if not isinstance(demos, list | tuple) or not all(
+                isinstance(d, dict) and set(d) == {"uid", "input", "output"} and isinstance(d["uid"], int)
+                and isinstance(d["input"], str) and isinstance(d["output"], str) for d in demos):
+            raise bad(f"'demos' must be a list of objects with an integer 'uid' and text 'input' and 'output', "
+                      f"got {demos!r}"[:300])
+        return cls(instruction=instruction, answer_format=AnswerFormat(**fmt), steps=tuple(steps),
+                   demos=tuple(Demo(**d) for d in demos))
 
     @classmethod
     def from_json(cls, text: str) -> Chain:

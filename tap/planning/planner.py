@@ -258,8 +258,6 @@ class Planner:
                 rec = StepRecord(step, candidates[i].to_dict(), predicted[i], unc[i], ev_next.accuracy, ev_next.dense,
                                  env.chain_evals, requests(), example_evals=env.example_evals)
                 records.append(rec)
-                if on_record is not None:
-                    on_record(rec)
                 tried.append((rec, nxt, ev_next, candidates[i]))
                 refiner.add(transition_row(task.name, task.description, step, chain, current, candidates[i], nxt,
                                            ev_next, method))
@@ -269,6 +267,9 @@ class Planner:
                     rec.accepted = True
                     chain, current = nxt, ev_next
                     edits.append(edit.to_dict())
+                if on_record is not None:  # after the accept decision: a live line never contradicts the summary
+                    for shown, *_ in tried:
+                        on_record(shown)
                 losses = refiner.refine()
                 if losses:
                     refine_log.append({"step": step, **losses})

@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from torchmetrics import SpearmanCorrCoef
 
+from tap.errors import unknown_loss_terms
 from tap.losses.contrastive import ResponseInfoNCE, alignment_uniformity, distance_alignment, response_distance
 from tap.models.encoder import ChainEncoderNet, ChainViews
 from tap.models.text import build_backbone
@@ -43,6 +44,9 @@ class ContrastiveEncoder(TapSystem):
         weight_decay: AdamW weight decay.
     """
 
+    #: the loss terms ``loss_scales`` may name (checked by the CLI before anything is built)
+    LOSS_TERMS: tuple[str, ...] = ENCODER_LOSSES
+
     def __init__(self, backbone: Literal["minilm", "hash"] = "minilm", latent_dim: int = 64, hidden_dim: int = 256,
                  lora_rank: int = 8, lora_alpha: int = 16, max_tokens: int = 256, hash_dim: int = 64,
                  temperature: float = 0.1, positive_threshold: float = 0.05,
@@ -52,7 +56,7 @@ class ContrastiveEncoder(TapSystem):
         self.save_hyperparameters()
         unknown = set(loss_scales or {}) - set(ENCODER_LOSSES)
         if unknown:
-            raise ValueError(f"unknown loss terms {sorted(unknown)} in loss_scales; known: {list(ENCODER_LOSSES)}.")
+            raise unknown_loss_terms(unknown, ENCODER_LOSSES)
         self.loss_scales = {k: 1.0 for k in ENCODER_LOSSES} | dict(loss_scales or {})
         text = (build_backbone("minilm", lora_rank=lora_rank, lora_alpha=lora_alpha, max_tokens=max_tokens)
                 if backbone == "minilm" else build_backbone("hash", dim=hash_dim))

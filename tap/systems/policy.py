@@ -23,6 +23,7 @@ from tap.chains import edit_space
 from tap.chains.chain import Chain
 from tap.chains.edits import Edit
 from tap.chains.render import chain_views
+from tap.errors import unknown_loss_terms
 from tap.metrics import GroupedRankAgreement
 from tap.models import State
 from tap.models.policy import Actor, Critic
@@ -67,6 +68,9 @@ class ImaginationPolicy(TapSystem):
         menu_seed: seeds the candidate menus (training draws change per step; validation's are fixed).
     """
 
+    #: the loss terms ``loss_scales`` may name (checked by the CLI before anything is built)
+    LOSS_TERMS: tuple[str, ...] = POLICY_LOSSES
+
     def __init__(self, world_model: str = "checkpoints/world_model", world_model_hparams: dict | None = None,
                  world_model_data: dict | None = None, candidates: int = 12, rollout_horizon: int = 5,
                  discount: float = 0.9, lambda_: float = 0.95, uncertainty_penalty: float = 0.5, hidden_dim: int = 256,
@@ -75,7 +79,7 @@ class ImaginationPolicy(TapSystem):
         super().__init__()
         unknown = set(loss_scales or {}) - set(POLICY_LOSSES)
         if unknown:
-            raise ValueError(f"unknown loss terms {sorted(unknown)} in loss_scales; known: {list(POLICY_LOSSES)}.")
+            raise unknown_loss_terms(unknown, POLICY_LOSSES)
         if candidates < 2 or rollout_horizon < 1:
             raise ValueError(f"candidates ({candidates}) must be >= 2 and rollout_horizon ({rollout_horizon}) >= 1.")
         self.save_hyperparameters()

@@ -30,6 +30,7 @@ from tap.chains.chain import Chain
 from tap.chains.edits import SCALES, Edit
 from tap.chains.render import chain_views
 from tap.collection.datamodule import RESPONSE_FEATURES, SCALE_IDS, payload_text
+from tap.errors import unknown_loss_terms
 from tap.metrics import GroupedRankAgreement
 from tap.models import WORLD_MODELS, EditEmbedder, State, WorldModelNet
 from tap.models.encoder import LATENT_KEYS
@@ -78,6 +79,9 @@ class WorldModel(TapSystem):
         weight_decay: AdamW weight decay.
     """
 
+    #: the loss terms ``loss_scales`` may name (checked by the CLI before anything is built)
+    LOSS_TERMS: tuple[str, ...] = WM_LOSSES
+
     def __init__(self, encoder: str = "checkpoints/encoder", encoder_hparams: dict | None = None,
                  world_model: Literal["hierarchical", "flat", "demo"] = "hierarchical", action_dim: int = 64,
                  deter_dim: int = 128, stoch_dim: int = 32, hidden_dim: int = 256, ensemble: int = 5,
@@ -86,7 +90,7 @@ class WorldModel(TapSystem):
         super().__init__()
         unknown = set(loss_scales or {}) - set(WM_LOSSES)
         if unknown:
-            raise ValueError(f"unknown loss terms {sorted(unknown)} in loss_scales; known: {list(WM_LOSSES)}.")
+            raise unknown_loss_terms(unknown, WM_LOSSES)
         if world_model not in WORLD_MODELS:
             raise ValueError(f"unknown world_model {world_model!r}; choose one of {list(WORLD_MODELS)}.")
         self.save_hyperparameters()

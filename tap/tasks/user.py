@@ -28,6 +28,38 @@ def _as_list(value: object) -> list[str]:
     return [t.strip() for t in text.split("|")] if "|" in text else [text]
 
 
+def _precheck(path: Path, kind: str) -> None:
+    """Fail before any parsing library does, naming the line: non-UTF-8 bytes, an empty file, a JSONL line
+    that is not a JSON object, a CSV with a header and no rows.
+    """
+    rows = 0
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise TaskError(f"{path}, line {number} is not UTF-8 text (byte {raw[err.start]:#04x} at column "
+                                f"{err.start + 1}). Fix: save the file as UTF-8.") from None
+            if not line.strip():
+                continue
+            rows += 1
+            if kind == "json" and path.suffix.lower() == ".jsonl":
+                try:
+                    obj = json.loads(line.rstrip("\r\n"))
+                except json.JSONDecodeError as err:
+                    raise TaskError(f"{path}, line {number} is not valid JSON ({err.msg} at column {err.colno}). "
+                                    "Fix: one JSON object per line, e.g. {\"input\": \"...\", \"target\": \"...\"}."
+                                    ) from None
+                if not isinstance(obj, dict):
+                    raise TaskError(f"{path}, line {number} is a JSON {type(obj).__name__}, not an object. Fix: one "
+                                    "JSON object per line, e.g. {\"input\": \"...\", \"target\": \"...\"}.")
+    if rows == 0:
+        raise TaskError(f"task file {path} is empty. Fix: give at least 3 rows (one per split), each with an "
+                        "'input' and a 'target' (or 'choices' and 'answer').")
+    if kind == "csv" and rows == 1:
+        raise TaskError(f"task file {path} has a header but no rows. Fix: add at least 3 rows under the header.")
+
+
 def load_user_task(path: str | Path) -> tuple[list[Example], Metric, str]:
     """Examples and metric from a ``.jsonl``/``.json``/``.csv`` file."""
     import datasets
@@ -38,6 +70,7 @@ def load_user_task(path: str | Path) -> tuple[list[Example], Metric, str]:
     kind = {".jsonl": "json", ".json": "json", ".csv": "csv"}.get(path.suffix.lower())
     if kind is None:
         raise TaskError(f"task file {path} must end in .jsonl, .json or .csv (got {path.suffix!r}).")
+    _precheck(path, kind)
     try:
         # CSV cells stay text ("007" is not 7, "NA" is not missing)
         extra: dict = {}

@@ -79,6 +79,21 @@ def test_json_round_trip():
     assert FULL.to_json() == text  # deterministic (sorted keys)
 
 
+@pytest.mark.parametrize("data,message", [
+    ({"instruction": 5}, r"'instruction' must be text, got int 5"),
+    ({"steps": "Think."}, r"'steps' must be a list of texts, got 'Think.'"),
+    ({"step": ["Think."]}, r"unknown key\(s\) \['step'\]"),
+    ({"answer_format": "Answer: {answer}"}, r"'answer_format' must be an object"),
+    ({"answer_format": {"templat": "{answer}"}}, r"'answer_format' must be an object"),
+    ({"demos": [{"uid": "x", "input": "a", "output": "b"}]}, r"'demos' must be a list of objects"),
+    ([1, 2], r"a chain must be a JSON object, got list"),
+])
+def test_from_dict_checks_types_and_keys_and_shows_the_shape(data, message):
+    with pytest.raises(ChainError, match=message) as err:
+        Chain.from_dict(data)
+    assert '"steps": ["text", ...]' in str(err.value)
+
+
 def test_from_dict_defaults():
     assert Chain.from_dict({"instruction": "x"}) == Chain("x")
     assert Chain.from_dict({}) == Chain()

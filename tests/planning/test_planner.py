@@ -234,3 +234,12 @@ def test_plan_cli_end_to_end_on_a_task_file(tmp_path, capsys, monkeypatch):
     assert code == 0, out.err
     again = PlanResult.load(tmp_path / "again")
     assert again.initial_chain == Chain.from_json((out_dir / "final_chain.json").read_text())
+
+
+def test_live_lines_agree_with_the_summary(task):
+    """``on_record`` (plan.py's live lines) runs after each step's accept decision."""
+    seen = []
+    result = _planner(RuleLLM(), test_examples=0).optimize(task, budget=12, seed=0, method="random", progress=False,
+                                                           on_record=lambda r: seen.append((r.edit, r.accepted)))
+    assert seen == [(r.edit, r.accepted) for r in result.records]
+    assert any(accepted for _, accepted in seen)

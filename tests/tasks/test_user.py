@@ -162,7 +162,23 @@ def test_missing_file(tmp_path):
 def test_malformed_json_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"input": "q", "target": "a"}\n{"input": "r", "target": \n{"input": "s", "target": "c"}\n')
-    with pytest.raises(TaskError, match="cannot read task file .*bad.jsonl"):
+    with pytest.raises(TaskError, match=r"bad.jsonl, line 2 is not valid JSON \(Expecting value at column 26\)"):
+        load_task(str(path))
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("latin1.jsonl", b'{"input": "a", "target": "b"}\n{"input": "caf\xe9", "target": "c"}\n',
+     r"latin1.jsonl, line 2 is not UTF-8 text \(byte 0xe9 at column 15\). Fix: save the file as UTF-8"),
+    ("latin1.csv", b"input,target\ncaf\xe9,c\n", r"latin1.csv, line 2 is not UTF-8 text"),
+    ("empty.jsonl", b"", r"empty.jsonl is empty. Fix: give at least 3 rows"),
+    ("blank.jsonl", b"\n\n  \n", r"blank.jsonl is empty"),
+    ("header.csv", b"input,target\n", r"header.csv has a header but no rows"),
+    ("list.jsonl", b'["input", "target"]\n', r"list.jsonl, line 1 is a JSON list, not an object"),
+])
+def test_damaged_task_files_name_the_file_and_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(TaskError, match=message):
         load_task(str(path))
 
 
