@@ -118,13 +118,13 @@ class Environment:
             are never charged to it, since they never guide a search.
         budget_calls: most LLM calls, as example evaluations on train/val examples (None: unlimited).
         eval_examples: the fidelity of one full chain evaluation in ``evaluate_at`` (what a chain
-            evaluation of the budget means there).
+            evaluation of the budget means there); None: 16, with no warning when the task has fewer.
         order_seed: reshuffle the search examples with this seed (None: the split's own order).
     """
 
     def __init__(self, llm: LLM, task: Task, mode: Mode = "auto", generation: GenerationSettings | None = None,
                  dense_reward: bool = True, budget: float | None = None, budget_calls: int | None = None,
-                 eval_examples: int = 16, order_seed: int | None = None) -> None:
+                 eval_examples: int | None = None, order_seed: int | None = None) -> None:
         if mode not in ("auto", "generate", "score"):
             raise TapError(f"unknown mode {mode!r}; use auto, generate or score.")
         if mode == "score" and task.metric != "multiple_choice":
@@ -138,6 +138,7 @@ class Environment:
             if value is not None and not value > 0:
                 raise TapError(f"{what} must be positive (got {value!r}); the initial chain's evaluation already "
                                "takes some of it.")
+        asked, eval_examples = eval_examples, 16 if eval_examples is None else eval_examples
         if eval_examples < 1:
             raise TapError(f"eval_examples must be >= 1, got {eval_examples}.")
         self.budget = budget
@@ -149,6 +150,13 @@ class Environment:
             random.Random(f"order:{task.name}:{order_seed}").shuffle(order)
         self.order: list[Example] = order  # the paired search examples: fidelity n uses order[:n]
         self.eval_examples = min(eval_examples, len(order)) if order else eval_examples
+        if order and asked is not None and len(order) < asked:
+            import sys
+
+            print(f"[tap] warning: {task.name} has only {len(order)} search examples (val split), fewer than the "
+                  f"{eval_examples} asked for; each evaluation uses {len(order)}. With so few, accuracy moves in "
+                  f"steps of {1 / len(order):.2f}: give the task more rows for decisions you can trust.",
+                  file=sys.stderr)
         self._charged: set[tuple[str, int]] = set()  # (chain json, example uid) pairs paid by evaluate_at
 
     @property

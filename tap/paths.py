@@ -29,3 +29,22 @@ def pip_download(requirement: str, into: Path, pattern: str, sdist: bool = False
     if proc.returncode != 0 or not files:
         raise RuntimeError(f"`pip download {requirement}` failed:\n{proc.stderr[-2000:]}")
     return files[0]
+
+
+def ensure_writable(folder: str | Path, option: str) -> Path:
+    """Create ``folder`` if needed and check that a file can be written in it, before anything is paid;
+    a ``TapError`` names the folder and the option (``option``) that chose it otherwise.
+    """
+    import tempfile
+
+    from tap.errors import TapError
+
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise TapError(f"cannot write to the folder {path} ({type(err).__name__}: {err}). Fix: give {option} a "
+                       "folder you can write to; nothing was paid yet.") from err
+    return path

@@ -134,3 +134,13 @@ def test_test_split_is_never_charged_or_searched():
     env.evaluate(chain, env.task.test[:5])
     assert env.example_evals == 0 and env.spend.example_evals["test"] == 5
     assert not {ex.uid for ex in env.order} & {ex.uid for ex in env.task.test}
+
+
+def test_a_task_smaller_than_the_fidelity_warns_and_says_what_was_used(capsys):
+    task = arithmetic_task(12)  # 4 val examples
+    env = _env(task, eval_examples=16)
+    assert env.eval_examples == len(task.val) == 4
+    err = capsys.readouterr().err
+    assert "has only 4 search examples" in err and "each evaluation uses 4" in err
+    _env(task)  # no fidelity asked for: no warning
+    assert capsys.readouterr().err == ""

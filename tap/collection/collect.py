@@ -32,6 +32,7 @@ from tap.collection.policy import BehaviourPolicy
 from tap.env import Environment, Evaluation
 from tap.errors import TapError
 from tap.llm.base import LLM, GenerationSettings
+from tap.paths import ensure_writable
 from tap.tasks import Task, load_task
 
 #: fields added after collections were first stored, with the default that means "as before"
@@ -93,6 +94,7 @@ def collect(config: CollectionConfig, llm: LLM, data_dir: str | Path = "data", t
     import datasets
 
     start = time.time()
+    ensure_writable(data_dir, "--data-dir")  # before the first paid call
     task = task or load_task(config.task, seed=config.seed)
     if config.siblings < 0:
         raise TapError(f"siblings must be >= 0 (got {config.siblings}).")

@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from tap.chains import Chain
     from tap.chains.induce import default_count, induce_instructions
     from tap.llm import load_llm
+    from tap.paths import ensure_writable
     from tap.planning import GradientConfig, PlanConfig, Planner
     from tap.tasks import load_task
 
@@ -90,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
             raise TapError(f"cannot read the initial chain {args.initial}: {err}") from err
     if args.budget is None and args.budget_calls is None:
         args.budget = 60
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", args.task.split(":")[-1]).strip("_")
+    out = args.out or f"runs/plan/{slug}-{args.method}-s{args.seed}"
+    ensure_writable(out, "--out")  # before any model is loaded or call paid
     planner = Planner.from_checkpoint(args.checkpoint, config=config, model=args.model, cache=args.cache)
     task = load_task(args.task, seed=args.seed)
     induction = None
@@ -99,8 +103,6 @@ def run(args: argparse.Namespace) -> int:
         induction = induce_instructions(proposer, task, n=n_induce, seed=args.seed)
         print(f"induced {len(induction.instructions)} instructions with {induction.model} "
               f"({induction.requests} proposer requests, {induction.llm_calls} paid)")
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", args.task.split(":")[-1]).strip("_")
-    out = args.out or f"runs/plan/{slug}-{args.method}-s{args.seed}"
     budget = " and ".join(([f"{args.budget} chain evaluations"] if args.budget else [])
                           + ([f"{args.budget_calls} LLM calls"] if args.budget_calls else []))
     print(f"planning {args.task} with {planner.checkpoint} ({args.method}, budget {budget}, seed {args.seed})")

@@ -31,6 +31,7 @@ from tap.chains.induce import Induction
 from tap.env import Environment, Evaluation
 from tap.errors import TapError
 from tap.llm.base import GenerationSettings
+from tap.paths import ensure_writable
 from tap.planning.gradient import GradientConfig, GradientPlanner
 from tap.planning.proposals import propose
 from tap.planning.refine import OnlineRefiner, transition_row
@@ -211,6 +212,8 @@ class Planner:
         if method == "policy" and self.policy is None:
             raise TapError("method 'policy' needs an imagination-policy checkpoint (configs/planner.yaml).")
         check_budgets(budget, budget_calls)
+        if out_dir is not None:
+            ensure_writable(out_dir, "--out")  # before the first paid call
         task = task if isinstance(task, Task) else load_task(task, seed=seed)
         for name, state in self._initial_state.items():  # every run starts from the checkpoint's world model
             getattr(self.wm, name).load_state_dict(state)

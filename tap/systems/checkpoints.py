@@ -37,7 +37,9 @@ def read_checkpoint(path: str | Path, kind: str | tuple[str, ...]) -> tuple[Path
     try:
         ckpt = torch.load(file, map_location="cpu", weights_only=False)
     except Exception as err:  # a truncated or foreign file
-        raise TapError(f"cannot read checkpoint {file}: {err}") from err
+        raise TapError(f"cannot read checkpoint {file}: it is damaged or not a checkpoint written by train.py "
+                       f"({type(err).__name__}: {err}). Fix: point at a .ckpt from a fit run (e.g. "
+                       "checkpoints/world_model/best.ckpt), or train again.") from err
     found = ckpt.get(KIND_KEY) if isinstance(ckpt, dict) else None
     if found not in kinds:
         what = f"a {found} checkpoint" if found else "not a TaP checkpoint"

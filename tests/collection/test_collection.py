@@ -234,3 +234,15 @@ def test_datamodule_serves_windows_of_chosen_edits_and_sibling_groups(tmp_path, 
     assert batch["reward"].shape == (6, 2) and batch["edit_op"].shape == (6, 1)
     parents = [batch["chain_json"][i][0] for i in range(6)]
     assert parents[0] == parents[1] == parents[2] and parents[3] == parents[5]
+
+
+def test_unwritable_data_dir_fails_before_any_call(tiny_task, tmp_path):
+    from tests.helpers import RuleLLM
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    fake = RuleLLM()
+    config = CollectionConfig(task="tiny", trajectories=1, horizon=1, eval_examples=3)
+    with pytest.raises(TapError, match=r"cannot write to the folder .*--data-dir"):
+        collect(config, _cached(fake, None), data_dir=blocker / "data", task=tiny_task, progress=False)
+    assert fake.generated == 0

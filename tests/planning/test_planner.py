@@ -243,3 +243,19 @@ def test_live_lines_agree_with_the_summary(task):
                                                            on_record=lambda r: seen.append((r.edit, r.accepted)))
     assert seen == [(r.edit, r.accepted) for r in result.records]
     assert any(accepted for _, accepted in seen)
+
+
+def test_unwritable_output_folder_fails_before_any_call(task, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    llm = RuleLLM()
+    with pytest.raises(TapError, match=r"cannot write to the folder .*file/out .*--out.*nothing was paid"):
+        _planner(llm).optimize(task, budget=3, seed=0, method="random", progress=False, out_dir=blocker / "out")
+    assert llm.generated == 0 and llm.scored == 0
+
+
+def test_a_damaged_checkpoint_gets_a_clear_error(tmp_path):
+    bad = tmp_path / "random.ckpt"
+    bad.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(TapError, match="damaged or not a checkpoint written by train.py"):
+        Planner.from_checkpoint(bad)

@@ -150,3 +150,16 @@ def test_a_built_wheel_holds_the_tasks(tmp_path):
     assert shipped == {f"{n}.jsonl" for n in NAMES} | {"SOURCE.md"}
     row = json.loads(zipfile.ZipFile(wheel).read("tap/tasks/instruction_induction/sum.jsonl").splitlines()[0])
     assert set(row) == {"input", "target"}
+
+
+def test_tasks_cli_lists_both_sources_and_fails_cleanly(capsys, tmp_path):
+    from tap.tasks.__main__ import main
+
+    assert main(["--source", "ii"]) == 0
+    out = capsys.readouterr().out
+    assert "ii:sentiment" in out and out.count("\nii:") == 21
+    assert main(["ii:sentiment"]) == 0 and "match=surface" in capsys.readouterr().out
+    assert main(["ii:nope"]) == 2 and "error: unknown instruction-induction task" in capsys.readouterr().err
+    two = tmp_path / "two.jsonl"
+    two.write_text('{"input": "a", "target": "b"}\n{"input": "c", "target": "d"}\n')
+    assert main([str(two)]) == 2 and "at least 3 are needed" in capsys.readouterr().err
