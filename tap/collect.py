@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         from tap.llm import load_llm
+        from tap.paths import ensure_writable
         from tap.tasks import load_task
 
         for name, value in (("trajectories", args.trajectories), ("horizon", args.horizon),
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             **({"scale_weights": args.scale_weights} if args.scale_weights else {}),
         )
         task = load_task(args.task, seed=args.seed)  # a bad task fails before any model is loaded
+        ensure_writable(args.data_dir, "--data-dir")  # so does an unwritable output folder
         llm = load_llm(args.model, cache=args.cache, dtype=args.dtype, batch_size=args.batch_size)
         proposer = load_llm(args.proposer, cache=args.cache) if args.proposer else None
         summary = collect(config, llm, data_dir=args.data_dir, task=task, proposer=proposer)

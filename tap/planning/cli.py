@@ -85,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
     initial = None
     if args.initial:
         try:
-            with open(args.initial) as f:
+            with open(args.initial, encoding="utf-8") as f:
                 initial = Chain.from_json(f.read())
-        except OSError as err:
+        except (OSError, UnicodeDecodeError) as err:
             raise TapError(f"cannot read the initial chain {args.initial}: {err}") from err
     if args.budget is None and args.budget_calls is None:
         args.budget = 60

@@ -246,3 +246,12 @@ def test_unwritable_data_dir_fails_before_any_call(tiny_task, tmp_path):
     with pytest.raises(TapError, match=r"cannot write to the folder .*--data-dir"):
         collect(config, _cached(fake, None), data_dir=blocker / "data", task=tiny_task, progress=False)
     assert fake.generated == 0
+
+
+def test_collect_cli_unwritable_data_dir_exits_2_before_loading_a_model(tmp_path, capsys):
+    from tap.collect import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["--task", "ii:sentiment", "--data-dir", str(blocker / "d"), "--model", "no-such-model"]) == 2
+    assert "cannot write to the folder" in capsys.readouterr().err

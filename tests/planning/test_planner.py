@@ -208,6 +208,17 @@ def test_plan_cli_errors_name_the_problem(tmp_path, capsys):
     assert code == 2 and "no_such_task.jsonl" in out.err
     code, out = _plan(["--task", str(tmp_path / "t.jsonl"), "--checkpoint", str(ckpt), "--method", "policy"], capsys)
     assert code == 2 and "configs/planner.yaml" in out.err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, out = _plan(["--task", "ii:sentiment", "--checkpoint", str(ckpt), "--out", str(blocker / "o")], capsys)
+    assert code == 2 and "cannot write to the folder" in out.err and "--out" in out.err
+    bad_chain = tmp_path / "chain.json"
+    bad_chain.write_text('{"instruction": "Go.", "steps": "Think."}')
+    code, out = _plan(["--task", "ii:sentiment", "--checkpoint", str(ckpt), "--initial", str(bad_chain)], capsys)
+    assert code == 2 and "'steps' must be a list of texts" in out.err
+    bad_chain.write_bytes(b"\xff\xfe")
+    code, out = _plan(["--task", "ii:sentiment", "--checkpoint", str(ckpt), "--initial", str(bad_chain)], capsys)
+    assert code == 2 and "chain.json" in out.err
 
 
 def test_plan_cli_end_to_end_on_a_task_file(tmp_path, capsys, monkeypatch):
