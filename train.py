@@ -7,13 +7,7 @@
 Add ``--config configs/debug.yaml`` to any of them for a seconds-long run.
 """
 
-import sys
-
-from tap.cli import main
-from tap.errors import TapError
+from tap.cli import run
 
 if __name__ == "__main__":
-    try:
-        main()
-    except TapError as err:
-        sys.exit(f"error: {err}")
+    run()

@@ -78,3 +78,13 @@ def main(args: list[str] | None = None) -> TapCLI:
         save_config_kwargs={"overwrite": True},
         args=args,
     )
+
+
+def run() -> None:
+    """The ``tap-train`` console script: ``train.py`` without the file (a ``TapError`` is one line)."""
+    import sys
+
+    try:
+        main()
+    except TapError as err:
+        sys.exit(f"error: {err}")

@@ -94,3 +94,14 @@ def test_misspelled_loss_scale_is_one_clear_sentence(config, key, hint):
     with pytest.raises(TapError, match=rf"unknown loss term\(s\) \['{key}'\] in loss_scales \(did you mean .*{hint}"):
         main(["fit", "--config", str(CONFIGS / config), f"--model.init_args.loss_scales.{key}=1.0",
               "--model.init_args.encoder=hash" if config == "world_model.yaml" else "--model.init_args.backbone=hash"])
+
+
+def test_console_scripts_resolve_to_callables():
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((CONFIGS.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {"tap-train", "tap-plan", "tap-collect", "tap-tasks"} <= set(scripts)
+    for target in scripts.values():
+        module, _, name = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), name))

@@ -42,8 +42,14 @@ OPS: dict[str, tuple[str, ...]] = {
     "instruction": ("add_example", "remove_example", "instruction_edit", "format_change"),
 }
 SCALES: tuple[str, ...] = tuple(OPS)
-#: a flat id per (scale, op), stable across versions (append only): the world model embeds these
-OP_IDS: dict[tuple[str, str], int] = {(s, o): i for i, (s, o) in enumerate((s, o) for s in OPS for o in OPS[s])}
+#: a flat id per (scale, op), written out so that it stays stable across versions: the world model embeds
+#: these ids, so an existing id never changes; a new operator takes the next free id (append only)
+OP_IDS: dict[tuple[str, str], int] = {
+    ("token", "add"): 0, ("token", "delete"): 1, ("token", "replace"): 2, ("token", "swap"): 3,
+    ("segment", "reorder"): 4, ("segment", "split"): 5, ("segment", "merge"): 6, ("segment", "insert"): 7,
+    ("segment", "delete"): 8, ("instruction", "add_example"): 9, ("instruction", "remove_example"): 10,
+    ("instruction", "instruction_edit"): 11, ("instruction", "format_change"): 12,
+}
 #: how many integers each (scale, op) takes as its target (see the table above)
 _TARGET_LEN: dict[tuple[str, str], int] = {
     **{("token", op): 2 for op in OPS["token"]},

@@ -475,3 +475,16 @@ def test_every_operator_has_a_target_length():
     from tap.chains.edits import _TARGET_LEN
 
     assert set(_TARGET_LEN) == set(OP_IDS)
+
+
+def test_op_ids_are_a_stable_literal_table():
+    """Checkpoints embed these ids: an existing id must never change (new operators append)."""
+    from tap.chains.edits import OP_IDS, OPS
+
+    frozen = {("token", "add"): 0, ("token", "delete"): 1, ("token", "replace"): 2, ("token", "swap"): 3,
+              ("segment", "reorder"): 4, ("segment", "split"): 5, ("segment", "merge"): 6, ("segment", "insert"): 7,
+              ("segment", "delete"): 8, ("instruction", "add_example"): 9, ("instruction", "remove_example"): 10,
+              ("instruction", "instruction_edit"): 11, ("instruction", "format_change"): 12}
+    assert {k: OP_IDS[k] for k in frozen} == frozen
+    assert set(OP_IDS) == {(s, o) for s in OPS for o in OPS[s]}
+    assert sorted(OP_IDS.values()) == list(range(len(OP_IDS)))
