@@ -148,6 +148,20 @@ def test_debug_training_pipeline_on_the_real_model(tmp_path, real_artifacts):
     rerun = PlanResult.load(tmp_path / "plan_again")
     assert again == {**first, "out": again["out"]} and rerun.costs["search"]["llm_calls"] == 0
 
+    # plan.py on an instruction-induction task the world model never saw: the generic chain, induced
+    # instructions, a budget in LLM calls
+    proc = subprocess.run([sys.executable, str(root / "plan.py"), "--task", "ii:sentiment", "--checkpoint",
+                           str(tmp_path / "wm"), "--budget-calls", "24", "--eval-examples", "4", "--induce", "2",
+                           "--candidates", "4", "--test-examples", "6", "--grad-steps", "3",
+                           "--cache", str(tmp_path / "calls.sqlite"), "--out", str(tmp_path / "plan_ii")],
+                          capture_output=True, text=True, env=env, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "instruction: 'Respond to the input.'" in proc.stdout and "induced" in proc.stdout
+    ii = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert ii["example_evals"] <= 24 and ii["budget_calls"] == 24 and set(ii["test"]) == {"initial", "final"}
+    ii_result = PlanResult.load(tmp_path / "plan_ii")
+    assert ii_result.costs["induction"]["requests"] == 2 and ii_result.costs["collection"]["chain_evals_this_task"] == 0
+
     # the head-to-head benchmark on the real SmolLM2 with that world model: TaP, a proposer baseline (APE:
     # SmolLM2 writes the instructions) and demonstrations-only; a rerun resumes and pays nothing
     def compare(*extra: str) -> subprocess.CompletedProcess:
