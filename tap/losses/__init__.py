@@ -1,1 +1,1 @@
-"""Loss terms, one family per file: contrastive (encoder) and world-model terms."""
+"""Loss terms, one family per file: contrastive (encoder) and sibling ranking (world model) terms."""
