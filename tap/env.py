@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -151,8 +152,6 @@ class Environment:
         self.order: list[Example] = order  # the paired search examples: fidelity n uses order[:n]
         self.eval_examples = min(eval_examples, len(order)) if order else eval_examples
         if order and asked is not None and len(order) < asked:
-            import sys
-
             print(f"[tap] warning: {task.name} has only {len(order)} search examples (val split), fewer than the "
                   f"{eval_examples} asked for; each evaluation uses {len(order)}. With so few, accuracy moves in "
                   f"steps of {1 / len(order):.2f}: give the task more rows for decisions you can trust.",
