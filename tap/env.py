@@ -106,6 +106,19 @@ class Spend:
 _EPS = 1e-9
 
 
+def check_budgets(budget: float | None, budget_calls: int | None) -> None:
+    """Refuse budgets that cannot run a search (naming the fix)."""
+    if budget is None and budget_calls is None:
+        raise TapError("give a budget: chain evaluations (--budget) and/or LLM calls (--budget-calls).")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float) or budget < 1):
+        raise TapError(f"budget must be a positive number of chain evaluations, got {budget!r}; the initial "
+                       "chain's evaluation already takes one.")
+    if budget_calls is not None and (isinstance(budget_calls, bool) or not isinstance(budget_calls, int)
+                                     or budget_calls < 1):
+        raise TapError(f"budget_calls must be a positive number of LLM calls (example evaluations), "
+                       f"got {budget_calls!r}.")
+
+
 class Environment:
     """Evaluate chains of one task on the frozen LLM.
 

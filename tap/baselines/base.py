@@ -30,7 +30,7 @@ from tap.chains import edit_space, initial_chain
 from tap.chains.chain import Chain, Demo
 from tap.chains.edits import Edit, replay
 from tap.chains.induce import Induction, clean_instruction
-from tap.env import Environment, Evaluation
+from tap.env import Environment, Evaluation, check_budgets
 from tap.errors import BudgetExhausted, ChainError, TapError
 from tap.llm.base import LLM, GenerationSettings
 from tap.tasks import Task
@@ -306,19 +306,6 @@ class Search(ABC):
                               self.records, self.best_edits, costs, self.config())
         result.check_replay()
         return result
-
-
-def check_budgets(budget: float | None, budget_calls: int | None) -> None:
-    """Refuse budgets that cannot run a search (naming the fix)."""
-    if budget is None and budget_calls is None:
-        raise TapError("give a budget: chain evaluations (--budget) and/or LLM calls (--budget-calls).")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float) or budget < 1):
-        raise TapError(f"budget must be a positive number of chain evaluations, got {budget!r}; the initial "
-                       "chain's evaluation already takes one.")
-    if budget_calls is not None and (isinstance(budget_calls, bool) or not isinstance(budget_calls, int)
-                                     or budget_calls < 1):
-        raise TapError(f"budget_calls must be a positive number of LLM calls (example evaluations), "
-                       f"got {budget_calls!r}.")
 
 
 def demo_edits(demos: Sequence[Demo]) -> list[Edit]:

@@ -23,12 +23,11 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from tap.baselines.base import check_budgets
 from tap.chains import edit_space, initial_chain
 from tap.chains.chain import Chain
 from tap.chains.edits import Edit, apply_edit
 from tap.chains.induce import Induction
-from tap.env import Environment, Evaluation
+from tap.env import Environment, Evaluation, check_budgets
 from tap.errors import TapError
 from tap.llm.base import GenerationSettings
 from tap.paths import ensure_writable
