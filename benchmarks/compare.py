@@ -114,10 +114,8 @@ def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, p
     curve = []
     for b in grid(args.budgets):
         chain, edits, search_acc = result.best_at(b)
-        calls_then = max((r.example_evals if hasattr(r, "example_evals") else r.calls for r in result.records
-                          if (r.chain_evals if hasattr(r, "chain_evals") else r.evals) <= b + 1e-9), default=0)
         curve.append({"budget": b, "test": test(chain), "search": search_acc, "edits": len(edits),
-                      "llm_calls_spent": calls_then})
+                      "llm_calls_spent": result.calls_at(b)})
     costs = result.costs
     return {"task": task_spec, "method": method, "seed": seed, "split_seed": SPLIT_SEED, "setting": setting,
             "budget": max(args.budgets), "budgets": sorted(args.budgets), "eval_examples": args.eval_examples,

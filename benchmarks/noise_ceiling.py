@@ -38,28 +38,16 @@ from tap.tasks import Task, load_task
 
 
 def spearman(x: list[float], y: list[float]) -> float | None:
-    """Spearman's rank correlation with average ranks for ties; None when either side is constant."""
-    def ranks(v: list[float]) -> list[float]:
-        order = sorted(range(len(v)), key=v.__getitem__)
-        out = [0.0] * len(v)
-        i = 0
-        while i < len(v):
-            j = i
-            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                out[order[k]] = (i + j) / 2
-            i = j + 1
-        return out
+    """Spearman's rank correlation (torchmetrics: average ranks for ties); None when either side is constant
+    or there are fewer than 3 points.
+    """
+    import torch
+    from torchmetrics.functional import spearman_corrcoef
 
-    if len(x) < 3:
+    tx, ty = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
+    if len(x) < 3 or tx.std() == 0 or ty.std() == 0:
         return None
-    rx, ry = ranks(x), ranks(y)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    sxx = sum((a - mx) ** 2 for a in rx)
-    syy = sum((b - my) ** 2 for b in ry)
-    return None if sxx == 0 or syy == 0 else sxy / (sxx * syy) ** 0.5
+    return float(spearman_corrcoef(tx, ty))
 
 
 def measure(task_name: str | Task, llm, n_chains: int, n_edits: int, grid: list[int], seed: int,

@@ -85,6 +85,10 @@ class SearchResult:
             return self.initial_chain, [], self.initial_search["accuracy"]
         return Chain.from_dict(held[-1].chain), held[-1].edits, held[-1].accuracy
 
+    def calls_at(self, evals: float) -> int:
+        """LLM calls (example evaluations) the search had spent once ``evals`` chain evaluations were spent."""
+        return max((r.calls for r in self.records if r.evals <= evals + 1e-9), default=0)
+
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "method": self.method, "seed": self.seed, "budget": self.budget,
                 "config": self.config, "initial_chain": self.initial_chain.to_dict(),

@@ -81,6 +81,11 @@ class PlanResult:
         """The chain as plain prompt text, with ``{question}`` where each question goes."""
         return plain_prompt(render_messages(chain or self.final_chain, "{question}"))
 
+    def calls_at(self, evals: float) -> int:
+        """LLM calls (example evaluations) the search had spent once ``evals`` chain evaluations were spent."""
+        initial = self.costs["search"].get("examples_per_eval", 0)  # the initial chain's evaluation, not a record
+        return max((r.example_evals for r in self.records if r.chain_evals <= evals + 1e-9), default=initial)
+
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "method": self.method, "seed": self.seed, "budget": self.budget,
                 "checkpoint": self.checkpoint, "config": self.config,

@@ -101,6 +101,7 @@ def test_call_budget_is_never_exceeded_and_nests(task, name, calls):
     assert both.costs["search"]["chain_evals"] <= 3 + 1e-9 and both.costs["search"]["example_evals"] <= calls
     long = _run(name, task, None, seed=1, budget_calls=60)
     short = _run(name, task, None, seed=1, budget_calls=calls)
+    assert long.calls_at(long.costs["search"]["chain_evals"]) == long.costs["search"]["example_evals"]
     chain, edits, acc = long.best_at(calls=calls)
     assert short.final_chain == chain and short.edits == edits and short.final_search["accuracy"] == acc
 

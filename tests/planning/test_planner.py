@@ -57,6 +57,8 @@ def test_call_budget_is_never_exceeded_and_nests(task, calls):
                                                           progress=False)
     chain, edits, acc = long.best_at(calls=calls)
     assert (result.final_chain, result.edits, result.final_search["accuracy"]) == (chain, edits, acc)
+    assert long.calls_at(long.costs["search"]["chain_evals"]) == long.costs["search"]["example_evals"]
+    assert long.calls_at(2) == 12 and long.calls_at(1) == 6  # chain evaluations of 6 examples
     both = _planner(RuleLLM(), test_examples=0).optimize(task, budget=2, budget_calls=calls, seed=0,
                                                           method="random", progress=False)
     assert both.costs["search"]["chain_evals"] <= 2 and both.costs["search"]["example_evals"] <= calls
