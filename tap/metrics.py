@@ -56,29 +56,31 @@ class SelectionGain(Metric):
     pick) and a delta from an independent evaluation ``delta_oracle`` (e.g. the other split half). Per
     group: ``gain = delta_eval[pick] - mean(delta_eval)``; the model picks ``argmax pred``, the oracle
     ``argmax delta_oracle``. ``compute()`` returns ``{"gain": mean model gain / mean oracle gain,
-    "model", "oracle", "groups"}``: 1 is as good as a second real evaluation, 0 is random, below 0 worse.
-    Ties in a pick go to the first sibling of the group.
+    "model", "oracle", "groups"}``, and the same with ``/<task>`` for each task id given to ``update``:
+    1 is as good as a second real evaluation, 0 is random, below 0 worse. Ties in a pick go to the
+    first sibling of the group.
     """
 
     full_state_update = False
 
     def __init__(self) -> None:
         super().__init__()
-        for name in ("preds", "delta_eval", "delta_oracle", "group"):
+        for name in ("preds", "delta_eval", "delta_oracle", "group", "task"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def update(self, preds: torch.Tensor, delta_eval: torch.Tensor, delta_oracle: torch.Tensor,
-               group: torch.Tensor) -> None:
-        """All (N,); group (N,) long, the sibling group of each row."""
+               group: torch.Tensor, task: torch.Tensor | None = None) -> None:
+        """All (N,); group (N,) long, the sibling group of each row (unique across updates); task (N,)
+        long, optional, the task of each row (for per-task results).
+        """
         self.preds.append(preds.detach().float().flatten())
         self.delta_eval.append(delta_eval.detach().float().flatten())
         self.delta_oracle.append(delta_oracle.detach().float().flatten())
         self.group.append(group.detach().long().flatten())
+        self.task.append((torch.zeros_like(group) if task is None else task).detach().long().flatten())
 
-    def compute(self) -> dict[str, torch.Tensor]:
-        if not self.preds:
-            return {}
-        p, d, o, g = (dim_zero_cat(x) for x in (self.preds, self.delta_eval, self.delta_oracle, self.group))
+    @staticmethod
+    def _gains(p: torch.Tensor, d: torch.Tensor, o: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
         model, oracle = [], []
         for gid in g.unique().tolist():
             sel = g == gid
@@ -92,3 +94,126 @@ class SelectionGain(Metric):
         m, o_ = torch.stack(model).mean(), torch.stack(oracle).mean()
         gain = m / o_ if o_.abs() > 1e-12 else torch.tensor(float("nan"))
         return {"gain": gain, "model": m, "oracle": o_, "groups": torch.tensor(float(len(model)))}
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        if not self.preds:
+            return {}
+        p, d, o, g, t = (dim_zero_cat(x) for x in (self.preds, self.delta_eval, self.delta_oracle, self.group,
+                                                     self.task))
+        out = self._gains(p, d, o, g)
+        if out and t.unique().numel() > 1:
+            for tid in t.unique().tolist():
+                sel = t == tid
+                out.update({f"{k}/{tid}": v for k, v in self._gains(p[sel], d[sel], o[sel], g[sel]).items()})
+        return out
+
+
+class SiblingRankAgreement(Metric):
+    """Spearman correlation of predicted and measured deltas *within* each sibling group (the order a
+    search needs), averaged over groups, overall and per task. A group whose measured deltas are all
+    equal has no order to agree with and is skipped (``groups`` counts the rest).
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("preds", "target", "group", "task"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, group: torch.Tensor, task: torch.Tensor) -> None:
+        """All (N,); group (N,) long, unique across updates; task (N,) long."""
+        self.preds.append(preds.detach().float().flatten())
+        self.target.append(target.detach().float().flatten())
+        self.group.append(group.detach().long().flatten())
+        self.task.append(task.detach().long().flatten())
+
+    @staticmethod
+    def _mean_rho(p: torch.Tensor, t: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, int]:
+        rhos = []
+        for gid in g.unique().tolist():
+            sel = g == gid
+            if sel.sum() < 2 or t[sel].std() == 0:
+                continue
+            if p[sel].std() == 0:
+                rhos.append(torch.tensor(0.0))
+                continue
+            rhos.append(spearman_corrcoef(p[sel], t[sel]))
+        if not rhos:
+            return torch.tensor(float("nan")), 0
+        return torch.stack(rhos).mean(), len(rhos)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        if not self.preds:
+            return {}
+        p, t, g, k = (dim_zero_cat(x) for x in (self.preds, self.target, self.group, self.task))
+        rho, n = self._mean_rho(p, t, g)
+        out = {"spearman": rho, "groups": torch.tensor(float(n))}
+        for tid in k.unique().tolist():
+            sel = k == tid
+            out[f"spearman/{tid}"] = self._mean_rho(p[sel], t[sel], g[sel])[0]
+        return out
+
+
+#: the standard normal quantile of a central interval of ``coverage`` (0.8 -> 1.2816)
+def normal_quantile(coverage: float) -> float:
+    return float(torch.special.ndtri(torch.tensor(0.5 + coverage / 2, dtype=torch.float64)))
+
+
+class IntervalCalibration(Metric):
+    """Does a predictive interval mean what it says? For predictions ``mean ± z * scale * std`` with
+    ``z`` the normal quantile of ``coverage``: the share of outcomes inside (``coverage``; well
+    calibrated = the nominal level) and the Spearman correlation of ``std`` with the absolute error
+    (``spearman``: does more uncertainty go with larger errors?), overall and per task.
+    ``conformal_scale()`` is the ``scale`` that would have covered exactly the nominal share here
+    (split-conformal calibration, to be fitted on one split and used on another).
+
+    Args:
+        coverage: nominal coverage of the interval (0.8: the 80 % interval).
+    """
+
+    full_state_update = False
+
+    def __init__(self, coverage: float = 0.8) -> None:
+        super().__init__(compute_with_cache=False)  # compute(scale) differs by scale
+        if not 0 < coverage < 1:
+            raise ValueError(f"coverage must be in (0, 1), got {coverage}.")
+        self.nominal, self.z = coverage, normal_quantile(coverage)
+        for name in ("mean", "std", "target", "task"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, mean: torch.Tensor, std: torch.Tensor, target: torch.Tensor, task: torch.Tensor) -> None:
+        """All (N,): predicted mean and std, the measured outcome, the task id."""
+        self.mean.append(mean.detach().float().flatten())
+        self.std.append(std.detach().float().flatten())
+        self.target.append(target.detach().float().flatten())
+        self.task.append(task.detach().long().flatten())
+
+    def _cat(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        m, s, t, k = (dim_zero_cat(x) for x in (self.mean, self.std, self.target, self.task))
+        return (m - t).abs(), s.clamp_min(1e-8), k
+
+    def conformal_scale(self) -> float:
+        """The scale whose interval covers ``coverage`` of what was seen (1.0 if nothing was)."""
+        if not self.mean:
+            return 1.0
+        err, std, _ = self._cat()
+        return float(torch.quantile(err / std, self.nominal) / self.z)
+
+    @staticmethod
+    def _stats(err: torch.Tensor, std: torch.Tensor, half: torch.Tensor) -> dict[str, torch.Tensor]:
+        rho = (spearman_corrcoef(std, err) if err.numel() >= 3 and std.std() > 0 and err.std() > 0
+               else torch.tensor(float("nan")))
+        return {"coverage": (err <= half).float().mean(), "spearman": rho, "width": 2 * half.mean()}
+
+    def compute(self, scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """Statistics of the interval ``mean ± z * scale * std``."""
+        if not self.mean:
+            return {}
+        err, std, k = self._cat()
+        half = self.z * scale * std
+        out = self._stats(err, std, half)
+        for tid in k.unique().tolist():
+            sel = k == tid
+            out.update({f"{key}/{tid}": v for key, v in self._stats(err[sel], std[sel], half[sel]).items()})
+        return out

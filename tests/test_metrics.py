@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from tap.metrics import GroupedRankAgreement
@@ -26,3 +27,62 @@ def test_constant_or_tiny_groups_give_nan():
              torch.tensor([0, 0, 0, 1, 1]))
     out = m.compute()
     assert math.isnan(out["spearman/0"].item()) and math.isnan(out["spearman/1"].item())
+
+
+def test_selection_gain_per_task():
+    from tap.metrics import SelectionGain
+
+    group = torch.tensor([0, 0, 1, 1])
+    task = torch.tensor([0, 0, 1, 1])
+    d = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    m = SelectionGain()
+    m.update(torch.tensor([0.0, 1.0, 1.0, 0.0]), d, d, group, task)  # right on task 0, wrong on task 1
+    out = m.compute()
+    assert out["gain/0"].item() == pytest.approx(1.0) and out["gain/1"].item() == pytest.approx(-1.0)
+    assert out["gain"].item() == pytest.approx(0.0)
+
+
+def test_sibling_rank_agreement_is_within_groups():
+    from tap.metrics import SiblingRankAgreement
+
+    # within each group the prediction orders siblings perfectly, but the groups' levels are reversed:
+    # a pooled Spearman would be poor, the within-group one is 1
+    pred = torch.tensor([10.0, 11.0, 12.0, 0.0, 1.0, 2.0])
+    target = torch.tensor([0.0, 0.1, 0.2, 0.5, 0.6, 0.7])
+    group = torch.tensor([0, 0, 0, 1, 1, 1])
+    task = torch.tensor([0, 0, 0, 1, 1, 1])
+    m = SiblingRankAgreement()
+    m.update(pred, target, group, task)
+    out = m.compute()
+    assert out["spearman"].item() == pytest.approx(1.0, abs=1e-4) and out["groups"].item() == 2
+    m.reset()
+    m.update(-pred, target, group, task)
+    assert m.compute()["spearman"].item() == pytest.approx(-1.0, abs=1e-4)
+    m.reset()
+    m.update(pred, torch.tensor([0.0, 0.0, 0.0, 0.5, 0.6, 0.7]), group, task)  # group 0 has no order: skipped
+    out = m.compute()
+    assert out["groups"].item() == 1 and torch.isnan(out["spearman/0"])
+
+
+def test_interval_calibration_coverage_spearman_and_conformal_scale():
+    from tap.metrics import IntervalCalibration, normal_quantile
+
+    assert normal_quantile(0.8) == pytest.approx(1.2816, abs=1e-4)
+    g = torch.Generator().manual_seed(0)
+    n = 4000
+    std = torch.rand(n, generator=g) + 0.1
+    target = torch.randn(n, generator=g) * std  # errors really are N(0, std): calibrated
+    task = torch.zeros(n, dtype=torch.long)
+    m = IntervalCalibration(0.8)
+    m.update(torch.zeros(n), std, target, task)
+    out = m.compute()
+    assert out["coverage"].item() == pytest.approx(0.8, abs=0.02) and out["spearman"].item() > 0.3
+    assert m.conformal_scale() == pytest.approx(1.0, abs=0.05)
+    m.reset()
+    m.update(torch.zeros(n), std / 4, target, task)  # four times overconfident
+    assert m.compute()["coverage"].item() < 0.4
+    scale = m.conformal_scale()
+    assert scale == pytest.approx(4.0, rel=0.05)
+    assert m.compute(scale=scale)["coverage"].item() == pytest.approx(0.8, abs=0.01)
+    with pytest.raises(ValueError, match="coverage"):
+        IntervalCalibration(1.0)

@@ -7,7 +7,11 @@ consecutive edits of one trajectory: the chains ``c_t .. c_{t+window}`` at each 
 between them, and how the LLM responded to every chain (the world model's rollout targets).
 With sibling data (``siblings=K``), windows follow the edits each trajectory continued from, and
 ``sibling_dataloader`` serves the sibling groups: every edit evaluated at one parent chain, on the
-parent's examples (the decision a search makes).
+parent's examples (the decision a search makes); the train / val / test loaders then serve both, as
+``{"windows": ..., "siblings": ...}`` (Lightning's ``CombinedLoader``).
+
+Every item also carries the task as ``task_pairs`` train input/output pairs (``task_pair_texts``):
+what a world model conditions on, so that a task never trained on needs no collection.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from tap.chains.edits import SCALES, Edit
 from tap.chains.render import chain_views
 from tap.collection.collect import CollectionConfig, collect, dataset_dir
 from tap.errors import TapError
+from tap.tasks.schema import Task
 
 SCALE_IDS = {s: i for i, s in enumerate(SCALES)}
 #: response-summary features, in order (see ``response_summary``)
@@ -52,6 +57,11 @@ def payload_text(edit: Edit) -> str:
     if isinstance(p, dict):
         return f"{p.get('spec', '')} {p.get('template', '')}".strip()
     return "" if p is None else str(p)
+
+
+def task_pair_texts(task: Task, k: int) -> list[str]:
+    """The task as its first ``k`` train input/output pairs (the train split's seeded order), as texts."""
+    return [f"Input: {ex.input}\nOutput: {ex.answer}" for ex in task.train[:k]]
 
 
 class SiblingGroups(Dataset):
@@ -102,7 +112,8 @@ def collate_windows(batch: list[list[dict]]) -> dict:
     """Stack windows into a batch. B = batch, L = window, E = evaluated examples per chain.
 
     Returns: ``task`` list[B]; ``context`` list[B] (the task's description, the encoder's task
-    context); ``instruction_text``/``token_text`` list[B][L+1] of str;
+    context); ``task_pairs`` list[B] of list[str] (``task_pair_texts``);
+    ``instruction_text``/``token_text`` list[B][L+1] of str;
     ``segments`` list[B][L+1] of list[str]; ``edit_scale``/``edit_op`` (B, L) long;
     ``edit_target`` (B, L, 2) long (-1 = none); ``edit_payload`` list[B][L] of str;
     ``edit_json`` list[B][L]; ``chain_json`` list[B][L+1]; ``reward``/``dense`` (B, L+1); ``response`` (B, L+1, F);
@@ -111,6 +122,7 @@ def collate_windows(batch: list[list[dict]]) -> dict:
     B, L_ = len(batch), len(batch[0])
     E = max(len(w[0]["example_uids"]) for w in batch)
     out: dict = {"task": [w[0]["task"] for w in batch], "context": [w[0].get("context", "") for w in batch],
+                 "task_pairs": [list(w[0].get("task_pairs", [])) for w in batch],
                  "instruction_text": [], "token_text": [], "segments": [],
                  "edit_payload": [], "edit_json": [], "chain_json": []}
     scale = torch.zeros(B, L_, dtype=torch.long)
@@ -167,7 +179,9 @@ class TriplesDataModule(L.LightningDataModule):
         window: consecutive edits per item (1 = single triples; H for H-step rollouts).
         batch_size: items per batch.
         split_fractions: fractions of trajectories (per task) for val and test; train keeps the rest.
-        siblings: sibling edits collected at every visited chain (0: one edit per step).
+        siblings: sibling edits collected at every visited chain (0: one edit per step); with 2 or more,
+            the loaders serve sibling groups next to the windows.
+        task_pairs: train input/output pairs per item that describe its task (``task_pair_texts``).
         seed: collection seed and the trajectory split's seed.
         data_dir: where collections live (``data/`` by default).
         cache: LLM call cache file (``default``: ``$TAP_CACHE/calls.sqlite``).
@@ -180,7 +194,7 @@ class TriplesDataModule(L.LightningDataModule):
                  horizon: int = 6, eval_examples: int = 16, window: int = 1, batch_size: int = 32,
                  split_fractions: tuple[float, float] = (0.15, 0.15), seed: int = 0, data_dir: str = "data",
                  cache: str = "default", mode: str = "auto", max_new_tokens: int = 24, num_workers: int = 0,
-                 siblings: int = 0) -> None:
+                 siblings: int = 0, task_pairs: int = 4) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.tasks = list(tasks or ["bigbench:arithmetic/1_digit_addition"])
@@ -228,9 +242,9 @@ class TriplesDataModule(L.LightningDataModule):
                 raise TapError(f"no collected triples at {path}; run prepare_data() (Trainer.fit does) or "
                                f"`python -m tap.collect --task {config.task}` first.")
             rows = datasets.load_from_disk(str(path)).to_list()
-            context = self.context(config.task)
+            context, pairs = self.context(config.task), self.task_pairs(config.task)
             for row in rows:
-                row["context"] = context
+                row["context"], row["task_pairs"] = context, pairs
             by_traj: dict[int, list[dict]] = defaultdict(list)
             by_group: dict[int, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
             for row in rows:
@@ -257,15 +271,31 @@ class TriplesDataModule(L.LightningDataModule):
 
         return load_task(task, seed=self.hparams.seed).description
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def task_pairs(self, task: str) -> list[str]:
+        """The task as ``task_pairs`` of its train input/output pairs (``task_pair_texts``)."""
+        from tap.tasks import load_task
+
+        return task_pair_texts(load_task(task, seed=self.hparams.seed), self.hparams.task_pairs)
+
+    def _loader(self, split: str, shuffle: bool):
+        """Windows of ``split``; with sibling groups, windows and groups together (``CombinedLoader``:
+        training cycles the shorter one, evaluation visits each item once).
+        """
         if not self.splits:
             self.setup()
         data = self.splits[split]
         if len(data) == 0:
             raise TapError(f"the {split} split has no items; collect more trajectories or change split_fractions.")
-        return DataLoader(data, batch_size=self.hparams.batch_size, shuffle=shuffle, collate_fn=collate_windows,
-                          num_workers=self.hparams.num_workers,
-                          generator=torch.Generator().manual_seed(self.hparams.seed) if shuffle else None)
+        windows = DataLoader(data, batch_size=self.hparams.batch_size, shuffle=shuffle, collate_fn=collate_windows,
+                             num_workers=self.hparams.num_workers,
+                             generator=torch.Generator().manual_seed(self.hparams.seed) if shuffle else None)
+        if self.hparams.siblings < 2 or len(self.groups[split]) == 0:
+            return windows
+        from lightning.pytorch.utilities import CombinedLoader
+
+        siblings = self.sibling_dataloader(split, shuffle=shuffle)
+        return CombinedLoader({"windows": windows, "siblings": siblings},
+                              mode="max_size_cycle" if split == "train" else "max_size")
 
     def sibling_dataloader(self, split: str, batch_size: int | None = None, shuffle: bool = False) -> DataLoader:
         """Batches of sibling groups of ``split`` (``collate_siblings``); empty without sibling data."""
@@ -279,13 +309,13 @@ class TriplesDataModule(L.LightningDataModule):
                           collate_fn=collate_siblings, num_workers=self.hparams.num_workers,
                           generator=torch.Generator().manual_seed(self.hparams.seed) if shuffle else None)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self):
         return self._loader("train", shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self):
         return self._loader("val", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self):
         return self._loader("test", shuffle=False)
 
     def summary(self) -> dict:

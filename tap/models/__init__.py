@@ -1,4 +1,5 @@
-"""Plain networks (``nn.Module``): text backbones, the chain encoder, edit embeddings, world models, heads.
+"""Plain networks (``nn.Module``): text backbones, the chain encoder, edit embeddings, the task encoder,
+world models, heads.
 
 The LightningModules that train them live in ``tap.systems``.
 """
@@ -6,6 +7,7 @@ The LightningModules that train them live in ``tap.systems``.
 from tap.models.actions import EditEmbedder
 from tap.models.encoder import LATENT_KEYS, LEVELS, ChainEncoderNet
 from tap.models.reference import DemoWorldModel, FlatRSSM
+from tap.models.task import TaskEncoder
 from tap.models.text import HashText, MiniLMText, build_backbone
 from tap.models.world_model import RSSM, HierarchicalRSSM, State, WorldModelNet
 
@@ -14,4 +16,5 @@ WORLD_MODELS: dict[str, type[WorldModelNet]] = {
 }
 
 __all__ = ["EditEmbedder", "LATENT_KEYS", "LEVELS", "ChainEncoderNet", "DemoWorldModel", "FlatRSSM", "HashText",
-           "MiniLMText", "build_backbone", "RSSM", "HierarchicalRSSM", "State", "WorldModelNet", "WORLD_MODELS"]
+           "MiniLMText", "TaskEncoder", "build_backbone", "RSSM", "HierarchicalRSSM", "State", "WorldModelNet",
+           "WORLD_MODELS"]

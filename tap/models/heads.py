@@ -1,9 +1,15 @@
-"""Prediction heads shared by every world model: latents, reward (ensemble, two-hot), response summary.
+"""Prediction heads shared by every world model: reward (ensemble, two-hot), response summary, and the
+effect of one edit (ensemble).
 
 Reward uses the DreamerV3 recipe (Hafner et al., 2023): a categorical over bins spaced evenly in
 symlog space, trained with a two-hot target; the prediction is the expected value. An ensemble of
 independently initialised reward heads, each seeing a bootstrap mask of the batch, gives the
 disagreement that the planner penalises as uncertainty (as in MBPO / PETS ensembles).
+
+The effect head answers the search's own question, "what will this edit change?", directly from the
+parent's and the child's features: the change of accuracy and of the dense reward, per ensemble member
+(deep ensembles, Lakshminarayanan et al., 2017), so that siblings of one parent are ranked on one
+scale and the members' spread is the uncertainty of the change itself rather than of two rewards.
 """
 
 from __future__ import annotations
@@ -95,11 +101,49 @@ class RewardEnsemble(nn.Module):
         return (ce * bootstrap).sum(0) / bootstrap.sum(0).clamp_min(1.0)
 
 
+EFFECTS: tuple[str, ...] = ("accuracy", "dense")  # what the effect head predicts the change of, in order
+
+
+class EffectEnsemble(nn.Module):
+    """K heads ``[f_parent, f_child - f_parent] -> (Δaccuracy, Δdense)``.
+
+    Args:
+        feature_dim: state feature size.
+        hidden_dim: MLP width.
+        members: ensemble size K.
+    """
+
+    def __init__(self, feature_dim: int, hidden_dim: int = 256, members: int = 5) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(mlp(2 * feature_dim, hidden_dim, len(EFFECTS)) for _ in range(members))
+
+    def all(self, parent: torch.Tensor, child: torch.Tensor) -> torch.Tensor:
+        """parent, child (..., F) -> (K, ..., 2) per-member predicted changes."""
+        x = torch.cat([parent, child - parent], -1)
+        return torch.stack([m(x) for m in self.members])
+
+    def forward(self, parent: torch.Tensor, child: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> mean (..., 2) and ensemble std (..., 2) of the predicted change."""
+        values = self.all(parent, child)
+        return values.mean(0), values.std(0, unbiased=False)
+
+    def loss(self, parent: torch.Tensor, child: torch.Tensor, target: torch.Tensor,
+             bootstrap: torch.Tensor | None = None) -> torch.Tensor:
+        """Squared error per element (...,), summed over the two changes and averaged over members
+        (each with its own 0/1 mask ``bootstrap`` (K, ...); None = all ones). target (..., 2).
+        """
+        se = (self.all(parent, child) - target.unsqueeze(0)).pow(2).sum(-1)  # (K, ...)
+        if bootstrap is None:
+            return se.mean(0)
+        return (se * bootstrap).sum(0) / bootstrap.sum(0).clamp_min(1.0)
+
+
 class Heads(nn.Module):
     """What a world model reads out of its state features (the predicted latents live in the state).
 
     - ``reward`` / ``uncertainty``: ensemble mean and spread of the predicted reward;
-    - ``response``: the response summary (accuracy, dense, compliance, answer entropy, majority share).
+    - ``response``: the response summary (accuracy, dense, compliance, answer entropy, majority share);
+    - ``effect``: the change one edit makes (``EffectEnsemble``), from the parent's and child's features.
 
     Args:
         feature_dim: state feature size.
@@ -114,6 +158,7 @@ class Heads(nn.Module):
         super().__init__()
         self.reward = RewardEnsemble(feature_dim, hidden_dim, members, bins)
         self.response = mlp(feature_dim, hidden_dim, response_dim)
+        self.effect = EffectEnsemble(feature_dim, hidden_dim, members)
 
     def predict_response(self, feat: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.response(feat))

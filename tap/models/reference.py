@@ -20,8 +20,9 @@ class FlatRSSM(RSSM):
     """An RSSM with one level, observed through the encoder's chain latent."""
 
     def __init__(self, latent_dim: int, action_dim: int, deter_dim: int = 128, stoch_dim: int = 32,
-                 hidden_dim: int = 256, min_std: float = 0.1, heads: dict | None = None) -> None:
-        super().__init__(latent_dim, action_dim, ("chain",), deter_dim, stoch_dim, hidden_dim, min_std, heads)
+                 hidden_dim: int = 256, min_std: float = 0.1, heads: dict | None = None, task_dim: int = 0) -> None:
+        super().__init__(latent_dim, action_dim, ("chain",), deter_dim, stoch_dim, hidden_dim, min_std, heads,
+                         task_dim)
 
 
 class DemoWorldModel(WorldModelNet):
@@ -32,10 +33,13 @@ class DemoWorldModel(WorldModelNet):
         action_dim: edit embedding size.
         hidden_dim: MLP width.
         heads: keyword arguments of ``Heads``.
+        task_dim: size of the task vector the heads read (0: no task conditioning).
     """
 
-    def __init__(self, latent_dim: int, action_dim: int, hidden_dim: int = 256, heads: dict | None = None) -> None:
-        super().__init__(latent_dim, latent_dim, action_dim, hidden_dim, heads, latent_keys=("chain",))
+    def __init__(self, latent_dim: int, action_dim: int, hidden_dim: int = 256, heads: dict | None = None,
+                 task_dim: int = 0) -> None:
+        super().__init__(latent_dim, latent_dim, action_dim, hidden_dim, heads, latent_keys=("chain",),
+                         task_dim=task_dim)
         self.delta = mlp(latent_dim + action_dim, hidden_dim, latent_dim)
 
     def _observe_core(self, obs: dict[str, torch.Tensor], sample: bool) -> State:

@@ -37,14 +37,20 @@ class WorldModelNet(nn.Module):
     a chain's latent little), and learns the change from there. The heads read the core recurrent
     features together with these latents.
 
+    A state also carries the task vector ``task`` (B, task_dim) it was observed with (observations
+    give it as ``obs["task"]``, zeros when absent): the task as a few of its input/output pairs, so
+    that the heads can tell what an edit does *on this task*, including a task never trained on. It
+    does not change under edits.
+
     Subclasses implement the recurrent core: ``_observe_core``, ``_step_core``, ``_core_features``.
     """
 
     def __init__(self, core_dim: int, latent_dim: int, action_dim: int, hidden_dim: int = 256,
-                 heads: dict | None = None, latent_keys: tuple[str, ...] = LATENT_KEYS) -> None:
+                 heads: dict | None = None, latent_keys: tuple[str, ...] = LATENT_KEYS, task_dim: int = 0) -> None:
         super().__init__()
         self.latent_dim, self.action_dim, self.latent_keys = latent_dim, action_dim, tuple(latent_keys)
-        self.feature_dim = core_dim + len(self.latent_keys) * latent_dim
+        self.task_dim = task_dim
+        self.feature_dim = core_dim + len(self.latent_keys) * latent_dim + task_dim
         self.latent_step = nn.ModuleDict({k: mlp(core_dim + latent_dim + action_dim, hidden_dim, latent_dim)
                                           for k in self.latent_keys})
         for m in self.latent_step.values():
@@ -65,6 +71,8 @@ class WorldModelNet(nn.Module):
         """State of a real chain from its encoder latents (dict of (B, latent_dim))."""
         state = self._observe_core(obs, sample)
         state.update({f"lat/{k}": obs[k] for k in self.latent_keys})
+        ref = obs[self.latent_keys[0]]
+        state["task"] = obs["task"] if "task" in obs else ref.new_zeros(ref.shape[0], self.task_dim)
         return state
 
     def step(self, state: State, action: torch.Tensor, scale: torch.Tensor, sample: bool = False) -> State:
@@ -74,11 +82,13 @@ class WorldModelNet(nn.Module):
         for k in self.latent_keys:
             z = state[f"lat/{k}"]
             new[f"lat/{k}"] = F.normalize(z + self.latent_step[k](torch.cat([core, z, action], -1)), dim=-1)
+        new["task"] = state["task"]
         return new
 
     def features(self, state: State) -> torch.Tensor:
-        """(B, feature_dim): the core features and the predicted latents, read by the heads."""
-        return torch.cat([self._core_features(state), *(state[f"lat/{k}"] for k in self.latent_keys)], -1)
+        """(B, feature_dim): the core features, the predicted latents and the task vector, read by the heads."""
+        return torch.cat([self._core_features(state), *(state[f"lat/{k}"] for k in self.latent_keys),
+                          state["task"]], -1)
 
     def kl(self, state: State, obs: dict[str, torch.Tensor],
            free_nats: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,6 +121,12 @@ class WorldModelNet(nn.Module):
     def predict_response(self, state: State) -> torch.Tensor:
         return self.heads.predict_response(self.features(state))
 
+    def effect(self, parent: State, child: State) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted change from ``parent`` to ``child``: mean (B, 2) and ensemble std (B, 2), columns in
+        ``heads.EFFECTS`` order (accuracy, dense).
+        """
+        return self.heads.effect(self.features(parent), self.features(child))
+
 
 def _gaussian(stats: torch.Tensor, min_std: float) -> tuple[torch.Tensor, torch.Tensor]:
     mean, raw = stats.chunk(2, -1)
@@ -135,12 +151,15 @@ class RSSM(WorldModelNet):
         hidden_dim: MLP width.
         min_std: floor of the stochastic latent's standard deviation.
         heads: keyword arguments of ``Heads`` (members, bins, hidden_dim, response_dim).
+        task_dim: size of the task vector the heads read (0: no task conditioning).
     """
 
     def __init__(self, latent_dim: int, action_dim: int, levels: tuple[str, ...] = LEVELS, deter_dim: int = 128,
-                 stoch_dim: int = 32, hidden_dim: int = 256, min_std: float = 0.1, heads: dict | None = None) -> None:
+                 stoch_dim: int = 32, hidden_dim: int = 256, min_std: float = 0.1, heads: dict | None = None,
+                 task_dim: int = 0) -> None:
         keys = LATENT_KEYS if len(levels) > 1 else tuple(levels)
-        super().__init__((deter_dim + stoch_dim) * len(levels), latent_dim, action_dim, hidden_dim, heads, keys)
+        super().__init__((deter_dim + stoch_dim) * len(levels), latent_dim, action_dim, hidden_dim, heads, keys,
+                         task_dim)
         self.levels, self.min_std = tuple(levels), min_std
         self.summary_dim = deter_dim // 2
         self.init = nn.ModuleDict({lv: nn.Linear(latent_dim, deter_dim) for lv in levels})
@@ -205,5 +224,5 @@ class HierarchicalRSSM(RSSM):
     """The TaP world model: an RSSM per level, instruction > segment > token (see the module docstring)."""
 
     def __init__(self, latent_dim: int, action_dim: int, deter_dim: int = 128, stoch_dim: int = 32,
-                 hidden_dim: int = 256, min_std: float = 0.1, heads: dict | None = None) -> None:
-        super().__init__(latent_dim, action_dim, LEVELS, deter_dim, stoch_dim, hidden_dim, min_std, heads)
+                 hidden_dim: int = 256, min_std: float = 0.1, heads: dict | None = None, task_dim: int = 0) -> None:
+        super().__init__(latent_dim, action_dim, LEVELS, deter_dim, stoch_dim, hidden_dim, min_std, heads, task_dim)

@@ -27,6 +27,7 @@ from tap.chains import edit_space, initial_chain
 from tap.chains.chain import Chain
 from tap.chains.edits import Edit, apply_edit
 from tap.chains.induce import Induction
+from tap.collection.datamodule import task_pair_texts
 from tap.env import Environment, Evaluation, check_budgets
 from tap.errors import TapError
 from tap.llm.base import GenerationSettings
@@ -155,17 +156,19 @@ class Planner:
 
     # ---- ranking candidates in imagination ------------------------------------------------
     @torch.no_grad()
-    def _imagine_one(self, chain: Chain, context: str, edits: list[Edit]):
+    def _imagine_one(self, chain: Chain, context: tuple[str, list[str]], edits: list[Edit]):
         wm = self.wm
-        state = wm.observe(wm.encode_chains([chain], context))  # batch 1
+        state = wm.observe(wm.encode_chains([chain], *context))  # batch 1
         actions, scales = wm.embed_edits(edits)  # (K, A), (K, 3)
         after = wm.imagine({k: v.expand(len(edits), *v.shape[1:]) for k, v in state.items()},
                            actions.unsqueeze(1), scales.unsqueeze(1))[0]
         return state, actions, scales, wm.reward(after), wm.uncertainty(after)
 
-    def _rank(self, method: str, chain: Chain, context: str, edits: list[Edit], rng: random.Random,
+    def _rank(self, method: str, chain: Chain, context: tuple[str, list[str]], edits: list[Edit], rng: random.Random,
               gen: torch.Generator) -> tuple[list[int], list[float], list[float]]:
-        """Candidate order (best first), predicted reward and uncertainty after each candidate."""
+        """Candidate order (best first), predicted reward and uncertainty after each candidate. ``context``:
+        the task's description and its train pairs (what the world model conditions on).
+        """
         state, actions, scales, reward, unc = self._imagine_one(chain, context, edits)
         prior = None
         if self.policy is not None and method in ("gradient", "policy"):
@@ -227,6 +230,7 @@ class Planner:
         space = edit_space(task, induced=induction.instructions if induction else ())
         start = (initial or initial_chain(task.description)).validate()
         chain = start
+        pairs = task_pair_texts(task, int(self.training_data.get("task_pairs", 4)))  # as the model was trained
         rng = random.Random(f"plan:{task.name}:{method}:{seed}")
         gen = torch.Generator().manual_seed(seed)
         refiner = OnlineRefiner(self.wm, cfg.refine_steps, cfg.refine_lr, seed=seed)
@@ -245,7 +249,7 @@ class Planner:
         step = 0
         while not env.exhausted() and step < cfg.max_steps:
             candidates = propose(space, chain, cfg.candidates, rng)
-            order, predicted, unc = self._rank(method, chain, task.description, candidates, rng, gen)
+            order, predicted, unc = self._rank(method, chain, (task.description, pairs), candidates, rng, gen)
             tried: list[tuple[StepRecord, Chain, Evaluation, Edit]] = []
             for i in order:
                 nxt = apply_edit(chain, candidates[i])
@@ -262,7 +266,7 @@ class Planner:
                 records.append(rec)
                 tried.append((rec, nxt, ev_next, candidates[i]))
                 refiner.add(transition_row(task.name, task.description, step, chain, current, candidates[i], nxt,
-                                           ev_next, method))
+                                           ev_next, method, pairs))
             if tried:
                 rec, nxt, ev_next, edit = max(tried, key=lambda x: _key(x[2]))
                 if _key(ev_next) > _key(current):

@@ -17,9 +17,12 @@ from tap.env import Evaluation
 
 
 def transition_row(task: str, context: str, step: int, chain: Chain, ev: Evaluation, edit: Edit, nxt: Chain,
-                   ev_next: Evaluation, source: str) -> dict:
-    """One verified transition in the triples' schema (``tap.collection``), so it trains like collected data."""
-    return {"task": task, "context": context, "trajectory": 0, "step": step, "source": source,
+                   ev_next: Evaluation, source: str, task_pairs: list[str] | None = None) -> dict:
+    """One verified transition in the triples' schema (``tap.collection``), so it trains like collected data;
+    ``task_pairs``: the task's train pairs the world model conditions on.
+    """
+    return {"task": task, "context": context, "task_pairs": list(task_pairs or []), "trajectory": 0, "step": step,
+            "source": source,
             "chain": chain.to_json(), "edit": edit.to_json(), "next_chain": nxt.to_json(),
             "scale": edit.scale, "op": edit.op, "op_id": edit.op_id,
             "example_uids": [r.uid for r in ev.results], **response_fields(ev, ""), **response_fields(ev_next, "next_"),

@@ -19,6 +19,10 @@ S = TypeVar("S", bound="TapSystem")
 class TapSystem(L.LightningModule):
     """Base of the systems. Subclasses set ``self.projector`` and implement ``_shared_step(batch, stage)``
     (returning the loss) and ``_end_eval(stage)`` (logging what was gathered over an eval epoch).
+
+    With sibling data the loaders give ``{"windows": batch, "siblings": batch}`` (either may be None
+    in evaluation); windows go to ``_shared_step``, sibling groups to ``_sibling_step``, which systems
+    that learn nothing from sibling groups leave as it is (they are skipped).
     """
 
     projector: LatentProjector
@@ -26,17 +30,31 @@ class TapSystem(L.LightningModule):
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
         raise NotImplementedError
 
+    def _sibling_step(self, batch: dict, stage: str) -> torch.Tensor | None:
+        return None
+
     def _end_eval(self, stage: str) -> None:
         raise NotImplementedError
 
+    def _step(self, batch: dict, stage: str) -> torch.Tensor | None:
+        if "windows" not in batch:
+            return self._shared_step(batch, stage)
+        losses = []
+        if batch.get("windows") is not None:
+            losses.append(self._shared_step(batch["windows"], stage))
+        if batch.get("siblings") is not None:
+            losses.append(self._sibling_step(batch["siblings"], stage))
+        losses = [x for x in losses if x is not None]
+        return sum(losses) if losses else None  # type: ignore[return-value]
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+        return self._step(batch, "train")  # type: ignore[return-value]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+        self._step(batch, "val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+        self._step(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
         self._end_eval("val")

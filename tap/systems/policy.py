@@ -133,6 +133,7 @@ class ImaginationPolicy(TapSystem):
         menus = [propose(_space(t, self.hparams.menu_seed), c, K, rng) for t, c in zip(batch["task"], chains)]
         with torch.no_grad():
             lat = wm.encoder(batch["context"], [chain_views(c) for c in chains])
+            lat["task"] = wm.task_vectors(batch.get("task_pairs"), len(chains))
             state = wm.observe(lat)
             flat_a, flat_s = wm.embed_edits([e for m in menus for e in m])  # (N, A), (N, 3)
         B = len(chains)
@@ -201,6 +202,7 @@ class ImaginationPolicy(TapSystem):
         return random.Random(f"policy:{self.hparams.menu_seed}:{stage}:{step}:{batch_idx}")
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        batch = batch["windows"] if "windows" in batch else batch  # sibling groups are the world model's
         state, actions, scales, mask, _ = self._menus(batch, self._rng("train", batch_idx))
         roll = self.imagine(state, actions, scales, mask, "sample")
         value = self.critic(roll["feat"])  # (H+1, B)

@@ -11,10 +11,22 @@ chain and the LLM's measured response. Named loss terms, each scaled by ``loss_s
 - ``reward``: two-hot cross-entropy of the reward ensemble (each member on a bootstrap mask);
 - ``response``: squared error of the response summary (accuracy, dense, compliance, answer shape);
 - ``delta``: squared error of the predicted reward *change* since the observed start chain;
-- ``kl_dyn`` / ``kl_rep``: DreamerV3's balanced KL between posterior and prior, with free nats.
+- ``kl_dyn`` / ``kl_rep``: DreamerV3's balanced KL between posterior and prior, with free nats;
+- ``effect``: squared error of the effect head's predicted change (accuracy, dense) of one edit, on
+  the windows' one-step edits and on sibling edits (each ensemble member on a bootstrap mask);
+- ``rank`` / ``rank_dense``: RankNet's pairwise loss over each sibling group (edits of one parent chain
+  measured on the same examples) on the change of accuracy / of the dense reward: the order a search
+  needs.
+
+The model sees the task as ``task_pairs`` train input/output pairs (``TaskEncoder``), so it predicts
+on a task it was never trained on with nothing collected there. Its effect uncertainty is the
+ensemble spread times ``interval_scale``, a split-conformal factor fitted on every validation epoch
+so that ``mean ± 1.28 * std`` is an 80 % interval on the validation edits; held-out tasks report how
+well that carries over (``test/calibration/*``). The non-learned prior (the mean change of each edit
+operation over the training edits, ``op_prior``) is scored on the same sibling groups, next to it.
 
 Planners use only the narrow interface: ``encode_chains``, ``embed_edits``, ``observe``,
-``imagine``, ``reward``, ``uncertainty`` (and ``from_checkpoint`` to load one).
+``imagine``, ``reward``, ``uncertainty``, ``edit_effect`` (and ``from_checkpoint`` to load one).
 """
 
 from __future__ import annotations
@@ -27,12 +39,13 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
 from tap.chains.chain import Chain
-from tap.chains.edits import SCALES, Edit
+from tap.chains.edits import OP_IDS, SCALES, Edit
 from tap.chains.render import chain_views
 from tap.collection.datamodule import RESPONSE_FEATURES, SCALE_IDS, payload_text
-from tap.errors import unknown_loss_terms
-from tap.metrics import GroupedRankAgreement
-from tap.models import WORLD_MODELS, EditEmbedder, State, WorldModelNet
+from tap.errors import TapError, unknown_loss_terms
+from tap.losses.ranking import pairwise_ranking_loss
+from tap.metrics import GroupedRankAgreement, IntervalCalibration, SelectionGain, SiblingRankAgreement
+from tap.models import WORLD_MODELS, EditEmbedder, State, TaskEncoder, WorldModelNet
 from tap.models.encoder import LATENT_KEYS
 from tap.systems.base import TapSystem
 from tap.systems.batch import task_ids, window_views
@@ -40,9 +53,14 @@ from tap.systems.checkpoints import init_hparams, own_hyperparameters, read_chec
 from tap.systems.encoder import ContrastiveEncoder
 from tap.systems.tensorboard import LatentProjector, log_scatter
 
-WM_LOSSES = ("latent", "reward", "response", "delta", "kl_dyn", "kl_rep")
-DEFAULT_SCALES = {"latent": 1.0, "reward": 1.0, "response": 1.0, "delta": 1.0, "kl_dyn": 0.5, "kl_rep": 0.1}
+WM_LOSSES = ("latent", "reward", "response", "delta", "kl_dyn", "kl_rep", "effect", "rank", "rank_dense")
+DEFAULT_SCALES = {"latent": 1.0, "reward": 1.0, "response": 1.0, "delta": 1.0, "kl_dyn": 0.5, "kl_rep": 0.1,
+                  "effect": 1.0, "rank": 1.0, "rank_dense": 0.5}
 RANKED = ("reward", "dense", "reward_observed", "edit", "uncertainty")
+#: read-outs scored on sibling groups (model and non-learned prior) -> their names in the logs: the mean
+#: within-group Spearman, the selection gain, and the Spearman pooled over a task's edits (accuracy, dense)
+SIBLING_LOG_NAMES = {"sibling": "sibling", "gain": "selection", "edit": "sibling_edit",
+                     "edit_dense": "sibling_edit_dense"}
 
 
 def _encoder_spec(encoder: str) -> tuple[dict, dict | None]:
@@ -73,7 +91,9 @@ class WorldModel(TapSystem):
         ensemble: reward heads in the ensemble (their spread is the uncertainty).
         bins: two-hot reward bins.
         free_nats: KL free nats (DreamerV3).
-        bootstrap: fraction of the batch each reward head trains on.
+        bootstrap: fraction of the batch each reward and effect head trains on.
+        task_dim: size of the task vector from the task's train pairs (0: no task conditioning).
+        interval: nominal coverage of the effect's predictive interval (calibrated on validation).
         loss_scales: weight per loss term (``WM_LOSSES``); missing terms take ``DEFAULT_SCALES``.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -85,8 +105,9 @@ class WorldModel(TapSystem):
     def __init__(self, encoder: str = "checkpoints/encoder", encoder_hparams: dict | None = None,
                  world_model: Literal["hierarchical", "flat", "demo"] = "hierarchical", action_dim: int = 64,
                  deter_dim: int = 128, stoch_dim: int = 32, hidden_dim: int = 256, ensemble: int = 5,
-                 bins: int = 41, free_nats: float = 1.0, bootstrap: float = 0.8,
-                 loss_scales: dict[str, float] | None = None, lr: float = 3e-4, weight_decay: float = 1e-4) -> None:
+                 bins: int = 41, free_nats: float = 1.0, bootstrap: float = 0.8, task_dim: int = 32,
+                 interval: float = 0.8, loss_scales: dict[str, float] | None = None, lr: float = 3e-4,
+                 weight_decay: float = 1e-4) -> None:
         super().__init__()
         unknown = set(loss_scales or {}) - set(WM_LOSSES)
         if unknown:
@@ -105,14 +126,27 @@ class WorldModel(TapSystem):
             self.encoder.load_state_dict(encoder_state)
         self.encoder.freeze_encoder()
         latent_dim = self.encoder.hparams.latent_dim
-        self.actions = EditEmbedder(self.encoder.net.backbone.dim, action_dim)
+        text_dim = self.encoder.net.backbone.dim
+        self.actions = EditEmbedder(text_dim, action_dim)
+        self.task_encoder = TaskEncoder(text_dim, task_dim, hidden_dim) if task_dim else None
         heads = {"hidden_dim": hidden_dim, "members": ensemble, "bins": bins}
         if world_model == "demo":
-            self.net: WorldModelNet = WORLD_MODELS[world_model](latent_dim, action_dim, hidden_dim, heads)
+            self.net: WorldModelNet = WORLD_MODELS[world_model](latent_dim, action_dim, hidden_dim, heads,
+                                                                task_dim=task_dim)
         else:
-            self.net = WORLD_MODELS[world_model](latent_dim, action_dim, deter_dim, stoch_dim, hidden_dim, heads=heads)
+            self.net = WORLD_MODELS[world_model](latent_dim, action_dim, deter_dim, stoch_dim, hidden_dim, heads=heads,
+                                                 task_dim=task_dim)
+        self.register_buffer("interval_scale", torch.ones(()))  # split-conformal factor of the effect's std
+        # the non-learned prior: sum and count of the measured accuracy change per edit operation in training
+        self.register_buffer("op_delta", torch.zeros(2, len(OP_IDS)))
         self.ranked = torch.nn.ModuleDict({s: torch.nn.ModuleDict({k: GroupedRankAgreement() for k in RANKED})
                                            for s in ("val", "test")})
+        self.sibling_metrics = torch.nn.ModuleDict({
+            f"{s}_{who}": torch.nn.ModuleDict({"sibling": SiblingRankAgreement(), "gain": SelectionGain(),
+                                                "edit": GroupedRankAgreement(), "edit_dense": GroupedRankAgreement()})
+            for s in ("val", "test") for who in ("model", "prior")})
+        self.calibration = torch.nn.ModuleDict({s: IntervalCalibration(interval) for s in ("val", "test")})
+        self._groups_seen = 0  # sibling groups scored in this evaluation epoch (their ids stay unique)
         self.horizon_error = torch.nn.ModuleDict()  # "<stage>_<model|copy>_<k>" -> MeanMetric, made on first use
         self._tasks: dict[str, int] = {}
         self.projector = LatentProjector(["task", "reward", "predicted_reward"])
@@ -124,9 +158,28 @@ class WorldModel(TapSystem):
 
     # ---- the planner-facing interface -------------------------------------------------------
     @torch.no_grad()
-    def encode_chains(self, chains: list[Chain], context: str) -> dict[str, torch.Tensor]:
-        """Encoder latents of real chains of one task: dict of (N, latent_dim)."""
-        return self.encoder([context] * len(chains), [chain_views(c) for c in chains])  # type: ignore[misc]
+    def encode_chains(self, chains: list[Chain], context: str,
+                      pairs: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Encoder latents of real chains of one task, dict of (N, latent_dim), and its task vector
+        ``task`` (N, task_dim) from ``pairs`` (``task_pair_texts``; none: the empty task).
+        """
+        lat = self.encoder([context] * len(chains), [chain_views(c) for c in chains])
+        lat["task"] = self.task_vectors([list(pairs or [])] * len(chains), len(chains))
+        return lat  # type: ignore[return-value]
+
+    def task_vectors(self, pairs: list[list[str]] | None, n: int) -> torch.Tensor:
+        """(n, task_dim) task vectors from each row's train pairs (``task_pair_texts``); zeros-in for a row
+        without pairs (and ``pairs=None``: every row). (n, 0) without task conditioning.
+        """
+        if self.task_encoder is None:
+            return torch.zeros(n, 0, device=self.device)
+        pairs = pairs if pairs is not None else [[] for _ in range(n)]
+        texts = [t for row in pairs for t in row]
+        owner = torch.tensor([i for i, row in enumerate(pairs) for _ in row], dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            vec = (self.encoder.net.embed_text(texts) if texts
+                   else torch.zeros(0, self.encoder.net.backbone.dim, device=self.device))
+        return self.task_encoder(vec, owner, n)
 
     def embed_edits(self, edits: list[Edit]) -> tuple[torch.Tensor, torch.Tensor]:
         """Edits -> action embeddings (N, action_dim) and one-hot scale weights (N, 3)."""
@@ -152,12 +205,37 @@ class WorldModel(TapSystem):
     def uncertainty(self, state: State) -> torch.Tensor:
         return self.net.uncertainty(state)
 
+    def edit_effect(self, parent: State, child: State) -> tuple[torch.Tensor, torch.Tensor]:
+        """The change an edit makes from ``parent`` to ``child``: predicted mean (B, 2) and calibrated std
+        (B, 2), columns (accuracy, dense); ``mean ± 1.28 * std`` is the 80 % interval.
+        """
+        mean, std = self.net.effect(parent, child)
+        return mean, std * self.interval_scale
+
+    def op_prior(self, op_ids: torch.Tensor) -> torch.Tensor:
+        """The non-learned prior's score of edits (N,) long: the mean accuracy change of their operation over
+        the training edits (0 for an operation never seen).
+        """
+        total, count = self.op_delta[0][op_ids], self.op_delta[1][op_ids]
+        return total / count.clamp_min(1.0)
+
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> WorldModel:
         """Rebuild from a checkpoint file or run folder (eval mode, no gradients); needs no other file."""
         model = cls._load(path)
         model.requires_grad_(False)
         return model.eval()
+
+    @classmethod
+    def _build(cls, ckpt: dict) -> WorldModel:
+        try:
+            return super()._build(ckpt)
+        except RuntimeError as err:
+            if "Missing key" not in str(err):
+                raise
+            raise TapError("this world-model checkpoint predates the task encoder and effect head (missing weights: "
+                           f"{str(err).splitlines()[1].strip()[:200]}); retrain it with "
+                           "`python train.py fit --config configs/world_model.yaml`.") from err
 
     # ---- training -------------------------------------------------------------------------
     def _payload_vectors(self, texts: list[str]) -> torch.Tensor:
@@ -180,15 +258,18 @@ class WorldModel(TapSystem):
         with torch.no_grad():
             lat = self.encoder(contexts, views)
         obs = {k: lat[k].view(B, T1, -1) for k in LATENT_KEYS}  # each (B, L+1, D)
+        task = self.task_vectors(batch.get("task_pairs"), B)  # (B, C)
         payload = self._payload_vectors([p for row in batch["edit_payload"] for p in row]).view(B, L_, -1)
         act = self.actions(batch["edit_scale"].to(dev), batch["edit_op"].to(dev), batch["edit_target"].to(dev),
                            payload)  # (B, L, A)
         scale_w = F.one_hot(batch["edit_scale"].to(dev), len(SCALES)).float()  # (B, L, 3)
-        observed = self.net.observe({k: v.reshape(B * T1, -1) for k, v in obs.items()}, sample)
+        observed = self.net.observe({**{k: v.reshape(B * T1, -1) for k, v in obs.items()},
+                                     "task": task.repeat_interleave(T1, 0)}, sample)
         feat_obs = self.net.features(observed).view(B, T1, -1)
         s_idx = torch.arange(L_, device=dev).repeat_interleave(B)  # (L*B,) start step of each row
         b_idx = torch.arange(B, device=dev).repeat(L_)  # (L*B,) window of each row
-        state = {k: v.view(B, T1, -1)[:, :L_].transpose(0, 1).reshape(L_ * B, -1) for k, v in observed.items()}
+        state = {k: v.reshape(B, T1, v.shape[-1])[:, :L_].transpose(0, 1).reshape(L_ * B, v.shape[-1])
+                 for k, v in observed.items()}
         feats, lats, dyn, rep, valid, t_idx = [], [], [], [], [], []
         for k in range(1, L_ + 1):
             t = s_idx + k
@@ -238,9 +319,23 @@ class WorldModel(TapSystem):
         terms["delta"] = F.mse_loss(pred_delta, real_delta)
         terms["kl_dyn"] = out["kl_dyn"][v].mean()
         terms["kl_rep"] = out["kl_rep"][v].mean()
+        # one-step edits (k = 1, every row valid): the effect head on (parent, child) features
+        b1, s1 = out["b"], out["s"]
+        f_parent, f_child = out["feat_obs"][b1, s1], out["feat_img"][0]  # (L*B, F) each
+        dense = batch["dense"].to(dev)
+        real_eff = torch.stack([reward[b1, s1 + 1] - reward[b1, s1], dense[b1, s1 + 1] - dense[b1, s1]], -1)  # (L*B, 2)
+        boot1 = self._bootstrap(f_parent.shape[0]) if stage == "train" else None
+        terms["effect"] = heads.effect.loss(f_parent, f_child, real_eff, boot1).mean()
         aux = {"out": out, "pred_obs": pred_obs, "pred_img": pred_img, "unc_img": unc[n_obs:], "pred_lat": pred_lat,
-               "real_lat": real_lat, "f_img": f_img}
+               "real_lat": real_lat, "f_img": f_img, "effect": heads.effect(f_parent, f_child), "real_effect": real_eff}
         return terms, aux
+
+    def _bootstrap(self, n: int) -> torch.Tensor | None:
+        """(K, n) 0/1 masks, one per effect-ensemble member, or None when every member sees everything."""
+        if self.hparams.bootstrap >= 1:
+            return None
+        k = len(self.net.heads.effect.members)
+        return (torch.rand(k, n, device=self.device) < self.hparams.bootstrap).float()
 
     def total_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         return sum(self.loss_scales[k] * val for k, val in terms.items())  # type: ignore[return-value]
@@ -252,10 +347,68 @@ class WorldModel(TapSystem):
         log = {f"{stage}/loss/{k}": val for k, val in terms.items()}
         self.log_dict(log, batch_size=B, on_step=stage == "train", on_epoch=True)
         self.log(f"{stage}/loss", loss, batch_size=B, prog_bar=True, on_step=stage == "train", on_epoch=True)
-        if stage != "train":
+        if stage == "train":
+            self._count_ops(batch["edit_op"][:, 0], batch["reward"][:, 1] - batch["reward"][:, 0])
+        else:
             dense_img = self.net.heads.predict_response(aux["f_img"])[:, RESPONSE_FEATURES.index("dense")]
             self._update_metrics(stage, batch, aux["out"], aux["pred_obs"], aux["pred_img"], aux["unc_img"],
                                  aux["pred_lat"], aux["real_lat"], dense_img)
+            (mean, std), real = aux["effect"], aux["real_effect"]
+            group = task_ids(batch["task"], self._tasks).to(self.device)[aux["out"]["b"]]
+            self.calibration[stage].update(mean[:, 0], std[:, 0], real[:, 0], group)
+        return loss
+
+    @torch.no_grad()
+    def _count_ops(self, op: torch.Tensor, delta: torch.Tensor) -> None:
+        """Add training edits (op ids (N,), measured accuracy change (N,)) to the non-learned prior."""
+        op = op.to(self.device)
+        self.op_delta[0].index_add_(0, op, delta.to(self.op_delta))
+        self.op_delta[1].index_add_(0, op, torch.ones_like(delta).to(self.op_delta))
+
+    def _sibling_step(self, batch: dict, stage: str) -> torch.Tensor:
+        """Sibling groups (``collate_siblings``: N one-edit windows, ``group`` (N,)): every edit of a parent
+        chain from the parent's state, ranked against the others on the same examples.
+        """
+        dev, N = self.device, len(batch["task"])
+        contexts, views = window_views(batch)  # 2N chains: parent, child of each sibling
+        with torch.no_grad():
+            lat = self.encoder(contexts, views)
+        obs = {k: lat[k].view(N, 2, -1)[:, 0] for k in LATENT_KEYS}  # parents, (N, D) each
+        parent = self.net.observe({**obs, "task": self.task_vectors(batch.get("task_pairs"), N)}, stage == "train")
+        payload = self._payload_vectors([row[0] for row in batch["edit_payload"]])
+        scale, op = batch["edit_scale"][:, 0].to(dev), batch["edit_op"][:, 0].to(dev)
+        act = self.actions(scale, op, batch["edit_target"][:, 0].to(dev), payload)  # (N, A)
+        child = self.net.step(parent, act, F.one_hot(scale, len(SCALES)).float(), stage == "train")
+        f_parent, f_child = self.net.features(parent), self.net.features(child)
+        reward, dense = batch["reward"].to(dev), batch["dense"].to(dev)  # (N, 2)
+        real = torch.stack([reward[:, 1] - reward[:, 0], dense[:, 1] - dense[:, 0]], -1)  # (N, 2)
+        group = batch["group"].to(dev)
+        effect = self.net.heads.effect
+        mean, std = effect(f_parent, f_child)  # (N, 2) each
+        boot = self._bootstrap(N) if stage == "train" else None
+        terms = {"effect": effect.loss(f_parent, f_child, real, boot).mean(),
+                 "rank": _ordered_mean(pairwise_ranking_loss(mean[:, 0], real[:, 0], group), real[:, 0], group),
+                 "rank_dense": _ordered_mean(pairwise_ranking_loss(mean[:, 1], real[:, 1], group), real[:, 1], group)}
+        loss = self.total_loss(terms)
+        G = int(group.max()) + 1
+        self.log_dict({f"{stage}/loss/{k}" + ("_siblings" if k == "effect" else ""): val for k, val in terms.items()},
+                      batch_size=G, on_step=stage == "train", on_epoch=True)
+        self.log(f"{stage}/loss_siblings", loss, batch_size=G, on_step=stage == "train", on_epoch=True)
+        if stage == "train":
+            self._count_ops(op, real[:, 0])
+        else:
+            tid = task_ids(batch["task"], self._tasks).to(dev)
+            gid = group + self._groups_seen
+            self._groups_seen += G
+            delta_a, delta_b = _split_half_deltas(batch)
+            for who, score_acc, score_dense in (("model", mean[:, 0], mean[:, 1]),
+                                                ("prior", self.op_prior(op), self.op_prior(op))):
+                m = self.sibling_metrics[f"{stage}_{who}"]
+                m["sibling"].update(score_acc, real[:, 0], gid, tid)
+                m["gain"].update(score_acc, delta_b, delta_a, gid, tid)
+                m["edit"].update(score_acc, real[:, 0], tid)
+                m["edit_dense"].update(score_dense, real[:, 1], tid)
+            self.calibration[stage].update(mean[:, 0], std[:, 0], real[:, 0], tid)
         return loss
 
     def _update_metrics(self, stage: str, batch: dict, out: dict, pred_obs: torch.Tensor, pred_img: torch.Tensor,
@@ -290,6 +443,7 @@ class WorldModel(TapSystem):
 
     def _end_eval(self, stage: str) -> None:
         names = {i: _slug(t) for t, i in self._tasks.items()}
+        self._end_siblings(stage, names)
         for kind, metric in self.ranked[stage].items():
             if not metric.preds:
                 continue
@@ -308,6 +462,59 @@ class WorldModel(TapSystem):
                 self.log(f"{stage}/latent_error{'_copy' if name == 'copy' else ''}/h{k}", metric.compute())
                 metric.reset()
 
+    def _end_siblings(self, stage: str, names: dict[int, str]) -> None:
+        """Log the sibling-group read-outs (model and prior) and the effect's calibration; after validation,
+        refit ``interval_scale`` on what validation saw.
+        """
+        def name(key: str, prefix: str) -> str:
+            stat, _, gid = key.partition("/")
+            return f"{prefix}/{stat}" + (f"/{names.get(int(gid), gid)}" if gid else "")
+
+        for who in ("model", "prior"):
+            for kind, metric in self.sibling_metrics[f"{stage}_{who}"].items():
+                if metric.update_count == 0:
+                    continue
+                prefix = f"{stage}/" + ("prior/" if who == "prior" else "") + SIBLING_LOG_NAMES[kind]
+                for key, val in metric.compute().items():
+                    if not kind.startswith("edit") or key.startswith("spearman"):
+                        self.log(name(key, prefix), val)
+                metric.reset()
+        cal = self.calibration[stage]
+        if cal.update_count > 0:
+            for key, val in cal.compute(scale=float(self.interval_scale)).items():
+                self.log(name(key, f"{stage}/calibration"), val)
+            if stage == "val":
+                self.interval_scale.fill_(cal.conformal_scale())
+            self.log(f"{stage}/calibration/scale", self.interval_scale.clone())
+            cal.reset()
+        self._groups_seen = 0
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+
+def _ordered_mean(per_group: torch.Tensor, target: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """Mean of a per-group loss (G,) over the groups whose targets are not all equal (they have an order)."""
+    ids, inv = group.unique(return_inverse=True)
+    hi = torch.full((len(ids),), float("-inf"), device=target.device).scatter_reduce(0, inv, target, "amax")
+    lo = torch.full((len(ids),), float("inf"), device=target.device).scatter_reduce(0, inv, target, "amin")
+    ordered = hi > lo
+    return per_group[ordered].mean() if ordered.any() else per_group.sum() * 0.0
+
+
+def _split_half_deltas(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accuracy change of each sibling on the first and on the second half of its examples (N,) each:
+    two independent evaluations, one to pick with (the oracle's) and one to judge every pick.
+    """
+    correct, mask = batch["correct"], batch["example_mask"]  # (N, 2, E), (N, E)
+    n = mask.sum(1, keepdim=True)  # (N, 1)
+    pos = torch.arange(mask.shape[1]).unsqueeze(0)  # (1, E)
+    first = (pos < n // 2) & mask
+    second = (pos >= n // 2) & mask
+
+    def delta(half: torch.Tensor) -> torch.Tensor:
+        acc = (correct * half.unsqueeze(1)).sum(-1) / half.sum(-1, keepdim=True).clamp_min(1)  # (N, 2)
+        return acc[:, 1] - acc[:, 0]
+
+    return delta(first), delta(second)

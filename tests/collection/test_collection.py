@@ -219,6 +219,8 @@ def test_datamodule_serves_windows_of_chosen_edits_and_sibling_groups(tmp_path, 
 
     task = arithmetic_task(60, name="tiny-arith")
     monkeypatch.setattr("tap.collection.datamodule.TriplesDataModule.context", lambda self, t: "")
+    monkeypatch.setattr("tap.collection.datamodule.TriplesDataModule.task_pairs",
+                        lambda self, t: ["Input: 1+1\nOutput: 2"])
     dm = TriplesDataModule(tasks=["tiny-arith"], trajectories=4, horizon=3, eval_examples=4, window=2,
                            batch_size=4, siblings=3, data_dir=str(tmp_path / "data"), cache=str(tmp_path / "c.sqlite"),
                            split_fractions=(0.25, 0.25))
@@ -234,6 +236,14 @@ def test_datamodule_serves_windows_of_chosen_edits_and_sibling_groups(tmp_path, 
     assert batch["reward"].shape == (6, 2) and batch["edit_op"].shape == (6, 1)
     parents = [batch["chain_json"][i][0] for i in range(6)]
     assert parents[0] == parents[1] == parents[2] and parents[3] == parents[5]
+    assert batch["task_pairs"] == [["Input: 1+1\nOutput: 2"]] * 6
+    # the loaders serve windows and sibling groups together: training cycles, evaluation visits each once
+    train = [b for b, *_ in dm.train_dataloader()]  # CombinedLoader yields (batch, batch_idx, loader_idx)
+    assert all(b["windows"] is not None and b["siblings"] is not None for b in train)
+    val = [b for b, *_ in dm.val_dataloader()]
+    n_windows = sum(b["windows"] is not None for b in val)
+    n_groups = sum(len(b["siblings"]["group"].unique()) for b in val if b["siblings"] is not None)
+    assert n_windows == -(-len(dm.splits["val"]) // 4) and n_groups == len(dm.groups["val"])
 
 
 def test_unwritable_data_dir_fails_before_any_call(tiny_task, tmp_path):

@@ -26,8 +26,8 @@ def _fit(config, overrides, *extra, epochs=2):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A hash-backbone encoder, then a hierarchical world model on it, both fitted for two epochs
-    (once for the module; tests must not change what it returns)."""
+    """A hash-backbone encoder, then a hierarchical world model on it (with 3 sibling edits per visited
+    chain), both fitted for two epochs (once for the module; tests must not change what it returns)."""
     tmp_path = tmp_path_factory.mktemp("trained")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("sys.argv", ["train.py"])
@@ -36,7 +36,7 @@ def trained(tmp_path_factory):
         enc_dir = tmp_path / "enc"
         enc = _fit("encoder.yaml", overrides, "--model.init_args.backbone=hash", f"--checkpoint.dirpath={enc_dir}")
         wm = _fit("world_model.yaml", overrides, f"--model.init_args.encoder={enc_dir}",
-                  f"--checkpoint.dirpath={tmp_path / 'wm'}")
+                  f"--checkpoint.dirpath={tmp_path / 'wm'}", "--data.init_args.siblings=3")
         wm.datamodule.setup()
     return {"enc": enc, "wm": wm, "enc_ckpt": enc_dir / "best.ckpt", "wm_dir": tmp_path / "wm"}
 
@@ -60,13 +60,22 @@ def test_encoder_logs_health_and_distance_spearman(trained):
 
 def test_world_model_logs_named_terms_and_rank_metrics(trained):
     metrics = trained["wm"].trainer.callback_metrics
-    for term in ("latent", "reward", "response", "delta", "kl_dyn", "kl_rep"):
-        assert f"train/loss/{term}" in metrics
+    for term in ("latent", "reward", "response", "delta", "kl_dyn", "kl_rep", "effect", "rank", "rank_dense",
+                 "effect_siblings"):
+        assert f"train/loss/{term}" in metrics, term
     for key in ("val/reward/spearman", "val/reward/mae", "val/edit/spearman", "val/edit/mae",
                 "val/reward_observed/spearman", "val/latent_error/h1", "val/latent_error/h2",
-                "val/latent_error_copy/h1", "val/uncertainty/spearman"):
+                "val/latent_error_copy/h1", "val/uncertainty/spearman",
+                # sibling groups: the model and the non-learned prior on the same groups, and calibration
+                "val/sibling/spearman", "val/selection/gain", "val/selection/oracle", "val/sibling_edit/spearman",
+                "val/sibling_edit_dense/spearman", "val/prior/sibling/spearman", "val/prior/selection/gain",
+                "val/calibration/coverage", "val/calibration/spearman", "val/calibration/scale"):
         assert key in metrics, key
     assert any(k.startswith("val/reward/spearman/add_") for k in metrics)  # per task
+    assert any(k.startswith("val/calibration/coverage/add_") for k in metrics)
+    model = trained["wm"].model
+    assert model.op_delta[1].sum() > 0  # the prior counted the training edits
+    assert float(model.interval_scale) == pytest.approx(float(metrics["val/calibration/scale"]))
 
 
 def test_checkpoints_round_trip_without_the_encoder_file(trained):
@@ -81,7 +90,8 @@ def test_checkpoints_round_trip_without_the_encoder_file(trained):
         hidden.rename(enc_dir)
     assert loaded.hparams.encoder_hparams["backbone"] == "hash"
     dm = trained["wm"].datamodule
-    batch = next(iter(dm.val_dataloader()))
+    batch = next(iter(dm.val_dataloader()))[0]["windows"]  # (windows and sibling groups, batch_idx, loader_idx)
+    assert torch.equal(loaded.interval_scale, live.interval_scale) and torch.equal(loaded.op_delta, live.op_delta)
     with torch.no_grad():
         a, b = live.rollout(batch), loaded.rollout(batch)
     # equal up to float round-off: matmul results depend slightly on how texts were batched

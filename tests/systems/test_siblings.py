@@ -1,0 +1,128 @@
+"""The meta-training parts of the world model on small synthetic data: task conditioning from train
+pairs, the effect head and its ranking terms on sibling groups, the split-half deltas the selection
+gain is judged on, and the calibrated interval."""
+
+import pytest
+import torch
+
+from tap.chains import initial_chain
+from tap.chains.edits import Edit
+from tap.collection.collect import collect
+from tap.collection.datamodule import TriplesDataModule, collate_siblings, task_pair_texts
+from tap.llm.cache import CallCache
+from tap.llm.cached import CachedLLM
+from tap.systems.world_model import _split_half_deltas
+from tests.helpers import RuleLLM, arithmetic_task, tiny_world_model
+
+PAIRS_A = ["Input: What is 1 + 2?\nOutput: 3", "Input: What is 4 + 4?\nOutput: 8", "Input: What is 2 + 5?\nOutput: 7"]
+PAIRS_B = ["Input: cat\nOutput: cats", "Input: box\nOutput: boxes", "Input: city\nOutput: cities"]
+
+
+def _nudged(seed=0):
+    """A tiny world model whose zero-initialised layers are nudged, so every input reaches the outputs."""
+    wm = tiny_world_model(seed)
+    with torch.no_grad():
+        for p in wm.net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return wm.eval()
+
+
+def _effects(wm, pairs_per_row):
+    chain = initial_chain("Respond to the input.")
+    edits = [Edit("instruction", "instruction_edit", (), "Give the plural.")] * len(pairs_per_row)
+    with torch.no_grad():
+        lat = wm.encoder(["" for _ in pairs_per_row], [wm_views(chain)] * len(pairs_per_row))
+        lat["task"] = wm.task_vectors(pairs_per_row, len(pairs_per_row))
+        parent = wm.observe(lat)
+        actions, scales = wm.embed_edits(edits)
+        child = wm.imagine(parent, actions.unsqueeze(1), scales.unsqueeze(1))[0]
+        return wm.edit_effect(parent, child)
+
+
+def wm_views(chain):
+    from tap.chains.render import chain_views
+
+    return chain_views(chain)
+
+
+def test_task_conditioning_uses_the_pairs_not_their_order_nor_the_batch():
+    wm = _nudged()
+    mean, std = _effects(wm, [PAIRS_A, PAIRS_B, PAIRS_A[::-1], []])
+    assert not torch.allclose(mean[0], mean[1])  # another task, another predicted effect
+    assert torch.allclose(mean[0], mean[2], atol=1e-6)  # the order of the pairs does not matter
+    alone, _ = _effects(wm, [PAIRS_A])
+    assert torch.allclose(alone[0], mean[0], atol=1e-5)  # nor which other rows share the batch
+    assert mean.shape == std.shape == (4, 2) and (std >= 0).all()
+
+
+def test_no_task_conditioning_gives_empty_task_vectors():
+    from tap.systems import WorldModel
+
+    wm = WorldModel(encoder="hash", action_dim=8, deter_dim=8, stoch_dim=2, hidden_dim=16, ensemble=2, bins=11,
+                    task_dim=0)
+    assert wm.task_encoder is None and wm.task_vectors([PAIRS_A], 1).shape == (1, 0)
+    state = wm.observe(wm.encode_chains([initial_chain("Add.")], "Add.", PAIRS_A))
+    assert state["task"].shape == (1, 0)
+
+
+def test_edit_effect_std_is_scaled_by_the_calibrated_factor():
+    wm = _nudged()
+    _, std1 = _effects(wm, [PAIRS_A])
+    wm.interval_scale.fill_(3.0)
+    _, std3 = _effects(wm, [PAIRS_A])
+    assert torch.allclose(std3, 3 * std1)
+
+
+def test_split_half_deltas_on_a_hand_made_batch():
+    correct = torch.tensor([[[1, 1, 0, 0], [1, 0, 1, 1]],  # halves: parent 1.0 / 0.0, child 0.5 / 1.0
+                            [[0, 0, 0, 0], [1, 1, 0, 9]]]).float()  # 3 examples (the 4th is masked): 1 + 2
+    mask = torch.tensor([[True] * 4, [True, True, True, False]])
+    first, second = _split_half_deltas({"correct": correct, "example_mask": mask})
+    assert first.tolist() == [-0.5, 1.0]
+    assert second.tolist() == [1.0, 0.5]
+
+
+@pytest.fixture(scope="module")
+def sibling_data(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("siblings")
+    task = arithmetic_task(60, name="tiny-arith")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(TriplesDataModule, "context", lambda self, t: task.description)
+        mp.setattr(TriplesDataModule, "task_pairs", lambda self, t: task_pair_texts(task, 4))
+        dm = TriplesDataModule(tasks=["tiny-arith"], trajectories=6, horizon=3, eval_examples=6, batch_size=12,
+                               siblings=4, data_dir=str(tmp / "data"), split_fractions=(0.0, 0.0))
+        dm._llm = CachedLLM(RuleLLM(), CallCache(tmp / "c.sqlite"))
+        collect(dm.configs[0], dm._llm, data_dir=tmp / "data", task=task, progress=False)
+        dm.setup()
+    return dm
+
+
+def test_task_pairs_are_the_first_train_pairs():
+    task = arithmetic_task(60)
+    pairs = task_pair_texts(task, 3)
+    assert len(pairs) == 3 and pairs[0] == f"Input: {task.train[0].input}\nOutput: {task.train[0].answer}"
+
+
+def test_ranking_terms_train_the_effect_head_to_order_siblings(sibling_data):
+    groups = sibling_data.groups["train"].items
+    batch = collate_siblings(groups)
+    assert batch["task_pairs"][0] and len(batch["group"].unique()) == len(groups)
+    torch.manual_seed(0)
+    wm = tiny_world_model()
+    opt = torch.optim.Adam([p for p in wm.parameters() if p.requires_grad], lr=3e-3)
+    wm.log = wm.log_dict = lambda *a, **k: None  # no trainer attached
+    first = None
+    for _ in range(100):
+        wm.train()
+        loss = wm._sibling_step(batch, "train")
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    wm.eval()
+    with torch.no_grad():
+        last = float(wm._sibling_step(batch, "val"))  # also feeds the val metrics
+    assert last < 0.75 * first
+    out = wm.sibling_metrics["val_model"]["sibling"].compute()
+    assert out["spearman"] > 0.5  # it learnt to order the siblings it trained on
+    assert wm.op_delta[1].sum() == 100 * len(batch["task"])  # the prior counted every training edit
