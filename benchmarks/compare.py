@@ -242,7 +242,7 @@ def plot(runs: list[dict], path: Path) -> Path | None:
 
 
 def write_report(runs: list[dict], out: Path, command: str) -> None:
-    from tap.planning.result import write_atomic
+    from tap.paths import write_atomic
 
     table = report(runs)
     seconds = sum(r["seconds"] + r.get("test_seconds", 0) for r in runs)
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         todo = [(t, m, s) for t in args.tasks for s in args.seeds for m in args.methods  # a task's seeds first
                 if not run_path(out, t, m, s).exists()]
         print(f"{len(todo)} runs to do ({len(args.seeds) * len(args.tasks) * len(args.methods) - len(todo)} done)")
-        from tap.planning.result import write_atomic
+        from tap.paths import write_atomic
 
         for i, (task, method, seed) in enumerate(todo):
             print(f"[{i + 1}/{len(todo)}] {slug(task)} {method} seed {seed}", flush=True)

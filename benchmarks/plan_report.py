@@ -35,7 +35,7 @@ def _load() -> dict:
 
 
 def _save(data: dict) -> None:
-    from tap.planning.result import write_atomic
+    from tap.paths import write_atomic
 
     OUT.parent.mkdir(parents=True, exist_ok=True)
     runs = ",\n".join(json.dumps(r, separators=(",", ":")) for r in data["runs"])  # one run per line

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -35,8 +36,6 @@ def ensure_writable(folder: str | Path, option: str) -> Path:
     """Create ``folder`` if needed and check that a file can be written in it, before anything is paid;
     a ``TapError`` names the folder and the option (``option``) that chose it otherwise.
     """
-    import tempfile
-
     from tap.errors import TapError
 
     path = Path(folder)
@@ -47,4 +46,16 @@ def ensure_writable(folder: str | Path, option: str) -> Path:
     except OSError as err:
         raise TapError(f"cannot write to the folder {path} ({type(err).__name__}: {err}). Fix: give {option} a "
                        "folder you can write to; nothing was paid yet.") from err
+    return path
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename: never a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
+    os.replace(tmp, path)
     return path

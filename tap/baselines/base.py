@@ -106,7 +106,7 @@ class SearchResult:
         """Write ``search.json`` and ``final_chain.json`` (atomically)."""
         import json
 
-        from tap.planning.result import write_atomic
+        from tap.paths import write_atomic
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

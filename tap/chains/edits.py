@@ -232,8 +232,9 @@ class EditSpace:
     """The finite set of edits a chain admits, given payload libraries and a train-split demo pool.
 
     ``sample`` draws a valid edit: a scale by ``scale_weights``, then an op, target and payload
-    uniformly among those that apply. Demonstrations only ever come from ``demo_pool`` (the train
-    split), never from val or test.
+    uniformly among those that apply; ``propose`` draws a menu of distinct ones across the three scales
+    (what a planner chooses from). Demonstrations only ever come from ``demo_pool`` (the train split),
+    never from val or test.
     """
 
     def __init__(self, libraries: Libraries, demo_pool: Sequence[Demo], max_demos: int = 8,
@@ -326,3 +327,33 @@ class EditSpace:
                 continue
             return edit
         raise EditError(f"no valid edit found for this chain with scales {scales}:\n{chain.describe()}")
+
+    def propose(self, chain: Chain, k: int, rng: random.Random, tries: int = 30) -> list[Edit]:
+        """Up to ``k`` valid edits of ``chain`` that lead to ``k`` distinct chains, taking the three scales
+        in turn (instruction, segment, token) so that every scale is on the menu.
+
+        Raises ``EditError`` when the chain admits no edit at all.
+        """
+        if k < 1:
+            raise EditError(f"a planner needs at least one candidate edit per step, got candidates={k}.")
+        out: list[Edit] = []
+        seen = {chain.to_json()}
+        for slot in range(k * 2):  # each slot asks one scale for a fresh edit; a scale with none is skipped
+            if len(out) == k:
+                break
+            scale = SCALES[slot % len(SCALES)]
+            for _ in range(tries):
+                edit = self.candidates(chain, scale, rng.choice(OPS[scale]), rng)
+                if edit is None:
+                    continue
+                try:
+                    key = apply_edit(chain, edit).validate().to_json()
+                except Exception:  # noqa: BLE001 - an invalid draw is simply redrawn
+                    continue
+                if key not in seen:
+                    seen.add(key)
+                    out.append(edit)
+                    break
+        if not out:
+            raise EditError(f"no valid edit applies to this chain:\n{chain.describe()}")
+        return out

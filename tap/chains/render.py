@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tap.chains.chain import Chain
-
-Message = dict[str, str]
+from tap.llm.prompt import Message, plain_prompt  # noqa: F401 - plain_prompt re-exported for renderers' users
 
 
 def system_text(chain: Chain) -> str:
@@ -44,19 +43,6 @@ def render_messages(chain: Chain, question: str, choices: Sequence[str] = ()) ->
         messages.append({"role": "assistant", "content": chain.answer_format.render(demo.output)})
     messages.append({"role": "user", "content": user_text(question, choices)})
     return messages
-
-
-def plain_prompt(messages: list[Message]) -> str:
-    """Rendering for models without a chat template (base models): a Q/A transcript."""
-    out = []
-    for m in messages:
-        if m["role"] == "system":
-            out.append(m["content"] + "\n\n")
-        elif m["role"] == "user":
-            out.append(f"Q: {m['content']}\nA:")
-        else:
-            out.append(f" {m['content']}\n\n")
-    return "".join(out)
 
 
 def answer_prefix(chain: Chain) -> tuple[str, str]:

@@ -29,7 +29,8 @@ from tap.chains import apply_edit, edit_space, initial_chain
 from tap.chains.chain import Chain
 from tap.chains.induce import default_count, induce_instructions
 from tap.collection.policy import BehaviourPolicy
-from tap.env import Environment, Evaluation
+from tap.collection.schema import triple_row
+from tap.env import Environment
 from tap.errors import TapError
 from tap.llm.base import LLM, GenerationSettings
 from tap.paths import ensure_writable
@@ -69,17 +70,6 @@ def dataset_dir(config: CollectionConfig, llm_name: str, data_dir: str | Path = 
     """``data/<task slug>/<config fingerprint>``: one folder per distinct collection."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.task).strip("_")
     return Path(data_dir) / slug / config.fingerprint(llm_name)
-
-
-def response_fields(ev: Evaluation, prefix: str) -> dict:
-    return {
-        f"{prefix}reward": ev.accuracy,
-        f"{prefix}dense": ev.dense,
-        f"{prefix}compliance": ev.compliance,
-        f"{prefix}correct": [r.correct for r in ev.results],
-        f"{prefix}gold_prob": [r.gold_prob for r in ev.results],
-        f"{prefix}answers": [r.extracted for r in ev.results],
-    }
 
 
 def collect(config: CollectionConfig, llm: LLM, data_dir: str | Path = "data", task: Task | None = None,
@@ -123,15 +113,9 @@ def collect(config: CollectionConfig, llm: LLM, data_dir: str | Path = "data", t
             parent_id = hashlib.sha256(chain.to_json().encode()).hexdigest()[:16]
             for i, (edit, nxt) in enumerate(group):
                 ev_next = env.evaluate_at(nxt)  # the parent's examples: paired, each pair paid once
-                rows.append({
-                    "task": task.name, "trajectory": traj, "step": step,
-                    "group": f"{traj}:{step}", "parent_id": parent_id, "sibling": i, "chosen": i == pick,
-                    "chain": chain.to_json(), "edit": edit.to_json(), "next_chain": nxt.to_json(),
-                    "scale": edit.scale, "op": edit.op, "op_id": edit.op_id,
-                    "example_uids": [ex.uid for ex in examples],
-                    **response_fields(ev, ""), **response_fields(ev_next, "next_"),
-                    "next_responses": [r.response for r in ev_next.results],
-                })
+                rows.append(triple_row(task.name, traj, step, chain, edit, nxt, ev, ev_next,
+                                       example_uids=[ex.uid for ex in examples], group=f"{traj}:{step}",
+                                       parent_id=parent_id, sibling=i, chosen=i == pick))
                 if i == pick:
                     chosen = (nxt, ev_next)
                 bar.update()

@@ -17,9 +17,8 @@ what a world model conditions on, so that a task never trained on needs no colle
 from __future__ import annotations
 
 import json
-import math
 import random
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 import lightning as L
@@ -27,41 +26,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from tap.chains.chain import Chain
-from tap.chains.edits import SCALES, Edit
+from tap.chains.edits import Edit
 from tap.chains.render import chain_views
 from tap.collection.collect import CollectionConfig, collect, dataset_dir
+from tap.collection.schema import (  # noqa: F401 - re-exported: the row schema's names, where they were
+    RESPONSE_FEATURES,
+    SCALE_IDS,
+    payload_text,
+    response_summary,
+    task_pair_texts,
+)
 from tap.errors import TapError
-from tap.tasks.schema import Task
-
-SCALE_IDS = {s: i for i, s in enumerate(SCALES)}
-#: response-summary features, in order (see ``response_summary``)
-RESPONSE_FEATURES = ("accuracy", "dense", "compliance", "answer_entropy", "majority_share")
-
-
-def response_summary(reward: float, dense: float, compliance: float, answers: list[str]) -> list[float]:
-    """A fixed-size summary of how the LLM answered: scores plus the shape of the answer distribution
-    (normalised entropy and the majority answer's share, which expose label bias).
-    """
-    n = max(len(answers), 1)
-    probs = [c / n for c in Counter(answers).values()]
-    entropy = -sum(p * math.log(p) for p in probs)
-    norm = math.log(n) if n > 1 else 1.0
-    return [reward, dense, compliance, entropy / norm, max(probs, default=0.0)]
-
-
-def payload_text(edit: Edit) -> str:
-    """The edit's payload as text (demonstrations and formats flattened), for the edit embedding."""
-    p = edit.payload
-    if isinstance(p, dict) and "input" in p:
-        return f"{p['input']} -> {p['output']}"
-    if isinstance(p, dict):
-        return f"{p.get('spec', '')} {p.get('template', '')}".strip()
-    return "" if p is None else str(p)
-
-
-def task_pair_texts(task: Task, k: int) -> list[str]:
-    """The task as its first ``k`` train input/output pairs (the train split's seeded order), as texts."""
-    return [f"Input: {ex.input}\nOutput: {ex.answer}" for ex in task.train[:k]]
 
 
 class SiblingGroups(Dataset):

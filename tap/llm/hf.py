@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from tap.chains.render import plain_prompt
 from tap.errors import BackendError
 from tap.llm.base import LLM, GenerationSettings, Score
+from tap.llm.prompt import plain_prompt
 from tap.llm.provision import OFFLINE_MODELS, provision_offline
 
 

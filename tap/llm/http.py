@@ -16,9 +16,9 @@ import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from tap.chains.render import plain_prompt
 from tap.errors import BackendError
 from tap.llm.base import LLM, GenerationSettings, Score
+from tap.llm.prompt import plain_prompt
 
 RETRYABLE = {408, 429, 500, 502, 503, 504}
 

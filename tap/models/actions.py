@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from tap.chains.edits import OP_IDS, SCALES
-from tap.models.encoder import mlp
+from tap.models.layers import mlp
 
 
 class EditEmbedder(nn.Module):

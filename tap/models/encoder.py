@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tap.models.layers import mlp
 from tap.models.text import TextBackbone
 
 LEVELS: tuple[str, ...] = ("instruction", "segment", "token")  # top to bottom
@@ -31,17 +32,6 @@ class ChainViews(TypedDict):
     instruction: str
     segments: list[str]
     tokens: str
-
-
-def mlp(inp: int, hidden: int, out: int, layers: int = 2) -> nn.Sequential:
-    """``layers`` Linear layers with LayerNorm + SiLU between them."""
-    dims = [inp] + [hidden] * (layers - 1) + [out]
-    mods: list[nn.Module] = []
-    for i in range(len(dims) - 1):
-        mods.append(nn.Linear(dims[i], dims[i + 1]))
-        if i < len(dims) - 2:
-            mods += [nn.LayerNorm(dims[i + 1]), nn.SiLU()]
-    return nn.Sequential(*mods)
 
 
 class ChainEncoderNet(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tap.models.encoder import mlp
+from tap.models.layers import mlp
 
 
 class Actor(nn.Module):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from tap.models.encoder import mlp
+from tap.models.layers import mlp
 from tap.models.world_model import RSSM, State, WorldModelNet
 
 

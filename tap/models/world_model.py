@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from tap.chains.edits import SCALES
-from tap.models.encoder import LATENT_KEYS, LEVELS, mlp
+from tap.models.encoder import LATENT_KEYS, LEVELS
 from tap.models.heads import Heads
+from tap.models.layers import mlp
 
 State = dict[str, torch.Tensor]
 

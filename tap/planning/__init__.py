@@ -1,4 +1,4 @@
-"""Planning: candidate edits, the gradient planner, budgeted real verification with Dyna refinement,
+"""Planning: the gradient planner, budgeted real verification with Dyna refinement,
 and the result of a run. The imagination policy that can guide it is a LightningModule
 (``tap.systems.ImaginationPolicy``).
 
@@ -9,8 +9,6 @@ and the result of a run. The imagination policy that can guide it is a Lightning
 
 from tap.planning.gradient import GradientConfig, GradientPlanner
 from tap.planning.planner import METHODS, PlanConfig, Planner
-from tap.planning.proposals import propose
 from tap.planning.result import PlanResult, StepRecord
 
-__all__ = ["GradientConfig", "GradientPlanner", "METHODS", "PlanConfig", "PlanResult", "Planner", "StepRecord",
-           "propose"]
+__all__ = ["GradientConfig", "GradientPlanner", "METHODS", "PlanConfig", "PlanResult", "Planner", "StepRecord"]

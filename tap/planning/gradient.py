@@ -53,7 +53,7 @@ def _expand(state: State, n: int) -> State:
 
 class GradientPlanner:
     """Optimises relaxed H-step plans through a frozen world model (anything with ``imagine``,
-    ``reward`` and ``uncertainty``, e.g. ``tap.systems.WorldModel``).
+    ``planning_reward``, e.g. ``tap.systems.WorldModel``).
     """
 
     def __init__(self, world_model, config: GradientConfig | None = None) -> None:
@@ -69,7 +69,7 @@ class GradientPlanner:
         c = self.config
         total = torch.zeros(actions.shape[0], device=actions.device)
         for t, s in enumerate(self.wm.imagine(state, actions, scales)):
-            total = total + c.discount**t * (self.wm.reward(s) - c.uncertainty_penalty * self.wm.uncertainty(s))
+            total = total + c.discount**t * self.wm.planning_reward(s, c.uncertainty_penalty)
         return total
 
     def plan(self, state: State, actions: torch.Tensor, scales: torch.Tensor, prior_logits: torch.Tensor | None = None,

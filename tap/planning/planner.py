@@ -27,13 +27,12 @@ from tap.chains import edit_space, initial_chain
 from tap.chains.chain import Chain
 from tap.chains.edits import Edit, apply_edit
 from tap.chains.induce import Induction
-from tap.collection.datamodule import task_pair_texts
+from tap.collection.schema import task_pair_texts
 from tap.env import Environment, Evaluation, check_budgets
 from tap.errors import TapError
 from tap.llm.base import GenerationSettings
 from tap.paths import ensure_writable
 from tap.planning.gradient import GradientConfig, GradientPlanner
-from tap.planning.proposals import propose
 from tap.planning.refine import OnlineRefiner, transition_row
 from tap.planning.result import PlanResult, StepRecord
 from tap.systems.checkpoints import init_hparams, read_checkpoint
@@ -173,7 +172,7 @@ class Planner:
         prior = None
         if self.policy is not None and method in ("gradient", "policy"):
             with torch.no_grad():
-                prior = self.policy.actor_logits(self.wm.net.features(state), actions.unsqueeze(0))[0]  # (K,)
+                prior = self.policy.actor_logits(self.wm.features(state), actions.unsqueeze(0))[0]  # (K,)
         if method == "random":
             order = list(range(len(edits)))
             rng.shuffle(order)
@@ -248,7 +247,7 @@ class Planner:
         refine_log: list[dict] = []
         step = 0
         while not env.exhausted() and step < cfg.max_steps:
-            candidates = propose(space, chain, cfg.candidates, rng)
+            candidates = space.propose(chain, cfg.candidates, rng)
             order, predicted, unc = self._rank(method, chain, (task.description, pairs), candidates, rng, gen)
             tried: list[tuple[StepRecord, Chain, Evaluation, Edit]] = []
             for i in order:

@@ -11,8 +11,8 @@ import torch
 
 from tap.chains.chain import Chain
 from tap.chains.edits import Edit
-from tap.collection.collect import response_fields
 from tap.collection.datamodule import collate_windows
+from tap.collection.schema import triple_row
 from tap.env import Evaluation
 
 
@@ -21,12 +21,8 @@ def transition_row(task: str, context: str, step: int, chain: Chain, ev: Evaluat
     """One verified transition in the triples' schema (``tap.collection``), so it trains like collected data;
     ``task_pairs``: the task's train pairs the world model conditions on.
     """
-    return {"task": task, "context": context, "task_pairs": list(task_pairs or []), "trajectory": 0, "step": step,
-            "source": source,
-            "chain": chain.to_json(), "edit": edit.to_json(), "next_chain": nxt.to_json(),
-            "scale": edit.scale, "op": edit.op, "op_id": edit.op_id,
-            "example_uids": [r.uid for r in ev.results], **response_fields(ev, ""), **response_fields(ev_next, "next_"),
-            "next_responses": [r.response for r in ev_next.results]}
+    return triple_row(task, 0, step, chain, edit, nxt, ev, ev_next, context=context,
+                      task_pairs=list(task_pairs or []), source=source)
 
 
 class OnlineRefiner:
@@ -53,7 +49,7 @@ class OnlineRefiner:
         self.rows.append(row)
 
     def _params(self) -> list[torch.nn.Parameter]:
-        return [*self.wm.net.parameters(), *self.wm.actions.parameters()]
+        return self.wm.refinable_parameters()
 
     def refine(self) -> dict[str, float]:
         """``steps`` gradient steps on the verified transitions; returns the mean loss terms."""

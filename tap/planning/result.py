@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 from tap.chains.chain import Chain
 from tap.chains.edits import Edit, replay
 from tap.chains.render import plain_prompt, render_messages
+from tap.paths import write_atomic
 
 
 @dataclass
@@ -141,15 +140,3 @@ class PlanResult:
         for name, text in files.items():
             paths[name] = write_atomic(out / name, text)
         return paths
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
-    os.replace(tmp, path)
-    return path

@@ -27,7 +27,6 @@ from tap.errors import unknown_loss_terms
 from tap.metrics import GroupedRankAgreement
 from tap.models import State
 from tap.models.policy import Actor, Critic
-from tap.planning.proposals import propose
 from tap.systems.base import TapSystem
 from tap.systems.batch import task_ids
 from tap.systems.checkpoints import init_hparams, own_hyperparameters, read_checkpoint
@@ -96,7 +95,7 @@ class ImaginationPolicy(TapSystem):
         if state is not None:
             self.world_model.load_state_dict(state)
         self.world_model.requires_grad_(False)
-        wm = self.world_model.net
+        wm = self.world_model
         self.actor = Actor(wm.feature_dim, wm.action_dim, hidden_dim)
         self.critic = Critic(wm.feature_dim, hidden_dim)
         self.slow = copy.deepcopy(self.critic).requires_grad_(False)
@@ -130,7 +129,7 @@ class ImaginationPolicy(TapSystem):
         """
         wm, K = self.world_model, self.hparams.candidates
         chains = [Chain.from_json(js[0]) for js in batch["chain_json"]]
-        menus = [propose(_space(t, self.hparams.menu_seed), c, K, rng) for t, c in zip(batch["task"], chains)]
+        menus = [_space(t, self.hparams.menu_seed).propose(c, K, rng) for t, c in zip(batch["task"], chains)]
         with torch.no_grad():
             lat = wm.encoder(batch["context"], [chain_views(c) for c in chains])
             lat["task"] = wm.task_vectors(batch.get("task_pairs"), len(chains))
@@ -148,8 +147,7 @@ class ImaginationPolicy(TapSystem):
         return state, actions, scales, mask, menus
 
     def _reward(self, state: State) -> torch.Tensor:
-        wm = self.world_model
-        return wm.reward(state) - self.hparams.uncertainty_penalty * wm.uncertainty(state)
+        return self.world_model.planning_reward(state, self.hparams.uncertainty_penalty)
 
     def imagine(self, state: State, actions: torch.Tensor, scales: torch.Tensor, mask: torch.Tensor,
                 mode: str = "sample") -> dict[str, torch.Tensor]:
@@ -162,7 +160,7 @@ class ImaginationPolicy(TapSystem):
         feats, rewards, logps, ents = [], [], [], []
         for _ in range(self.hparams.rollout_horizon):
             with torch.no_grad():
-                f = wm.net.features(state)
+                f = wm.features(state)
             logits = self.actor(f, actions).masked_fill(~mask, float("-inf"))  # (B, K)
             dist = Categorical(logits=logits)
             if mode == "greedy":
@@ -172,13 +170,13 @@ class ImaginationPolicy(TapSystem):
             else:
                 idx = dist.sample()
             with torch.no_grad():
-                state = wm.net.step(state, actions[rows, idx], scales[rows, idx])
+                state = wm.step(state, actions[rows, idx], scales[rows, idx])
                 rewards.append(self._reward(state))
             feats.append(f)
             logps.append(dist.log_prob(idx))
             ents.append(dist.entropy())
         with torch.no_grad():
-            feats.append(wm.net.features(state))
+            feats.append(wm.features(state))
         return {"feat": torch.stack(feats), "reward": torch.stack(rewards), "logp": torch.stack(logps),
                 "entropy": torch.stack(ents)}
 
@@ -245,7 +243,7 @@ class ImaginationPolicy(TapSystem):
         wm = self.world_model
         with torch.no_grad():
             real_a, _ = wm.embed_edits([Edit.from_json(row[0]) for row in batch["edit_json"]])  # (B, A)
-            f = wm.net.features(state)
+            f = wm.features(state)
             score = self.actor(f, real_a.unsqueeze(1))[:, 0]
         reward = batch["reward"].to(self.device)
         group = task_ids(batch["task"], self._tasks).to(self.device)

@@ -25,8 +25,10 @@ so that ``mean ± 1.28 * std`` is an 80 % interval on the validation edits; held
 well that carries over (``test/calibration/*``). The non-learned prior (the mean change of each edit
 operation over the training edits, ``op_prior``) is scored on the same sibling groups, next to it.
 
-Planners use only the narrow interface: ``encode_chains``, ``embed_edits``, ``observe``,
-``imagine``, ``reward``, ``uncertainty``, ``edit_effect`` (and ``from_checkpoint`` to load one).
+Planners, the imagination policy and online refinement use only the narrow interface:
+``encode_chains``, ``embed_edits``, ``observe``, ``step`` / ``imagine``, ``features``, ``reward``,
+``uncertainty``, ``planning_reward``, ``edit_effect``, ``refinable_parameters`` (and ``from_checkpoint``
+to load one); nothing outside this system and ``tap.models`` touches ``.net``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from torchmetrics import MeanMetric
 from tap.chains.chain import Chain
 from tap.chains.edits import OP_IDS, SCALES, Edit
 from tap.chains.render import chain_views
-from tap.collection.datamodule import RESPONSE_FEATURES, SCALE_IDS, payload_text
+from tap.collection.schema import RESPONSE_FEATURES, SCALE_IDS, payload_text
 from tap.errors import TapError, unknown_loss_terms
 from tap.losses.ranking import pairwise_ranking_loss
 from tap.metrics import GroupedRankAgreement, IntervalCalibration, SelectionGain, SiblingRankAgreement
@@ -195,15 +197,41 @@ class WorldModel(TapSystem):
     def observe(self, latents: dict[str, torch.Tensor]) -> State:
         return self.net.observe(latents)
 
+    def step(self, state: State, action: torch.Tensor, scale: torch.Tensor) -> State:
+        """One edit: action (B, A), scale weights (B, 3) -> the next state."""
+        return self.net.step(state, action, scale)
+
     def imagine(self, state: State, actions: torch.Tensor, scales: torch.Tensor) -> list[State]:
         """Actions (B, T, A), scales (B, T, 3) -> T states; differentiable in ``actions`` and ``scales``."""
         return self.net.imagine(state, actions, scales)
+
+    def features(self, state: State) -> torch.Tensor:
+        """(B, feature_dim): what the heads (and the imagination policy's actor and critic) read."""
+        return self.net.features(state)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.net.feature_dim
+
+    @property
+    def action_dim(self) -> int:
+        return self.net.action_dim
 
     def reward(self, state: State) -> torch.Tensor:
         return self.net.reward(state)
 
     def uncertainty(self, state: State) -> torch.Tensor:
         return self.net.uncertainty(state)
+
+    def planning_reward(self, state: State, penalty: float) -> torch.Tensor:
+        """(B,) the reward a planner maximises: predicted reward minus ``penalty`` times its uncertainty."""
+        return self.net.reward(state) - penalty * self.net.uncertainty(state)
+
+    def refinable_parameters(self) -> list[torch.nn.Parameter]:
+        """What online refinement may train on verified transitions: dynamics, heads and the edit embedder
+        (the encoder stays frozen).
+        """
+        return [*self.net.parameters(), *self.actions.parameters()]
 
     def edit_effect(self, parent: State, child: State) -> tuple[torch.Tensor, torch.Tensor]:
         """The change an edit makes from ``parent`` to ``child``: predicted mean (B, 2) and calibrated std

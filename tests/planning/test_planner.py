@@ -11,7 +11,7 @@ import torch
 
 from tap.chains import Chain, edit_space, initial_chain, replay
 from tap.errors import EditError, TapError
-from tap.planning import GradientConfig, GradientPlanner, PlanConfig, Planner, PlanResult, propose
+from tap.planning import GradientConfig, GradientPlanner, PlanConfig, Planner, PlanResult
 from tap.planning import cli as plan_cli
 from tests.helpers import RuleLLM, arithmetic_task, save_tiny_world_model, tiny_world_model
 
@@ -146,7 +146,7 @@ def test_refinement_changes_the_world_model_and_can_be_switched_off(task):
 def test_gradient_planner_prefers_what_the_world_model_rewards():
     wm = tiny_world_model()
     chain = initial_chain("Add the two numbers.")
-    edits = propose(edit_space(arithmetic_task(40)), chain, 6, random.Random(0))
+    edits = edit_space(arithmetic_task(40)).propose(chain, 6, random.Random(0))
     state = wm.observe(wm.encode_chains([chain], "Add."))
     actions, scales = wm.embed_edits(edits)
     scores = GradientPlanner(wm, GradientConfig(horizon=1, steps=20, restarts=2, uncertainty_penalty=0.0)).plan(
@@ -161,12 +161,12 @@ def test_gradient_planner_prefers_what_the_world_model_rewards():
 
 def test_proposals_are_distinct_valid_and_cover_the_scales(task):
     chain = initial_chain(task.description)
-    edits = propose(edit_space(task), chain, 9, random.Random(0))
+    edits = edit_space(task).propose(chain, 9, random.Random(0))
     nexts = {replay(chain, [e]).to_json() for e in edits}
     assert len(nexts) == len(edits) == 9
     assert {e.scale for e in edits} == {"instruction", "segment", "token"}
     with pytest.raises(EditError, match="at least one candidate"):
-        propose(edit_space(task), chain, 0, random.Random(0))
+        edit_space(task).propose(chain, 0, random.Random(0))
 
 
 def test_bad_settings_fail_clearly(task):
