@@ -41,6 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from stats import fmt, mean_ci  # noqa: E402 - benchmarks/ is on the path from here on
+
 DEV = ["bigbench:arithmetic/1_digit_addition", "bigbench:arithmetic/1_digit_multiplication",
        "bigbench:arithmetic/2_digit_addition", "bigbench:arithmetic/1_digit_subtraction"]
 HELD_OUT = ["bigbench:object_counting"]
@@ -51,8 +53,6 @@ METHODS = (*TAP, *BASELINES)
 DEFAULT_METHODS = (*TAP, *BASELINES[: -len(REFERENCE)])
 GRID = (1, 5, 10, 15, 25, 35, 50, 75, 100, 150, 200, 300, 400)
 SPLIT_SEED = 0
-#: two-sided 95 % Student t quantiles by degrees of freedom
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def slug(task: str) -> str:
@@ -135,19 +135,6 @@ def load_runs(out: Path) -> list[dict]:
 
 
 # ---- reporting ------------------------------------------------------------------------------------
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95 % Student-t interval (0 for a single value)."""
-    if len(values) < 2:
-        return (values[0] if values else float("nan")), 0.0
-    m, s = statistics.mean(values), statistics.stdev(values)
-    return m, T975.get(len(values) - 1, 1.96) * s / len(values) ** 0.5
-
-
-def fmt(values: list[float]) -> str:
-    if not values:
-        return "-"
-    m, h = mean_ci(values)
-    return f"{m:.3f} ± {h:.3f}" if len(values) > 1 else f"{m:.3f}"
 
 
 def at(run: dict, budget: int) -> float:

@@ -1,0 +1,212 @@
+"""Meta-train world models on the training pool, then ask how well each ranks the sibling edits of a
+chain on tasks it never saw, next to a non-learned prior and the noise ceiling.
+
+For each model (``hierarchical``, ``flat``, ``demo``) and seed: ``train.py fit`` with
+``configs/world_model.yaml`` on the pool (``configs/data/ii_pool.yaml``; checkpoints under
+``checkpoints/meta/<model>-s<seed>``), then ``train.py test`` on the transfer set
+(``configs/data/ii_transfer.yaml``: every trajectory is test data, nothing was trained or tuned on it).
+With ``--loo TASK ...`` (no task: every pool task): for each task, fit on the pool without it and
+test on its trajectories (leave-one-task-out). Nothing is collected on a held-out task before the
+model predicts there: it sees the task only as a few train input/output pairs.
+
+Per held-out task, on its sibling groups (edits of one parent chain measured on the same 32
+examples): the **selection gain** (the measured change of the model's top-1 sibling above the
+group mean, as a share of an oracle that picks on the other half of the examples; judged on the
+first half), the within-group **sibling Spearman**, the **edit Spearman** pooled over the task's
+edits (next to the noise ceiling: the split-half Spearman of one edit's accuracy change at 32
+examples, ``benchmarks/results/noise_ceiling.json``), and the **calibration** of the 80 %
+interval (coverage, Spearman of the predicted spread with the absolute error). The **prior** row
+is the non-learned baseline scored on the same groups: each edit ranked by its operation's mean
+accuracy change over the training edits. Means with 95 % Student-t intervals over seeds; the
+paired difference model - prior per seed.
+
+    python benchmarks/meta_world_model.py --seeds 0 1 2                         # transfer set
+    python benchmarks/meta_world_model.py --models hierarchical --loo ii:sentiment
+    python benchmarks/meta_world_model.py --tag minilm -- --model.init_args.encoder=minilm
+    python benchmarks/meta_world_model.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from stats import fmt  # noqa: E402 - benchmarks/ is on the path from here on
+
+OUT = ROOT / "benchmarks" / "results" / "meta_world_model.json"
+NOISE = ROOT / "benchmarks" / "results" / "noise_ceiling.json"
+POOL = ROOT / "configs" / "data" / "ii_pool.yaml"
+TRANSFER = ROOT / "configs" / "data" / "ii_transfer.yaml"
+#: (metric key under test/, column title); the prior's are the same keys under test/prior/
+METRICS = (("selection/gain", "selection gain"), ("sibling/spearman", "sibling ρ"),
+           ("sibling_edit/spearman", "edit ρ"), ("calibration/coverage", "80 % coverage"),
+           ("calibration/spearman", "ρ(σ, |err|)"))
+PRIOR_METRICS = (("prior/selection/gain", "selection gain"), ("prior/sibling/spearman", "sibling ρ"),
+                 ("prior/sibling_edit/spearman", "edit ρ"))
+
+
+def slug(task: str) -> str:
+    return task.split(":")[-1].split("/")[-1]
+
+
+def _tasks(data_yaml: Path) -> list[str]:
+    return yaml.safe_load(data_yaml.read_text())["init_args"]["tasks"]
+
+
+def _cli(args: list[str]) -> dict[str, float]:
+    from tap.cli import main
+
+    sys.argv = ["train.py"]
+    cli = main(args)
+    return {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+
+
+def per_task(metrics: dict[str, float], tasks: list[str]) -> dict[str, dict[str, float]]:
+    """``test/<metric>[/<task slug>]`` -> {slug: {metric: value}}; a run on one task reports it unsuffixed."""
+    slugs = [slug(t) for t in tasks]
+    out: dict[str, dict[str, float]] = {s: {} for s in slugs}
+    for key, value in metrics.items():
+        if not key.startswith("test/"):
+            continue
+        parts = key[len("test/"):].split("/")
+        if parts[-1] in out:
+            out[parts[-1]]["/".join(parts[:-1])] = value
+        elif len(slugs) == 1:
+            out[slugs[0]].setdefault("/".join(parts), value)
+    return out
+
+
+def run(model: str, seed: int, heldout: list[str], train_tasks: list[str], test_data: Path, name: str,
+        epochs: int | None, extra: list[str]) -> dict:
+    """Fit on ``train_tasks`` of the pool, test on ``heldout`` (all their trajectories)."""
+    ckpt_dir = ROOT / "checkpoints" / "meta" / name
+    common = ["--config", str(ROOT / "configs" / "world_model.yaml"), f"--model.init_args.world_model={model}",
+              f"--seed_everything={seed}", "--trainer.enable_progress_bar=false", *extra]
+    start = time.time()
+    fit = ["fit", *common, "--data", str(POOL), f"--data.init_args.tasks=[{', '.join(train_tasks)}]",
+           f"--checkpoint.dirpath={ckpt_dir}", f"--trainer.logger.init_args.name=meta-{name}"]
+    if epochs:
+        fit.append(f"--trainer.max_epochs={epochs}")
+    fit_metrics = _cli(fit)
+    fit_seconds = time.time() - start
+    from tap.systems.checkpoints import find_checkpoint
+
+    ckpt = str(find_checkpoint(ckpt_dir))
+    test = _cli(["test", *common, "--data", str(test_data), f"--data.init_args.tasks=[{', '.join(heldout)}]",
+                 "--data.init_args.split_fractions=[0.0, 1.0]", f"--ckpt_path={ckpt}"])
+    return {"model": model, "seed": seed, "name": name, "heldout": heldout, "trained_on": train_tasks,
+            "overrides": extra, "checkpoint": ckpt, "fit_seconds": round(fit_seconds, 1),
+            "val": {k: v for k, v in fit_metrics.items() if k.startswith("val/") and k.count("/") <= 2},
+            "test": per_task(test, heldout)}
+
+
+def noise_ceiling(n: int = 32) -> dict[str, float]:
+    """Split-half Spearman of one edit's accuracy change at ``n`` examples, per task slug (measured ones)."""
+    if not NOISE.exists():
+        return {}
+    rows = json.loads(NOISE.read_text())
+    return {slug(r["task"]): r["by_n"][str(n)]["delta"] for r in rows.values() if str(n) in r["by_n"]}
+
+
+def report(results: list[dict]) -> str:
+    ceiling = noise_ceiling()
+    labels = list(dict.fromkeys(r["label"] for r in results))
+    tasks = list(dict.fromkeys(t for r in results for t in r["test"]))
+    seeds = sorted({r["seed"] for r in results})
+    head = ["task", "held out by", "model", "seeds", *[c for _, c in METRICS], "noise ceiling (edit ρ)",
+            "gain - prior (paired)"]
+    lines = [f"Seeds: {seeds}. Cells: mean ± 95 % Student-t half-width over seeds.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for task in tasks:
+        for label in labels:
+            for held in ("transfer", "loo"):
+                rs = [r for r in results if r["label"] == label and task in r["test"] and r["kind"] == held]
+                if not rs:
+                    continue
+                cells = [fmt([r["test"][task].get(k, float("nan")) for r in rs], 2) for k, _ in METRICS]
+                diff = fmt([r["test"][task].get("selection/gain", float("nan"))
+                            - r["test"][task].get("prior/selection/gain", float("nan")) for r in rs], 2)
+                lines.append(f"| {task} | {held} | {label} | {len(rs)} | " + " | ".join(cells) +
+                             f" | {ceiling.get(task, float('nan')):.2f} | {diff} |")
+        for held in ("transfer", "loo"):  # the prior is the same whatever the model: read it off the first label's runs
+            prior = [r for r in results if task in r["test"] and r["label"] == labels[0] and r["kind"] == held]
+            if prior:
+                cells = [fmt([r["test"][task].get(k, float("nan")) for r in prior], 2) for k, _ in PRIOR_METRICS]
+                lines.append(f"| {task} | {held} | prior (op mean Δ) | {len(prior)} | " + " | ".join(cells) +
+                             " | - | - | - | - |")
+    lines += ["", "Mean over the transfer tasks (per seed, then over seeds):", "",
+              "| model | seeds | selection gain | sibling ρ | edit ρ | edit ρ / ceiling | 80 % coverage | "
+              "gain - prior (paired) |", "|---|---|---|---|---|---|---|---|"]
+    for label in labels:
+        rs = [r for r in results if r["label"] == label and r["kind"] == "transfer"]
+        if not rs:
+            continue
+
+        def mean_over(r: dict, key: str) -> float:
+            vals = [v[key] for v in r["test"].values() if key in v]
+            return statistics.mean(vals) if vals else float("nan")
+
+        ratio = []
+        for r in rs:
+            shares = [v["sibling_edit/spearman"] / ceiling[t] for t, v in r["test"].items()
+                      if t in ceiling and "sibling_edit/spearman" in v]
+            ratio.append(statistics.mean(shares) if shares else float("nan"))
+        lines.append(f"| {label} | {len(rs)} | {fmt([mean_over(r, 'selection/gain') for r in rs], 2)} | "
+                     f"{fmt([mean_over(r, 'sibling/spearman') for r in rs], 2)} | "
+                     f"{fmt([mean_over(r, 'sibling_edit/spearman') for r in rs], 2)} | {fmt(ratio, 2)} | "
+                     f"{fmt([mean_over(r, 'calibration/coverage') for r in rs], 2)} | "
+                     f"{fmt([mean_over(r, 'selection/gain') - mean_over(r, 'prior/selection/gain') for r in rs], 2)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*", default=["hierarchical", "flat", "demo"])
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0])
+    parser.add_argument("--loo", nargs="*", default=None, help="leave these pool tasks out, one at a time "
+                        "(no task named: every pool task); without --loo: test on the transfer set")
+    parser.add_argument("--epochs", type=int, default=None, help="override trainer.max_epochs")
+    parser.add_argument("--tag", default="", help="name for a variant run with extra overrides (kept apart)")
+    parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("extra", nargs="*", help="more CLI overrides for train.py, after --")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else []
+    pool = _tasks(POOL)
+    if not args.report_only:
+        if args.loo is None:
+            jobs = [("transfer", _tasks(TRANSFER), pool, TRANSFER)]
+        else:
+            unknown = [t for t in args.loo if t not in pool]
+            if unknown:
+                parser.error(f"--loo tasks must be pool tasks ({POOL.name}); not in it: {unknown}")
+            jobs = [("loo", [t], [p for p in pool if p != t], POOL) for t in (args.loo or pool)]
+        for kind, heldout, train_tasks, data in jobs:
+            for seed in args.seeds:
+                for model in args.models:
+                    label = model + (f" ({args.tag})" if args.tag else "")
+                    name = f"{model}{'-' + args.tag if args.tag else ''}-{kind}"
+                    name += f"-{slug(heldout[0])}" if kind == "loo" else ""
+                    name += f"-s{seed}"
+                    results = [r for r in results if r["name"] != name]
+                    r = run(model, seed, heldout, train_tasks, data, name, args.epochs, args.extra)
+                    results.append({**r, "label": label, "tag": args.tag, "kind": kind})
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = out.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(results, indent=1) + "\n")  # kept after every run
+                    tmp.replace(out)
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()

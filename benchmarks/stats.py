@@ -1,0 +1,26 @@
+"""Interval arithmetic the benchmark reports share: means with 95 % Student-t intervals over seeds."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+#: two-sided 95 % Student t quantiles by degrees of freedom
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95 % Student-t interval (0 for a single value)."""
+    if len(values) < 2:
+        return (values[0] if values else float("nan")), 0.0
+    m, s = statistics.mean(values), statistics.stdev(values)
+    return m, T975.get(len(values) - 1, 1.96) * s / len(values) ** 0.5
+
+
+def fmt(values: list[float], digits: int = 3) -> str:
+    """``mean ± half-width`` (NaNs dropped), the mean alone for one value, ``-`` for none."""
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "-"
+    m, h = mean_ci(values)
+    return f"{m:.{digits}f} ± {h:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"

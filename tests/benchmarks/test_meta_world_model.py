@@ -1,0 +1,52 @@
+"""The meta world-model benchmark's bookkeeping: per-task metrics from a test run, and the report's
+intervals and paired differences against the prior, on hand-made results."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def meta():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import meta_world_model
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return meta_world_model
+
+
+def test_per_task_metrics_from_suffixed_and_single_task_runs(meta):
+    metrics = {"test/selection/gain/rhymes": 0.5, "test/selection/gain/sentiment": 0.1, "test/selection/gain": 0.3,
+               "test/prior/selection/gain/rhymes": 0.2, "val/loss": 1.0}
+    out = meta.per_task(metrics, ["ii:rhymes", "ii:sentiment"])
+    assert out["rhymes"] == {"selection/gain": 0.5, "prior/selection/gain": 0.2}
+    assert out["sentiment"] == {"selection/gain": 0.1}
+    one = meta.per_task({"test/selection/gain": 0.4, "test/sibling/spearman/rhymes": 0.6}, ["ii:rhymes"])
+    assert one == {"rhymes": {"selection/gain": 0.4, "sibling/spearman": 0.6}}
+
+
+def test_report_gives_intervals_and_paired_differences(meta, monkeypatch):
+    monkeypatch.setattr(meta, "noise_ceiling", lambda n=32: {"rhymes": 0.8})
+    results = [{"label": "hierarchical", "model": "hierarchical", "tag": "", "kind": "transfer", "seed": s,
+                "test": {"rhymes": {"selection/gain": g, "prior/selection/gain": p, "sibling_edit/spearman": 0.4,
+                                    "calibration/coverage": 0.8}}}
+               for s, (g, p) in enumerate([(0.5, 0.1), (0.7, 0.2), (0.6, 0.3)])]
+    text = meta.report(results)
+    row = next(line for line in text.splitlines() if line.startswith("| rhymes | transfer | hierarchical"))
+    assert "0.60 ± 0.25" in row  # mean 0.6, sd 0.1, t(2) = 4.303: 4.303 * 0.1 / sqrt(3) = 0.248
+    assert row.endswith("| 0.80 | 0.40 ± 0.25 |")  # the ceiling, then gain - prior paired per seed
+    assert any(line.startswith("| rhymes | transfer | prior (op mean Δ) | 3 | 0.20 ± 0.25") for line in text.splitlines())
+    summary = next(line for line in text.splitlines() if line.startswith("| hierarchical | 3 |"))
+    assert "| 0.50 ± 0.00 |" in summary  # edit ρ / ceiling = 0.4 / 0.8 in every seed
+
+
+def test_leave_one_out_takes_only_pool_tasks(meta, capsys):
+    with pytest.raises(SystemExit):
+        meta.main(["--loo", "ii:rhymes"])  # a transfer task: never trained on, so never left out either
+    assert "must be pool tasks" in capsys.readouterr().err
