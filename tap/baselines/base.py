@@ -51,6 +51,8 @@ class SearchRecord:
     note: str = ""  # how the chain was made (e.g. "proposal", "crossover", "edit token.add")
     accepted: bool = False  # it became the incumbent
     calls: int = 0  # LLM calls (example evaluations) spent once this evaluation was paid
+    predicted: float | None = None  # what a model predicted for this chain's change (model-guided searches)
+    uncertainty: float | None = None  # the model's uncertainty of that prediction
 
 
 @dataclass
@@ -184,10 +186,11 @@ class Search(ABC):
 
     # ---- the two things a search does ----------------------------------------------------------
     def evaluate(self, chain: Chain, edits: Sequence[Edit | dict], n: int | None = None,
-                 note: str = "") -> Evaluation:
+                 note: str = "", predicted: float | None = None, uncertainty: float | None = None) -> Evaluation:
         """Evaluate ``chain`` (reached from the initial chain by ``edits``) on the first ``n`` search
         examples (default: all), paying for the pairs not paid before. Raises ``BudgetExhausted`` when
         the budget cannot pay for it; a full evaluation that beats the incumbent replaces it.
+        ``predicted`` / ``uncertainty``: what a model said of it, kept in the record.
         """
         chain.validate()
         n = min(n or len(self.examples), len(self.examples))
@@ -202,7 +205,7 @@ class Search(ABC):
             self._bar.update(self._progress() - before)
         path = [e.to_dict() if isinstance(e, Edit) else dict(e) for e in edits]
         rec = SearchRecord(round(self.env.chain_evals, 6), chain.to_dict(), path, n, ev.accuracy, ev.dense, note,
-                           calls=self.env.example_evals)
+                           calls=self.env.example_evals, predicted=predicted, uncertainty=uncertainty)
         self.records.append(rec)
         if full:
             self._full[key] = (ev, path)

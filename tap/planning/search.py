@@ -1,0 +1,249 @@
+"""TaP's search: imagine many, verify few, and spend LLM calls the way surrogate optimizers do.
+
+Each round, from the incumbent chain:
+
+1. **Menu.** Propose ``menu`` distinct candidates: single edits across the three scales
+   (``EditSpace.propose``) and, for a ``plans`` share, two-edit plans (a single edit followed by a
+   random one).
+2. **Imagine.** Score every candidate with the world model, without the LLM: the predicted change
+   of accuracy (plus ``dense_weight`` times the change of the gold-answer probability) and its
+   calibrated uncertainty (``WorldModel.edit_effect``), from the task's train pairs alone on a task
+   never trained on.
+3. **Acquire.** Pick ``enter`` candidates by an upper confidence bound, mean + ``beta`` x
+   uncertainty (INSTINCT / EASE pick by UCB); an ``explore`` share of them uniformly at random.
+4. **Successive halving on paired examples** (TRIPLE, HbBoPs' Hyperband, MIPROv2's minibatches):
+   every entrant is evaluated on the first ``rungs[0]`` search examples, the better half (accuracy,
+   then gold-answer probability, on the same examples) goes on to the next rung, paying only the new
+   examples, up to the full ``eval_examples``. A candidate replaces the incumbent only if it beats it
+   on the same examples at the top rung (GEPA's acceptance); the incumbent's own evaluation is
+   always at full fidelity, so a lucky small-rung score never becomes the incumbent (winner's curse).
+5. **Learn online** (``refine_steps`` > 0): every verified single-edit transition, at whatever rung,
+   goes back into the world model (Dyna-style refinement, ``OnlineRefiner``) before the next round.
+
+``scorer`` chooses what ranks the menu: ``model`` (the world model), ``prior`` (the non-learned
+prior: each edit's operation's mean accuracy change in the world model's training data) or
+``random`` (a uniform choice: ``random-sh``, the baseline that isolates what the model adds). Every
+variant shares the menu, the halving and the acceptance, and the budget lives in the
+``Environment`` (LLM calls and/or chain evaluations), so equal budgets are equal calls.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+from tap.baselines.base import Search, _key
+from tap.chains.chain import Chain
+from tap.chains.edits import Edit, apply_edit
+from tap.collection.schema import task_pair_texts
+from tap.errors import TapError
+
+Scorer = Literal["model", "prior", "random"]
+
+
+def halving_rungs(full: int, first: int = 4) -> tuple[int, ...]:
+    """Fidelities from ``first`` doubling up to ``full`` (always ending at ``full``): 32 -> (4, 8, 16, 32)."""
+    if full < 1 or first < 1:
+        raise TapError(f"rungs need positive fidelities, got full={full}, first={first}.")
+    rungs = [full]
+    while rungs[0] // 2 >= first:
+        rungs.insert(0, rungs[0] // 2)
+    return tuple(rungs)
+
+
+class SuccessiveHalvingSearch(Search):
+    """Model-guided menu, acquisition by uncertainty, successive halving, paired acceptance (module docstring).
+
+    Args:
+        world_model: a ``tap.systems.WorldModel`` (needed by the ``model`` and ``prior`` scorers).
+        scorer: ``model`` | ``prior`` | ``random``.
+        menu: candidates proposed per round.
+        plans: share of the menu that are two-edit plans.
+        enter: candidates that enter successive halving per round.
+        rungs: fidelities of the halving (None: ``halving_rungs(eval_examples)``); the last is
+            ``eval_examples``.
+        beta: weight of the uncertainty in the acquisition (0: rank by the predicted mean).
+        explore: share of the entrants drawn uniformly from the rest of the menu.
+        dense_weight: weight of the predicted gold-probability change next to the accuracy change.
+        refine_steps: online refinement steps after each round (0: off; ``model`` scorer only).
+        refine_lr: learning rate of the refinement.
+        task_pairs: train pairs that describe the task to the world model (as it was trained).
+        max_rounds: most rounds (the budget normally ends the search first).
+        **kwargs: ``Search`` arguments (llm, task, budget, seed, budget_calls, eval_examples, ...).
+    """
+
+    name = "tap-sh"
+
+    def __init__(self, *args, world_model=None, scorer: Scorer = "model", menu: int = 256, plans: float = 0.25,
+                 enter: int = 8, rungs: tuple[int, ...] | None = None, beta: float = 1.0, explore: float = 0.125,
+                 dense_weight: float = 0.25, refine_steps: int = 0, refine_lr: float = 1e-4, task_pairs: int = 4,
+                 max_rounds: int = 1000, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if scorer not in ("model", "prior", "random"):
+            raise TapError(f"unknown scorer {scorer!r}; choose model, prior or random.")
+        if scorer != "random" and world_model is None:
+            raise TapError(f"the {scorer!r} scorer needs a world model: pass a checkpoint (plan.py --checkpoint), "
+                           "or use scorer='random' (random-sh).")
+        if menu < 1 or enter < 1 or not 0 <= plans <= 1 or not 0 <= explore <= 1 or beta < 0:
+            raise TapError(f"invalid search settings: menu ({menu}) and enter ({enter}) must be >= 1, plans "
+                           f"({plans}) and explore ({explore}) in [0, 1], beta ({beta}) >= 0.")
+        full = len(self.examples)
+        self.rungs = tuple(rungs) if rungs else halving_rungs(full)
+        if list(self.rungs) != sorted(set(self.rungs)) or self.rungs[-1] != full or self.rungs[0] < 1:
+            raise TapError(f"rungs {self.rungs} must increase strictly from >= 1 and end at eval_examples ({full}).")
+        self.wm, self.scorer = world_model, scorer
+        self.menu_size, self.plans, self.enter, self.beta, self.explore = menu, plans, enter, beta, explore
+        self.dense_weight, self.refine_steps, self.refine_lr = dense_weight, refine_steps, refine_lr
+        self.task_pairs, self.max_rounds = task_pairs, max_rounds
+        self.rounds: list[dict] = []  # what each round imagined, picked and verified (the "why")
+        self._refiner = None
+        if scorer == "model" and refine_steps > 0:
+            from tap.planning.refine import OnlineRefiner
+
+            self._refiner = OnlineRefiner(world_model, refine_steps, refine_lr, seed=self.seed)
+        if self.name == SuccessiveHalvingSearch.name and scorer != "model":
+            self.name = {"random": "random-sh", "prior": "prior-sh"}[scorer]
+
+    # ---- 1. the menu -----------------------------------------------------------------------------
+    def _menu(self, parent: Chain) -> list[tuple[tuple[Edit, ...], Chain]]:
+        """Distinct candidates (edits from ``parent``, the chain they make), singles first, then plans."""
+        n_plans = round(self.menu_size * self.plans)
+        singles = self.space.propose(parent, self.menu_size - n_plans, self.rng)
+        out, seen = [], {parent.to_json()}
+        for e in singles:
+            chain = apply_edit(parent, e)
+            seen.add(chain.to_json())
+            if not self.known(chain):  # a chain evaluated in full before cannot newly beat the incumbent
+                out.append(((e,), chain))
+        for _ in range(n_plans * 3):
+            if len(out) >= self.menu_size or not singles:
+                break
+            first = self.rng.choice(singles)
+            mid = apply_edit(parent, first)
+            try:
+                second = self.space.sample(mid, self.rng)
+                chain = apply_edit(mid, second).validate()
+            except Exception:  # noqa: BLE001 - an invalid draw is simply redrawn
+                continue
+            if chain.to_json() not in seen:
+                seen.add(chain.to_json())
+                if not self.known(chain):
+                    out.append(((first, second), chain))
+        return out
+
+    # ---- 2. imagination ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def _imagine(self, parent: Chain, menu: list[tuple[tuple[Edit, ...], Chain]]) -> tuple[list[float], list[float]]:
+        """Predicted score and uncertainty of every candidate (zeros for ``random``)."""
+        if self.scorer == "random":
+            return [0.0] * len(menu), [0.0] * len(menu)
+        wm = self.wm
+        if self.scorer == "prior":
+            ops = torch.tensor([e.op_id for edits, _ in menu for e in edits], dtype=torch.long, device=wm.device)
+            prior = wm.op_prior(ops).tolist()
+            out, i = [], 0
+            for edits, _ in menu:
+                out.append(sum(prior[i : i + len(edits)]))
+                i += len(edits)
+            return out, [0.0] * len(menu)
+        pairs = task_pair_texts(self.task, self.task_pairs)
+        state = wm.observe(wm.encode_chains([parent], self.task.description, pairs))  # batch 1
+        mean, std = torch.zeros(len(menu), 2), torch.zeros(len(menu), 2)
+        for length in sorted({len(edits) for edits, _ in menu}):
+            idx = [i for i, (edits, _) in enumerate(menu) if len(edits) == length]
+            flat = [e for i in idx for e in menu[i][0]]
+            actions, scales = wm.embed_edits(flat)  # (len(idx) * length, A), (.., 3)
+            start = {k: v.expand(len(idx), *v.shape[1:]) for k, v in state.items()}
+            after = wm.imagine(start, actions.view(len(idx), length, -1), scales.view(len(idx), length, -1))[-1]
+            m, s = wm.edit_effect(start, after)  # (len(idx), 2) each
+            mean[idx], std[idx] = m.float().cpu(), s.float().cpu()
+        score = mean[:, 0] + self.dense_weight * mean[:, 1]
+        return score.tolist(), std[:, 0].tolist()
+
+    # ---- 3. acquisition ------------------------------------------------------------------------------
+    def _acquire(self, score: list[float], sigma: list[float]) -> list[int]:
+        """Indices of the entrants: UCB picks first, then an ``explore`` share uniformly from the rest."""
+        n = min(self.enter, len(score))
+        if self.scorer == "random":
+            return self.rng.sample(range(len(score)), n)
+        n_random = min(round(n * self.explore), n - 1) if n > 1 else 0
+        ucb = [m + self.beta * s for m, s in zip(score, sigma)]
+        order = sorted(range(len(score)), key=lambda i: (-ucb[i], i))
+        picks = order[: n - n_random]
+        rest = order[n - n_random:]
+        return picks + self.rng.sample(rest, n_random)
+
+    # ---- 4. successive halving ------------------------------------------------------------------------
+    def _halve(self, parent: Chain, parent_edits: list[dict], menu: list, picks: list[int], score: list[float],
+               sigma: list[float]) -> list[dict]:
+        """Run the entrants up the rungs; returns what each was measured at (for the round's log)."""
+        alive = list(picks)
+        measured: dict[int, dict] = {}
+        for level, n in enumerate(self.rungs):
+            keys = {}
+            for i in alive:
+                edits, chain = menu[i]
+                ev = self.evaluate(chain, [*parent_edits, *(e.to_dict() for e in edits)], n=n,
+                                   note=f"rung {n}: " + " + ".join(f"{e.scale}.{e.op}" for e in edits),
+                                   predicted=score[i], uncertainty=sigma[i])
+                keys[i] = _key(ev)
+                measured[i] = {"rung": n, "accuracy": ev.accuracy, "dense": ev.dense}
+                if len(edits) == 1:
+                    self._learn_from(parent, edits[0], chain, n)
+            if level == len(self.rungs) - 1:
+                break
+            keep = max(1, math.ceil(len(alive) / 2))
+            alive = sorted(alive, key=lambda i: (keys[i], -i), reverse=True)[:keep]
+        return [{"edits": [e.to_dict() for e in menu[i][0]], "predicted": score[i], "uncertainty": sigma[i], **m}
+                for i, m in measured.items()]
+
+    # ---- 5. learning online --------------------------------------------------------------------------
+    def _learn_from(self, parent: Chain, edit: Edit, child: Chain, n: int) -> None:
+        if self._refiner is None:
+            return
+        from tap.planning.refine import transition_row
+
+        ev_parent, ev_child = self.env.evaluate_at(parent, n), self.env.evaluate_at(child, n)  # both paid: free
+        self._refiner.add(transition_row(self.task.name, self.task.description, len(self.rounds), parent, ev_parent,
+                                         edit, child, ev_child, self.name,
+                                         task_pair_texts(self.task, self.task_pairs)))
+
+    # ---- the loop --------------------------------------------------------------------------------------
+    def search(self) -> None:
+        for _ in range(self.max_rounds):
+            parent, parent_edits = self.best, list(self.best_edits)
+            menu = self._menu(parent)
+            if not menu:
+                return
+            score, sigma = self._imagine(parent, menu)
+            picks = self._acquire(score, sigma)
+            entry = {"round": len(self.rounds), "menu": len(menu), "entrants": len(picks),
+                     "plans_in_menu": sum(len(e) > 1 for e, _ in menu)}
+            self.rounds.append(entry)
+            try:
+                entry["verified"] = self._halve(parent, parent_edits, menu, picks, score, sigma)
+            finally:
+                entry["accepted"] = self.best.to_json() != parent.to_json()
+                if self._refiner is not None:
+                    entry["refinement"] = self._refiner.refine()
+
+    def config(self) -> dict:
+        out = super().config()
+        for k in ("wm", "rounds"):
+            out.pop(k, None)
+        return {**out, "rungs": list(self.rungs)}
+
+    def run(self):
+        result = super().run()
+        result.config["rounds"] = self.rounds
+        return result
+
+
+def random_sh(*args, **kwargs) -> SuccessiveHalvingSearch:
+    """``random-sh``: the same search with the model replaced by a uniform choice."""
+    return SuccessiveHalvingSearch(*args, scorer="random", **kwargs)
+
+
+__all__ = ["SuccessiveHalvingSearch", "halving_rungs", "random_sh"]

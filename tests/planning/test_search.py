@@ -1,0 +1,166 @@
+"""TaP's successive-halving search (and random-sh, prior-sh) on a rule-based fake LLM: budgets in both
+units, no test leakage, the halving and the acceptance, the acquisition, nesting and determinism."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from tap.baselines.base import _key
+from tap.env import Evaluation, ExampleResult
+from tap.errors import TapError
+from tap.planning.search import SuccessiveHalvingSearch, halving_rungs, random_sh
+from tests.helpers import RuleLLM, arithmetic_task, tiny_world_model
+
+SCORERS = ("model", "prior", "random")
+
+
+@pytest.fixture(scope="module")
+def task():
+    return arithmetic_task(60)
+
+
+@pytest.fixture(scope="module")
+def wm():
+    return tiny_world_model().eval()
+
+
+def _search(task, wm, scorer="model", budget=None, calls=None, seed=0, llm=None, **kw):
+    kw = {"menu": 24, "enter": 4, **kw}
+    return SuccessiveHalvingSearch(llm or RuleLLM(), task, budget, seed, eval_examples=8, progress=False,
+                                   budget_calls=calls, world_model=None if scorer == "random" else wm,
+                                   scorer=scorer, **kw)
+
+
+def _strip(result) -> dict:
+    d = copy.deepcopy(result.to_dict())
+    d["costs"]["search"].pop("seconds")
+    return d
+
+
+def test_halving_rungs():
+    assert halving_rungs(32) == (4, 8, 16, 32)
+    assert halving_rungs(16) == (4, 8, 16) and halving_rungs(8) == (4, 8) and halving_rungs(5) == (5,)
+    assert halving_rungs(12) == (6, 12)
+    with pytest.raises(TapError):
+        halving_rungs(0)
+
+
+@pytest.mark.parametrize("scorer", SCORERS)
+@pytest.mark.parametrize("calls", [9, 30, 97])
+def test_call_and_chain_budgets_are_never_exceeded(task, wm, scorer, calls):
+    llm = RuleLLM()
+    result = _search(task, wm, scorer, calls=calls, llm=llm).run()
+    search = result.costs["search"]
+    assert search["example_evals"] <= calls and all(r.calls <= calls for r in result.records)
+    pairs = {(json.dumps(r.chain, sort_keys=True), i) for r in result.records for i in range(r.examples)}
+    assert len(pairs) == search["example_evals"]  # each (chain, example) pair paid once
+    assert search["example_evals"] > calls - 8  # it spends what it is given
+    both = _search(task, wm, scorer, budget=3, calls=calls).run()
+    assert both.costs["search"]["chain_evals"] <= 3 + 1e-9 and both.costs["search"]["example_evals"] <= calls
+    prompts = [p for b in llm.generate_batches for p in b] + [p for b in llm.score_batches for p, _ in b]
+    assert not any(ex.input in p for ex in task.test for p in prompts)  # test is never read
+
+
+@pytest.mark.parametrize("scorer", SCORERS)
+def test_budget_c_is_the_first_c_calls_of_a_longer_run(task, wm, scorer):
+    long = _search(task, wm, scorer, calls=120, seed=1).run()
+    for c in (20, 57):
+        short = _search(task, wm, scorer, calls=c, seed=1).run()
+        chain, edits, acc = long.best_at(calls=c)
+        assert short.final_chain == chain and short.edits == edits and short.final_search["accuracy"] == acc
+
+
+@pytest.mark.parametrize("scorer", SCORERS)
+def test_deterministic_under_a_seed_and_replayable(task, wm, scorer):
+    a, b = _search(task, wm, scorer, calls=80, seed=3).run(), _search(task, wm, scorer, calls=80, seed=3).run()
+    assert _strip(a) == _strip(b)
+    a.check_replay()
+    assert a.method == {"model": "tap-sh", "prior": "prior-sh", "random": "random-sh"}[scorer]
+    rounds = a.config["rounds"]
+    assert rounds and all(r["menu"] >= r["entrants"] for r in rounds)
+    if scorer != "random":
+        assert all(r.predicted is not None for r in a.records[1:])  # every verification says what was predicted
+
+
+def _fake_eval(acc: float, n: int) -> Evaluation:
+    results = [ExampleResult(i, "", "", i < round(acc * n), True, acc) for i in range(n)]
+    return Evaluation(results, 0, 0, "val", "generate", 0)
+
+
+def test_successive_halving_promotes_the_best_half_on_each_rung(task, wm, monkeypatch):
+    s = _search(task, wm, "random", calls=10_000, rungs=(2, 4, 8))
+    quality = {}  # chain json -> accuracy at every rung
+    seen: list[tuple[str, int]] = []
+
+    def fake_evaluate(chain, edits, n=None, note="", predicted=None, uncertainty=None):
+        seen.append((chain.to_json(), n))
+        return _fake_eval(quality[chain.to_json()], n)
+
+    monkeypatch.setattr(s, "evaluate", fake_evaluate)
+    menu = s._menu(s.start)[:8]
+    for i, (_, chain) in enumerate(menu):
+        quality[chain.to_json()] = [0.1, 0.9, 0.3, 0.8, 0.2, 0.7, 0.0, 0.6][i]
+    s._halve(s.start, [], menu, list(range(8)), [0.0] * 8, [0.0] * 8)
+    by_rung = {n: [c for c, m in seen if m == n] for n in (2, 4, 8)}
+    key = {c.to_json(): i for i, (_, c) in enumerate(menu)}
+    assert sorted(key[c] for c in by_rung[2]) == list(range(8))
+    assert sorted(key[c] for c in by_rung[4]) == [1, 3, 5, 7]  # the better half: 0.9, 0.8, 0.7, 0.6
+    assert sorted(key[c] for c in by_rung[8]) == [1, 3]
+
+
+def test_acceptance_is_on_the_same_examples_at_the_top_rung(task, wm):
+    result = _search(task, wm, "random", calls=200, seed=2).run()
+    full = 8
+    accepted = [r for r in result.records if r.accepted]
+    assert accepted[0].note == "initial" and all(r.examples == full for r in accepted)  # only full evaluations
+    # every accepted chain beat the one held before it on the same (first full) examples
+    for before, after in zip(accepted, accepted[1:]):
+        assert (after.accuracy, after.dense) > (before.accuracy, before.dense)
+    assert any(r.examples < full for r in result.records)  # lower rungs were used, and never accepted
+
+
+def test_acquisition_follows_the_uncertainty_when_beta_dominates(task, wm):
+    s = _search(task, wm, "model", calls=100, beta=100.0, explore=0.0, enter=2)
+    score = [0.5, 0.4, 0.0, 0.1, 0.2]
+    sigma = [0.0, 0.0, 0.3, 0.01, 0.2]
+    assert s._acquire(score, sigma) == [2, 4]
+    s.beta = 0.0
+    assert s._acquire(score, sigma) == [0, 1]
+    s.explore, s.enter = 0.5, 4
+    picks = s._acquire(score, sigma)
+    assert picks[:2] == [0, 1] and len(set(picks)) == 4  # half by the rule, half drawn from the rest
+
+
+def test_imagination_scores_every_candidate_and_plans(task, wm):
+    s = _search(task, wm, "model", calls=100, plans=0.5)
+    menu = s._menu(s.start)
+    assert any(len(e) == 2 for e, _ in menu) and any(len(e) == 1 for e, _ in menu)
+    assert len({c.to_json() for _, c in menu}) == len(menu)
+    score, sigma = s._imagine(s.start, menu)
+    assert len(score) == len(sigma) == len(menu) and all(x >= 0 for x in sigma)
+    assert len(set(score)) > 1  # the model tells candidates apart
+
+
+def test_online_learning_refines_the_model_and_keeps_the_checkpoint_intact(task):
+    import torch
+
+    wm = tiny_world_model()
+    before = {k: v.clone() for k, v in wm.state_dict().items()}
+    result = _search(task, wm, "model", calls=120, refine_steps=2).run()
+    assert any(r.get("refinement") for r in result.config["rounds"])
+    changed = any(not torch.equal(before[k], v) for k, v in wm.state_dict().items())
+    assert changed  # the model learnt online (callers pass a copy when they want the checkpoint kept)
+
+
+def test_bad_settings_are_named(task, wm):
+    with pytest.raises(TapError, match="needs a world model"):
+        _search(task, None, "model", calls=10)
+    with pytest.raises(TapError, match="unknown scorer"):
+        _search(task, wm, "best", calls=10)
+    with pytest.raises(TapError, match="rungs"):
+        _search(task, wm, "random", calls=10, rungs=(4, 6))
+    assert random_sh(RuleLLM(), task, None, 0, budget_calls=10, progress=False).name == "random-sh"
+    assert _key(_fake_eval(0.5, 4)) == (0.5, 0.5)
