@@ -43,6 +43,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from stats import fmt, mean_ci  # noqa: E402 - benchmarks/ is on the path from here on
 
+from tap.machine import machine_info  # noqa: E402
+
 DEV = ["bigbench:arithmetic/1_digit_addition", "bigbench:arithmetic/1_digit_multiplication",
        "bigbench:arithmetic/2_digit_addition", "bigbench:arithmetic/1_digit_subtraction"]
 HELD_OUT = ["bigbench:object_counting"]
@@ -127,7 +129,7 @@ def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, p
             "llm_requests": costs["search"]["llm_requests"],
             "llm_calls": costs["search"]["llm_calls"], "proposer": costs.get("proposer", {"requests": 0}),
             "seconds": round(search_seconds, 1), "test_seconds": round(time.time() - t0 - search_seconds, 1),
-            "config": result.config, "model": getattr(llm, "name", "")}
+            "config": result.config, "model": getattr(llm, "name", ""), "machine": machine_info()}
 
 
 def load_runs(out: Path) -> list[dict]:

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from tap.machine import machine_info
+
 TASKS = {"generate": "bigbench:arithmetic/1_digit_addition", "score": "bigbench:sports_understanding"}
 
 
@@ -54,7 +56,8 @@ def measure(mode: str, dtype: str, demos: int, chains: int, examples: int, batch
             "examples": examples,
             "chain_evals_per_s": round(chains / dt, 3), "llm_calls_per_s": round(calls / dt, 2),
             "calls_per_chain": calls / chains, "seconds": round(dt, 1),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "machine": machine_info(str(llm.dtype).removeprefix("torch.") if hasattr(llm, "dtype") else None)}
 
 
 def main() -> None:

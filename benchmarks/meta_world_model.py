@@ -42,6 +42,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from stats import fmt  # noqa: E402 - benchmarks/ is on the path from here on
 
+from tap.machine import machine_info  # noqa: E402
+
 OUT = ROOT / "benchmarks" / "results" / "meta_world_model.json"
 NOISE = ROOT / "benchmarks" / "results" / "noise_ceiling.json"
 POOL = ROOT / "configs" / "data" / "ii_pool.yaml"
@@ -104,7 +106,7 @@ def run(model: str, seed: int, heldout: list[str], train_tasks: list[str], test_
     test = _cli(["test", *common, "--data", str(test_data), f"--data.init_args.tasks=[{', '.join(heldout)}]",
                  "--data.init_args.split_fractions=[0.0, 1.0]", f"--ckpt_path={ckpt}"])
     return {"model": model, "seed": seed, "name": name, "heldout": heldout, "trained_on": train_tasks,
-            "overrides": extra, "checkpoint": ckpt, "fit_seconds": round(fit_seconds, 1),
+            "overrides": extra, "checkpoint": ckpt, "fit_seconds": round(fit_seconds, 1), "machine": machine_info(),
             "val": {k: v for k, v in fit_metrics.items() if k.startswith("val/") and k.count("/") <= 2},
             "test": per_task(test, heldout)}
 

@@ -34,6 +34,7 @@ from tap.collection.policy import BehaviourPolicy
 from tap.env import Environment
 from tap.llm import load_llm
 from tap.llm.base import GenerationSettings
+from tap.machine import machine_info
 from tap.tasks import Task, load_task
 
 
@@ -98,7 +99,7 @@ def measure(task_name: str | Task, llm, n_chains: int, n_edits: int, grid: list[
             "grid": grid, "seed": seed, "by_n": rows, "induced": len(induction.instructions),
             "scales": {s: sum(e.scale == s for _, e, _ in edits) for s in ("instruction", "segment", "token")},
             "llm_calls": llm.calls - calls0, "example_evals": env.example_evals,
-            "seconds": round(time.time() - t0, 1)}
+            "seconds": round(time.time() - t0, 1), "machine": machine_info(llm.name.rpartition("@")[2] or None)}
 
 
 def _cell(v: float | None) -> str:

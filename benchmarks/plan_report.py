@@ -26,6 +26,8 @@ from pathlib import Path
 from compare import DEV, fmt  # the dev suite and the mean ± 95 % Student-t cell, shared with compare.py
 from compare import HELD_OUT as TRANSFER
 
+from tap.machine import machine_info
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "plan.json"
 
@@ -67,6 +69,7 @@ def run_one(planners: dict, llm, task_spec: str, method: str, seed: int, budgets
             "initial_search": result.initial_search["accuracy"], "budgets": per_budget,
             "llm_requests": result.costs["search"]["llm_requests"], "llm_calls": result.costs["search"]["llm_calls"],
             "collection": result.costs["collection"], "seconds": round(search_seconds, 1),
+            "machine": machine_info(),
             "records": [r.__dict__ for r in result.records]}
 
 

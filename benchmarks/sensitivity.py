@@ -30,6 +30,7 @@ from tap.chains.induce import induce_instructions
 from tap.env import Environment
 from tap.llm import load_llm
 from tap.llm.base import GenerationSettings
+from tap.machine import machine_info
 from tap.tasks import load_task
 from tap.tasks.instruction_induction import ii_task_names
 
@@ -88,6 +89,7 @@ def screen(task_name: str, llm, n_chains: int, n_examples: int, seed: int, n_ind
         "acc_std": spread, "binomial_sd": noise, "spread_ratio": spread / noise,
         "dense_std": statistics.pstdev(dense), "compliance_mean": statistics.mean(comp),
         "llm_calls": llm.calls - calls0, "seconds": time.time() - t0, "accuracies": accs,
+        "machine": machine_info(llm.name.rpartition("@")[2] or None),
     }
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import yaml
 
+from tap.machine import machine_info
+
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {
     "encoder-minilm-lora": ("encoder", {"backbone": "minilm", "lora_rank": 8}),
@@ -80,7 +82,8 @@ def measure(case: str, steps: int, warmup: int) -> dict:
             "window": config["data"]["init_args"]["window"], "steps": steps,
             "windows_per_s": round(windows / seconds, 2), "chains_per_s": round(chains / seconds, 2),
             "steps_per_s": round(steps / seconds, 3), "threads": torch.get_num_threads(),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "machine": machine_info(dtype="float32")}
 
 
 def main() -> None:

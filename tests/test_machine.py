@@ -1,0 +1,33 @@
+"""CPU detection on faked /proc/cpuinfo contents, and the dtype ``auto`` picks for each CPU kind."""
+
+import pytest
+import torch
+
+from tap.llm.hf import resolve_dtype
+from tap.machine import cpu_info, machine_info
+
+AVX512_BF16 = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n"
+AVX2_ONLY = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) CPU E5-2686 v4\nflags\t\t: fpu sse avx avx2 fma\n"
+AMX = "model name\t: Intel(R) Xeon(R) Platinum 8488C\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+
+
+@pytest.mark.parametrize("text,kind,bf16", [(AVX512_BF16, "AVX-512 + bf16", True), (AVX2_ONLY, "AVX2", False),
+                                            (AMX, "AMX", True), ("", "no AVX2", False)])
+def test_cpu_kinds_from_faked_cpuinfo(text, kind, bf16):
+    cpu = cpu_info(text)
+    assert cpu.kind == kind and cpu.native_bf16 == bf16 and cpu.cores >= 1
+    assert cpu.model != "" and "fpu" not in cpu.features  # only the features that matter are kept
+
+
+def test_auto_dtype_follows_the_cpu(monkeypatch):
+    monkeypatch.setattr("tap.llm.hf.cpu_info", lambda: cpu_info(AVX2_ONLY))
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    monkeypatch.setattr("tap.llm.hf.cpu_info", lambda: cpu_info(AVX512_BF16))
+    assert resolve_dtype("auto", "cpu") == torch.bfloat16
+    assert resolve_dtype("fp32", "cpu") == torch.float32  # an explicit choice always wins
+
+
+def test_machine_info_names_what_a_timing_depends_on():
+    info = machine_info(dtype="float32", threads=2)
+    assert {"cpu", "cpu_kind", "features", "cores", "threads", "dtype", "torch"} <= set(info)
+    assert info["threads"] == 2 and info["dtype"] == "float32"
