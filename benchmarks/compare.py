@@ -262,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="folder of per-run JSON (default benchmarks/results/compare[-quick])")
     p.add_argument("--quick", action="store_true", help="one task, one seed, budgets 10 and 25")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--mixed-models", action="store_true",
+                   help="report runs made with different frozen LLMs (model or dtype) together")
     args = p.parse_args(argv)
     if args.quick:
         args.tasks, args.seeds, args.budgets = args.tasks[:1], [0], [10, 25]
@@ -298,6 +300,12 @@ def main(argv: list[str] | None = None) -> int:
             write_atomic(path, json.dumps(run, indent=1, ensure_ascii=False))
     runs = [r for r in load_runs(out) if r["task"] in args.tasks and r["method"] in args.methods
             and r["seed"] in args.seeds]
+    models = sorted({r.get("model", "") for r in runs})
+    if len(models) > 1 and not args.mixed_models:
+        print(f"error: the runs in {out} were made with different frozen LLMs ({', '.join(models)}); a model under "
+              "another dtype is another frozen model, so their numbers are not comparable. Use another --out per "
+              "model, or pass --mixed-models to report them together anyway.", file=sys.stderr)
+        return 2
     write_report(runs, out, command)
     return 0
 

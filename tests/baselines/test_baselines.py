@@ -254,3 +254,20 @@ def test_compare_statistics(compare):
     assert compare.at(run, 24) == 0.5 and compare.at(run, 25) == 0.7
     assert compare.calls_to(run, 0.5) == 10 and compare.calls_to(run, 0.8) is None
     assert compare.grid([25, 50]) == [1, 5, 10, 15, 25, 35, 50]
+
+
+def test_compare_refuses_to_mix_frozen_models(compare, tmp_path, capsys):
+    import json
+
+    base = {"task": "bigbench:arithmetic/1_digit_addition", "method": "random", "setting": "baseline", "budget": 5,
+            "budgets": [5], "curve": [{"budget": 1, "test": 0.1}, {"budget": 5, "test": 0.2}], "initial_test": 0.1,
+            "collection_chain_evals": 0, "proposer": {"requests": 0}, "seconds": 1.0}
+    for seed, model in ((0, "smollm2@bfloat16"), (1, "smollm2@float32")):
+        path = compare.run_path(tmp_path, base["task"], "random", seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**base, "seed": seed, "model": model}))
+    argv = ["--report-only", "--out", str(tmp_path), "--tasks", base["task"], "--methods", "random",
+            "--seeds", "0", "1"]
+    assert compare.main(argv) == 2
+    assert "different frozen LLMs (smollm2@bfloat16, smollm2@float32)" in capsys.readouterr().err
+    assert compare.main([*argv, "--mixed-models"]) == 0
