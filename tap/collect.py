@@ -5,6 +5,11 @@ and prints as its last line a JSON summary: triples, trajectories, llm_calls (ne
 cache_hits, mean_reward, seconds.
 
     python -m tap.collect --task bigbench:arithmetic/1_digit_addition --trajectories 8 --horizon 6
+    python -m tap.collect --config configs/data/ii_pool.yaml [--task ii:sentiment]
+
+With ``--config`` (a data config, as ``train.py --data`` takes), every task of it is collected exactly
+as the DataModule would (same settings, same folders), one JSON summary line per task: the way to
+collect a task pool ahead of training, or in pieces across sessions.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from tap.errors import TapError
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tap.collect", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", required=True,
-                    help="bigbench:NAME, bigbench:parent/subtask, ii:NAME (python -m tap.tasks), or a .jsonl/.csv file")
+    ap.add_argument("--task", help="bigbench:NAME, bigbench:parent/subtask, ii:NAME (python -m tap.tasks), or a "
+                    ".jsonl/.csv file (with --config: only this task of it)")
+    ap.add_argument("--config", help="a data config (configs/data/*.yaml): collect its tasks with its settings "
+                    "(the other collection options are then ignored)")
     ap.add_argument("--model", default="smollm2", help="'smollm2' (offline default), a local dir, or a hub id")
     ap.add_argument("--trajectories", type=int, default=8)
     ap.add_argument("--horizon", type=int, default=6, help="edits per trajectory")
@@ -37,11 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--proposer", default=None, help="LLM that induces them (default: the frozen LLM)")
     ap.add_argument("--siblings", type=int, default=0,
                     help="sibling edits evaluated at every visited chain, on its examples (0: one edit per step)")
-    ap.add_argument("--data-dir", default="data")
+    ap.add_argument("--data-dir", default=None, help="where collections live (default: data/, or the config's)")
     ap.add_argument("--cache", default="default", help="call cache file (default: $TAP_CACHE/calls.sqlite)")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args(argv)
+    if not args.task and not args.config:
+        ap.error("give --task, or --config with a data config")
+    if args.config:
+        return _collect_config(args)
+    args.data_dir = args.data_dir or "data"
     try:
         from tap.llm import load_llm
         from tap.paths import ensure_writable
@@ -71,6 +83,49 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     summary["calls_per_second"] = round(summary["llm_calls"] / max(summary["seconds"], 1e-9), 2)
     print(json.dumps(summary))
+    return 0
+
+
+def _collect_config(args: argparse.Namespace) -> int:
+    """Collect the tasks of a data config through its DataModule (``prepare_data``), one task at a time."""
+    try:
+        import yaml
+
+        from tap.collection.datamodule import TriplesDataModule
+        from tap.paths import ensure_writable
+
+        try:
+            data = yaml.safe_load(open(args.config))
+        except (OSError, yaml.YAMLError) as err:
+            raise TapError(f"cannot read the data config {args.config}: {err}") from err
+        init = dict((data or {}).get("init_args") or {})
+        if not init.get("tasks"):
+            raise TapError(f"{args.config} is not a data config with tasks (expected init_args.tasks, as in "
+                           "configs/data/ii_pool.yaml).")
+        tasks = [args.task] if args.task else list(init["tasks"])
+        if args.task and args.task not in init["tasks"]:
+            raise TapError(f"{args.task} is not a task of {args.config}; its tasks: {init['tasks']}.")
+        init.update(cache=args.cache, **({"data_dir": args.data_dir} if args.data_dir else {}))
+        ensure_writable(init.get("data_dir", "data"), "--data-dir")
+        llm = None
+        for task in tasks:
+            dm = TriplesDataModule(**{**init, "tasks": [task]})
+            if llm is not None:
+                dm._llm = llm  # one model load for every task
+            config = dm.configs[0]
+            done = (dm._dir(config) / "triples").exists()
+            llm = dm.llm
+            if not done:
+                dm.prepare_data()
+            meta = json.loads((dm._dir(config) / "meta.json").read_text())
+            print(json.dumps({"task": task, "already_collected": done, **meta["summary"]}), flush=True)
+    except TapError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: every LLM call paid so far is in the cache; run the same command again to resume.",
+              file=sys.stderr)
+        return 130
     return 0
 
 

@@ -265,3 +265,32 @@ def test_collect_cli_unwritable_data_dir_exits_2_before_loading_a_model(tmp_path
     blocker.write_text("x")
     assert main(["--task", "ii:sentiment", "--data-dir", str(blocker / "d"), "--model", "no-such-model"]) == 2
     assert "cannot write to the folder" in capsys.readouterr().err
+
+
+def test_collect_cli_with_a_data_config_collects_its_tasks_as_the_datamodule_would(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from tap.collect import main
+    from tests.helpers import RuleLLM, write_arithmetic_jsonl
+
+    rule = RuleLLM()
+    monkeypatch.setattr(TriplesDataModule, "llm", property(lambda self: rule))
+    tasks = [str(write_arithmetic_jsonl(tmp_path / f"add_{c}.jsonl", 40)) for c in "ab"]
+    config = tmp_path / "pool.yaml"
+    config.write_text(yaml.safe_dump({"class_path": "tap.collection.datamodule.TriplesDataModule",
+                                      "init_args": {"tasks": tasks, "trajectories": 2, "horizon": 2,
+                                                    "eval_examples": 4, "siblings": 2,
+                                                    "data_dir": str(tmp_path / "data")}}))
+    assert main(["--config", str(config), "--task", tasks[1]]) == 0  # one task of it
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["task"] for x in lines] == [tasks[1]] and not lines[0]["already_collected"]
+    assert main(["--config", str(config)]) == 0  # the rest; the first is not paid again
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(x["task"], x["already_collected"]) for x in lines] == [(tasks[0], False), (tasks[1], True)]
+    dm = TriplesDataModule(tasks=tasks, trajectories=2, horizon=2, eval_examples=4, siblings=2,
+                           data_dir=str(tmp_path / "data"))
+    dm.setup()  # the DataModule finds exactly what the CLI collected
+    assert sum(len(g) for g in dm.groups.values()) == 2 * 2 * 2
+    assert main(["--config", str(config), "--task", "ii:rhymes"]) == 2
+    assert "not a task of" in capsys.readouterr().err
+    assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
