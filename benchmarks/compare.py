@@ -6,6 +6,9 @@ collected on, so no world-model training example is ever a test example), the sa
 val examples, and is charged the same way: one chain evaluation per chain scored on those examples
 (``tap.env`` / ``tap.baselines.base``). Methods:
 
+- ``tap-sh``: TaP's successive-halving search (``tap.planning.search``) with the world model; ``prior-sh``
+  the same search ranked by the non-learned prior; ``random-sh`` the same search with a uniform choice
+  (the baseline that isolates what the model adds);
 - ``tap-gradient``, ``tap-policy``: the planner (``tap.planning``) with the world model / imagination policy;
 - ``random``, ``grips``, ``ape``, ``opro``, ``evoprompt``, ``demos``: ``tap.baselines``;
 - ``promptolution-evoprompt`` (not in the default list): the maintained ``promptolution`` library's EvoPrompt-GA
@@ -22,6 +25,11 @@ cost 0 on it).
     python benchmarks/compare.py                  # dev suite + held-out task, seeds 0-2, budgets 25-200
     python benchmarks/compare.py --tasks bigbench:arithmetic/1_digit_addition bigbench:object_counting
     python benchmarks/compare.py --report-only    # table and plot from the saved runs
+    python benchmarks/compare.py --unit calls --tasks ii:rhymes --methods tap-sh random-sh \
+        --world-model checkpoints/meta/hierarchical-transfer-s0 --seeds 0 1 2 3 4   # budgets in LLM calls
+
+``--unit calls`` gives every budget in LLM calls (example evaluations; default grid 128-2048) instead of
+chain evaluations, and writes under ``compare-calls/``.
 
 Writes one JSON per run under ``benchmarks/results/compare/<task>/`` (``compare-quick`` with --quick), then
 ``compare.md`` (mean and 95 % Student-t interval of test accuracy per method, task and budget; chain
@@ -49,11 +57,14 @@ DEV = ["bigbench:arithmetic/1_digit_addition", "bigbench:arithmetic/1_digit_mult
        "bigbench:arithmetic/2_digit_addition", "bigbench:arithmetic/1_digit_subtraction"]
 HELD_OUT = ["bigbench:object_counting"]
 TAP = ("tap-gradient", "tap-policy")
+SH = ("tap-sh", "prior-sh", "random-sh")  # one search, three rankers (tap.planning.search)
 REFERENCE = ("promptolution-evoprompt",)  # a maintained library's implementation (optional dependency)
 BASELINES = ("random", "grips", "ape", "opro", "evoprompt", "demos", *REFERENCE)
-METHODS = (*TAP, *BASELINES)
+METHODS = (*SH, *TAP, *BASELINES)
 DEFAULT_METHODS = (*TAP, *BASELINES[: -len(REFERENCE)])
 GRID = (1, 5, 10, 15, 25, 35, 50, 75, 100, 150, 200, 300, 400)
+CALL_GRID = (16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+UNIT_WORDS = {"evals": "real chain evaluations", "calls": "LLM calls (example evaluations)"}
 SPLIT_SEED = 0
 
 
@@ -68,31 +79,51 @@ def run_path(out: Path, task: str, method: str, seed: int) -> Path:
     return out / slug(task) / f"{method}-s{seed}.json"
 
 
-def grid(budgets: list[int]) -> list[int]:
+def grid(budgets: list[int], unit: str = "evals") -> list[int]:
     """The budgets at which the held chain is scored on test: the requested ones plus a grid below them."""
     top = max(budgets)
-    return sorted({*budgets, *(g for g in GRID if g <= top)})
+    return sorted({*budgets, *(g for g in (CALL_GRID if unit == "calls" else GRID) if g <= top)})
 
 
 # ---- running --------------------------------------------------------------------------------------
+def _collection(result, unit: str) -> tuple[str, int]:
+    """TaP's setting on this task and what collecting its world model's data here cost, in ``unit``."""
+    c = result.costs["collection"]
+    setting = "per-task" if c["task_in_training_data"] else "transfer"
+    paid = c["chain_evals_this_task"] * (c["examples_per_eval"] if unit == "calls" else 1)
+    return setting, paid
+
+
 def search(method: str, task, budget: int, seed: int, args, llm, planners: dict, proposer):
-    """One search with ``budget``; returns (result, setting, collection chain evaluations on this task)."""
+    """One search with ``budget`` (in ``args.unit``); returns (result, setting, collection cost on this task)."""
+    unit = getattr(args, "unit", "evals")
+    evals, calls = (None, budget) if unit == "calls" else (budget, None)
+    if method in SH:
+        import copy
+
+        from tap.planning.search import SuccessiveHalvingSearch
+
+        wm, data = planners["sh"] if method != "random-sh" else (None, {})
+        scorer = {"tap-sh": "model", "prior-sh": "prior", "random-sh": "random"}[method]
+        result = SuccessiveHalvingSearch(llm, task, evals, seed, budget_calls=calls, eval_examples=args.eval_examples,
+                                         world_model=copy.deepcopy(wm), scorer=scorer, training_data=data,
+                                         progress=True).run()  # a copy: online learning must not leak across runs
+        return (result, *_collection(result, unit)) if method != "random-sh" else (result, "baseline", 0)
     if method in TAP:
         planner = planners[method]
-        result = planner.optimize(task, budget=budget, seed=seed, method=method.removeprefix("tap-"), progress=True)
-        collection = result.costs["collection"]
-        setting = "per-task" if collection["task_in_training_data"] else "transfer"
-        return result, setting, collection["chain_evals_this_task"]
+        result = planner.optimize(task, budget=evals, budget_calls=calls, seed=seed,
+                                  method=method.removeprefix("tap-"), progress=True)
+        return (result, *_collection(result, unit))
     from tap.baselines import USES_PROPOSER, run_baseline
 
-    settings = {"eval_examples": args.eval_examples, "progress": True}
+    settings = {"eval_examples": args.eval_examples, "progress": True, "budget_calls": calls}
     if method in USES_PROPOSER or method in REFERENCE:
         settings["proposer"] = proposer
     if method in REFERENCE:
         from promptolution_ref import PromptolutionEvoPrompt
 
-        return PromptolutionEvoPrompt(llm, task, budget, seed, **settings).run(), "reference", 0
-    return run_baseline(method, llm, task, budget, seed, **settings), "baseline", 0
+        return PromptolutionEvoPrompt(llm, task, evals, seed, **settings).run(), "reference", 0
+    return run_baseline(method, llm, task, evals, seed, **settings), "baseline", 0
 
 
 def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, proposer) -> dict:
@@ -113,13 +144,14 @@ def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, p
             scored[key] = test_env.evaluate(chain, held_out).accuracy
         return scored[key]
 
+    unit = getattr(args, "unit", "evals")
     curve = []
-    for b in grid(args.budgets):
-        chain, edits, search_acc = result.best_at(b)
+    for b in grid(args.budgets, unit):
+        chain, edits, search_acc = result.best_at(calls=b) if unit == "calls" else result.best_at(b)
         curve.append({"budget": b, "test": test(chain), "search": search_acc, "edits": len(edits),
-                      "llm_calls_spent": result.calls_at(b)})
+                      "llm_calls_spent": b if unit == "calls" else result.calls_at(b)})
     costs = result.costs
-    return {"task": task_spec, "method": method, "seed": seed, "split_seed": SPLIT_SEED, "setting": setting,
+    run = {"task": task_spec, "method": method, "seed": seed, "split_seed": SPLIT_SEED, "setting": setting,
             "budget": max(args.budgets), "budgets": sorted(args.budgets), "eval_examples": args.eval_examples,
             "test_examples": len(held_out),
             "collection_chain_evals": collection, "initial_test": test(result.initial_chain),
@@ -130,6 +162,7 @@ def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, p
             "llm_calls": costs["search"]["llm_calls"], "proposer": costs.get("proposer", {"requests": 0}),
             "seconds": round(search_seconds, 1), "test_seconds": round(time.time() - t0 - search_seconds, 1),
             "config": result.config, "model": getattr(llm, "name", ""), "machine": machine_info()}
+    return {**run, "unit": unit} if unit != "evals" else run  # runs without "unit" are in chain evaluations
 
 
 def load_runs(out: Path) -> list[dict]:
@@ -149,12 +182,22 @@ def calls_to(run: dict, target: float) -> int | None:
     return next((p["budget"] for p in run["curve"] if p["test"] >= target - 1e-9), None)
 
 
+def unit_of(runs: list[dict]) -> str:
+    """The budget unit of the runs (``evals`` for runs written before calls budgets existed)."""
+    units = {r.get("unit", "evals") for r in runs}
+    if len(units) > 1:
+        raise ValueError(f"runs in different budget units {sorted(units)} cannot share a table; "
+                         "use one --out per unit.")
+    return units.pop() if units else "evals"
+
+
 def report(runs: list[dict]) -> str:
     if not runs:
         return "no runs yet"
+    unit = unit_of(runs)
     budgets = sorted({b for r in runs for b in r["budgets"]})
     lines = ["| task | method | setting | seeds | initial | " + " | ".join(f"@{b}" for b in budgets) +
-             " | evals to target (search + collection) | proposer requests | minutes |",
+             f" | {unit} to target (search + collection) | proposer requests | minutes |",
              "|---|---|---|---|---|" + "---|" * len(budgets) + "---|---|---|"]
     notes = []
     for task in dict.fromkeys(r["task"] for r in runs):
@@ -199,7 +242,8 @@ def plot(runs: list[dict], path: Path) -> Path | None:
 
     tasks = list(dict.fromkeys(r["task"] for r in runs))
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
-    colors = dict(zip(METHODS, plt.get_cmap("tab10").colors))
+    colors = dict(zip((*TAP, *BASELINES), plt.get_cmap("tab10").colors))
+    colors.update({"tap-sh": "black", "prior-sh": "tab:cyan", "random-sh": "darkgoldenrod"})
     for ax, task in zip(axes[0], tasks):
         title = slug(task)
         for method in METHODS:
@@ -210,7 +254,7 @@ def plot(runs: list[dict], path: Path) -> Path | None:
             stats = [mean_ci([at(r, x) for r in rs]) for x in xs]
             m = [s[0] for s in stats]
             lo, hi = [max(0.0, s[0] - s[1]) for s in stats], [min(1.0, s[0] + s[1]) for s in stats]
-            ax.plot(xs, m, label=method, color=colors[method], lw=2.2 if method in TAP else 1.2)
+            ax.plot(xs, m, label=method, color=colors[method], lw=2.2 if method in TAP or method == "tap-sh" else 1.2)
             ax.fill_between(xs, lo, hi, color=colors[method], alpha=0.08)
             extra = rs[0]["collection_chain_evals"]
             if extra:
@@ -220,7 +264,7 @@ def plot(runs: list[dict], path: Path) -> Path | None:
                 title = f"{slug(task)} (TaP: {rs[0]['setting']}" + (f", collection {extra})" if extra else ")")
         ax.set_xscale("log")
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("real chain evaluations (log)")
+        ax.set_xlabel(f"{UNIT_WORDS[unit_of(runs)]} (log)")
         ax.set_ylabel(f"test accuracy (mean of {len({r['seed'] for r in runs if r['task'] == task})} seeds, 95 % band)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
@@ -235,10 +279,11 @@ def write_report(runs: list[dict], out: Path, command: str) -> None:
 
     table = report(runs)
     seconds = sum(r["seconds"] + r.get("test_seconds", 0) for r in runs)
+    words = UNIT_WORDS[unit_of(runs)] if runs else UNIT_WORDS["evals"]
     header = (f"# Head-to-head at equal budgets\n\nCommand: `{command}`\n\n{len(runs)} runs; search and test "
               f"time {seconds / 60:.1f} minutes in all. Cells: test accuracy (mean ± 95 % Student-t half-width "
-              "over seeds) of the chain each method held after that many real chain evaluations. "
-              "`(+N)`: chain evaluations TaP spent collecting its world model's data on this task.\n\n")
+              f"over seeds) of the chain each method held after that many {words}. "
+              f"`(+N)`: {words.removeprefix('real ')} TaP spent collecting its world model's data on this task.\n\n")
     write_atomic(out.parent / f"{out.name}.md", header + table + "\n")
     plot(runs, out.parent / f"{out.name}.png")
     print(table)
@@ -251,8 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS,
                    help="promptolution-evoprompt needs the optional package: pip install -e .[reference]")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--budgets", nargs="+", type=int, default=[25, 50, 100, 200])
-    p.add_argument("--world-model", default=str(ROOT / "checkpoints" / "world_model"))
+    p.add_argument("--budgets", nargs="+", type=int, default=None,
+                   help="in --unit (default: 25 50 100 200 chain evaluations; 128 256 512 1024 2048 calls)")
+    p.add_argument("--unit", choices=["evals", "calls"], default="evals",
+                   help="budgets in chain evaluations or in LLM calls (example evaluations)")
+    p.add_argument("--world-model", default=str(ROOT / "checkpoints" / "world_model"),
+                   help="world-model checkpoint of tap-gradient, tap-sh and prior-sh (a meta-trained one for transfer)")
     p.add_argument("--policy", default=str(ROOT / "checkpoints" / "planner"))
     p.add_argument("--model", default="smollm2", help="the frozen LLM every method runs on")
     p.add_argument("--proposer", help="LLM for APE/OPRO/EvoPrompt proposals (default: the frozen LLM itself)")
@@ -265,9 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mixed-models", action="store_true",
                    help="report runs made with different frozen LLMs (model or dtype) together")
     args = p.parse_args(argv)
+    args.budgets = args.budgets or ([128, 256, 512, 1024, 2048] if args.unit == "calls" else [25, 50, 100, 200])
     if args.quick:
-        args.tasks, args.seeds, args.budgets = args.tasks[:1], [0], [10, 25]
-    out = Path(args.out or ROOT / "benchmarks" / "results" / ("compare-quick" if args.quick else "compare"))
+        args.tasks, args.seeds, args.budgets = args.tasks[:1], [0], [10, 25] if args.unit == "evals" else [64, 128]
+    default_out = "compare" + ("-calls" if args.unit == "calls" else "") + ("-quick" if args.quick else "")
+    out = Path(args.out or ROOT / "benchmarks" / "results" / default_out)
     command = "python benchmarks/compare.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if not args.report_only:
         from tap.errors import TapError
@@ -282,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
             for method, ckpt in (("tap-gradient", args.world_model), ("tap-policy", args.policy)):
                 if method in args.methods:
                     planners[method] = Planner.from_checkpoint(ckpt, llm=llm, config=PlanConfig(**cfg))
+            if {"tap-sh", "prior-sh"} & set(args.methods):
+                from tap.planning.search import load_world_model
+
+                planners["sh"] = load_world_model(args.world_model)
         except TapError as err:
             print(f"error: {err}\nTaP's rows need trained checkpoints: `python -m tap.pipeline` (quick) or "
                   "configs/world_model.yaml and configs/planner.yaml; or leave tap-* out of --methods.",

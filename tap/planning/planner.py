@@ -301,7 +301,7 @@ class Planner:
                        "examples_per_eval": len(examples), "budget_calls": budget_calls,
                        "seconds": round(search_seconds, 2)},
             "test": test_spend,
-            "collection": self._collection_cost(task, env.mode),
+            "collection": collection_cost(self.training_data, task, env.mode),
             "refinement": {"steps": cfg.refine_steps * len(refine_log), "verified_transitions": len(refiner.rows)},
             "induction": induction.costs() if induction else {"induced": 0, "requests": 0},
         }
@@ -319,19 +319,20 @@ class Planner:
             log_to_tensorboard(result, log_dir, refine_log)
         return result
 
-    def _collection_cost(self, task: Task, mode: str) -> dict:
-        """What collecting the world model's training data cost, from its checkpoint: chain evaluations on
-        every training task, and on this task (0 when the world model never saw it: the transfer case) with
-        the LLM requests they took (generate mode: a reply and a gold-answer score per example; score mode:
-        one score per option).
-        """
-        d = self.training_data
-        tasks = list(d.get("tasks") or [])
-        # each trajectory: c_0, then H steps of max(1, K) evaluated edits (K sibling edits per step)
-        per_task = int(d.get("trajectories", 0)) * (int(d.get("horizon", 0)) * max(int(d.get("siblings") or 0), 1) + 1)
-        this = per_task if task.name in tasks else 0
-        examples = int(d.get("eval_examples") or 0)
-        per_example = 2 if mode == "generate" else max((len(ex.choices) for ex in task.val[:examples]), default=0)
-        return {"world_model_tasks": tasks, "task_in_training_data": this > 0, "chain_evals_this_task": this,
-                "llm_requests_this_task": this * examples * per_example, "chain_evals_all_tasks": per_task * len(tasks),
-                "examples_per_eval": examples}
+
+def collection_cost(training_data: dict, task: Task, mode: str) -> dict:
+    """What collecting a world model's training data cost (``training_data``: its checkpoint's data
+    settings): chain evaluations on every training task, and on this task (0 when the world model never
+    saw it: the transfer case) with the LLM requests they took (generate mode: a reply and a gold-answer
+    score per example; score mode: one score per option).
+    """
+    d = training_data
+    tasks = list(d.get("tasks") or [])
+    # each trajectory: c_0, then H steps of max(1, K) evaluated edits (K sibling edits per step)
+    per_task = int(d.get("trajectories", 0)) * (int(d.get("horizon", 0)) * max(int(d.get("siblings") or 0), 1) + 1)
+    this = per_task if task.name in tasks else 0
+    examples = int(d.get("eval_examples") or 0)
+    per_example = 2 if mode == "generate" else max((len(ex.choices) for ex in task.val[:examples]), default=0)
+    return {"world_model_tasks": tasks, "task_in_training_data": this > 0, "chain_evals_this_task": this,
+            "llm_requests_this_task": this * examples * per_example, "chain_evals_all_tasks": per_task * len(tasks),
+            "examples_per_eval": examples}

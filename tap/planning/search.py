@@ -70,6 +70,8 @@ class SuccessiveHalvingSearch(Search):
         refine_steps: online refinement steps after each round (0: off; ``model`` scorer only).
         refine_lr: learning rate of the refinement.
         task_pairs: train pairs that describe the task to the world model (as it was trained).
+        training_data: the world model's data settings (``load_world_model``), to report what collecting
+            its data cost on this task (``costs["collection"]``; 0 on a task it never saw).
         max_rounds: most rounds (the budget normally ends the search first).
         **kwargs: ``Search`` arguments (llm, task, budget, seed, budget_calls, eval_examples, ...).
     """
@@ -79,7 +81,7 @@ class SuccessiveHalvingSearch(Search):
     def __init__(self, *args, world_model=None, scorer: Scorer = "model", menu: int = 256, plans: float = 0.25,
                  enter: int = 8, rungs: tuple[int, ...] | None = None, beta: float = 1.0, explore: float = 0.125,
                  dense_weight: float = 0.25, refine_steps: int = 0, refine_lr: float = 1e-4, task_pairs: int = 4,
-                 max_rounds: int = 1000, **kwargs) -> None:
+                 training_data: dict | None = None, max_rounds: int = 1000, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if scorer not in ("model", "prior", "random"):
             raise TapError(f"unknown scorer {scorer!r}; choose model, prior or random.")
@@ -97,6 +99,7 @@ class SuccessiveHalvingSearch(Search):
         self.menu_size, self.plans, self.enter, self.beta, self.explore = menu, plans, enter, beta, explore
         self.dense_weight, self.refine_steps, self.refine_lr = dense_weight, refine_steps, refine_lr
         self.task_pairs, self.max_rounds = task_pairs, max_rounds
+        self.training_data = dict(training_data or {}) if scorer != "random" else {}
         self.rounds: list[dict] = []  # what each round imagined, picked and verified (the "why")
         self._refiner = None
         if scorer == "model" and refine_steps > 0:
@@ -231,14 +234,31 @@ class SuccessiveHalvingSearch(Search):
 
     def config(self) -> dict:
         out = super().config()
-        for k in ("wm", "rounds"):
+        for k in ("wm", "rounds", "training_data"):
             out.pop(k, None)
         return {**out, "rungs": list(self.rungs)}
 
     def run(self):
+        from tap.planning.planner import collection_cost
+
         result = super().run()
         result.config["rounds"] = self.rounds
+        result.costs["collection"] = collection_cost(self.training_data, self.task, self.env.mode)
         return result
+
+
+def load_world_model(path) -> tuple:
+    """A ``WorldModel`` checkpoint (file or run folder) for the search: the model (eval mode, no gradients)
+    and the data settings it was trained on (``training_data``).
+    """
+    from tap.systems.checkpoints import read_checkpoint
+    from tap.systems.world_model import WorldModel
+
+    _, ckpt = read_checkpoint(path, WorldModel.__name__)
+    wm = WorldModel._build(ckpt)
+    wm.requires_grad_(False)
+    data = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
+    return wm.eval(), data
 
 
 def random_sh(*args, **kwargs) -> SuccessiveHalvingSearch:
@@ -246,4 +266,4 @@ def random_sh(*args, **kwargs) -> SuccessiveHalvingSearch:
     return SuccessiveHalvingSearch(*args, scorer="random", **kwargs)
 
 
-__all__ = ["SuccessiveHalvingSearch", "halving_rungs", "random_sh"]
+__all__ = ["SuccessiveHalvingSearch", "halving_rungs", "load_world_model", "random_sh"]

@@ -271,3 +271,30 @@ def test_compare_refuses_to_mix_frozen_models(compare, tmp_path, capsys):
     assert compare.main(argv) == 2
     assert "different frozen LLMs (smollm2@bfloat16, smollm2@float32)" in capsys.readouterr().err
     assert compare.main([*argv, "--mixed-models"]) == 0
+
+
+def test_compare_in_llm_calls_runs_the_sh_searches_and_baselines_alike(compare, tmp_path):
+    from types import SimpleNamespace
+
+    from tests.helpers import tiny_world_model, write_arithmetic_jsonl
+
+    spec = write_arithmetic_jsonl(tmp_path / "add.jsonl", 80)
+    llm = RuleLLM()
+    planners = {"sh": (tiny_world_model().eval(), {"tasks": ["other.jsonl"], "trajectories": 3, "horizon": 2,
+                                                   "eval_examples": 8})}
+    args = SimpleNamespace(budgets=[64, 128], eval_examples=8, test_examples=10, unit="calls")
+    runs = [compare.run_one(m, spec, 0, args, llm, planners, llm)
+            for m in ("tap-sh", "prior-sh", "random-sh", "random")]
+    for run in runs:
+        assert run["unit"] == "calls" and run["example_evals"] <= 128
+        assert [p["budget"] for p in run["curve"]] == [16, 32, 64, 96, 128]
+        assert all(p["llm_calls_spent"] == p["budget"] for p in run["curve"])
+    assert runs[0]["setting"] == "transfer" and runs[0]["collection_chain_evals"] == 0
+    assert runs[2]["setting"] == "baseline"
+    table = compare.report(runs)
+    assert "calls to target" in table and "| add | tap-sh | transfer | 1 |" in table
+    assert "| add | random-sh | baseline | 1 |" in table
+    with pytest.raises(ValueError, match="budget units"):
+        compare.report([*runs, {**runs[3], "unit": "evals"}])
+    png = compare.plot(runs, tmp_path / "calls.png")
+    assert png.exists()
