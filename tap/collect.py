@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from tap.collection.collect import CollectionConfig, collect
 from tap.errors import TapError
@@ -51,29 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.task and not args.config:
         ap.error("give --task, or --config with a data config")
-    if args.config:
-        return _collect_config(args)
-    args.data_dir = args.data_dir or "data"
     try:
-        from tap.llm import load_llm
-        from tap.paths import ensure_writable
-        from tap.tasks import load_task
-
-        for name, value in (("trajectories", args.trajectories), ("horizon", args.horizon),
-                            ("eval-examples", args.eval_examples)):
-            if value < 1:
-                raise TapError(f"--{name} must be at least 1 (got {value}).")
-        config = CollectionConfig(
-            task=args.task, model=args.model, trajectories=args.trajectories, horizon=args.horizon,
-            eval_examples=args.eval_examples, seed=args.seed, mode=args.mode, max_new_tokens=args.max_new_tokens,
-            induce=args.induce, proposer=args.proposer, siblings=args.siblings,
-            **({"scale_weights": args.scale_weights} if args.scale_weights else {}),
-        )
-        task = load_task(args.task, seed=args.seed)  # a bad task fails before any model is loaded
-        ensure_writable(args.data_dir, "--data-dir")  # so does an unwritable output folder
-        llm = load_llm(args.model, cache=args.cache, dtype=args.dtype, batch_size=args.batch_size)
-        proposer = load_llm(args.proposer, cache=args.cache) if args.proposer else None
-        summary = collect(config, llm, data_dir=args.data_dir, task=task, proposer=proposer)
+        return _collect_config(args) if args.config else _collect_one(args)
     except TapError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -81,6 +61,30 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: every LLM call paid so far is in the cache; run the same command again to resume.",
               file=sys.stderr)
         return 130
+
+
+def _collect_one(args: argparse.Namespace) -> int:
+    """Collect one task with the options given."""
+    from tap.llm import load_llm
+    from tap.paths import ensure_writable
+    from tap.tasks import load_task
+
+    args.data_dir = args.data_dir or "data"
+    for name, value in (("trajectories", args.trajectories), ("horizon", args.horizon),
+                        ("eval-examples", args.eval_examples)):
+        if value < 1:
+            raise TapError(f"--{name} must be at least 1 (got {value}).")
+    config = CollectionConfig(
+        task=args.task, model=args.model, trajectories=args.trajectories, horizon=args.horizon,
+        eval_examples=args.eval_examples, seed=args.seed, mode=args.mode, max_new_tokens=args.max_new_tokens,
+        induce=args.induce, proposer=args.proposer, siblings=args.siblings,
+        **({"scale_weights": args.scale_weights} if args.scale_weights else {}),
+    )
+    task = load_task(args.task, seed=args.seed)  # a bad task fails before any model is loaded
+    ensure_writable(args.data_dir, "--data-dir")  # so does an unwritable output folder
+    llm = load_llm(args.model, cache=args.cache, dtype=args.dtype, batch_size=args.batch_size)
+    proposer = load_llm(args.proposer, cache=args.cache) if args.proposer else None
+    summary = collect(config, llm, data_dir=args.data_dir, task=task, proposer=proposer)
     summary["calls_per_second"] = round(summary["llm_calls"] / max(summary["seconds"], 1e-9), 2)
     print(json.dumps(summary))
     return 0
@@ -88,44 +92,36 @@ def main(argv: list[str] | None = None) -> int:
 
 def _collect_config(args: argparse.Namespace) -> int:
     """Collect the tasks of a data config through its DataModule (``prepare_data``), one task at a time."""
+    import yaml
+
+    from tap.collection.datamodule import TriplesDataModule
+    from tap.paths import ensure_writable
+
     try:
-        import yaml
-
-        from tap.collection.datamodule import TriplesDataModule
-        from tap.paths import ensure_writable
-
-        try:
-            data = yaml.safe_load(open(args.config))
-        except (OSError, yaml.YAMLError) as err:
-            raise TapError(f"cannot read the data config {args.config}: {err}") from err
-        init = dict((data or {}).get("init_args") or {})
-        if not init.get("tasks"):
-            raise TapError(f"{args.config} is not a data config with tasks (expected init_args.tasks, as in "
-                           "configs/data/ii_pool.yaml).")
-        tasks = [args.task] if args.task else list(init["tasks"])
-        if args.task and args.task not in init["tasks"]:
-            raise TapError(f"{args.task} is not a task of {args.config}; its tasks: {init['tasks']}.")
-        init.update(cache=args.cache, **({"data_dir": args.data_dir} if args.data_dir else {}))
-        ensure_writable(init.get("data_dir", "data"), "--data-dir")
-        llm = None
-        for task in tasks:
-            dm = TriplesDataModule(**{**init, "tasks": [task]})
-            if llm is not None:
-                dm._llm = llm  # one model load for every task
-            config = dm.configs[0]
-            done = (dm._dir(config) / "triples").exists()
-            llm = dm.llm
-            if not done:
-                dm.prepare_data()
-            meta = json.loads((dm._dir(config) / "meta.json").read_text())
-            print(json.dumps({"task": task, "already_collected": done, **meta["summary"]}), flush=True)
-    except TapError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: every LLM call paid so far is in the cache; run the same command again to resume.",
-              file=sys.stderr)
-        return 130
+        data = yaml.safe_load(Path(args.config).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise TapError(f"cannot read the data config {args.config}: {err}") from err
+    init = dict(data.get("init_args") or {}) if isinstance(data, dict) else {}
+    if not init.get("tasks"):
+        raise TapError(f"{args.config} is not a data config with tasks (expected init_args.tasks, as in "
+                       "configs/data/ii_pool.yaml).")
+    tasks = [args.task] if args.task else list(init["tasks"])
+    if args.task and args.task not in init["tasks"]:
+        raise TapError(f"{args.task} is not a task of {args.config}; its tasks: {init['tasks']}.")
+    init.update(cache=args.cache, **({"data_dir": args.data_dir} if args.data_dir else {}))
+    ensure_writable(init.get("data_dir", "data"), "--data-dir")
+    llm = None
+    for task in tasks:
+        dm = TriplesDataModule(**{**init, "tasks": [task]})
+        if llm is not None:
+            dm._llm = llm  # one model load for every task
+        config = dm.configs[0]
+        done = (dm._dir(config) / "triples").exists()
+        llm = dm.llm
+        if not done:
+            dm.prepare_data()
+        meta = json.loads((dm._dir(config) / "meta.json").read_text())
+        print(json.dumps({"task": task, "already_collected": done, **meta["summary"]}), flush=True)
     return 0
 
 
