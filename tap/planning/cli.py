@@ -3,6 +3,12 @@
 Prints the initial and final chain, one line per verified edit (predicted and measured reward, budget
 spent), and both chains' accuracy on the task's held-out test split; writes plan.json, plan.md,
 final_chain.json, final_prompt.txt, the verified transitions and a TensorBoard run to --out.
+
+``--method sh`` runs TaP's successive-halving search instead (``tap.planning.search``: a menu of
+``--menu`` candidates scored in imagination, ``--enter`` of them picked by mean + ``--beta`` x
+uncertainty and verified by successive halving on paired examples); ``prior-sh`` and ``random-sh`` are
+the same search ranked by the non-learned prior / uniformly. They write search.json, final_chain.json
+and final_prompt.txt.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ import re
 import sys
 
 from tap.errors import TapError
+
+#: the successive-halving search's rankers (plan.py --method)
+SH_METHODS = {"sh": "model", "prior-sh": "prior", "random-sh": "random"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,8 +43,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "without a description, else 0); proposer requests, never charged to the budget")
     p.add_argument("--proposer", help="LLM that induces instructions (default: the frozen LLM)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--method", choices=METHODS, default=d.method,
-                   help="gradient planner, imagination policy (policy checkpoint), or random edits")
+    p.add_argument("--method", choices=(*METHODS, *SH_METHODS), default=d.method,
+                   help="gradient planner, imagination policy (policy checkpoint), random edits; or the "
+                        "successive-halving search ranked by the world model (sh), the prior or uniformly")
+    p.add_argument("--menu", type=int, default=256, help="sh: candidates scored in imagination per round")
+    p.add_argument("--enter", type=int, default=8, help="sh: candidates verified by successive halving per round")
+    p.add_argument("--beta", type=float, default=1.0, help="sh: weight of the uncertainty in the acquisition")
     p.add_argument("--initial", help="starting chain: a JSON file written by Chain.to_json / final_chain.json")
     p.add_argument("--out", help="output folder (default runs/plan/<task>-<method>-s<seed>)")
     p.add_argument("--candidates", type=int, default=d.candidates, help="candidate edits per step (K)")
@@ -72,16 +85,10 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from tap.chains import Chain
-    from tap.chains.induce import default_count, induce_instructions
-    from tap.llm import load_llm
     from tap.paths import ensure_writable
     from tap.planning import GradientConfig, PlanConfig, Planner
     from tap.tasks import load_task
 
-    grad = GradientConfig(args.horizon, args.grad_steps, args.lr, args.temperature, args.uncertainty_penalty,
-                          args.discount, args.restarts)
-    config = PlanConfig(args.method, args.candidates, args.verify_top, grad, args.refine_steps, args.refine_lr,
-                        args.eval_examples, args.test_examples)
     initial = None
     if args.initial:
         try:
@@ -94,15 +101,15 @@ def run(args: argparse.Namespace) -> int:
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", args.task.split(":")[-1]).strip("_")
     out = args.out or f"runs/plan/{slug}-{args.method}-s{args.seed}"
     ensure_writable(out, "--out")  # before any model is loaded or call paid
+    if args.method in SH_METHODS:
+        return run_sh(args, initial, out)
+    grad = GradientConfig(args.horizon, args.grad_steps, args.lr, args.temperature, args.uncertainty_penalty,
+                          args.discount, args.restarts)
+    config = PlanConfig(args.method, args.candidates, args.verify_top, grad, args.refine_steps, args.refine_lr,
+                        args.eval_examples, args.test_examples)
     planner = Planner.from_checkpoint(args.checkpoint, config=config, model=args.model, cache=args.cache)
     task = load_task(args.task, seed=args.seed)
-    induction = None
-    n_induce = default_count(task, args.induce)
-    if n_induce:
-        proposer = load_llm(args.proposer, cache=args.cache) if args.proposer else planner.llm
-        induction = induce_instructions(proposer, task, n=n_induce, seed=args.seed)
-        print(f"induced {len(induction.instructions)} instructions with {induction.model} "
-              f"({induction.requests} proposer requests, {induction.llm_calls} paid)")
+    induction = _induction(args, task, planner.llm)
     budget = " and ".join(([f"{args.budget} chain evaluations"] if args.budget else [])
                           + ([f"{args.budget_calls} LLM calls"] if args.budget_calls else []))
     print(f"planning {args.task} with {planner.checkpoint} ({args.method}, budget {budget}, seed {args.seed})")
@@ -141,3 +148,82 @@ def run(args: argparse.Namespace) -> int:
                       "example_evals": c["search"]["example_evals"], "out": out}))
     return 0
 
+
+def _induction(args: argparse.Namespace, task, llm):
+    from tap.chains.induce import default_count, induce_instructions
+    from tap.llm import load_llm
+
+    n_induce = default_count(task, args.induce)
+    if not n_induce:
+        return None
+    proposer = load_llm(args.proposer, cache=args.cache) if args.proposer else llm
+    induction = induce_instructions(proposer, task, n=n_induce, seed=args.seed)
+    print(f"induced {len(induction.instructions)} instructions with {induction.model} "
+          f"({induction.requests} proposer requests, {induction.llm_calls} paid)")
+    return induction
+
+
+def run_sh(args: argparse.Namespace, initial, out: str) -> int:
+    """plan.py with the successive-halving search (``--method sh | prior-sh | random-sh``)."""
+    from pathlib import Path
+
+    from tap.env import Environment
+    from tap.llm import load_llm
+    from tap.paths import write_atomic
+    from tap.planning.search import SuccessiveHalvingSearch, load_world_model
+    from tap.tasks import load_task
+
+    scorer = SH_METHODS[args.method]
+    wm, data = load_world_model(args.checkpoint) if scorer != "random" else (None, {})
+    llm = load_llm(args.model or data.get("model") or "smollm2", cache=args.cache)
+    task = load_task(args.task, seed=args.seed)
+    induction = _induction(args, task, llm)
+    search = SuccessiveHalvingSearch(llm, task, args.budget, args.seed, budget_calls=args.budget_calls,
+                                     eval_examples=args.eval_examples, world_model=wm, scorer=scorer,
+                                     training_data=data, initial=initial, induction=induction,
+                                     progress=not args.quiet, menu=args.menu, enter=args.enter, beta=args.beta,
+                                     refine_steps=args.refine_steps if scorer == "model" else 0,
+                                     refine_lr=args.refine_lr)
+    print(f"searching {args.task} ({search.name}, rungs {list(search.rungs)}, seed {args.seed})")
+    result = search.run()
+    test = {}
+    if args.test_examples > 0 and task.test:
+        env = Environment(llm, task, dense_reward=False)
+        held_out = task.test[: args.test_examples]
+        for name, chain in (("initial", result.initial_chain), ("final", result.final_chain)):
+            test[name] = {"accuracy": env.evaluate(chain, held_out).accuracy, "n": len(held_out)}
+    result.config["test"] = test
+    print("\n== initial chain ==")
+    print(result.initial_chain.describe())
+    print("\n== verified chains (rung = examples it was measured on) ==")
+    for r in result.records:
+        guess = f"predicted {r.predicted:+.3f} ± {r.uncertainty:.3f}  " if r.predicted is not None else ""
+        print(f"{r.note[:70]:<70}  {guess}measured {r.accuracy:.3f} on {r.examples}  calls {r.calls}"
+              + ("  accepted" if r.accepted else ""))
+    print("\n== final chain ==")
+    print(result.final_chain.describe())
+    s0, s1, c = result.initial_search, result.final_search, result.costs
+    print(f"\nsearch accuracy ({c['search']['examples_per_eval']} val examples): {s0['accuracy']:.3f} -> "
+          f"{s1['accuracy']:.3f}")
+    if test:
+        print(f"held-out test accuracy ({test['initial']['n']} test examples, never seen by the search): "
+              f"{test['initial']['accuracy']:.3f} -> {test['final']['accuracy']:.3f}")
+    print(f"cost: {c['search']['example_evals']} LLM calls, {c['search']['chain_evals']:g} chain evaluations, "
+          f"{len(result.config['rounds'])} rounds in {c['search']['seconds']:.0f} s; world-model data on this task: "
+          f"{c['collection']['chain_evals_this_task']} chain evaluations")
+    path = result.save(out)
+    write_atomic(Path(out) / "final_prompt.txt", result_prompt(result.final_chain))
+    print(f"wrote {path}, final_chain.json, final_prompt.txt")
+    print(json.dumps({"task": result.task, "method": result.method, "seed": result.seed,
+                      "search": {"initial": s0["accuracy"], "final": s1["accuracy"]},
+                      "test": {k: v["accuracy"] for k, v in test.items()}, "budget_calls": args.budget_calls,
+                      "chain_evals": c["search"]["chain_evals"], "example_evals": c["search"]["example_evals"],
+                      "out": out}))
+    return 0
+
+
+def result_prompt(chain) -> str:
+    """The chain as plain prompt text, with ``{question}`` where each question goes."""
+    from tap.chains.render import plain_prompt, render_messages
+
+    return plain_prompt(render_messages(chain, "{question}"))

@@ -188,9 +188,9 @@ class SuccessiveHalvingSearch(Search):
             keys = {}
             for i in alive:
                 edits, chain = menu[i]
+                guess = {"predicted": score[i], "uncertainty": sigma[i]} if self.scorer != "random" else {}
                 ev = self.evaluate(chain, [*parent_edits, *(e.to_dict() for e in edits)], n=n,
-                                   note=f"rung {n}: " + " + ".join(f"{e.scale}.{e.op}" for e in edits),
-                                   predicted=score[i], uncertainty=sigma[i])
+                                   note=f"rung {n}: " + " + ".join(f"{e.scale}.{e.op}" for e in edits), **guess)
                 keys[i] = _key(ev)
                 measured[i] = {"rung": n, "accuracy": ev.accuracy, "dense": ev.dense}
                 if len(edits) == 1:

@@ -272,3 +272,23 @@ def test_a_damaged_checkpoint_gets_a_clear_error(tmp_path):
     bad.write_bytes(bytes(range(256)) * 8)
     with pytest.raises(TapError, match="damaged or not a checkpoint written by train.py"):
         Planner.from_checkpoint(bad)
+
+
+@pytest.mark.parametrize("method", ["sh", "prior-sh", "random-sh"])
+def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypatch, method):
+    from tests.helpers import write_arithmetic_jsonl
+
+    task_file = write_arithmetic_jsonl(tmp_path / "add.jsonl", 60)
+    ckpt = save_tiny_world_model(tmp_path / "wm.ckpt")
+    monkeypatch.setattr("tap.llm.load_llm", lambda *a, **k: RuleLLM())
+    out_dir = tmp_path / "out"
+    code, out = _plan(["--task", task_file, "--checkpoint", str(ckpt), "--method", method, "--budget-calls", "60",
+                       "--eval-examples", "8", "--menu", "16", "--enter", "4", "--refine-steps", "1",
+                       "--test-examples", "6", "--out", str(out_dir), "--quiet"], capsys)
+    assert code == 0, out.err
+    assert "== verified chains" in out.out and "held-out test accuracy" in out.out
+    assert ("predicted" in out.out) == (method != "random-sh")
+    summary = json.loads(out.out.strip().splitlines()[-1])
+    assert summary["example_evals"] <= 60 and set(summary["test"]) == {"initial", "final"}
+    assert summary["method"] == {"sh": "tap-sh", "prior-sh": "prior-sh", "random-sh": "random-sh"}[method]
+    assert {p.name for p in out_dir.iterdir()} >= {"search.json", "final_chain.json", "final_prompt.txt"}
