@@ -70,7 +70,10 @@ def run_one(planners: dict, llm, task_spec: str, method: str, seed: int, budgets
             "llm_requests": result.costs["search"]["llm_requests"], "llm_calls": result.costs["search"]["llm_calls"],
             "collection": result.costs["collection"], "seconds": round(search_seconds, 1),
             "machine": machine_info(),
-            "records": [r.__dict__ for r in result.records]}
+            "records": [{"step": r.step, "edit": r.edit, "predicted": r.predicted, "uncertainty": r.uncertainty,
+                         "measured": r.accuracy, "dense": r.dense, "chain_evals": r.evals, "llm_calls": r.requests,
+                         "accepted": r.accepted, "example_evals": r.calls}
+                        for r in result.records if r.predicted is not None]}  # the verifications, as stored before
 
 
 def _search_at(run: dict, evals: int) -> float:

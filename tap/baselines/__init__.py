@@ -14,13 +14,14 @@ published method, for the head-to-head benchmark (``benchmarks/compare.py``):
 from __future__ import annotations
 
 from tap.baselines.ape import ApeSearch
-from tap.baselines.base import Search, SearchRecord, SearchResult, clean_instruction
 from tap.baselines.demos import DemosOnlySearch
 from tap.baselines.evoprompt import EvoPromptSearch
 from tap.baselines.grips import GripsSearch
 from tap.baselines.opro import OproSearch
 from tap.baselines.random_search import RandomEditSearch
+from tap.chains.induce import clean_instruction
 from tap.errors import TapError
+from tap.search import Search, SearchRecord, SearchResult
 
 BASELINES: dict[str, type[Search]] = {cls.name: cls for cls in (RandomEditSearch, GripsSearch, ApeSearch, OproSearch,
                                                                  EvoPromptSearch, DemosOnlySearch)}

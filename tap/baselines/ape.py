@@ -14,10 +14,10 @@ proposed again in a later round and compete again; the examples it was evaluated
 
 from __future__ import annotations
 
-from tap.baselines.base import Search
 from tap.chains.chain import Chain
 from tap.chains.edits import Edit
 from tap.chains.induce import forward_request
+from tap.search import Search
 
 VARIATION = ("Generate a variation of the following instruction while keeping the semantic meaning.\n\n"
              "Input: {instruction}\n\nOutput:")

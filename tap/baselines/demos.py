@@ -10,8 +10,9 @@ examples and the best is kept.
 
 from __future__ import annotations
 
-from tap.baselines.base import Search, demo_edits
+from tap.baselines.base import demo_edits
 from tap.chains.chain import Chain
+from tap.search import Search
 
 
 class DemosOnlySearch(Search):

@@ -10,9 +10,9 @@ the best ``population`` of parents and children.
 
 from __future__ import annotations
 
-from tap.baselines.base import Search
 from tap.chains.chain import Chain
 from tap.chains.edits import Edit
+from tap.search import Search
 
 GA = ("Please follow the instruction step-by-step to generate a better prompt.\n"
       "1. Cross over the following prompts and generate a new prompt:\n"

@@ -11,9 +11,10 @@ candidates of a round are evaluated on the full search examples; GrIPS's accepta
 
 from __future__ import annotations
 
-from tap.baselines.base import Search, safe
+from tap.baselines.base import safe
 from tap.chains.chain import Chain
 from tap.chains.edits import Edit, apply_edit
+from tap.search import Search
 
 OPERATORS = ("add", "delete", "swap", "replace")  # GrIPS: add, del, swap, par(aphrase/substitute)
 

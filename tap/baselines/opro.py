@@ -10,7 +10,7 @@ the paper; the list keeps the ``top_k`` best.
 
 from __future__ import annotations
 
-from tap.baselines.base import Search
+from tap.search import Search
 
 META = ("Your task is to generate the instruction <INS>. Below are some previous instructions with their "
         "scores. The score ranges from 0 to 100.\n\n{history}\n\nBelow are some problems.\n\n{exemplars}\n\n"

@@ -7,8 +7,8 @@ hill climbing. The edits are the ones TaP plans over, so the difference to TaP i
 
 from __future__ import annotations
 
-from tap.baselines.base import Search
 from tap.chains.edits import apply_edit
+from tap.search import Search
 
 
 class RandomEditSearch(Search):

@@ -7,8 +7,8 @@ final_chain.json, final_prompt.txt, the verified transitions and a TensorBoard r
 ``--method sh`` runs TaP's successive-halving search instead (``tap.planning.search``: a menu of
 ``--menu`` candidates scored in imagination, ``--enter`` of them picked by mean + ``--beta`` x
 uncertainty and verified by successive halving on paired examples); ``prior-sh`` and ``random-sh`` are
-the same search ranked by the non-learned prior / uniformly. They write search.json, final_chain.json
-and final_prompt.txt.
+the same search ranked by the non-learned prior / uniformly. They write the same files (no TensorBoard
+run, no verified transitions).
 """
 
 from __future__ import annotations
@@ -165,11 +165,8 @@ def _induction(args: argparse.Namespace, task, llm):
 
 def run_sh(args: argparse.Namespace, initial, out: str) -> int:
     """plan.py with the successive-halving search (``--method sh | prior-sh | random-sh``)."""
-    from pathlib import Path
-
     from tap.env import Environment
     from tap.llm import load_llm
-    from tap.paths import write_atomic
     from tap.planning.search import SuccessiveHalvingSearch, load_world_model
     from tap.tasks import load_task
 
@@ -192,7 +189,6 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
         held_out = task.test[: args.test_examples]
         for name, chain in (("initial", result.initial_chain), ("final", result.final_chain)):
             test[name] = {"accuracy": env.evaluate(chain, held_out).accuracy, "n": len(held_out)}
-    result.config["test"] = test
     print("\n== initial chain ==")
     print(result.initial_chain.describe())
     print("\n== verified chains (rung = examples it was measured on) ==")
@@ -211,9 +207,9 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
     print(f"cost: {c['search']['example_evals']} LLM calls, {c['search']['chain_evals']:g} chain evaluations, "
           f"{len(result.config['rounds'])} rounds in {c['search']['seconds']:.0f} s; world-model data on this task: "
           f"{c['collection']['chain_evals_this_task']} chain evaluations")
+    result.test = test
     path = result.save(out)
-    write_atomic(Path(out) / "final_prompt.txt", result_prompt(result.final_chain))
-    print(f"wrote {path}, final_chain.json, final_prompt.txt")
+    print(f"wrote {path}, plan.md, final_chain.json, final_prompt.txt")
     print(json.dumps({"task": result.task, "method": result.method, "seed": result.seed,
                       "search": {"initial": s0["accuracy"], "final": s1["accuracy"]},
                       "test": {k: v["accuracy"] for k, v in test.items()}, "budget_calls": args.budget_calls,
@@ -221,9 +217,3 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
                       "out": out}))
     return 0
 
-
-def result_prompt(chain) -> str:
-    """The chain as plain prompt text, with ``{question}`` where each question goes."""
-    from tap.chains.render import plain_prompt, render_messages
-
-    return plain_prompt(render_messages(chain, "{question}"))

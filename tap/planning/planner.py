@@ -8,7 +8,7 @@ evaluation of the budget); move to the best verified chain if it beats the curre
 verified transitions back to the world model (Dyna); plan again. The held-out test split is touched
 only after the search, to report the initial and final chains' accuracy, and is never charged to the
 budget. The search never looks at its budget except to stop, so a run with budget B is exactly the
-first B evaluations of a run with a larger budget (``PlanResult.best_at``).
+first B evaluations of a run with a larger budget (``SearchResult.best_at``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tap.llm.base import GenerationSettings
 from tap.paths import ensure_writable
 from tap.planning.gradient import GradientConfig, GradientPlanner
 from tap.planning.refine import OnlineRefiner, transition_row
-from tap.planning.result import PlanResult, StepRecord
+from tap.search import SearchRecord, SearchResult, search_key
 from tap.systems.checkpoints import init_hparams, read_checkpoint
 from tap.tasks import Task, load_task
 
@@ -79,11 +79,6 @@ class PlanConfig:
         if self.candidates < 1 or self.verify_top < 1 or self.eval_examples < 1 or self.test_examples < 0:
             raise TapError(f"invalid plan settings: candidates ({self.candidates}), verify_top ({self.verify_top}) "
                            f"and eval_examples ({self.eval_examples}) must be >= 1, test_examples >= 0.")
-
-
-def _key(ev: Evaluation) -> tuple[float, float]:
-    """What the search maximises: accuracy, ties broken by the gold-answer probability."""
-    return ev.accuracy, ev.dense
 
 
 class Planner:
@@ -186,8 +181,8 @@ class Planner:
     # ---- the search -------------------------------------------------------------------------
     def optimize(self, task: str | Task, budget: int | None = None, seed: int = 0, initial: Chain | None = None,
                  progress: bool = True, out_dir: str | Path | None = None, log_dir: str | Path | None = None,
-                 method: Method | None = None, on_record: Callable[[StepRecord], None] | None = None,
-                 budget_calls: int | None = None, induction: Induction | None = None) -> PlanResult:
+                 method: Method | None = None, on_record: Callable[[SearchRecord], None] | None = None,
+                 budget_calls: int | None = None, induction: Induction | None = None) -> SearchResult:
         """Search for a better chain of ``task`` with at most ``budget`` real chain evaluations and/or
         ``budget_calls`` LLM calls (example evaluations).
 
@@ -199,7 +194,7 @@ class Planner:
             seed: seeds the task split, the candidates, the planner and the refinement.
             initial: the starting chain (default: the task's own instruction).
             progress: show a progress bar over the budget.
-            out_dir: if set, write the result there (``PlanResult.save``, plus the verified transitions).
+            out_dir: if set, write the result there (``SearchResult.save``, plus the verified transitions).
             log_dir: if set, log the run to TensorBoard there.
             method: overrides ``config.method`` for this run.
             on_record: called with each verification as soon as it is measured (``plan.py`` prints it).
@@ -242,14 +237,15 @@ class Planner:
         bar.update(spent())
         first, current = ev, ev
         measured = {chain.to_json()}
-        records: list[StepRecord] = []
+        records: list[SearchRecord] = [SearchRecord(env.chain_evals, chain.to_dict(), [], len(examples), ev.accuracy,
+                                                    ev.dense, "initial", True, env.example_evals, requests=requests())]
         edits: list[dict] = []
         refine_log: list[dict] = []
         step = 0
         while not env.exhausted() and step < cfg.max_steps:
             candidates = space.propose(chain, cfg.candidates, rng)
             order, predicted, unc = self._rank(method, chain, (task.description, pairs), candidates, rng, gen)
-            tried: list[tuple[StepRecord, Chain, Evaluation, Edit]] = []
+            tried: list[tuple[SearchRecord, Chain, Evaluation, Edit]] = []
             for i in order:
                 nxt = apply_edit(chain, candidates[i])
                 if len(tried) == cfg.verify_top or not env.affordable(*env.cost_of(nxt, env.eval_examples)):
@@ -260,15 +256,17 @@ class Planner:
                 before = spent()
                 ev_next = env.evaluate_at(nxt)
                 bar.update(spent() - before)
-                rec = StepRecord(step, candidates[i].to_dict(), predicted[i], unc[i], ev_next.accuracy, ev_next.dense,
-                                 env.chain_evals, requests(), example_evals=env.example_evals)
+                rec = SearchRecord(env.chain_evals, nxt.to_dict(), [*edits, candidates[i].to_dict()], len(examples),
+                                   ev_next.accuracy, ev_next.dense, f"step {step}", calls=env.example_evals,
+                                   predicted=predicted[i], uncertainty=unc[i], step=step, edit=candidates[i].to_dict(),
+                                   requests=requests())
                 records.append(rec)
                 tried.append((rec, nxt, ev_next, candidates[i]))
                 refiner.add(transition_row(task.name, task.description, step, chain, current, candidates[i], nxt,
                                            ev_next, method, pairs))
             if tried:
-                rec, nxt, ev_next, edit = max(tried, key=lambda x: _key(x[2]))
-                if _key(ev_next) > _key(current):
+                rec, nxt, ev_next, edit = max(tried, key=lambda x: search_key(x[2]))
+                if search_key(ev_next) > search_key(current):
                     rec.accepted = True
                     chain, current = nxt, ev_next
                     edits.append(edit.to_dict())
@@ -305,10 +303,10 @@ class Planner:
             "refinement": {"steps": cfg.refine_steps * len(refine_log), "verified_transitions": len(refiner.rows)},
             "induction": induction.costs() if induction else {"induced": 0, "requests": 0},
         }
-        result = PlanResult(task.name, method, seed, budget, start, chain,
-                            {"accuracy": first.accuracy, "dense": first.dense},
-                            {"accuracy": current.accuracy, "dense": current.dense}, records, edits, costs, test,
-                            {**asdict(cfg), "method": method}, self.checkpoint)
+        result = SearchResult(task.name, method, seed, budget, start, chain,
+                              {"accuracy": first.accuracy, "dense": first.dense},
+                              {"accuracy": current.accuracy, "dense": current.dense}, records, edits, costs,
+                              config={**asdict(cfg), "method": method}, test=test, checkpoint=self.checkpoint)
         result.check_replay()
         if out_dir is not None:
             result.save(out_dir)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tap.planning.result import PlanResult
+from tap.search import SearchResult as PlanResult
 
 
 def reward_plot(result: PlanResult):
@@ -19,13 +19,14 @@ def reward_plot(result: PlanResult):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    x = [1] + [r.chain_evals for r in result.records]
+    verified = [r for r in result.records if r.predicted is not None]  # the initial chain's has no prediction
+    x = [1] + [r.chain_evals for r in verified]
     best, held = [result.initial_search["accuracy"]], result.initial_search["accuracy"]
-    for r in result.records:
+    for r in verified:
         held = r.measured if r.accepted else held
         best.append(held)
-    ax.scatter(x[1:], [r.measured for r in result.records], s=12, label="measured (verified chain)")
-    ax.scatter(x[1:], [r.predicted for r in result.records], s=12, marker="x", label="predicted by world model")
+    ax.scatter(x[1:], [r.measured for r in verified], s=12, label="measured (verified chain)")
+    ax.scatter(x[1:], [r.predicted for r in verified], s=12, marker="x", label="predicted by world model")
     ax.step(x, best, where="post", color="black", label="current chain")
     ax.set_xlabel("real chain evaluations spent")
     ax.set_ylabel("accuracy on search examples")
@@ -45,7 +46,7 @@ def log_to_tensorboard(result: PlanResult, log_dir: str | Path, refine_log: list
     writer.add_text("plan/trajectory", result.to_markdown(), 0)
     writer.add_text("plan/final_prompt", "```\n" + result.prompt_text() + "\n```", 0)
     writer.add_scalar("plan/current_reward", result.initial_search["accuracy"], 1)
-    for r in result.records:
+    for r in (r for r in result.records if r.predicted is not None):
         writer.add_scalar("plan/measured_reward", r.measured, r.chain_evals)
         writer.add_scalar("plan/predicted_reward", r.predicted, r.chain_evals)
         writer.add_scalar("plan/prediction_error", abs(r.predicted - r.measured), r.chain_evals)

@@ -34,11 +34,11 @@ from typing import Literal
 
 import torch
 
-from tap.baselines.base import Search, _key
 from tap.chains.chain import Chain
 from tap.chains.edits import Edit, apply_edit
 from tap.collection.schema import task_pair_texts
 from tap.errors import TapError
+from tap.search import Search, search_key
 
 Scorer = Literal["model", "prior", "random"]
 
@@ -191,7 +191,7 @@ class SuccessiveHalvingSearch(Search):
                 guess = {"predicted": score[i], "uncertainty": sigma[i]} if self.scorer != "random" else {}
                 ev = self.evaluate(chain, [*parent_edits, *(e.to_dict() for e in edits)], n=n,
                                    note=f"rung {n}: " + " + ".join(f"{e.scale}.{e.op}" for e in edits), **guess)
-                keys[i] = _key(ev)
+                keys[i] = search_key(ev)
                 measured[i] = {"rung": n, "accuracy": ev.accuracy, "dense": ev.dense}
                 if len(edits) == 1:
                     self._learn_from(parent, edits[0], chain, n)

@@ -41,7 +41,8 @@ def test_budget_is_never_exceeded(task, method, budget):
     result = _planner(llm, test_examples=0).optimize(task, budget=budget, seed=0, method=method, progress=False)
     assert result.costs["search"]["chain_evals"] <= budget
     assert len(llm.generate_batches) == result.costs["search"]["chain_evals"]  # one generate batch per evaluation
-    assert len(result.records) == result.costs["search"]["chain_evals"] - 1  # plus the initial chain
+    assert len(result.records) == result.costs["search"]["chain_evals"]  # the initial chain's record first
+    assert result.records[0].note == "initial" and result.records[0].accepted
     assert all(r.chain_evals <= budget for r in result.records)
 
 
@@ -71,7 +72,7 @@ def test_induced_instructions_join_the_planners_edit_space(task):
     result = _planner(RuleLLM(), test_examples=0, candidates=40).optimize(
         task, budget=6, seed=0, method="random", progress=False, induction=induction)
     assert result.costs["induction"]["induced"] == 1 and result.costs["induction"]["requests"] == 1
-    payloads = [r.edit["payload"] for r in result.records if r.edit["op"] == "instruction_edit"]
+    payloads = [r.edit["payload"] for r in result.records if r.edit and r.edit["op"] == "instruction_edit"]
     assert payloads  # with 40 candidates per step, some instruction edits are verified
 
 
@@ -101,7 +102,7 @@ def test_test_split_is_reported_apart_and_not_charged(task):
 def test_trajectory_replays_to_the_final_chain_and_round_trips(task, tmp_path):
     result = _planner().optimize(task, budget=10, seed=1, progress=False, out_dir=tmp_path / "run")
     assert replay(result.initial_chain, result.edits) == result.final_chain
-    assert len(result.edits) == sum(r.accepted for r in result.records)
+    assert len(result.edits) == sum(r.accepted for r in result.records) - 1  # the initial chain is accepted first
     loaded = PlanResult.load(tmp_path / "run")
     assert loaded.check_replay() == result.final_chain
     assert Chain.from_json((tmp_path / "run" / "final_chain.json").read_text()) == result.final_chain
@@ -124,7 +125,7 @@ def test_same_seed_same_result_and_budgets_nest(task):
     assert a == b
     # the search is budget-agnostic: a smaller budget is exactly a prefix of a larger one
     short, long = run(5), PlanResult.from_dict(run(9))
-    assert [r for r in short["records"]] == [r for r in run(9)["records"] if r["chain_evals"] <= 5]
+    assert [r for r in short["records"]] == [r for r in run(9)["records"] if r["evals"] <= 5]
     chain, edits, _ = long.best_at(5)
     assert chain.to_dict() == short["final_chain"] and edits == short["edits"]
 
@@ -254,7 +255,7 @@ def test_live_lines_agree_with_the_summary(task):
     seen = []
     result = _planner(RuleLLM(), test_examples=0).optimize(task, budget=12, seed=0, method="random", progress=False,
                                                            on_record=lambda r: seen.append((r.edit, r.accepted)))
-    assert seen == [(r.edit, r.accepted) for r in result.records]
+    assert seen == [(r.edit, r.accepted) for r in result.records[1:]]  # every verification (not the initial chain)
     assert any(accepted for _, accepted in seen)
 
 
@@ -291,4 +292,4 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
     summary = json.loads(out.out.strip().splitlines()[-1])
     assert summary["example_evals"] <= 60 and set(summary["test"]) == {"initial", "final"}
     assert summary["method"] == {"sh": "tap-sh", "prior-sh": "prior-sh", "random-sh": "random-sh"}[method]
-    assert {p.name for p in out_dir.iterdir()} >= {"search.json", "final_chain.json", "final_prompt.txt"}
+    assert {p.name for p in out_dir.iterdir()} >= {"plan.json", "plan.md", "final_chain.json", "final_prompt.txt"}

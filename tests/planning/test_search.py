@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from tap.baselines.base import _key
 from tap.env import Evaluation, ExampleResult
 from tap.errors import TapError
 from tap.planning.search import SuccessiveHalvingSearch, halving_rungs, random_sh
+from tap.search import search_key
 from tests.helpers import RuleLLM, arithmetic_task, tiny_world_model
 
 SCORERS = ("model", "prior", "random")
@@ -163,4 +163,4 @@ def test_bad_settings_are_named(task, wm):
     with pytest.raises(TapError, match="rungs"):
         _search(task, wm, "random", calls=10, rungs=(4, 6))
     assert random_sh(RuleLLM(), task, None, 0, budget_calls=10, progress=False).name == "random-sh"
-    assert _key(_fake_eval(0.5, 4)) == (0.5, 0.5)
+    assert search_key(_fake_eval(0.5, 4)) == (0.5, 0.5)
