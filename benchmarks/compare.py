@@ -151,6 +151,9 @@ def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, p
         curve.append({"budget": b, "test": test(chain), "search": search_acc, "edits": len(edits),
                       "llm_calls_spent": b if unit == "calls" else result.calls_at(b)})
     costs = result.costs
+    from tap.chains.fluency import fluency
+
+    readable = fluency(llm, [result.initial_chain, result.final_chain])  # scoring calls, apart from the budget
     run = {"task": task_spec, "method": method, "seed": seed, "split_seed": SPLIT_SEED, "setting": setting,
             "budget": max(args.budgets), "budgets": sorted(args.budgets), "eval_examples": args.eval_examples,
             "test_examples": len(held_out),
@@ -161,7 +164,8 @@ def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, p
             "llm_requests": costs["search"]["llm_requests"],
             "llm_calls": costs["search"]["llm_calls"], "proposer": costs.get("proposer", {"requests": 0}),
             "seconds": round(search_seconds, 1), "test_seconds": round(time.time() - t0 - search_seconds, 1),
-            "config": result.config, "model": getattr(llm, "name", ""), "machine": machine_info()}
+            "config": result.config, "model": getattr(llm, "name", ""), "machine": machine_info(),
+            "fluency": {"initial": readable[0], "final": readable[1]}}
     return {**run, "unit": unit} if unit != "evals" else run  # runs without "unit" are in chain evaluations
 
 
@@ -196,9 +200,11 @@ def report(runs: list[dict]) -> str:
         return "no runs yet"
     unit = unit_of(runs)
     budgets = sorted({b for r in runs for b in r["budgets"]})
+    fluent = any("fluency" in r for r in runs)  # runs written before readability was measured have none
     lines = ["| task | method | setting | seeds | initial | " + " | ".join(f"@{b}" for b in budgets) +
-             f" | {unit} to target (search + collection) | proposer requests | minutes |",
-             "|---|---|---|---|---|" + "---|" * len(budgets) + "---|---|---|"]
+             f" | {unit} to target (search + collection) | proposer requests | minutes |"
+             + (" fluency: initial -> final |" if fluent else ""),
+             "|---|---|---|---|---|" + "---|" * len(budgets) + "---|---|---|" + ("---|" if fluent else "")]
     notes = []
     for task in dict.fromkeys(r["task"] for r in runs):
         rs_task = [r for r in runs if r["task"] == task]
@@ -223,9 +229,14 @@ def report(runs: list[dict]) -> str:
                 reach += f" (+{extra})" if extra else ""
             prop = statistics.mean(r["proposer"].get("requests", 0) for r in rs)
             minutes = statistics.mean(r["seconds"] for r in rs) / 60
-            lines.append(f"| {slug(task)} | {method} | {rs[0]['setting']} | {len(rs)} | "
-                         f"{fmt([r['initial_test'] for r in rs])} | " + " | ".join(cells) +
-                         f" | {reach} | {prop:.0f} | {minutes:.1f} |")
+            row = (f"| {slug(task)} | {method} | {rs[0]['setting']} | {len(rs)} | "
+                   f"{fmt([r['initial_test'] for r in rs])} | " + " | ".join(cells)
+                   + f" | {reach} | {prop:.0f} | {minutes:.1f} |")
+            if fluent:
+                has = [r["fluency"] for r in rs if "fluency" in r]
+                row += (f" {fmt([f['initial'] for f in has], 2)} -> {fmt([f['final'] for f in has], 2)} |" if has
+                        else " - |")
+            lines.append(row)
     return "\n".join(lines) + "\n\n" + "\n".join(notes)
 
 

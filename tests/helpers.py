@@ -186,6 +186,9 @@ class RuleLLM(FakeLLM):
         self.score_batches.append(list(zip(prompts, continuations)))
         out = []
         for p, c in zip(prompts, continuations):
+            if "What is" not in p:  # not a question of the task (e.g. a fluency score): a fixed text score
+                out.append(Score(fake_logprob(p, c), max(len(c), 1)))
+                continue
             q = self._quality(p)
             gold = c.strip().startswith(str(self._answer(p)))
             out.append(Score(math.log(q if gold else (1 - q) / 10), max(len(c), 1)))

@@ -132,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         t0, t1 = result.test["initial"], result.test["final"]
         print(f"held-out test accuracy ({t0['n']} test examples, never seen by the search): "
               f"initial {t0['accuracy']:.3f} -> final {t1['accuracy']:.3f}")
+    readable = _fluency(planner.llm, result)
     c = result.costs
     print(f"cost: {c['search']['chain_evals']:g} chain evaluations and {c['search']['example_evals']} LLM calls "
           f"(budget: {budget}), "
@@ -145,8 +146,18 @@ def run(args: argparse.Namespace) -> int:
                       "search": {"initial": s0["accuracy"], "final": s1["accuracy"]},
                       "test": {k: v["accuracy"] for k, v in result.test.items()},
                       "budget_calls": args.budget_calls, "chain_evals": c["search"]["chain_evals"],
-                      "example_evals": c["search"]["example_evals"], "out": out}))
+                      "example_evals": c["search"]["example_evals"], "fluency": readable, "out": out}))
     return 0
+
+
+def _fluency(llm, result) -> dict[str, float]:
+    """Print and return the initial and final chains' fluency (``tap.chains.fluency``)."""
+    from tap.chains.fluency import fluency
+
+    initial, final = fluency(llm, [result.initial_chain, result.final_chain])
+    print(f"fluency (mean log-prob per token of instruction and steps, higher is more readable): "
+          f"initial {initial:.2f} -> final {final:.2f}")
+    return {"initial": initial, "final": final}
 
 
 def _induction(args: argparse.Namespace, task, llm):
@@ -204,6 +215,7 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
     if test:
         print(f"held-out test accuracy ({test['initial']['n']} test examples, never seen by the search): "
               f"{test['initial']['accuracy']:.3f} -> {test['final']['accuracy']:.3f}")
+    readable = _fluency(llm, result)
     print(f"cost: {c['search']['example_evals']} LLM calls, {c['search']['chain_evals']:g} chain evaluations, "
           f"{len(result.config['rounds'])} rounds in {c['search']['seconds']:.0f} s; world-model data on this task: "
           f"{c['collection']['chain_evals_this_task']} chain evaluations")
@@ -214,6 +226,6 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
                       "search": {"initial": s0["accuracy"], "final": s1["accuracy"]},
                       "test": {k: v["accuracy"] for k, v in test.items()}, "budget_calls": args.budget_calls,
                       "chain_evals": c["search"]["chain_evals"], "example_evals": c["search"]["example_evals"],
-                      "out": out}))
+                      "fluency": readable, "out": out}))
     return 0
 

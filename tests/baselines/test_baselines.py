@@ -293,6 +293,7 @@ def test_compare_in_llm_calls_runs_the_sh_searches_and_baselines_alike(compare, 
     assert runs[2]["setting"] == "baseline"
     table = compare.report(runs)
     assert "calls to target" in table and "| add | tap-sh | transfer | 1 |" in table
+    assert "fluency: initial -> final" in table and all(set(r["fluency"]) == {"initial", "final"} for r in runs)
     assert "| add | random-sh | baseline | 1 |" in table
     with pytest.raises(ValueError, match="budget units"):
         compare.report([*runs, {**runs[3], "unit": "evals"}])

@@ -292,4 +292,5 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
     summary = json.loads(out.out.strip().splitlines()[-1])
     assert summary["example_evals"] <= 60 and set(summary["test"]) == {"initial", "final"}
     assert summary["method"] == {"sh": "tap-sh", "prior-sh": "prior-sh", "random-sh": "random-sh"}[method]
+    assert "fluency" in out.out and set(summary["fluency"]) == {"initial", "final"}
     assert {p.name for p in out_dir.iterdir()} >= {"plan.json", "plan.md", "final_chain.json", "final_prompt.txt"}
