@@ -67,6 +67,10 @@ class SuccessiveHalvingSearch(Search):
         beta: weight of the uncertainty in the acquisition (0: rank by the predicted mean).
         explore: share of the entrants drawn uniformly from the rest of the menu.
         dense_weight: weight of the predicted gold-probability change next to the accuracy change.
+        fluency_weight: weight of the change in fluency (``tap.chains.fluency``: the frozen LLM's mean
+            log-prob per token of instruction and steps) added to every candidate's score, to keep token
+            edits readable (0: off). Its scoring requests are reported in ``costs["fluency"]``, apart from
+            the budget (one short text each, cached).
         refine_steps: online refinement steps after each round (0: off; ``model`` scorer only).
         refine_lr: learning rate of the refinement.
         task_pairs: train pairs that describe the task to the world model (as it was trained).
@@ -80,8 +84,9 @@ class SuccessiveHalvingSearch(Search):
 
     def __init__(self, *args, world_model=None, scorer: Scorer = "model", menu: int = 256, plans: float = 0.25,
                  enter: int = 8, rungs: tuple[int, ...] | None = None, beta: float = 1.0, explore: float = 0.125,
-                 dense_weight: float = 0.25, refine_steps: int = 0, refine_lr: float = 1e-4, task_pairs: int = 4,
-                 training_data: dict | None = None, max_rounds: int = 1000, **kwargs) -> None:
+                 dense_weight: float = 0.25, fluency_weight: float = 0.0, refine_steps: int = 0,
+                 refine_lr: float = 1e-4, task_pairs: int = 4, training_data: dict | None = None,
+                 max_rounds: int = 1000, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if scorer not in ("model", "prior", "random"):
             raise TapError(f"unknown scorer {scorer!r}; choose model, prior or random.")
@@ -98,6 +103,8 @@ class SuccessiveHalvingSearch(Search):
         self.wm, self.scorer = world_model, scorer
         self.menu_size, self.plans, self.enter, self.beta, self.explore = menu, plans, enter, beta, explore
         self.dense_weight, self.refine_steps, self.refine_lr = dense_weight, refine_steps, refine_lr
+        self.fluency_weight = fluency_weight
+        self._fluency: dict[str, float] = {}  # chain text -> fluency (scored once)
         self.task_pairs, self.max_rounds = task_pairs, max_rounds
         self.training_data = dict(training_data or {}) if scorer != "random" else {}
         self.rounds: list[dict] = []  # what each round imagined, picked and verified (the "why")
@@ -165,6 +172,26 @@ class SuccessiveHalvingSearch(Search):
         score = mean[:, 0] + self.dense_weight * mean[:, 1]
         return score.tolist(), std[:, 0].tolist()
 
+    def _add_fluency(self, parent: Chain, menu: list, score: list[float]) -> list[float]:
+        """``score + fluency_weight * (fluency(candidate) - fluency(parent))``; a text with no words counts as
+        unchanged. (The random scorer's pick stays uniform whatever the scores.)
+        """
+        import math
+
+        from tap.chains.fluency import chain_text, fluency
+
+        chains = [parent, *(c for _, c in menu)]
+        new = list({chain_text(c): c for c in chains if chain_text(c) not in self._fluency}.values())
+        for c, f in zip(new, fluency(self.llm, new) if new else []):
+            self._fluency[chain_text(c)] = f
+        base = self._fluency[chain_text(parent)]
+
+        def change(c: Chain) -> float:
+            f = self._fluency[chain_text(c)]
+            return 0.0 if math.isnan(f) or math.isnan(base) else f - base
+
+        return [s + self.fluency_weight * change(c) for s, (_, c) in zip(score, menu)]
+
     # ---- 3. acquisition ------------------------------------------------------------------------------
     def _acquire(self, score: list[float], sigma: list[float]) -> list[int]:
         """Indices of the entrants: UCB picks first, then an ``explore`` share uniformly from the rest."""
@@ -221,6 +248,8 @@ class SuccessiveHalvingSearch(Search):
             if not menu:
                 return
             score, sigma = self._imagine(parent, menu)
+            if self.fluency_weight:
+                score = self._add_fluency(parent, menu, score)
             picks = self._acquire(score, sigma)
             entry = {"round": len(self.rounds), "menu": len(menu), "entrants": len(picks),
                      "plans_in_menu": sum(len(e) > 1 for e, _ in menu)}
@@ -244,6 +273,7 @@ class SuccessiveHalvingSearch(Search):
         result = super().run()
         result.config["rounds"] = self.rounds
         result.costs["collection"] = collection_cost(self.training_data, self.task, self.env.mode)
+        result.costs["fluency"] = {"requests": len(self._fluency)}
         return result
 
 

@@ -164,3 +164,17 @@ def test_bad_settings_are_named(task, wm):
         _search(task, wm, "random", calls=10, rungs=(4, 6))
     assert random_sh(RuleLLM(), task, None, 0, budget_calls=10, progress=False).name == "random-sh"
     assert search_key(_fake_eval(0.5, 4)) == (0.5, 0.5)
+
+
+def test_fluency_weight_steers_the_acquisition_and_is_counted_apart(task, wm):
+    from tap.chains.fluency import chain_text
+
+    s = _search(task, wm, "prior", calls=100, fluency_weight=1000.0, beta=0.0, explore=0.0, enter=3)
+    menu = s._menu(s.start)
+    score = s._add_fluency(s.start, menu, [0.0] * len(menu))
+    picks = s._acquire(score, [0.0] * len(menu))
+    fl = [s._fluency[chain_text(c)] for _, c in menu]
+    assert sorted(fl[i] for i in picks) == sorted(fl)[-3:]  # the most fluent candidates
+    result = _search(task, wm, "prior", calls=60, fluency_weight=1.0).run()
+    assert result.costs["fluency"]["requests"] > 0
+    assert result.costs["search"]["example_evals"] <= 60  # scoring texts is not charged to the search budget
