@@ -69,3 +69,19 @@ def chain_views(chain: Chain) -> dict[str, object]:
         "segments": list(chain.segments),
         "tokens": " ".join(" ".join(s.split()) for s in chain.segments if s.strip()),
     }
+
+
+#: what ``chain_stats`` returns, in order
+CHAIN_STATS = ("demos", "steps", "instruction_words", "format_spec", "no_demos")
+
+
+def chain_stats(chain: Chain) -> list[float]:
+    """The chain's structure as a few numbers on a similar scale (``CHAIN_STATS``): demonstrations and steps
+    (/ 8), words of the instruction (log1p / 5), whether it has an answer-format spec, and whether it has
+    no demonstration at all. What an edit does often depends on these (a first demonstration helps far
+    more than a fifth), and a frozen text encoder represents counts poorly.
+    """
+    import math
+
+    return [len(chain.demos) / 8, len(chain.steps) / 8, math.log1p(len(chain.instruction.split())) / 5,
+            float(bool(chain.answer_format.spec.strip())), float(not chain.demos)]

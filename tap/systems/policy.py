@@ -132,7 +132,7 @@ class ImaginationPolicy(TapSystem):
         menus = [_space(t, self.hparams.menu_seed).propose(c, K, rng) for t, c in zip(batch["task"], chains)]
         with torch.no_grad():
             lat = wm.encoder(batch["context"], [chain_views(c) for c in chains])
-            lat["task"] = wm.task_vectors(batch.get("task_pairs"), len(chains))
+            lat["task"] = wm.context_vectors(batch.get("task_pairs"), chains)
             state = wm.observe(lat)
             flat_a, flat_s = wm.embed_edits([e for m in menus for e in m])  # (N, A), (N, 3)
         B = len(chains)

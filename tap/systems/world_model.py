@@ -19,7 +19,9 @@ chain and the LLM's measured response. Named loss terms, each scaled by ``loss_s
   needs.
 
 The model sees the task as ``task_pairs`` train input/output pairs (``TaskEncoder``), so it predicts
-on a task it was never trained on with nothing collected there. Its effect uncertainty is the
+on a task it was never trained on with nothing collected there, and (``chain_stats``) the observed
+chain's structure as a few numbers (``tap.chains.render.chain_stats``: demonstrations, steps, ...),
+which a frozen text encoder represents poorly; both ride along the state as its context. Its effect uncertainty is the
 ensemble spread times ``interval_scale``, a split-conformal factor fitted on every validation epoch
 so that ``mean ± 1.28 * std`` is an 80 % interval on the validation edits; held-out tasks report how
 well that carries over (``test/calibration/*``). The non-learned prior (the mean change of each edit
@@ -42,7 +44,7 @@ from torchmetrics import MeanMetric
 
 from tap.chains.chain import Chain
 from tap.chains.edits import OP_IDS, SCALES, Edit
-from tap.chains.render import chain_views
+from tap.chains.render import CHAIN_STATS, chain_stats, chain_views
 from tap.collection.schema import RESPONSE_FEATURES, SCALE_IDS, payload_text
 from tap.errors import TapError, unknown_loss_terms
 from tap.losses.ranking import pairwise_ranking_loss
@@ -95,6 +97,7 @@ class WorldModel(TapSystem):
         free_nats: KL free nats (DreamerV3).
         bootstrap: fraction of the batch each reward and effect head trains on.
         task_dim: size of the task vector from the task's train pairs (0: no task conditioning).
+        chain_stats: give the heads the observed chain's structure (``chain_stats``) as well.
         interval: nominal coverage of the effect's predictive interval (calibrated on validation).
         loss_scales: weight per loss term (``WM_LOSSES``); missing terms take ``DEFAULT_SCALES``.
         lr: AdamW learning rate.
@@ -108,8 +111,8 @@ class WorldModel(TapSystem):
                  world_model: Literal["hierarchical", "flat", "demo"] = "hierarchical", action_dim: int = 64,
                  deter_dim: int = 128, stoch_dim: int = 32, hidden_dim: int = 256, ensemble: int = 5,
                  bins: int = 41, free_nats: float = 1.0, bootstrap: float = 0.8, task_dim: int = 32,
-                 interval: float = 0.8, loss_scales: dict[str, float] | None = None, lr: float = 3e-4,
-                 weight_decay: float = 1e-4) -> None:
+                 chain_stats: bool = True, interval: float = 0.8, loss_scales: dict[str, float] | None = None,
+                 lr: float = 3e-4, weight_decay: float = 1e-4) -> None:
         super().__init__()
         unknown = set(loss_scales or {}) - set(WM_LOSSES)
         if unknown:
@@ -132,12 +135,13 @@ class WorldModel(TapSystem):
         self.actions = EditEmbedder(text_dim, action_dim)
         self.task_encoder = TaskEncoder(text_dim, task_dim, hidden_dim) if task_dim else None
         heads = {"hidden_dim": hidden_dim, "members": ensemble, "bins": bins}
+        context_dim = task_dim + (len(CHAIN_STATS) if chain_stats else 0)  # the state's "task" slot: both
         if world_model == "demo":
             self.net: WorldModelNet = WORLD_MODELS[world_model](latent_dim, action_dim, hidden_dim, heads,
-                                                                task_dim=task_dim)
+                                                                task_dim=context_dim)
         else:
             self.net = WORLD_MODELS[world_model](latent_dim, action_dim, deter_dim, stoch_dim, hidden_dim, heads=heads,
-                                                 task_dim=task_dim)
+                                                 task_dim=context_dim)
         self.register_buffer("interval_scale", torch.ones(()))  # split-conformal factor of the effect's std
         # the non-learned prior: sum and count of the measured accuracy change per edit operation in training
         self.register_buffer("op_delta", torch.zeros(2, len(OP_IDS)))
@@ -162,12 +166,23 @@ class WorldModel(TapSystem):
     @torch.no_grad()
     def encode_chains(self, chains: list[Chain], context: str,
                       pairs: list[str] | None = None) -> dict[str, torch.Tensor]:
-        """Encoder latents of real chains of one task, dict of (N, latent_dim), and its task vector
-        ``task`` (N, task_dim) from ``pairs`` (``task_pair_texts``; none: the empty task).
+        """Encoder latents of real chains of one task, dict of (N, latent_dim), and their context ``task``
+        (``context_vectors``: the task from ``pairs`` (``task_pair_texts``; none: the empty task) and each
+        chain's structure).
         """
         lat = self.encoder([context] * len(chains), [chain_views(c) for c in chains])
-        lat["task"] = self.task_vectors([list(pairs or [])] * len(chains), len(chains))
+        lat["task"] = self.context_vectors([list(pairs or [])] * len(chains), chains)
         return lat  # type: ignore[return-value]
+
+    def context_vectors(self, pairs: list[list[str]] | None, chains: list[Chain]) -> torch.Tensor:
+        """What an observed state carries besides its latents: (N, task_dim [+ len(CHAIN_STATS)]), the task
+        vector of each row's pairs and, with ``chain_stats``, the structure of its chain.
+        """
+        task = self.task_vectors(pairs, len(chains))
+        if not self.hparams.chain_stats:
+            return task
+        stats = torch.tensor([chain_stats(c) for c in chains], dtype=task.dtype, device=self.device)
+        return torch.cat([task, stats.view(len(chains), len(CHAIN_STATS))], -1)
 
     def task_vectors(self, pairs: list[list[str]] | None, n: int) -> torch.Tensor:
         """(n, task_dim) task vectors from each row's train pairs (``task_pair_texts``); zeros-in for a row
@@ -286,13 +301,14 @@ class WorldModel(TapSystem):
         with torch.no_grad():
             lat = self.encoder(contexts, views)
         obs = {k: lat[k].view(B, T1, -1) for k in LATENT_KEYS}  # each (B, L+1, D)
-        task = self.task_vectors(batch.get("task_pairs"), B)  # (B, C)
+        pairs = batch.get("task_pairs") or [[] for _ in range(B)]
+        chains = [Chain.from_json(js) for row in batch["chain_json"] for js in row]  # B * (L+1), row-major
+        context = self.context_vectors([pairs[b] for b in range(B) for _ in range(T1)], chains)  # (B*(L+1), C)
         payload = self._payload_vectors([p for row in batch["edit_payload"] for p in row]).view(B, L_, -1)
         act = self.actions(batch["edit_scale"].to(dev), batch["edit_op"].to(dev), batch["edit_target"].to(dev),
                            payload)  # (B, L, A)
         scale_w = F.one_hot(batch["edit_scale"].to(dev), len(SCALES)).float()  # (B, L, 3)
-        observed = self.net.observe({**{k: v.reshape(B * T1, -1) for k, v in obs.items()},
-                                     "task": task.repeat_interleave(T1, 0)}, sample)
+        observed = self.net.observe({**{k: v.reshape(B * T1, -1) for k, v in obs.items()}, "task": context}, sample)
         feat_obs = self.net.features(observed).view(B, T1, -1)
         s_idx = torch.arange(L_, device=dev).repeat_interleave(B)  # (L*B,) start step of each row
         b_idx = torch.arange(B, device=dev).repeat(L_)  # (L*B,) window of each row
@@ -402,7 +418,9 @@ class WorldModel(TapSystem):
         with torch.no_grad():
             lat = self.encoder(contexts, views)
         obs = {k: lat[k].view(N, 2, -1)[:, 0] for k in LATENT_KEYS}  # parents, (N, D) each
-        parent = self.net.observe({**obs, "task": self.task_vectors(batch.get("task_pairs"), N)}, stage == "train")
+        parents = [Chain.from_json(row[0]) for row in batch["chain_json"]]
+        parent = self.net.observe({**obs, "task": self.context_vectors(batch.get("task_pairs"), parents)},
+                                  stage == "train")
         payload = self._payload_vectors([row[0] for row in batch["edit_payload"]])
         scale, op = batch["edit_scale"][:, 0].to(dev), batch["edit_op"][:, 0].to(dev)
         act = self.actions(scale, op, batch["edit_target"][:, 0].to(dev), payload)  # (N, A)

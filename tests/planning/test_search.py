@@ -149,7 +149,7 @@ def test_online_learning_refines_the_model_and_keeps_the_checkpoint_intact(task)
 
     wm = tiny_world_model()
     before = {k: v.clone() for k, v in wm.state_dict().items()}
-    result = _search(task, wm, "model", calls=120, refine_steps=2).run()
+    result = _search(task, wm, "model", calls=120, refine_steps=2, plans=0.0).run()  # singles: what it learns from
     assert any(r.get("refinement") for r in result.config["rounds"])
     changed = any(not torch.equal(before[k], v) for k, v in wm.state_dict().items())
     assert changed  # the model learnt online (callers pass a copy when they want the checkpoint kept)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tap.chains import initial_chain
+from tap.chains.chain import Chain
 from tap.chains.edits import Edit
 from tap.collection.collect import collect
 from tap.collection.datamodule import TriplesDataModule, collate_siblings, task_pair_texts
@@ -32,7 +33,7 @@ def _effects(wm, pairs_per_row):
     edits = [Edit("instruction", "instruction_edit", (), "Give the plural.")] * len(pairs_per_row)
     with torch.no_grad():
         lat = wm.encoder(["" for _ in pairs_per_row], [wm_views(chain)] * len(pairs_per_row))
-        lat["task"] = wm.task_vectors(pairs_per_row, len(pairs_per_row))
+        lat["task"] = wm.context_vectors(pairs_per_row, [chain] * len(pairs_per_row))
         parent = wm.observe(lat)
         actions, scales = wm.embed_edits(edits)
         child = wm.imagine(parent, actions.unsqueeze(1), scales.unsqueeze(1))[0]
@@ -62,7 +63,20 @@ def test_no_task_conditioning_gives_empty_task_vectors():
                     task_dim=0)
     assert wm.task_encoder is None and wm.task_vectors([PAIRS_A], 1).shape == (1, 0)
     state = wm.observe(wm.encode_chains([initial_chain("Add.")], "Add.", PAIRS_A))
-    assert state["task"].shape == (1, 0)
+    assert state["task"].shape == (1, 5)  # the chain's structure alone
+    bare = WorldModel(encoder="hash", action_dim=8, deter_dim=8, stoch_dim=2, hidden_dim=16, ensemble=2, bins=11,
+                      task_dim=0, chain_stats=False)
+    assert bare.observe(bare.encode_chains([initial_chain("Add.")], "Add.", PAIRS_A))["task"].shape == (1, 0)
+
+
+def test_chain_structure_reaches_the_effect():
+    from tap.chains.chain import Demo
+
+    wm = _nudged()
+    chain = initial_chain("Respond to the input.")
+    with_demo = Chain(chain.instruction, chain.answer_format, chain.steps, (Demo(1, "cat", "cats"),))
+    a = wm.context_vectors([PAIRS_A, PAIRS_A], [chain, with_demo])
+    assert a.shape == (2, 32 + 5) and torch.equal(a[0, :32], a[1, :32]) and not torch.equal(a[0, 32:], a[1, 32:])
 
 
 def test_edit_effect_std_is_scaled_by_the_calibrated_factor():
