@@ -35,6 +35,7 @@ from tap.env import Environment
 from tap.llm import load_llm
 from tap.llm.base import GenerationSettings
 from tap.machine import machine_info
+from tap.paths import update_json
 from tap.tasks import Task, load_task
 
 
@@ -140,10 +141,8 @@ def main() -> None:
             key = f"{name}|{args.chains}|{args.edits}|{max(args.n)}|{args.seed}|{llm.name}|{args.max_new_tokens}"
             if key in rows:
                 continue
-            rows[key] = measure(name, llm, args.chains, args.edits, sorted(args.n), args.seed, args.max_new_tokens)
-            tmp = out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(rows, indent=1))
-            tmp.replace(out)
+            row = measure(name, llm, args.chains, args.edits, sorted(args.n), args.seed, args.max_new_tokens)
+            rows = update_json(out, key, row)  # keeps rows another run wrote meanwhile
     print(report(rows))
 
 

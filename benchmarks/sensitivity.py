@@ -31,6 +31,7 @@ from tap.env import Environment
 from tap.llm import load_llm
 from tap.llm.base import GenerationSettings
 from tap.machine import machine_info
+from tap.paths import update_json
 from tap.tasks import load_task
 from tap.tasks.instruction_induction import ii_task_names
 
@@ -141,13 +142,11 @@ def main() -> None:
         key += f"|induced{n_induced}|tokens{max_new}" if (n_induced or max_new != 32) else ""
         if key not in rows:
             try:
-                rows[key] = screen(name, llm, args.chains, args.examples, args.seed, n_induced, max_new)
+                row = screen(name, llm, args.chains, args.examples, args.seed, n_induced, max_new)
             except Exception as err:  # noqa: BLE001 - one bad task must not stop the screen
                 print(f"skip {name}: {err}", file=sys.stderr)
                 continue
-            tmp = out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(rows, indent=1))
-            tmp.replace(out)
+            rows = update_json(out, key, row)  # keeps rows another run wrote meanwhile
     for r in rows.values():
         if "majority" not in r:  # rows written before the column existed: no LLM call needed
             r["majority"] = _majority(load_task(r["task"], seed=args.seed), r["examples"])

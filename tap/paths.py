@@ -59,3 +59,16 @@ def write_atomic(path: Path, text: str) -> Path:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
     os.replace(tmp, path)
     return path
+
+
+def update_json(path: Path, key: str, value) -> dict:
+    """Set ``key`` in the JSON object stored at ``path`` (created if missing) and write it back atomically,
+    re-reading the file first so that rows another process wrote meanwhile are kept; returns the object.
+    """
+    import json
+
+    path = Path(path)
+    rows = json.loads(path.read_text()) if path.exists() else {}
+    rows[key] = value
+    write_atomic(path, json.dumps(rows, indent=1))
+    return rows
