@@ -32,14 +32,3 @@ def test_machine_info_names_what_a_timing_depends_on():
     assert {"cpu", "cpu_kind", "features", "cores", "threads", "dtype", "torch"} <= set(info)
     assert info["threads"] == 2 and info["dtype"] == "float32"
 
-
-def test_update_json_keeps_rows_another_process_wrote(tmp_path):
-    import json
-
-    from tap.paths import update_json
-
-    path = tmp_path / "rows.json"
-    update_json(path, "a", 1)
-    path.write_text(json.dumps({"a": 1, "b": 2}))  # another run added "b" meanwhile
-    assert update_json(path, "c", 3) == {"a": 1, "b": 2, "c": 3}
-    assert json.loads(path.read_text()) == {"a": 1, "b": 2, "c": 3}
