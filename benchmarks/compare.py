@@ -57,7 +57,7 @@ DEV = ["bigbench:arithmetic/1_digit_addition", "bigbench:arithmetic/1_digit_mult
        "bigbench:arithmetic/2_digit_addition", "bigbench:arithmetic/1_digit_subtraction"]
 HELD_OUT = ["bigbench:object_counting"]
 TAP = ("tap-gradient", "tap-policy")
-SH = ("tap-sh", "prior-sh", "random-sh")  # one search, three rankers (tap.planning.search)
+SH = ("tap-sh", "gradient-sh", "prior-sh", "random-sh")  # one search, four rankers (tap.planning.search)
 REFERENCE = ("promptolution-evoprompt",)  # a maintained library's implementation (optional dependency)
 BASELINES = ("random", "grips", "ape", "opro", "evoprompt", "demos", *REFERENCE)
 METHODS = (*SH, *TAP, *BASELINES)
@@ -104,7 +104,7 @@ def search(method: str, task, budget: int, seed: int, args, llm, planners: dict,
         from tap.planning.search import SuccessiveHalvingSearch
 
         wm, data = planners["sh"] if method != "random-sh" else (None, {})
-        scorer = {"tap-sh": "model", "prior-sh": "prior", "random-sh": "random"}[method]
+        scorer = {"tap-sh": "model", "gradient-sh": "gradient", "prior-sh": "prior", "random-sh": "random"}[method]
         result = SuccessiveHalvingSearch(llm, task, evals, seed, budget_calls=calls, eval_examples=args.eval_examples,
                                          world_model=copy.deepcopy(wm), scorer=scorer, training_data=data,
                                          progress=True).run()  # a copy: online learning must not leak across runs
@@ -254,7 +254,7 @@ def plot(runs: list[dict], path: Path) -> Path | None:
     tasks = list(dict.fromkeys(r["task"] for r in runs))
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
     colors = dict(zip((*TAP, *BASELINES), plt.get_cmap("tab10").colors))
-    colors.update({"tap-sh": "black", "prior-sh": "tab:cyan", "random-sh": "darkgoldenrod"})
+    colors.update({"tap-sh": "black", "gradient-sh": "dimgray", "prior-sh": "tab:cyan", "random-sh": "darkgoldenrod"})
     for ax, task in zip(axes[0], tasks):
         title = slug(task)
         for method in METHODS:
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             for method, ckpt in (("tap-gradient", args.world_model), ("tap-policy", args.policy)):
                 if method in args.methods:
                     planners[method] = Planner.from_checkpoint(ckpt, llm=llm, config=PlanConfig(**cfg))
-            if {"tap-sh", "prior-sh"} & set(args.methods):
+            if {"tap-sh", "gradient-sh", "prior-sh"} & set(args.methods):
                 from tap.planning.search import load_world_model
 
                 planners["sh"] = load_world_model(args.world_model)

@@ -6,8 +6,9 @@ final_chain.json, final_prompt.txt, the verified transitions and a TensorBoard r
 
 ``--method sh`` runs TaP's successive-halving search instead (``tap.planning.search``: a menu of
 ``--menu`` candidates scored in imagination, ``--enter`` of them picked by mean + ``--beta`` x
-uncertainty and verified by successive halving on paired examples); ``prior-sh`` and ``random-sh`` are
-the same search ranked by the non-learned prior / uniformly. They write the same files (no TensorBoard
+uncertainty and verified by successive halving on paired examples); ``gradient-sh``, ``policy-sh``,
+``prior-sh`` and ``random-sh`` are the same search ranked by the gradient planner, an imagination
+policy (its checkpoint), the non-learned prior, or uniformly. They write the same files (no TensorBoard
 run, no verified transitions).
 """
 
@@ -21,7 +22,8 @@ import sys
 from tap.errors import TapError
 
 #: the successive-halving search's rankers (plan.py --method)
-SH_METHODS = {"sh": "model", "prior-sh": "prior", "random-sh": "random"}
+SH_METHODS = {"sh": "model", "gradient-sh": "gradient", "policy-sh": "policy", "prior-sh": "prior",
+              "random-sh": "random"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -181,13 +183,19 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
     from tap.planning.search import SuccessiveHalvingSearch, load_world_model
     from tap.tasks import load_task
 
-    scorer = SH_METHODS[args.method]
-    wm, data = load_world_model(args.checkpoint) if scorer != "random" else (None, {})
+    scorer, policy = SH_METHODS[args.method], None
+    if scorer == "policy":
+        from tap.systems.policy import ImaginationPolicy
+
+        policy = ImaginationPolicy.from_checkpoint(args.checkpoint)
+        wm, data = policy.world_model, dict(policy.hparams.get("world_model_data") or {})
+    else:
+        wm, data = load_world_model(args.checkpoint) if scorer != "random" else (None, {})
     llm = load_llm(args.model or data.get("model") or "smollm2", cache=args.cache)
     task = load_task(args.task, seed=args.seed)
     induction = _induction(args, task, llm)
     search = SuccessiveHalvingSearch(llm, task, args.budget, args.seed, budget_calls=args.budget_calls,
-                                     eval_examples=args.eval_examples, world_model=wm, scorer=scorer,
+                                     eval_examples=args.eval_examples, world_model=wm, scorer=scorer, policy=policy,
                                      training_data=data, initial=initial, induction=induction,
                                      progress=not args.quiet, menu=args.menu, enter=args.enter, beta=args.beta,
                                      refine_steps=args.refine_steps if scorer == "model" else 0,

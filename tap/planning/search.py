@@ -20,9 +20,12 @@ Each round, from the incumbent chain:
 5. **Learn online** (``refine_steps`` > 0): every verified single-edit transition, at whatever rung,
    goes back into the world model (Dyna-style refinement, ``OnlineRefiner``) before the next round.
 
-``scorer`` chooses what ranks the menu: ``model`` (the world model), ``prior`` (the non-learned
-prior: each edit's operation's mean accuracy change in the world model's training data) or
-``random`` (a uniform choice: ``random-sh``, the baseline that isolates what the model adds). Every
+``scorer`` chooses what ranks the menu: ``model`` (the world model's effect head), ``gradient`` (the
+relaxed gradient planner's return with the candidate as first edit), ``policy`` (an imagination
+policy's score), ``prior`` (the non-learned prior: each edit's operation's mean accuracy change in the
+world model's training data) or ``random`` (a uniform choice: ``random-sh``, the baseline that
+isolates what the model adds). ``gradient`` and ``policy`` rank single edits only (no plans in the
+menu) and carry no uncertainty. Every
 variant shares the menu, the halving and the acceptance, and the budget lives in the
 ``Environment`` (LLM calls and/or chain evaluations), so equal budgets are equal calls.
 """
@@ -40,7 +43,8 @@ from tap.collection.schema import task_pair_texts
 from tap.errors import TapError
 from tap.search import Search, search_key
 
-Scorer = Literal["model", "prior", "random"]
+Scorer = Literal["model", "gradient", "policy", "prior", "random"]
+SCORERS = ("model", "gradient", "policy", "prior", "random")
 
 
 def halving_rungs(full: int, first: int = 4) -> tuple[int, ...]:
@@ -57,8 +61,9 @@ class SuccessiveHalvingSearch(Search):
     """Model-guided menu, acquisition by uncertainty, successive halving, paired acceptance (module docstring).
 
     Args:
-        world_model: a ``tap.systems.WorldModel`` (needed by the ``model`` and ``prior`` scorers).
-        scorer: ``model`` | ``prior`` | ``random``.
+        world_model: a ``tap.systems.WorldModel`` (every scorer but ``random`` needs one).
+        scorer: ``model`` | ``gradient`` | ``policy`` | ``prior`` | ``random``.
+        policy: a ``tap.systems.ImaginationPolicy`` (the ``policy`` scorer; its world model is used).
         menu: candidates proposed per round.
         plans: share of the menu that are two-edit plans.
         enter: candidates that enter successive halving per round.
@@ -82,14 +87,21 @@ class SuccessiveHalvingSearch(Search):
 
     name = "tap-sh"
 
-    def __init__(self, *args, world_model=None, scorer: Scorer = "model", menu: int = 256, plans: float = 0.25,
+    def __init__(self, *args, world_model=None, scorer: Scorer = "model", policy=None, menu: int = 256,
+                 plans: float = 0.25,
                  enter: int = 8, rungs: tuple[int, ...] | None = None, beta: float = 1.0, explore: float = 0.125,
                  dense_weight: float = 0.25, fluency_weight: float = 0.0, refine_steps: int = 0,
                  refine_lr: float = 1e-4, task_pairs: int = 4, training_data: dict | None = None,
                  max_rounds: int = 1000, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if scorer not in ("model", "prior", "random"):
-            raise TapError(f"unknown scorer {scorer!r}; choose model, prior or random.")
+        if scorer not in SCORERS:
+            raise TapError(f"unknown scorer {scorer!r}; choose one of {list(SCORERS)}.")
+        if scorer == "policy":
+            if policy is None:
+                raise TapError("the 'policy' scorer needs an imagination-policy checkpoint (configs/planner.yaml).")
+            world_model = world_model or policy.world_model
+        if scorer in ("gradient", "policy"):
+            plans = 0.0  # they score a candidate as the first edit of a plan: single edits only
         if scorer != "random" and world_model is None:
             raise TapError(f"the {scorer!r} scorer needs a world model: pass a checkpoint (plan.py --checkpoint), "
                            "or use scorer='random' (random-sh).")
@@ -100,7 +112,7 @@ class SuccessiveHalvingSearch(Search):
         self.rungs = tuple(rungs) if rungs else halving_rungs(full)
         if list(self.rungs) != sorted(set(self.rungs)) or self.rungs[-1] != full or self.rungs[0] < 1:
             raise TapError(f"rungs {self.rungs} must increase strictly from >= 1 and end at eval_examples ({full}).")
-        self.wm, self.scorer = world_model, scorer
+        self.wm, self.scorer, self.policy = world_model, scorer, policy
         self.menu_size, self.plans, self.enter, self.beta, self.explore = menu, plans, enter, beta, explore
         self.dense_weight, self.refine_steps, self.refine_lr = dense_weight, refine_steps, refine_lr
         self.fluency_weight = fluency_weight
@@ -114,7 +126,8 @@ class SuccessiveHalvingSearch(Search):
 
             self._refiner = OnlineRefiner(world_model, refine_steps, refine_lr, seed=self.seed)
         if self.name == SuccessiveHalvingSearch.name and scorer != "model":
-            self.name = {"random": "random-sh", "prior": "prior-sh"}[scorer]
+            self.name = {"random": "random-sh", "prior": "prior-sh", "gradient": "gradient-sh",
+                         "policy": "policy-sh"}[scorer]
 
     # ---- 1. the menu -----------------------------------------------------------------------------
     def _menu(self, parent: Chain) -> list[tuple[tuple[Edit, ...], Chain]]:
@@ -160,6 +173,14 @@ class SuccessiveHalvingSearch(Search):
             return out, [0.0] * len(menu)
         pairs = task_pair_texts(self.task, self.task_pairs)
         state = wm.observe(wm.encode_chains([parent], self.task.description, pairs))  # batch 1
+        if self.scorer in ("gradient", "policy"):
+            actions, scales = wm.embed_edits([edits[0] for edits, _ in menu])  # (K, A), (K, 3): singles only
+            if self.scorer == "policy":
+                return self.policy.actor_logits(wm.features(state), actions.unsqueeze(0))[0].tolist(), [0.0] * len(menu)
+            from tap.planning.gradient import GradientPlanner
+
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + len(self.rounds))
+            return GradientPlanner(wm).plan(state, actions, scales, generator=gen).returns.tolist(), [0.0] * len(menu)
         mean, std = torch.zeros(len(menu), 2), torch.zeros(len(menu), 2)
         for length in sorted({len(edits) for edits, _ in menu}):
             idx = [i for i, (edits, _) in enumerate(menu) if len(edits) == length]
@@ -263,7 +284,7 @@ class SuccessiveHalvingSearch(Search):
 
     def config(self) -> dict:
         out = super().config()
-        for k in ("wm", "rounds", "training_data"):
+        for k in ("wm", "rounds", "training_data", "policy"):
             out.pop(k, None)
         return {**out, "rungs": list(self.rungs)}
 

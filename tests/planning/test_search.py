@@ -178,3 +178,38 @@ def test_fluency_weight_steers_the_acquisition_and_is_counted_apart(task, wm):
     result = _search(task, wm, "prior", calls=60, fluency_weight=1.0).run()
     assert result.costs["fluency"]["requests"] > 0
     assert result.costs["search"]["example_evals"] <= 60  # scoring texts is not charged to the search budget
+
+
+def test_gradient_and_policy_rank_single_edits_inside_the_same_search(task):
+    import torch
+
+    wm = tiny_world_model(seed=1).eval()
+    with torch.no_grad():  # nudge the zero-initialised heads, so that the planner's returns differ
+        for p in wm.net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+
+    class FakePolicy:  # what the search asks of an imagination policy
+        world_model = wm
+
+        def actor_logits(self, features, actions):
+            return actions.sum(-1)  # (1, K)
+
+    for scorer, extra in (("gradient", {}), ("policy", {"policy": FakePolicy()})):
+        s = _search(task, None if scorer == "policy" else wm, scorer, calls=60, **extra)
+        assert s.plans == 0.0 and s.name == f"{scorer}-sh"
+        menu = s._menu(s.start)
+        assert all(len(e) == 1 for e, _ in menu)
+        score, sigma = s._imagine(s.start, menu)
+        assert len(score) == len(menu) and set(sigma) == {0.0} and len(set(score)) > 1
+        if scorer == "policy":
+            actions, _ = wm.embed_edits([e[0] for e, _ in menu])
+            assert score == pytest.approx(actions.sum(-1).tolist())
+        def make(scorer=scorer, extra=extra):
+            return _search(task, None if scorer == "policy" else wm, scorer, calls=60, **extra)
+
+        result = make().run()  # a fresh search: the one above drew a menu from its random stream
+        assert result.costs["search"]["example_evals"] <= 60 and result.method == f"{scorer}-sh"
+        assert _strip(make().run()) == _strip(result)
+    with pytest.raises(TapError, match="imagination-policy"):
+        _search(task, wm, "policy", calls=10)
+    assert torch.is_tensor(wm.op_delta)
