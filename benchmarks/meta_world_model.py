@@ -11,8 +11,8 @@ model predicts there: it sees the task only as a few train input/output pairs.
 
 Per held-out task, on its sibling groups (edits of one parent chain measured on the same 32
 examples): the **selection gain** (the measured change of the model's top-1 sibling above the
-group mean, as a share of an oracle that picks on the other half of the examples; judged on the
-first half), the within-group **sibling Spearman**, the **edit Spearman** pooled over the task's
+group mean on the second half of the examples, as a share of the same for an oracle that picks on
+the first half), the within-group **sibling Spearman**, the **edit Spearman** pooled over the task's
 edits (next to the noise ceiling: the split-half Spearman of one edit's accuracy change at 32
 examples, ``benchmarks/results/noise_ceiling.json``), and the **calibration** of the 80 %
 interval (coverage, Spearman of the predicted spread with the absolute error). The **prior** row
