@@ -88,11 +88,12 @@ class SuccessiveHalvingSearch(Search):
     name = "tap-sh"
 
     def __init__(self, *args, world_model=None, scorer: Scorer = "model", policy=None, menu: int = 256,
-                 plans: float = 0.25,
-                 enter: int = 8, rungs: tuple[int, ...] | None = None, beta: float = 1.0, explore: float = 0.125,
-                 dense_weight: float = 0.25, fluency_weight: float = 0.0, refine_steps: int = 0,
-                 refine_lr: float = 1e-4, task_pairs: int = 4, training_data: dict | None = None,
-                 max_rounds: int = 1000, **kwargs) -> None:
+                 plans: float = 0.25, enter: int = 8, rungs: tuple[int, ...] | None = None, beta: float = 1.0,
+                 explore: float = 0.125, dense_weight: float = 0.25, fluency_weight: float = 0.0,
+                 refine_steps: int = 0, refine_lr: float = 1e-4, task_pairs: int = 4,
+                 training_data: dict | None = None, max_rounds: int = 1000, **kwargs) -> None:
+        # every ranker starts from the same random stream (seeded by the class name): with one seed, tap-sh
+        # and random-sh draw the same first menu, so their comparison is paired where it can be
         super().__init__(*args, **kwargs)
         if scorer not in SCORERS:
             raise TapError(f"unknown scorer {scorer!r}; choose one of {list(SCORERS)}.")
