@@ -250,3 +250,17 @@ def save_tiny_world_model(path, tasks: Sequence[str] = ("tiny-arith",), seed: in
                 "datamodule_hyper_parameters": {"tasks": list(tasks), "trajectories": 4, "horizon": 3,
                                                 "eval_examples": 6, "model": "rule"}}, path)
     return path
+
+
+def import_benchmark(name: str):
+    """A module of ``benchmarks/`` (not a package), imported by name for its tests."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(folder)

@@ -243,7 +243,7 @@ class SuccessiveHalvingSearch(Search):
                 keys[i] = search_key(ev)
                 measured[i] = {"rung": n, "accuracy": ev.accuracy, "dense": ev.dense}
                 if len(edits) == 1:
-                    self._learn_from(parent, edits[0], chain, n)
+                    self._learn_from(parent, edits[0], chain, n, ev)
             if level == len(self.rungs) - 1:
                 break
             keep = max(1, math.ceil(len(alive) / 2))
@@ -252,12 +252,12 @@ class SuccessiveHalvingSearch(Search):
                 for i, m in measured.items()]
 
     # ---- 5. learning online --------------------------------------------------------------------------
-    def _learn_from(self, parent: Chain, edit: Edit, child: Chain, n: int) -> None:
+    def _learn_from(self, parent: Chain, edit: Edit, child: Chain, n: int, ev_child) -> None:
         if self._refiner is None:
             return
         from tap.planning.refine import transition_row
 
-        ev_parent, ev_child = self.env.evaluate_at(parent, n), self.env.evaluate_at(child, n)  # both paid: free
+        ev_parent = self.env.evaluate_at(parent, n)  # the incumbent's first n examples: already paid, free
         self._refiner.add(transition_row(self.task.name, self.task.description, len(self.rounds), parent, ev_parent,
                                          edit, child, ev_child, self.name,
                                          task_pair_texts(self.task, self.task_pairs)))

@@ -3,22 +3,13 @@ intervals and paired differences against the prior, on hand-made results."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
+from tests.helpers import import_benchmark
 
 @pytest.fixture(scope="module")
 def meta():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import meta_world_model
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return meta_world_model
+    return import_benchmark("meta_world_model")
 
 
 def test_per_task_metrics_from_suffixed_and_single_task_runs(meta):
