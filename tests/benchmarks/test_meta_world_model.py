@@ -7,6 +7,7 @@ import pytest
 
 from tests.helpers import import_benchmark
 
+
 @pytest.fixture(scope="module")
 def meta():
     return import_benchmark("meta_world_model")
