@@ -23,6 +23,7 @@ paired difference model - prior per seed.
     python benchmarks/meta_world_model.py --seeds 0 1 2                         # transfer set
     python benchmarks/meta_world_model.py --models hierarchical --loo ii:sentiment
     python benchmarks/meta_world_model.py --tag minilm -- --model.init_args.encoder=minilm
+    python benchmarks/meta_world_model.py --pool ii:sentiment ii:cause_and_effect   # a part of the pool
     python benchmarks/meta_world_model.py --report-only
 """
 
@@ -126,7 +127,9 @@ def report(results: list[dict]) -> str:
     seeds = sorted({r["seed"] for r in results})
     head = ["task", "held out by", "model", "seeds", *[c for _, c in METRICS], "noise ceiling (edit ρ)",
             "gain - prior (paired)"]
-    lines = [f"Seeds: {seeds}. Cells: mean ± 95 % Student-t half-width over seeds.", "",
+    trained = sorted({len(r["trained_on"]) for r in results if r["kind"] == "transfer"})
+    lines = [f"Seeds: {seeds}. Cells: mean ± 95 % Student-t half-width over seeds. Transfer runs trained on "
+             f"{'/'.join(map(str, trained)) or '-'} pool tasks.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for task in tasks:
         for label in labels:
@@ -176,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     parser.add_argument("--loo", nargs="*", default=None, help="leave these pool tasks out, one at a time "
                         "(no task named: every pool task); without --loo: test on the transfer set")
+    parser.add_argument("--pool", nargs="*", default=None, help="train on these pool tasks only (default: all of "
+                        "configs/data/ii_pool.yaml), e.g. the ones collected so far")
     parser.add_argument("--epochs", type=int, default=None, help="override trainer.max_epochs")
     parser.add_argument("--tag", default="", help="name for a variant run with extra overrides (kept apart)")
     parser.add_argument("--out", default=str(OUT))
@@ -185,6 +190,11 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else []
     pool = _tasks(POOL)
+    if args.pool:
+        unknown = [t for t in args.pool if t not in pool]
+        if unknown:
+            parser.error(f"--pool tasks must be tasks of {POOL.name}; not in it: {unknown}")
+        pool = list(args.pool)
     if not args.report_only:
         if args.loo is None:
             jobs = [("transfer", _tasks(TRANSFER), pool, TRANSFER)]

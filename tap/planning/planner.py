@@ -14,27 +14,24 @@ first B evaluations of a run with a larger budget (``SearchResult.best_at``).
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
-from tqdm import tqdm
 
-from tap.chains import edit_space, initial_chain
 from tap.chains.chain import Chain
 from tap.chains.edits import Edit, apply_edit
 from tap.chains.induce import Induction
 from tap.collection.schema import task_pair_texts
-from tap.env import Environment, Evaluation, check_budgets
+from tap.env import Environment, check_budgets
 from tap.errors import TapError
 from tap.llm.base import GenerationSettings
 from tap.paths import ensure_writable
 from tap.planning.gradient import GradientConfig, GradientPlanner
 from tap.planning.refine import OnlineRefiner, transition_row
-from tap.search import SearchRecord, SearchResult, search_key
+from tap.search import Search, SearchRecord, SearchResult
 from tap.systems.checkpoints import init_hparams, read_checkpoint
 from tap.tasks import Task, load_task
 
@@ -213,109 +210,114 @@ class Planner:
         task = task if isinstance(task, Task) else load_task(task, seed=seed)
         for name, state in self._initial_state.items():  # every run starts from the checkpoint's world model
             getattr(self.wm, name).load_state_dict(state)
-        start_time = time.time()
-        if not (task.val or task.train):
-            raise TapError(f"{task.name} has no train or val examples to search on.")
-        llm = self.llm
-        gen_settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens)
-        env = Environment(llm, task, mode=cfg.mode, generation=gen_settings, budget=budget,  # type: ignore[arg-type]
-                          budget_calls=budget_calls, eval_examples=cfg.eval_examples)
-        examples = env.order[: env.eval_examples]
-        space = edit_space(task, induced=induction.instructions if induction else ())
-        start = (initial or initial_chain(task.description)).validate()
-        chain = start
-        pairs = task_pair_texts(task, int(self.training_data.get("task_pairs", 4)))  # as the model was trained
-        rng = random.Random(f"plan:{task.name}:{method}:{seed}")
-        gen = torch.Generator().manual_seed(seed)
-        refiner = OnlineRefiner(self.wm, cfg.refine_steps, cfg.refine_lr, seed=seed)
-        requests = lambda: sum(env.spend.llm_calls.values()) + sum(env.spend.cache_hits.values())  # noqa: E731
-
-        bar = tqdm(total=budget or budget_calls, desc=f"plan {task.name} ({method})", disable=not progress,
-                   unit="eval" if budget is not None else "call")
-        spent = (lambda: env.chain_evals) if budget is not None else (lambda: env.example_evals)  # noqa: E731
-        ev = env.evaluate_at(chain)
-        bar.update(spent())
-        first, current = ev, ev
-        measured = {chain.to_json()}
-        records: list[SearchRecord] = [SearchRecord(env.chain_evals, chain.to_dict(), [], len(examples), ev.accuracy,
-                                                    ev.dense, "initial", True, env.example_evals, requests=requests())]
-        edits: list[dict] = []
-        refine_log: list[dict] = []
-        step = 0
-        while not env.exhausted() and step < cfg.max_steps:
-            candidates = space.propose(chain, cfg.candidates, rng)
-            order, predicted, unc = self._rank(method, chain, (task.description, pairs), candidates, rng, gen)
-            tried: list[tuple[SearchRecord, Chain, Evaluation, Edit]] = []
-            for i in order:
-                nxt = apply_edit(chain, candidates[i])
-                if len(tried) == cfg.verify_top or not env.affordable(*env.cost_of(nxt, env.eval_examples)):
-                    break
-                if nxt.to_json() in measured:  # never pay twice for a chain
-                    continue
-                measured.add(nxt.to_json())
-                before = spent()
-                ev_next = env.evaluate_at(nxt)
-                bar.update(spent() - before)
-                rec = SearchRecord(env.chain_evals, nxt.to_dict(), [*edits, candidates[i].to_dict()], len(examples),
-                                   ev_next.accuracy, ev_next.dense, f"step {step}", calls=env.example_evals,
-                                   predicted=predicted[i], uncertainty=unc[i], step=step, edit=candidates[i].to_dict(),
-                                   requests=requests())
-                records.append(rec)
-                tried.append((rec, nxt, ev_next, candidates[i]))
-                refiner.add(transition_row(task.name, task.description, step, chain, current, candidates[i], nxt,
-                                           ev_next, method, pairs))
-            if tried:
-                rec, nxt, ev_next, edit = max(tried, key=lambda x: search_key(x[2]))
-                if search_key(ev_next) > search_key(current):
-                    rec.accepted = True
-                    chain, current = nxt, ev_next
-                    edits.append(edit.to_dict())
-                if on_record is not None:  # after the accept decision: a live line never contradicts the summary
-                    for shown, *_ in tried:
-                        on_record(shown)
-                losses = refiner.refine()
-                if losses:
-                    refine_log.append({"step": step, **losses})
-            bar.set_postfix(best=f"{current.accuracy:.3f}", step=step)
-            step += 1
-        bar.close()
-        search_seconds = time.time() - start_time
-
-        test: dict = {}
-        test_spend = {"chain_evals": 0, "llm_calls": 0, "cache_hits": 0}
-        if cfg.test_examples > 0 and task.test:
-            test_env = Environment(llm, task, mode=cfg.mode, generation=gen_settings,  # type: ignore[arg-type]
-                                   dense_reward=False)
-            held_out = task.test[: cfg.test_examples]
-            for name, c in (("initial", start), ("final", chain)):
-                t = test_env.evaluate(c, held_out)
-                test[name] = {"accuracy": t.accuracy, "n": len(held_out), "compliance": t.compliance}
-            spent = test_env.spend
-            test_spend = {"chain_evals": spent.chain_evals["test"], "llm_calls": spent.llm_calls["test"],
-                          "cache_hits": spent.cache_hits["test"]}
-        costs = {
-            "search": {"chain_evals": env.chain_evals, "example_evals": env.example_evals, "llm_requests": requests(),
-                       "llm_calls": sum(env.spend.llm_calls.values()), "cache_hits": sum(env.spend.cache_hits.values()),
-                       "examples_per_eval": len(examples), "budget_calls": budget_calls,
-                       "seconds": round(search_seconds, 2)},
-            "test": test_spend,
-            "collection": collection_cost(self.training_data, task, env.mode),
-            "refinement": {"steps": cfg.refine_steps * len(refine_log), "verified_transitions": len(refiner.rows)},
-            "induction": induction.costs() if induction else {"induced": 0, "requests": 0},
-        }
-        result = SearchResult(task.name, method, seed, budget, start, chain,
-                              {"accuracy": first.accuracy, "dense": first.dense},
-                              {"accuracy": current.accuracy, "dense": current.dense}, records, edits, costs,
-                              config={**asdict(cfg), "method": method}, test=test, checkpoint=self.checkpoint)
-        result.check_replay()
+        search = PlanSearch(self, method, self.llm, task, budget, seed=seed, eval_examples=cfg.eval_examples,
+                            mode=cfg.mode, max_new_tokens=cfg.max_new_tokens, initial=initial, progress=progress,
+                            budget_calls=budget_calls, induction=induction, on_record=on_record)
+        result = search.run()
+        result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)
+        result.costs["collection"] = collection_cost(self.training_data, task, search.env.mode)
+        result.costs["refinement"] = {"steps": cfg.refine_steps * len(search.refine_log),
+                                      "verified_transitions": len(search.refiner.rows)}
+        result.config, result.checkpoint = {**asdict(cfg), "method": method}, self.checkpoint
         if out_dir is not None:
             result.save(out_dir)
-            refiner.save(Path(out_dir) / "verified")
+            search.refiner.save(Path(out_dir) / "verified")
         if log_dir is not None:
             from tap.planning.report import log_to_tensorboard
 
-            log_to_tensorboard(result, log_dir, refine_log)
+            log_to_tensorboard(result, log_dir, search.refine_log)
         return result
+
+    def _test(self, task: Task, initial: Chain, final: Chain, mode: str) -> tuple[dict, dict]:
+        """The initial and final chains' accuracy on the held-out test split (never charged), and its spend."""
+        cfg = self.config
+        spend = {"chain_evals": 0, "llm_calls": 0, "cache_hits": 0}
+        if cfg.test_examples <= 0 or not task.test:
+            return {}, spend
+        env = Environment(self.llm, task, mode=mode, dense_reward=False,  # type: ignore[arg-type]
+                          generation=GenerationSettings(max_new_tokens=cfg.max_new_tokens))
+        held_out = task.test[: cfg.test_examples]
+        test = {}
+        for name, chain in (("initial", initial), ("final", final)):
+            t = env.evaluate(chain, held_out)
+            test[name] = {"accuracy": t.accuracy, "n": len(held_out), "compliance": t.compliance}
+        paid = env.spend
+        return test, {"chain_evals": paid.chain_evals["test"], "llm_calls": paid.llm_calls["test"],
+                      "cache_hits": paid.cache_hits["test"]}
+
+
+class PlanSearch(Search):
+    """The planner's loop as a ``Search`` (one base, one result type, one budget holder with the baselines).
+
+    Each step: ``candidates`` edits proposed from the incumbent, ranked by the planner (``Planner._rank``),
+    the top ``verify_top`` not evaluated before verified at full fidelity; the best replaces the incumbent
+    if it beats it; the verified transitions refine the world model (Dyna) before the next step.
+    """
+
+    def __init__(self, planner: Planner, method: str, *args,
+                 on_record: Callable[[SearchRecord], None] | None = None, **kwargs) -> None:
+        self.name = method  # type: ignore[misc] - the result's method is the planning method
+        super().__init__(*args, **kwargs)
+        cfg = planner.config
+        self.planner, self.method, self.on_record = planner, method, on_record
+        self.rng = random.Random(f"plan:{self.task.name}:{method}:{self.seed}")
+        self.gen = torch.Generator().manual_seed(self.seed)
+        self.pairs = task_pair_texts(self.task, int(planner.training_data.get("task_pairs", 4)))  # as trained
+        self.refiner = OnlineRefiner(planner.wm, cfg.refine_steps, cfg.refine_lr, seed=self.seed)
+        self.refine_log: list[dict] = []
+
+    def _requests(self) -> int:
+        return sum(self.env.spend.llm_calls.values()) + sum(self.env.spend.cache_hits.values())
+
+    def search(self) -> None:
+        cfg, task = self.planner.config, self.task
+        self.records[0].requests = self._requests()
+        full = len(self.examples)
+        for step in range(cfg.max_steps):
+            chain, current, path = self.best, self.best_eval, list(self.best_edits)
+            candidates = self.space.propose(chain, cfg.candidates, self.rng)
+            order, predicted, unc = self.planner._rank(self.method, chain, (task.description, self.pairs),
+                                                       candidates, self.rng, self.gen)
+            tried: list[SearchRecord] = []
+            broke = False
+            try:
+                for i in order:
+                    if len(tried) == cfg.verify_top:
+                        break
+                    nxt = apply_edit(chain, candidates[i])
+                    if not self.env.affordable(*self.env.cost_of(nxt, full)):
+                        broke = True  # nothing more can be verified at full fidelity
+                        break
+                    if self.known(nxt):  # never pay twice for a chain
+                        continue
+                    ev_next = self.evaluate(nxt, [*path, candidates[i]], note=f"step {step}",
+                                            predicted=predicted[i], uncertainty=unc[i])
+                    rec = self.records[-1]
+                    rec.step, rec.edit, rec.requests = step, candidates[i].to_dict(), self._requests()
+                    tried.append(rec)
+                    self.refiner.add(transition_row(task.name, task.description, step, chain, current, candidates[i],
+                                                    nxt, ev_next, self.method, self.pairs))
+            finally:
+                self._close_step(step, tried)
+            if broke:
+                return
+
+    def _close_step(self, step: int, tried: list[SearchRecord]) -> None:
+        """One accepted move per step (the best verified chain, if it beat the incumbent), the live lines,
+        and the Dyna refinement on the step's verified transitions.
+        """
+        accepted = [r for r in tried if r.accepted]  # each improved on the one before: the last is the move
+        for rec in accepted[:-1]:
+            rec.accepted = False
+        if self.on_record is not None:  # after the accept decision: a live line never contradicts the summary
+            for rec in tried:
+                self.on_record(rec)
+        if tried:
+            losses = self.refiner.refine()
+            if losses:
+                self.refine_log.append({"step": step, **losses})
+        if self._bar is not None and self.best_eval is not None:
+            self._bar.set_postfix(best=f"{self.best_eval.accuracy:.3f}", step=step)
 
 
 def collection_cost(training_data: dict, task: Task, mode: str) -> dict:
