@@ -6,7 +6,8 @@ collected on, so no world-model training example is ever a test example), the sa
 val examples, and is charged the same way: one chain evaluation per chain scored on those examples
 (``tap.env`` / ``tap.baselines.base``). Methods:
 
-- ``tap-sh``: TaP's successive-halving search (``tap.planning.search``) with the world model; ``prior-sh``
+- ``tap-sh``: TaP's successive-halving search (``tap.planning.search``) with the world model; its ablations
+  ``tap-sh-mean`` (no uncertainty: entrants by predicted mean) and ``tap-sh-online`` (learns online); ``prior-sh``
   the same search ranked by the non-learned prior; ``random-sh`` the same search with a uniform choice
   (the baseline that isolates what the model adds);
 - ``tap-gradient``, ``tap-policy``: the planner (``tap.planning``) with the world model / imagination policy;
@@ -57,7 +58,14 @@ DEV = ["bigbench:arithmetic/1_digit_addition", "bigbench:arithmetic/1_digit_mult
        "bigbench:arithmetic/2_digit_addition", "bigbench:arithmetic/1_digit_subtraction"]
 HELD_OUT = ["bigbench:object_counting"]
 TAP = ("tap-gradient", "tap-policy")
-SH = ("tap-sh", "gradient-sh", "prior-sh", "random-sh")  # one search, four rankers (tap.planning.search)
+#: one search (tap.planning.search), several rankers and the ablations of TaP's: method -> (scorer, settings)
+SH_VARIANTS: dict[str, tuple[str, dict]] = {
+    "tap-sh": ("model", {}),
+    "tap-sh-mean": ("model", {"beta": 0.0}),           # no uncertainty in the acquisition: top by predicted mean
+    "tap-sh-online": ("model", {"refine_steps": 10}),  # learns online from every verified transition
+    "gradient-sh": ("gradient", {}), "prior-sh": ("prior", {}), "random-sh": ("random", {}),
+}
+SH = tuple(SH_VARIANTS)
 REFERENCE = ("promptolution-evoprompt",)  # a maintained library's implementation (optional dependency)
 BASELINES = ("random", "grips", "ape", "opro", "evoprompt", "demos", *REFERENCE)
 METHODS = (*SH, *TAP, *BASELINES)
@@ -104,10 +112,12 @@ def search(method: str, task, budget: int, seed: int, args, llm, planners: dict,
         from tap.planning.search import SuccessiveHalvingSearch
 
         wm, data = planners["sh"] if method != "random-sh" else (None, {})
-        scorer = {"tap-sh": "model", "gradient-sh": "gradient", "prior-sh": "prior", "random-sh": "random"}[method]
-        result = SuccessiveHalvingSearch(llm, task, evals, seed, budget_calls=calls, eval_examples=args.eval_examples,
-                                         world_model=copy.deepcopy(wm), scorer=scorer, training_data=data,
-                                         progress=True).run()  # a copy: online learning must not leak across runs
+        scorer, settings = SH_VARIANTS[method]
+        sh = SuccessiveHalvingSearch(llm, task, evals, seed, budget_calls=calls, eval_examples=args.eval_examples,
+                                     world_model=copy.deepcopy(wm), scorer=scorer, training_data=data,
+                                     progress=True, **settings)  # a copy: online learning must not leak across runs
+        sh.name = method
+        result = sh.run()
         return (result, *_collection(result, unit)) if method != "random-sh" else (result, "baseline", 0)
     if method in TAP:
         planner = planners[method]
@@ -254,7 +264,8 @@ def plot(runs: list[dict], path: Path) -> Path | None:
     tasks = list(dict.fromkeys(r["task"] for r in runs))
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
     colors = dict(zip((*TAP, *BASELINES), plt.get_cmap("tab10").colors))
-    colors.update({"tap-sh": "black", "gradient-sh": "dimgray", "prior-sh": "tab:cyan", "random-sh": "darkgoldenrod"})
+    colors.update({"tap-sh": "black", "tap-sh-mean": "slategray", "tap-sh-online": "indigo", "gradient-sh": "dimgray",
+                   "prior-sh": "tab:cyan", "random-sh": "darkgoldenrod"})
     for ax, task in zip(axes[0], tasks):
         title = slug(task)
         for method in METHODS:
@@ -344,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             for method, ckpt in (("tap-gradient", args.world_model), ("tap-policy", args.policy)):
                 if method in args.methods:
                     planners[method] = Planner.from_checkpoint(ckpt, llm=llm, config=PlanConfig(**cfg))
-            if {"tap-sh", "gradient-sh", "prior-sh"} & set(args.methods):
+            if (set(SH) - {"random-sh"}) & set(args.methods):
                 from tap.planning.search import load_world_model
 
                 planners["sh"] = load_world_model(args.world_model)

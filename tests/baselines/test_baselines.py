@@ -284,7 +284,7 @@ def test_compare_in_llm_calls_runs_the_sh_searches_and_baselines_alike(compare, 
                                                    "eval_examples": 8})}
     args = SimpleNamespace(budgets=[64, 128], eval_examples=8, test_examples=10, unit="calls")
     runs = [compare.run_one(m, spec, 0, args, llm, planners, llm)
-            for m in ("tap-sh", "prior-sh", "random-sh", "random")]
+            for m in ("tap-sh", "prior-sh", "random-sh", "random", "tap-sh-mean", "tap-sh-online")]
     for run in runs:
         assert run["unit"] == "calls" and run["example_evals"] <= 128
         assert [p["budget"] for p in run["curve"]] == [16, 32, 64, 96, 128]
@@ -295,6 +295,8 @@ def test_compare_in_llm_calls_runs_the_sh_searches_and_baselines_alike(compare, 
     assert "calls to target" in table and "| add | tap-sh | transfer | 1 |" in table
     assert "fluency: initial -> final" in table and all(set(r["fluency"]) == {"initial", "final"} for r in runs)
     assert "| add | random-sh | baseline | 1 |" in table
+    assert runs[4]["method"] == "tap-sh-mean" and runs[4]["config"]["beta"] == 0.0
+    assert runs[5]["config"]["refine_steps"] == 10 and "| add | tap-sh-online | transfer | 1 |" in table
     with pytest.raises(ValueError, match="budget units"):
         compare.report([*runs, {**runs[3], "unit": "evals"}])
     png = compare.plot(runs, tmp_path / "calls.png")
