@@ -53,6 +53,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from stats import fmt, mean_ci  # noqa: E402 - benchmarks/ is on the path from here on
 
 from tap.machine import machine_info  # noqa: E402
+from tap.tasks import task_slug  # noqa: E402
 
 DEV = ["bigbench:arithmetic/1_digit_addition", "bigbench:arithmetic/1_digit_multiplication",
        "bigbench:arithmetic/2_digit_addition", "bigbench:arithmetic/1_digit_subtraction"]
@@ -76,15 +77,8 @@ UNIT_WORDS = {"evals": "real chain evaluations", "calls": "LLM calls (example ev
 SPLIT_SEED = 0
 
 
-def slug(task: str) -> str:
-    """A task's short name: ``arithmetic_1_digit_addition`` for a BIG-bench spec, the stem of a task file."""
-    if task.endswith((".jsonl", ".csv", ".json")):
-        return Path(task).stem
-    return task.split(":")[-1].replace("/", "_")
-
-
 def run_path(out: Path, task: str, method: str, seed: int) -> Path:
-    return out / slug(task) / f"{method}-s{seed}.json"
+    return out / task_slug(task) / f"{method}-s{seed}.json"
 
 
 def grid(budgets: list[int], unit: str = "evals") -> list[int]:
@@ -224,7 +218,7 @@ def report(runs: list[dict]) -> str:
         target = max(base_means.values()) if base_means else None
         if target is not None:
             best_base = max(base_means, key=base_means.__getitem__)
-            notes.append(f"- {slug(task)}: target {target:.3f} = {best_base}'s mean test accuracy at {top}.")
+            notes.append(f"- {task_slug(task)}: target {target:.3f} = {best_base}'s mean test accuracy at {top}.")
         for method in METHODS:
             rs = [r for r in rs_task if r["method"] == method]
             if not rs:
@@ -239,7 +233,7 @@ def report(runs: list[dict]) -> str:
                 reach += f" (+{extra})" if extra else ""
             prop = statistics.mean(r["proposer"].get("requests", 0) for r in rs)
             minutes = statistics.mean(r["seconds"] for r in rs) / 60
-            row = (f"| {slug(task)} | {method} | {rs[0]['setting']} | {len(rs)} | "
+            row = (f"| {task_slug(task)} | {method} | {rs[0]['setting']} | {len(rs)} | "
                    f"{fmt([r['initial_test'] for r in rs])} | " + " | ".join(cells)
                    + f" | {reach} | {prop:.0f} | {minutes:.1f} |")
             if fluent:
@@ -267,7 +261,7 @@ def plot(runs: list[dict], path: Path) -> Path | None:
     colors.update({"tap-sh": "black", "tap-sh-mean": "slategray", "tap-sh-online": "indigo", "gradient-sh": "dimgray",
                    "prior-sh": "tab:cyan", "random-sh": "darkgoldenrod"})
     for ax, task in zip(axes[0], tasks):
-        title = slug(task)
+        title = task_slug(task)
         for method in METHODS:
             rs = [r for r in runs if r["task"] == task and r["method"] == method]
             if not rs:
@@ -283,7 +277,7 @@ def plot(runs: list[dict], path: Path) -> Path | None:
                 ax.plot([x + extra for x in xs], m, ls="--", color=colors[method], lw=1.2,
                         label=f"{method} + collection")
             if method in TAP:
-                title = f"{slug(task)} (TaP: {rs[0]['setting']}" + (f", collection {extra})" if extra else ")")
+                title = f"{task_slug(task)} (TaP: {rs[0]['setting']}" + (f", collection {extra})" if extra else ")")
         ax.set_xscale("log")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(f"{UNIT_WORDS[unit_of(runs)]} (log)")
@@ -370,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         from tap.paths import write_atomic
 
         for i, (task, method, seed) in enumerate(todo):
-            print(f"[{i + 1}/{len(todo)}] {slug(task)} {method} seed {seed}", flush=True)
+            print(f"[{i + 1}/{len(todo)}] {task_slug(task)} {method} seed {seed}", flush=True)
             run = run_one(method, task, seed, args, llm, planners, proposer)
             path = run_path(out, task, method, seed)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from stats import fmt  # noqa: E402 - benchmarks/ is on the path from here on
 
 from tap.machine import machine_info  # noqa: E402
+from tap.tasks import task_slug  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "meta_world_model.json"
 NOISE = ROOT / "benchmarks" / "results" / "noise_ceiling.json"
@@ -55,10 +56,6 @@ METRICS = (("selection/gain", "selection gain"), ("sibling/spearman", "sibling �
            ("calibration/spearman", "ρ(σ, |err|)"))
 PRIOR_METRICS = (("prior/selection/gain", "selection gain"), ("prior/sibling/spearman", "sibling ρ"),
                  ("prior/sibling_edit/spearman", "edit ρ"))
-
-
-def slug(task: str) -> str:
-    return task.split(":")[-1].split("/")[-1]
 
 
 def _tasks(data_yaml: Path) -> list[str]:
@@ -75,7 +72,7 @@ def _cli(args: list[str]) -> dict[str, float]:
 
 def per_task(metrics: dict[str, float], tasks: list[str]) -> dict[str, dict[str, float]]:
     """``test/<metric>[/<task slug>]`` -> {slug: {metric: value}}; a run on one task reports it unsuffixed."""
-    slugs = [slug(t) for t in tasks]
+    slugs = [task_slug(t) for t in tasks]
     out: dict[str, dict[str, float]] = {s: {} for s in slugs}
     for key, value in metrics.items():
         if not key.startswith("test/"):
@@ -117,7 +114,7 @@ def noise_ceiling(n: int = 32) -> dict[str, float]:
     if not NOISE.exists():
         return {}
     rows = json.loads(NOISE.read_text())
-    return {slug(r["task"]): r["by_n"][str(n)]["delta"] for r in rows.values() if str(n) in r["by_n"]}
+    return {task_slug(r["task"]): r["by_n"][str(n)]["delta"] for r in rows.values() if str(n) in r["by_n"]}
 
 
 def report(results: list[dict]) -> str:
@@ -208,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
                 for model in args.models:
                     label = model + (f" ({args.tag})" if args.tag else "")
                     name = f"{model}{'-' + args.tag if args.tag else ''}-{kind}"
-                    name += f"-{slug(heldout[0])}" if kind == "loo" else ""
+                    name += f"-{task_slug(heldout[0])}" if kind == "loo" else ""
                     name += f"-s{seed}"
                     results = [r for r in results if r["name"] != name]
                     r = run(model, seed, heldout, train_tasks, data, name, args.epochs, args.extra)

@@ -27,6 +27,7 @@ from compare import DEV, fmt  # the dev suite and the mean ± 95 % Student-t cel
 from compare import HELD_OUT as TRANSFER
 
 from tap.machine import machine_info
+from tap.tasks import task_slug
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "plan.json"
@@ -52,7 +53,7 @@ def run_one(planners: dict, llm, task_spec: str, method: str, seed: int, budgets
     task = load_task(task_spec, seed=seed)
     planner = planners["policy" if method == "policy" else "world_model"]
     start = time.time()
-    slug = task_spec.split(":")[-1].replace("/", "_")
+    slug = task_slug(task_spec)
     result = planner.optimize(task, budget=max(budgets), seed=seed, method=method, progress=True,
                               out_dir=ROOT / "runs" / "plan_report" / f"{slug}-{method}-s{seed}")
     search_seconds = time.time() - start

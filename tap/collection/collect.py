@@ -34,7 +34,7 @@ from tap.env import Environment
 from tap.errors import TapError
 from tap.llm.base import LLM, GenerationSettings
 from tap.paths import ensure_writable
-from tap.tasks import Task, load_task
+from tap.tasks import Task, load_task, task_slug
 
 #: fields added after collections were first stored, with the default that means "as before"
 LATER_FIELDS = {"induce": None, "proposer": None, "siblings": 0}
@@ -67,9 +67,14 @@ class CollectionConfig:
 
 
 def dataset_dir(config: CollectionConfig, llm_name: str, data_dir: str | Path = "data") -> Path:
-    """``data/<task slug>/<config fingerprint>``: one folder per distinct collection."""
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.task).strip("_")
-    return Path(data_dir) / slug / config.fingerprint(llm_name)
+    """``data/<Task.slug>/<config fingerprint>``: one folder per distinct collection (the fingerprint holds
+    the full task spec, so two tasks with one slug never share a folder). A collection written before
+    folders were named by the slug (``data/<spec with : and / as _>/...``) is used where it is.
+    """
+    fingerprint = config.fingerprint(llm_name)
+    folder = Path(data_dir) / task_slug(config.task) / fingerprint
+    legacy = Path(data_dir) / re.sub(r"[^A-Za-z0-9_.-]+", "_", config.task).strip("_") / fingerprint
+    return legacy if not folder.exists() and legacy.exists() else folder
 
 
 def collect(config: CollectionConfig, llm: LLM, data_dir: str | Path = "data", task: Task | None = None,

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 
 from tap.errors import TapError
+from tap.tasks import task_slug
 
 #: the successive-halving search's rankers (plan.py --method)
 SH_METHODS = {"sh": "model", "gradient-sh": "gradient", "policy-sh": "policy", "prior-sh": "prior",
@@ -100,8 +100,7 @@ def run(args: argparse.Namespace) -> int:
             raise TapError(f"cannot read the initial chain {args.initial}: {err}") from err
     if args.budget is None and args.budget_calls is None:
         args.budget = 60
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", args.task.split(":")[-1]).strip("_")
-    out = args.out or f"runs/plan/{slug}-{args.method}-s{args.seed}"
+    out = args.out or f"runs/plan/{task_slug(args.task)}-{args.method}-s{args.seed}"
     ensure_writable(out, "--out")  # before any model is loaded or call paid
     if args.method in SH_METHODS:
         return run_sh(args, initial, out)

@@ -32,6 +32,7 @@ from tap.systems.batch import task_ids
 from tap.systems.checkpoints import init_hparams, own_hyperparameters, read_checkpoint
 from tap.systems.tensorboard import LatentProjector
 from tap.systems.world_model import WorldModel
+from tap.tasks import task_slug
 
 POLICY_LOSSES = ("actor", "entropy", "critic", "slow")
 DEFAULT_SCALES = {"actor": 1.0, "entropy": 3e-3, "critic": 1.0, "slow": 1.0}
@@ -248,7 +249,7 @@ class ImaginationPolicy(TapSystem):
         reward = batch["reward"].to(self.device)
         group = task_ids(batch["task"], self._tasks).to(self.device)
         self.edit_rank[stage].update(score, reward[:, 1] - reward[:, 0], group)
-        self.projector.add(state["lat/chain"], [[t.split(":")[-1], f"{float(v):.3f}"]
+        self.projector.add(state["lat/chain"], [[task_slug(t), f"{float(v):.3f}"]
                                                 for t, v in zip(batch["task"], self.critic(f))])
 
     def _end_eval(self, stage: str) -> None:
@@ -259,7 +260,7 @@ class ImaginationPolicy(TapSystem):
             self.log(f"{stage}/return_gain", (r[0] - r[1]).mean())
         metric = self.edit_rank[stage]
         if metric.preds:
-            names = {i: t.split(":")[-1].split("/")[-1] for t, i in self._tasks.items()}
+            names = {i: task_slug(t) for t, i in self._tasks.items()}
             for key, val in metric.compute().items():
                 stat, _, gid = key.partition("/")
                 if stat == "mae":  # actor logits and reward changes live on different scales: ranks only

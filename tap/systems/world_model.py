@@ -56,6 +56,7 @@ from tap.systems.batch import task_ids, window_views
 from tap.systems.checkpoints import init_hparams, own_hyperparameters, read_checkpoint
 from tap.systems.encoder import ContrastiveEncoder
 from tap.systems.tensorboard import LatentProjector, log_scatter
+from tap.tasks import task_slug
 
 WM_LOSSES = ("latent", "reward", "response", "delta", "kl_dyn", "kl_rep", "effect", "rank", "rank_dense")
 DEFAULT_SCALES = {"latent": 1.0, "reward": 1.0, "response": 1.0, "delta": 1.0, "kl_dyn": 0.5, "kl_rep": 0.1,
@@ -73,10 +74,6 @@ def _encoder_spec(encoder: str) -> tuple[dict, dict | None]:
         return {"backbone": encoder, "lora_rank": 0}, None
     _, ckpt = read_checkpoint(encoder, ContrastiveEncoder.__name__)
     return init_hparams(ckpt), ckpt["state_dict"]
-
-
-def _slug(task: str) -> str:
-    return task.split(":")[-1].split("/")[-1]
 
 
 class WorldModel(TapSystem):
@@ -483,12 +480,12 @@ class WorldModel(TapSystem):
                 if key not in self.horizon_error:
                     self.horizon_error[key] = MeanMetric().to(dev)
                 self.horizon_error[key].update(values[depth == k])
-        meta = [[_slug(batch["task"][i]), f"{reward[i, 0].item():.3f}", f"{pred_obs[i, 0].item():.3f}"]
+        meta = [[task_slug(batch["task"][i]), f"{reward[i, 0].item():.3f}", f"{pred_obs[i, 0].item():.3f}"]
                 for i in range(reward.shape[0])]
         self.projector.add(out["obs"]["chain"][:, 0], meta)
 
     def _end_eval(self, stage: str) -> None:
-        names = {i: _slug(t) for t, i in self._tasks.items()}
+        names = {i: task_slug(t) for t, i in self._tasks.items()}
         self._end_siblings(stage, names)
         for kind, metric in self.ranked[stage].items():
             if not metric.preds:

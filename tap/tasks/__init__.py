@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tap.errors import TaskError
-from tap.tasks.schema import Example, Metric, SplitFractions, Task
+from tap.tasks.schema import Example, Metric, SplitFractions, Task, task_slug
 
 
 def load_task(
@@ -50,4 +50,4 @@ def load_task(
     )
 
 
-__all__ = ["Example", "Metric", "SplitFractions", "Task", "load_task"]
+__all__ = ["Example", "Metric", "SplitFractions", "Task", "load_task", "task_slug"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -58,6 +59,21 @@ class SplitFractions:
             )
 
 
+_FILE_SUFFIXES = (".jsonl", ".csv", ".json")
+
+
+def task_slug(spec: str) -> str:
+    """A task's short name, the one folder names, metric names and tables use: the part after the source
+    prefix with ``/`` as ``_`` (``bigbench:arithmetic/1_digit_addition`` -> ``arithmetic_1_digit_addition``,
+    ``ii:sentiment`` -> ``sentiment``), or a task file's stem (``data/add.jsonl`` -> ``add``).
+    """
+    if spec.endswith(_FILE_SUFFIXES):
+        name = spec.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    else:
+        name = spec.split(":", 1)[-1].replace("/", "_")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "task"
+
+
 @dataclass
 class Task:
     """A task: examples, its metric and deterministic train / val / test splits.
@@ -76,6 +92,11 @@ class Task:
     fractions: SplitFractions = field(default_factory=SplitFractions)
     max_examples: int | None = None
     match: Match = "lenient"
+
+    @property
+    def slug(self) -> str:
+        """The task's short name (``task_slug``)."""
+        return task_slug(self.name)
 
     def __post_init__(self) -> None:
         if self.match not in ("lenient", "surface"):

@@ -60,9 +60,20 @@ def test_collect_is_deterministic_and_seed_dependent(tiny_llm, tiny_task, tmp_pa
 
 def test_dataset_dir_depends_on_config():
     a = dataset_dir(CollectionConfig(task="bigbench:x/y"), "m")
-    assert a.parent.name == "bigbench_x_y"
+    assert a.parent.name == "x_y"  # Task.slug
+    assert a != dataset_dir(CollectionConfig(task="ii:x_y"), "m")  # one slug, two tasks: two folders
     assert a != dataset_dir(CollectionConfig(task="bigbench:x/y", horizon=2), "m")
     assert a != dataset_dir(CollectionConfig(task="bigbench:x/y"), "other-model")
+
+
+def test_dataset_dir_finds_a_collection_written_under_the_old_folder_name(tmp_path):
+    config = CollectionConfig(task="bigbench:x/y")
+    new = dataset_dir(config, "m", tmp_path)
+    legacy = tmp_path / "bigbench_x_y" / new.name
+    (legacy / "triples").mkdir(parents=True)
+    assert dataset_dir(config, "m", tmp_path) == legacy
+    (new / "triples").mkdir(parents=True)
+    assert dataset_dir(config, "m", tmp_path) == new
 
 
 def test_behaviour_policy_scale_weights(tiny_task):
