@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                 planners["sh"] = load_world_model(args.world_model)
         except TapError as err:
             print(f"error: {err}\nTaP's rows need trained checkpoints: `python -m tap.pipeline` (quick) or "
-                  "configs/world_model.yaml and configs/planner.yaml; or leave tap-* out of --methods.",
+                  "configs/world_model.yaml and configs/policy.yaml; or leave tap-* out of --methods.",
                   file=sys.stderr)
             return 2
         todo = [(t, m, s) for t in args.tasks for s in args.seeds for m in args.methods  # a task's seeds first

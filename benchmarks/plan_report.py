@@ -7,7 +7,7 @@ to stop, so the chain it held after 25 or 50 evaluations is exactly what a run w
 (``PlanResult.best_at``; a test checks this). Each of those chains, and the initial one, is then scored
 on the task's held-out test split, which the search never saw.
 
-    python benchmarks/plan_report.py                    # needs checkpoints/world_model and checkpoints/planner
+    python benchmarks/plan_report.py                    # needs checkpoints/world_model and checkpoints/policy
     python benchmarks/plan_report.py --tasks bigbench:object_counting --seeds 0 1 2
     python benchmarks/plan_report.py --report-only      # the table from results/plan.json
 

@@ -13,7 +13,7 @@ DATA_CONFIGS = sorted((CONFIGS / "data").glob("*.yaml"))
 MODEL_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "debug.yaml")
 #: how each system is made tiny in tests: the hash text encoder, no MiniLM download
 TINY = {"ContrastiveEncoder": ["--model.init_args.backbone=hash"], "WorldModel": ["--model.init_args.encoder=hash"],
-        "ImaginationPolicy": ["--model.init_args.world_model={wm}", "--model.init_args.candidates=4",
+        "ImaginationPolicy": ["--model.init_args.world_model_checkpoint={wm}", "--model.init_args.candidates=4",
                               "--model.init_args.rollout_horizon=2"]}
 
 
@@ -69,7 +69,7 @@ def test_wrong_keys_are_named(capsys):
 
 
 def test_there_are_configs():
-    assert DATA_CONFIGS and {p.name for p in MODEL_CONFIGS} >= {"encoder.yaml", "world_model.yaml", "planner.yaml"}
+    assert DATA_CONFIGS and {p.name for p in MODEL_CONFIGS} >= {"encoder.yaml", "world_model.yaml", "policy.yaml"}
 
 
 def test_training_pool_and_transfer_set_are_disjoint_and_load():

@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", help="output folder (default runs/plan/<task>-<method>-s<seed>)")
     p.add_argument("--candidates", type=int, default=d.candidates, help="candidate edits per step (K)")
     p.add_argument("--verify-top", type=int, default=d.verify_top, help="planned chains verified per step")
-    p.add_argument("--horizon", type=int, default=g.horizon, help="edits per imagined plan (H)")
+    p.add_argument("--plan-length", "--horizon", dest="plan_length", type=int, default=g.plan_length,
+                   help="edits per imagined plan (H; --horizon is its old name)")
     p.add_argument("--grad-steps", type=int, default=g.steps, help="gradient steps per plan")
     p.add_argument("--lr", type=float, default=g.lr, help="learning rate on the plan's logits")
     p.add_argument("--temperature", type=float, default=g.temperature, help="softmax temperature of the relaxation")
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     ensure_writable(out, "--out")  # before any model is loaded or call paid
     if args.method in SH_METHODS:
         return run_sh(args, initial, out)
-    grad = GradientConfig(args.horizon, args.grad_steps, args.lr, args.temperature, args.uncertainty_penalty,
+    grad = GradientConfig(args.plan_length, args.grad_steps, args.lr, args.temperature, args.uncertainty_penalty,
                           args.discount, args.restarts)
     config = PlanConfig(args.method, args.candidates, args.verify_top, grad, args.refine_steps, args.refine_lr,
                         args.eval_examples, args.test_examples)

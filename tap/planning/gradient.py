@@ -18,7 +18,8 @@ class GradientConfig:
     """Knobs of the relaxed planner.
 
     Args:
-        horizon: edits per imagined plan (H).
+        plan_length: edits per imagined plan (H). (Not the collection's ``horizon``, the edits per
+            collected trajectory, nor the policy's ``rollout_horizon``.)
         steps: gradient-ascent steps on the plan's logits.
         lr: Adam learning rate on the logits.
         temperature: softmax temperature of the relaxation (lower: closer to a hard choice).
@@ -28,7 +29,7 @@ class GradientConfig:
         init_noise: scale of the random initial logits (added to the prior's, if any).
     """
 
-    horizon: int = 3
+    plan_length: int = 3
     steps: int = 30
     lr: float = 0.1
     temperature: float = 1.0
@@ -60,8 +61,8 @@ class GradientPlanner:
         self.wm = world_model
         self.config = config or GradientConfig()
         c = self.config
-        if c.horizon < 1 or c.steps < 0 or c.restarts < 1 or c.temperature <= 0:
-            raise ValueError(f"invalid gradient planner settings {c}: need horizon >= 1, steps >= 0, restarts >= 1 "
+        if c.plan_length < 1 or c.steps < 0 or c.restarts < 1 or c.temperature <= 0:
+            raise ValueError(f"invalid gradient planner settings {c}: need plan_length >= 1, steps >= 0, restarts >= 1 "
                              "and temperature > 0.")
 
     def _objective(self, state: State, actions: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
@@ -82,7 +83,7 @@ class GradientPlanner:
         state = {k: v.detach() for k, v in state.items()}
         actions, scales = actions.detach(), scales.detach()
         K = actions.shape[0]
-        noise = torch.randn(c.restarts, c.horizon, K, generator=generator) * c.init_noise  # (R, H, K)
+        noise = torch.randn(c.restarts, c.plan_length, K, generator=generator) * c.init_noise  # (R, H, K)
         logits = noise.to(actions.device)
         if prior_logits is not None:
             logits = logits + prior_logits.detach().view(1, 1, K)

@@ -48,7 +48,7 @@ class PlanConfig:
             policy's choice; needs a policy checkpoint) or ``random`` (random candidates, same verification).
         candidates: candidate edits proposed per step (K), across the three scales.
         verify_top: planned chains verified on the real LLM per step.
-        gradient: the gradient planner's settings (horizon, steps, lr, temperature, penalty, ...).
+        gradient: the gradient planner's settings (plan_length, steps, lr, temperature, penalty, ...).
         refine_steps: Dyna refinement steps on verified transitions after each step (0: off).
         refine_lr: learning rate of the refinement.
         eval_examples: val examples each verified chain is evaluated on (the search signal).
@@ -93,7 +93,7 @@ class Planner:
         self.config.check()
         if self.config.method == "policy" and policy is None:
             raise TapError("method 'policy' needs an imagination-policy checkpoint: train one with "
-                           "`python train.py fit --config configs/planner.yaml` and pass checkpoints/planner.")
+                           "`python train.py fit --config configs/policy.yaml` and pass checkpoints/policy.")
         self._llm = llm
         self.model = model or (training_data or {}).get("model", "smollm2")  # the LLM the world model learnt
         self.cache = cache
@@ -203,7 +203,7 @@ class Planner:
         if method not in METHODS:
             raise TapError(f"unknown planning method {method!r}; choose one of {list(METHODS)}.")
         if method == "policy" and self.policy is None:
-            raise TapError("method 'policy' needs an imagination-policy checkpoint (configs/planner.yaml).")
+            raise TapError("method 'policy' needs an imagination-policy checkpoint (configs/policy.yaml).")
         check_budgets(budget, budget_calls)
         if out_dir is not None:
             ensure_writable(out_dir, "--out")  # before the first paid call

@@ -99,7 +99,7 @@ class SuccessiveHalvingSearch(Search):
             raise TapError(f"unknown scorer {scorer!r}; choose one of {list(SCORERS)}.")
         if scorer == "policy":
             if policy is None:
-                raise TapError("the 'policy' scorer needs an imagination-policy checkpoint (configs/planner.yaml).")
+                raise TapError("the 'policy' scorer needs an imagination-policy checkpoint (configs/policy.yaml).")
             world_model = world_model or policy.world_model
         if scorer in ("gradient", "policy"):
             plans = 0.0  # they score a candidate as the first edit of a plan: single edits only

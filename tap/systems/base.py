@@ -78,7 +78,10 @@ class TapSystem(L.LightningModule):
 
     @classmethod
     def _build(cls: type[S], ckpt: dict) -> S:
-        """Rebuild from a checkpoint dict already read (and kind-checked) by ``read_checkpoint``."""
-        model = cls(**init_hparams(ckpt))
+        """Rebuild from a checkpoint dict already read (and kind-checked) by ``read_checkpoint``; arguments
+        renamed since the checkpoint was saved (``RENAMED_HPARAMS``) are passed under their new names.
+        """
+        renamed = getattr(cls, "RENAMED_HPARAMS", {})
+        model = cls(**{renamed.get(k, k): v for k, v in init_hparams(ckpt).items()})
         model.load_state_dict(ckpt["state_dict"])
         return model

@@ -49,8 +49,9 @@ class ImaginationPolicy(TapSystem):
     """Actor-critic over candidate edits, trained on imagined rollouts of a frozen world model.
 
     Args:
-        world_model: a ``WorldModel`` checkpoint (file or run folder).
-        world_model_hparams: filled in from ``world_model`` (with its weights in this checkpoint), so the
+        world_model_checkpoint: a ``WorldModel`` checkpoint (file or run folder). (A ``WorldModel``'s own
+            ``world_model`` argument names its variant.)
+        world_model_hparams: filled in from ``world_model_checkpoint`` (with its weights in this checkpoint), so the
             policy's checkpoint is all a planner needs; leave unset.
         world_model_data: the world model's training data settings, filled in likewise (cost accounting).
         candidates: candidate edits proposed per start chain (K).
@@ -71,7 +72,10 @@ class ImaginationPolicy(TapSystem):
     #: the loss terms ``loss_scales`` may name (checked by the CLI before anything is built)
     LOSS_TERMS: tuple[str, ...] = POLICY_LOSSES
 
-    def __init__(self, world_model: str = "checkpoints/world_model", world_model_hparams: dict | None = None,
+    #: constructor arguments renamed since older checkpoints were saved: old name -> new name
+    RENAMED_HPARAMS = {"world_model": "world_model_checkpoint"}
+
+    def __init__(self, world_model_checkpoint: str = "checkpoints/world_model", world_model_hparams: dict | None = None,
                  world_model_data: dict | None = None, candidates: int = 12, rollout_horizon: int = 5,
                  discount: float = 0.9, lambda_: float = 0.95, uncertainty_penalty: float = 0.5, hidden_dim: int = 256,
                  return_floor: float = 0.1, slow_critic: float = 0.02, loss_scales: dict[str, float] | None = None,
@@ -85,7 +89,7 @@ class ImaginationPolicy(TapSystem):
         self.save_hyperparameters()
         state = None
         if world_model_hparams is None:
-            _, ckpt = read_checkpoint(world_model, WorldModel.__name__)
+            _, ckpt = read_checkpoint(world_model_checkpoint, WorldModel.__name__)
             world_model_hparams, state = init_hparams(ckpt), ckpt["state_dict"]
             data = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
             self.hparams["world_model_hparams"] = world_model_hparams

@@ -226,7 +226,7 @@ def test_compare_runs_tap_and_baselines_on_the_same_split(compare, tmp_path, mon
     spec = write_arithmetic_jsonl(tmp_path / "add.jsonl", 80)
     llm = RuleLLM()
     config = PlanConfig(candidates=4, eval_examples=6, test_examples=0, refine_steps=0,
-                        gradient=GradientConfig(horizon=2, steps=2, restarts=1))
+                        gradient=GradientConfig(plan_length=2, steps=2, restarts=1))
     planners = {"tap-gradient": Planner(tiny_world_model(), config=config, llm=llm,
                                         training_data={"tasks": [spec], "trajectories": 3, "horizon": 2,
                                                        "eval_examples": 6})}

@@ -15,7 +15,7 @@ from tap.planning import GradientConfig, GradientPlanner, PlanConfig, Planner, P
 from tap.planning import cli as plan_cli
 from tests.helpers import RuleLLM, arithmetic_task, save_tiny_world_model, tiny_world_model
 
-FAST = GradientConfig(horizon=2, steps=3, restarts=2)
+FAST = GradientConfig(plan_length=2, steps=3, restarts=2)
 
 
 def _planner(llm=None, **overrides) -> Planner:
@@ -150,7 +150,7 @@ def test_gradient_planner_prefers_what_the_world_model_rewards():
     edits = edit_space(arithmetic_task(40)).propose(chain, 6, random.Random(0))
     state = wm.observe(wm.encode_chains([chain], "Add."))
     actions, scales = wm.embed_edits(edits)
-    scores = GradientPlanner(wm, GradientConfig(horizon=1, steps=20, restarts=2, uncertainty_penalty=0.0)).plan(
+    scores = GradientPlanner(wm, GradientConfig(plan_length=1, steps=20, restarts=2, uncertainty_penalty=0.0)).plan(
         state, actions, scales, generator=torch.Generator().manual_seed(0))
     # with a horizon of one, a candidate's planned return is exactly the reward predicted after it
     after = wm.imagine(state.__class__({k: v.expand(len(edits), -1) for k, v in state.items()}),
@@ -210,7 +210,7 @@ def test_plan_cli_errors_name_the_problem(tmp_path, capsys):
     code, out = _plan(["--task", str(tmp_path / "no_such_task.jsonl"), "--checkpoint", str(ckpt)], capsys)
     assert code == 2 and "no_such_task.jsonl" in out.err
     code, out = _plan(["--task", str(tmp_path / "t.jsonl"), "--checkpoint", str(ckpt), "--method", "policy"], capsys)
-    assert code == 2 and "configs/planner.yaml" in out.err
+    assert code == 2 and "configs/policy.yaml" in out.err
     blocker = tmp_path / "file"
     blocker.write_text("x")
     code, out = _plan(["--task", "ii:sentiment", "--checkpoint", str(ckpt), "--out", str(blocker / "o")], capsys)

@@ -197,8 +197,9 @@ def test_imagination_policy_trains_and_plans_without_the_world_model_file(traine
     wm_copy = tmp_path / "wm_copy"
     shutil.copytree(trained["wm_dir"], wm_copy)
     overrides = synthetic_overrides(tmp_path, monkeypatch)
-    cli = _fit("planner.yaml", overrides, f"--model.init_args.world_model={wm_copy}", "--model.init_args.candidates=4",
-               "--model.init_args.rollout_horizon=3", f"--checkpoint.dirpath={tmp_path / 'pol'}")
+    cli = _fit("policy.yaml", overrides, f"--model.init_args.world_model_checkpoint={wm_copy}",
+               "--model.init_args.candidates=4", "--model.init_args.rollout_horizon=3",
+               f"--checkpoint.dirpath={tmp_path / 'pol'}")
     metrics = cli.trainer.callback_metrics
     for key in ("train/loss/actor", "train/loss/critic", "train/loss/entropy", "train/loss/slow", "val/return",
                 "val/return_random", "val/return_gain", "val/edit/spearman"):
@@ -210,9 +211,15 @@ def test_imagination_policy_trains_and_plans_without_the_world_model_file(traine
     shutil.rmtree(wm_copy)  # the policy checkpoint carries the world model
     policy = ImaginationPolicy.from_checkpoint(tmp_path / "pol")
     assert policy.hparams.world_model_data["trajectories"] == 6
+    # a checkpoint saved before the argument was renamed (world_model -> world_model_checkpoint) still loads
+    old = torch.load(next((tmp_path / "pol").glob("*.ckpt")), weights_only=False)
+    old["hyper_parameters"]["world_model"] = old["hyper_parameters"].pop("world_model_checkpoint")
+    torch.save(old, tmp_path / "old_policy.ckpt")
+    reloaded = ImaginationPolicy.from_checkpoint(tmp_path / "old_policy.ckpt")
+    assert reloaded.hparams.world_model_checkpoint == str(wm_copy)
     task = trained["wm"].datamodule.tasks[0]  # a task the world model was trained on
     planner = Planner.from_checkpoint(tmp_path / "pol", llm=RuleLLM(), method="policy", candidates=4,
-                                      gradient=GradientConfig(horizon=2, steps=2, restarts=1), eval_examples=4,
+                                      gradient=GradientConfig(plan_length=2, steps=2, restarts=1), eval_examples=4,
                                       test_examples=0)
     result = planner.optimize(task, budget=4, seed=0, progress=False)
     assert result.method == "policy" and result.costs["search"]["chain_evals"] <= 4
