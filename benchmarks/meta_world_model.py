@@ -9,6 +9,9 @@ With ``--loo TASK ...`` (no task: every pool task): for each task, fit on the po
 test on its trajectories (leave-one-task-out). Nothing is collected on a held-out task before the
 model predicts there: it sees the task only as a few train input/output pairs.
 
+The checkpoint kept is the epoch with the best sibling-ranking Spearman on the pool's validation
+trajectories (the question the search asks), unless ``--checkpoint.monitor`` is given after ``--``.
+
 Per held-out task, on its sibling groups (edits of one parent chain measured on the same 32
 examples): the **selection gain** (the measured change of the model's top-1 sibling above the
 group mean on the second half of the examples, as a share of the same for an oracle that picks on
@@ -90,7 +93,10 @@ def run(model: str, seed: int, heldout: list[str], train_tasks: list[str], test_
     """Fit on ``train_tasks`` of the pool, test on ``heldout`` (all their trajectories)."""
     ckpt_dir = ROOT / "checkpoints" / "meta" / name
     common = ["--config", str(ROOT / "configs" / "world_model.yaml"), f"--model.init_args.world_model={model}",
-              f"--seed_everything={seed}", "--trainer.enable_progress_bar=false", *extra]
+              f"--seed_everything={seed}", "--trainer.enable_progress_bar=false"]
+    if not any(a.startswith("--checkpoint.monitor") for a in extra):  # keep the epoch that ranks siblings best
+        common += ["--checkpoint.monitor=val/sibling/spearman", "--checkpoint.mode=max"]
+    common += extra
     start = time.time()
     fit = ["fit", *common, "--data", str(POOL), f"--data.init_args.tasks=[{', '.join(train_tasks)}]",
            f"--checkpoint.dirpath={ckpt_dir}", f"--trainer.logger.init_args.name=meta-{name}"]
@@ -124,7 +130,7 @@ def report(results: list[dict]) -> str:
     seeds = sorted({r["seed"] for r in results})
     head = ["task", "held out by", "model", "seeds", *[c for _, c in METRICS], "noise ceiling (edit ρ)",
             "gain - prior (paired)"]
-    trained = sorted({len(r["trained_on"]) for r in results if r["kind"] == "transfer"})
+    trained = sorted({len(r["trained_on"]) for r in results if r["kind"] == "transfer" and "trained_on" in r})
     lines = [f"Seeds: {seeds}. Cells: mean ± 95 % Student-t half-width over seeds. Transfer runs trained on "
              f"{'/'.join(map(str, trained)) or '-'} pool tasks.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -26,10 +26,12 @@ def test_per_task_metrics_from_suffixed_and_single_task_runs(meta):
 def test_report_gives_intervals_and_paired_differences(meta, monkeypatch):
     monkeypatch.setattr(meta, "noise_ceiling", lambda n=32: {"rhymes": 0.8})
     results = [{"label": "hierarchical", "model": "hierarchical", "tag": "", "kind": "transfer", "seed": s,
+                "trained_on": ["ii:sentiment", "ii:diff"],
                 "test": {"rhymes": {"selection/gain": g, "prior/selection/gain": p, "sibling_edit/spearman": 0.4,
                                     "calibration/coverage": 0.8}}}
                for s, (g, p) in enumerate([(0.5, 0.1), (0.7, 0.2), (0.6, 0.3)])]
     text = meta.report(results)
+    assert "Transfer runs trained on 2 pool tasks." in text
     row = next(line for line in text.splitlines() if line.startswith("| rhymes | transfer | hierarchical"))
     assert "0.60 ± 0.25" in row  # mean 0.6, sd 0.1, t(2) = 4.303: 4.303 * 0.1 / sqrt(3) = 0.248
     assert row.endswith("| 0.80 | 0.40 ± 0.25 |")  # the ceiling, then gain - prior paired per seed
@@ -43,3 +45,6 @@ def test_leave_one_out_takes_only_pool_tasks(meta, capsys):
     with pytest.raises(SystemExit):
         meta.main(["--loo", "ii:rhymes"])  # a transfer task: never trained on, so never left out either
     assert "must be pool tasks" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        meta.main(["--pool", "ii:rhymes"])  # training on part of the pool: only pool tasks
+    assert "--pool tasks must be tasks of ii_pool.yaml" in capsys.readouterr().err
