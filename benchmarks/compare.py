@@ -169,7 +169,7 @@ def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, p
             "llm_calls": costs["search"]["llm_calls"], "proposer": costs.get("proposer", {"requests": 0}),
             "seconds": round(search_seconds, 1), "test_seconds": round(time.time() - t0 - search_seconds, 1),
             "config": result.config, "model": getattr(llm, "name", ""), "machine": machine_info(),
-            "fluency": {"initial": readable[0], "final": readable[1]}}
+            "fluency": {"initial": readable[0], "final": readable[1]}, "planning": costs.get("planning", {})}
     return {**run, "unit": unit} if unit != "evals" else run  # runs without "unit" are in chain evaluations
 
 
@@ -241,7 +241,60 @@ def report(runs: list[dict]) -> str:
                 row += (f" {fmt([f['initial'] for f in has], 2)} -> {fmt([f['final'] for f in has], 2)} |" if has
                         else " - |")
             lines.append(row)
-    return "\n".join(lines) + "\n\n" + "\n".join(notes)
+    text = "\n".join(lines) + "\n\n" + "\n".join(notes)
+    for extra in (paired_report(runs, budgets), planning_report(runs)):
+        if extra:
+            text += ("" if text.endswith("\n\n") else "\n\n") + extra.lstrip("\n")
+    return text
+
+
+def paired_report(runs: list[dict], budgets: list[int], base: str = "random-sh") -> str:
+    """Per task and method: the per-seed difference to ``base`` (same task, same seed) at every budget, mean
+    ± 95 % interval over the seeds both ran; and the budget each run needed to reach ``base``'s mean final
+    test accuracy (the search with the model replaced by a uniform choice).
+    """
+    if not any(r["method"] == base for r in runs):
+        return ""
+    unit = unit_of(runs)
+    lines = ["", "", f"Paired against {base} (same task and seed; mean ± 95 % Student-t half-width of the per-seed "
+             f"difference in test accuracy), and the {unit} each run needed to reach {base}'s mean final test "
+             "accuracy:", "",
+             "| task | method | seeds | " + " | ".join(f"Δ@{b}" for b in budgets) + f" | {unit} to {base}'s final |",
+             "|---|---|---|" + "---|" * len(budgets) + "---|"]
+    for task in dict.fromkeys(r["task"] for r in runs):
+        ref = {r["seed"]: r for r in runs if r["task"] == task and r["method"] == base}
+        if not ref:
+            continue
+        top = max(r["budget"] for r in ref.values())
+        target = statistics.mean(at(r, top) for r in ref.values())
+        for method in METHODS:
+            rs = [r for r in runs if r["task"] == task and r["method"] == method and r["seed"] in ref]
+            if not rs:
+                continue
+            cells = [fmt([at(r, b) - at(ref[r["seed"]], b) for r in rs]) if b <= top else "-" for b in budgets]
+            hit = [h for h in (calls_to(r, target) for r in rs) if h is not None]
+            reach = f"{len(hit)}/{len(rs)} runs" + (f"; median {statistics.median(hit):g}" if hit else "")
+            lines.append(f"| {task_slug(task)} | {method} | {len(rs)} | " + " | ".join(cells) + f" | {reach} |")
+    return "\n".join(lines)
+
+
+def planning_report(runs: list[dict]) -> str:
+    """What TaP's searches spent planning (menu, imagination, acquisition) per round, against one real
+    evaluation at full fidelity (runs that recorded it).
+    """
+    rows = []
+    for method in METHODS:
+        rs = [r["planning"] for r in runs if r["method"] == method and r.get("planning", {}).get("rounds")]
+        ratios = [p["ratio"] for p in rs if p.get("ratio") is not None]
+        if rs and method != "random-sh":
+            rows.append(f"| {method} | {len(rs)} | {statistics.mean(p['per_round'] for p in rs):.3f} | "
+                        f"{statistics.mean(p['full_evaluation_seconds'] for p in rs):.2f} | "
+                        f"{statistics.mean(ratios):.3f} |")
+    if not rows:
+        return ""
+    return "\n".join(["", "", "Planning cost per round (CPU seconds) against one real evaluation at full fidelity:", "",
+                      "| method | runs | planning s / round | s / full evaluation | ratio |", "|---|---|---|---|---|",
+                      *rows])
 
 
 def plot(runs: list[dict], path: Path) -> Path | None:

@@ -33,6 +33,7 @@ variant shares the menu, the halving and the acceptance, and the budget lives in
 from __future__ import annotations
 
 import math
+import time
 from typing import Literal
 
 import torch
@@ -266,6 +267,7 @@ class SuccessiveHalvingSearch(Search):
     def search(self) -> None:
         for _ in range(self.max_rounds):
             parent, parent_edits = self.best, list(self.best_edits)
+            t0 = time.perf_counter()
             menu = self._menu(parent)
             if not menu:
                 return
@@ -274,7 +276,8 @@ class SuccessiveHalvingSearch(Search):
                 score = self._add_fluency(parent, menu, score)
             picks = self._acquire(score, sigma)
             entry = {"round": len(self.rounds), "menu": len(menu), "entrants": len(picks),
-                     "plans_in_menu": sum(len(e) > 1 for e, _ in menu)}
+                     "plans_in_menu": sum(len(e) > 1 for e, _ in menu),
+                     "planning_seconds": round(time.perf_counter() - t0, 4)}  # menu, imagination, acquisition
             self.rounds.append(entry)
             try:
                 entry["verified"] = self._halve(parent, parent_edits, menu, picks, score, sigma)
@@ -296,7 +299,21 @@ class SuccessiveHalvingSearch(Search):
         result.config["rounds"] = self.rounds
         result.costs["collection"] = collection_cost(self.training_data, self.task, self.env.mode)
         result.costs["fluency"] = {"requests": len(self._fluency)}
+        result.costs["planning"] = planning_cost(self.rounds, result.costs["search"], len(self.examples))
         return result
+
+
+def planning_cost(rounds: list[dict], search: dict, full: int) -> dict:
+    """What planning (menu, imagination, acquisition) cost per round, and its ratio to one real evaluation
+    at full fidelity (the rest of the search time, spent evaluating, per ``full`` example evaluations).
+    """
+    seconds = sum(r.get("planning_seconds", 0.0) for r in rounds)
+    per_round = seconds / len(rounds) if rounds else 0.0
+    evals = search["example_evals"] / full if full else 0.0
+    per_eval = max(search["seconds"] - seconds, 0.0) / evals if evals else float("nan")
+    return {"seconds": round(seconds, 3), "rounds": len(rounds), "per_round": round(per_round, 4),
+            "full_evaluation_seconds": round(per_eval, 4),
+            "ratio": round(per_round / per_eval, 4) if per_eval and per_eval == per_eval else None}
 
 
 def load_world_model(path) -> tuple:
@@ -318,4 +335,4 @@ def random_sh(*args, **kwargs) -> SuccessiveHalvingSearch:
     return SuccessiveHalvingSearch(*args, scorer="random", **kwargs)
 
 
-__all__ = ["SuccessiveHalvingSearch", "halving_rungs", "load_world_model", "random_sh"]
+__all__ = ["SuccessiveHalvingSearch", "halving_rungs", "load_world_model", "planning_cost", "random_sh"]

@@ -297,6 +297,11 @@ def test_compare_in_llm_calls_runs_the_sh_searches_and_baselines_alike(compare, 
     assert "| add | random-sh | baseline | 1 |" in table
     assert runs[4]["method"] == "tap-sh-mean" and runs[4]["config"]["beta"] == 0.0
     assert runs[5]["config"]["refine_steps"] == 10 and "| add | tap-sh-online | transfer | 1 |" in table
+    assert "Paired against random-sh" in table and "| add | random-sh | 1 | 0.000 | 0.000 |" in table
+    paired = next(line for line in table.splitlines() if line.startswith("| add | tap-sh | 1 | "))
+    expected = runs[0]["curve"][-1]["test"] - runs[2]["curve"][-1]["test"]  # tap-sh - random-sh, same seed, @128
+    assert paired.split(" | ")[4] == f"{expected:.3f}" and "runs" in paired.split("|")[-2]
+    assert "Planning cost per round" in table and runs[0]["planning"]["rounds"] > 0
     with pytest.raises(ValueError, match="budget units"):
         compare.report([*runs, {**runs[3], "unit": "evals"}])
     png = compare.plot(runs, tmp_path / "calls.png")

@@ -10,7 +10,7 @@ import pytest
 
 from tap.env import Evaluation, ExampleResult
 from tap.errors import TapError
-from tap.planning.search import SuccessiveHalvingSearch, halving_rungs, random_sh
+from tap.planning.search import SuccessiveHalvingSearch, halving_rungs, planning_cost, random_sh
 from tap.search import search_key
 from tests.helpers import RuleLLM, arithmetic_task, tiny_world_model
 
@@ -35,9 +35,26 @@ def _search(task, wm, scorer="model", budget=None, calls=None, seed=0, llm=None,
 
 
 def _strip(result) -> dict:
+    """The result without its wall-clock times (the only thing a seed does not fix)."""
     d = copy.deepcopy(result.to_dict())
     d["costs"]["search"].pop("seconds")
+    d["costs"].pop("planning")
+    for r in d["config"]["rounds"]:
+        r.pop("planning_seconds")
     return d
+
+
+def test_planning_cost_is_measured_per_round_against_a_real_evaluation(task, wm):
+    result = _search(task, wm, "model", calls=97).run()
+    plan = result.costs["planning"]
+    rounds = result.config["rounds"]
+    assert plan["rounds"] == len(rounds) > 0 and all(r["planning_seconds"] >= 0 for r in rounds)
+    assert plan["seconds"] == pytest.approx(sum(r["planning_seconds"] for r in rounds), abs=1e-3)
+    assert plan["ratio"] is not None and plan["ratio"] >= 0
+    # the arithmetic: 2 rounds of 0.1 s; 10 s of search with 0.2 s of planning over 64 example evaluations of 8
+    cost = planning_cost([{"planning_seconds": 0.1}] * 2, {"example_evals": 64, "seconds": 10.0}, 8)
+    assert cost["per_round"] == pytest.approx(0.1) and cost["full_evaluation_seconds"] == pytest.approx(9.8 / 8)
+    assert cost["ratio"] == pytest.approx(0.1 / (9.8 / 8), abs=1e-4)
 
 
 def test_halving_rungs():
