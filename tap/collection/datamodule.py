@@ -239,6 +239,18 @@ class TriplesDataModule(L.LightningDataModule):
                                   for i in sorted(traj_ids) for step in sorted(by_group[i])]
         self.splits = {s: TrajectoryWindows(t, self.hparams.window) for s, t in parts.items()}
         self.groups = {s: SiblingGroups(g) for s, g in groups.items()}
+        self.edit_rows = {s: [r for group in g for r in group] for s, g in groups.items()}  # every edit once
+
+    def op_effects(self, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+        """Every edit of ``split`` once (chosen and sibling edits alike): its operation id (N,) long and the
+        accuracy change it made (N,), what the world model's non-learned prior is counted from.
+        """
+        if not self.splits:
+            self.setup()
+        rows = self.edit_rows[split]
+        ops = torch.tensor([r["op_id"] for r in rows], dtype=torch.long)
+        delta = torch.tensor([r["next_reward"] - r["reward"] for r in rows], dtype=torch.float32)
+        return ops, delta
 
     def context(self, task: str) -> str:
         """The task context the encoder sees: the task's own description."""

@@ -190,7 +190,8 @@ class SuccessiveHalvingSearch(Search):
             actions, scales = wm.embed_edits(flat)  # (len(idx) * length, A), (.., 3)
             start = {k: v.expand(len(idx), *v.shape[1:]) for k, v in state.items()}
             after = wm.imagine(start, actions.view(len(idx), length, -1), scales.view(len(idx), length, -1))[-1]
-            m, s = wm.edit_effect(start, after)  # (len(idx), 2) each
+            ops = torch.tensor([[e.op_id for e in menu[i][0]] for i in idx], dtype=torch.long)  # (len(idx), length)
+            m, s = wm.edit_effect(start, after, ops)  # (len(idx), 2) each
             mean[idx], std[idx] = m.float().cpu(), s.float().cpu()
         score = mean[:, 0] + self.dense_weight * mean[:, 1]
         return score.tolist(), std[:, 0].tolist()

@@ -96,6 +96,9 @@ class WorldModel(TapSystem):
         task_dim: size of the task vector from the task's train pairs (0: no task conditioning).
         chain_stats: give the heads the observed chain's structure (``chain_stats``) as well.
         interval: nominal coverage of the effect's predictive interval (calibrated on validation).
+        effect_prior: the effect head predicts the accuracy change *beyond* the non-learned prior (the mean
+            change of the edit's operation over the training edits, fixed before training): it starts from
+            the prior and learns how the chain and the task correct it.
         loss_scales: weight per loss term (``WM_LOSSES``); missing terms take ``DEFAULT_SCALES``.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -108,7 +111,8 @@ class WorldModel(TapSystem):
                  world_model: Literal["hierarchical", "flat", "demo"] = "hierarchical", action_dim: int = 64,
                  deter_dim: int = 128, stoch_dim: int = 32, hidden_dim: int = 256, ensemble: int = 5,
                  bins: int = 41, free_nats: float = 1.0, bootstrap: float = 0.8, task_dim: int = 32,
-                 chain_stats: bool = True, interval: float = 0.8, loss_scales: dict[str, float] | None = None,
+                 chain_stats: bool = True, interval: float = 0.8, effect_prior: bool = False,
+                 loss_scales: dict[str, float] | None = None,
                  lr: float = 3e-4, weight_decay: float = 1e-4) -> None:
         super().__init__()
         unknown = set(loss_scales or {}) - set(WM_LOSSES)
@@ -150,9 +154,22 @@ class WorldModel(TapSystem):
             for s in ("val", "test") for who in ("model", "prior")})
         self.calibration = torch.nn.ModuleDict({s: IntervalCalibration(interval) for s in ("val", "test")})
         self._groups_seen = 0  # sibling groups scored in this evaluation epoch (their ids stay unique)
+        self._prior_fixed = False  # True once the prior was counted from the whole training split
         self.horizon_error = torch.nn.ModuleDict()  # "<stage>_<model|copy>_<k>" -> MeanMetric, made on first use
         self._tasks: dict[str, int] = {}
         self.projector = LatentProjector(["task", "reward", "predicted_reward"])
+
+    def on_fit_start(self) -> None:
+        """Count the non-learned prior once from the whole training split (every edit once), before any
+        step, so that an effect head trained beyond it (``effect_prior``) sees one fixed offset.
+        """
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None or not hasattr(dm, "op_effects"):
+            return  # counted batch by batch during training instead
+        ops, delta = dm.op_effects("train")
+        self.op_delta.zero_()
+        self._count_ops(ops, delta)
+        self._prior_fixed = True
 
     def train(self, mode: bool = True) -> WorldModel:
         super().train(mode)
@@ -245,12 +262,25 @@ class WorldModel(TapSystem):
         """
         return [*self.net.parameters(), *self.actions.parameters()]
 
-    def edit_effect(self, parent: State, child: State) -> tuple[torch.Tensor, torch.Tensor]:
-        """The change an edit makes from ``parent`` to ``child``: predicted mean (B, 2) and calibrated std
-        (B, 2), columns (accuracy, dense); ``mean ± 1.28 * std`` is the 80 % interval.
+    def edit_effect(self, parent: State, child: State,
+                    op_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The change the edits ``op_ids`` (B,) or (B, L) long make from ``parent`` to ``child``: predicted
+        mean (B, 2) and calibrated std (B, 2), columns (accuracy, dense); ``mean ± 1.28 * std`` is the 80 %
+        interval. With ``effect_prior`` the operations' prior is added (``op_ids`` then required).
         """
         mean, std = self.net.effect(parent, child)
-        return mean, std * self.interval_scale
+        return self._with_prior(mean, op_ids), std * self.interval_scale
+
+    def _with_prior(self, mean: torch.Tensor, op_ids: torch.Tensor | None) -> torch.Tensor:
+        """The effect head's output (B, 2) plus, with ``effect_prior``, the prior of the edits (summed over a plan)."""
+        if not self.hparams.get("effect_prior", False):
+            return mean
+        if op_ids is None:
+            raise TapError("this world model predicts effects beyond its operation prior (effect_prior): "
+                           "pass the edits' op_ids to edit_effect.")
+        prior = self.op_prior(op_ids.to(self.op_delta.device).long())
+        prior = prior.sum(-1) if prior.dim() > 1 else prior  # (B,)
+        return torch.stack([mean[:, 0] + prior.to(mean), mean[:, 1]], -1)
 
     def op_prior(self, op_ids: torch.Tensor) -> torch.Tensor:
         """The non-learned prior's score of edits (N,) long: the mean accuracy change of their operation over
@@ -366,9 +396,12 @@ class WorldModel(TapSystem):
         dense = batch["dense"].to(dev)
         real_eff = torch.stack([reward[b1, s1 + 1] - reward[b1, s1], dense[b1, s1 + 1] - dense[b1, s1]], -1)  # (L*B, 2)
         boot1 = self._bootstrap(f_parent.shape[0]) if stage == "train" else None
-        terms["effect"] = heads.effect.loss(f_parent, f_child, real_eff, boot1).mean()
+        ops1 = batch["edit_op"].to(dev)[b1, s1]  # (L*B,) the one-step edits' operations
+        offset = self._with_prior(torch.zeros_like(real_eff), ops1)  # (L*B, 2): the prior, when the head adds to it
+        terms["effect"] = heads.effect.loss(f_parent, f_child, real_eff - offset, boot1).mean()
+        mean1, std1 = heads.effect(f_parent, f_child)
         aux = {"out": out, "pred_obs": pred_obs, "pred_img": pred_img, "unc_img": unc[n_obs:], "pred_lat": pred_lat,
-               "real_lat": real_lat, "f_img": f_img, "effect": heads.effect(f_parent, f_child), "real_effect": real_eff}
+               "real_lat": real_lat, "f_img": f_img, "effect": (mean1 + offset, std1), "real_effect": real_eff}
         return terms, aux
 
     def _bootstrap(self, n: int) -> torch.Tensor | None:
@@ -389,7 +422,8 @@ class WorldModel(TapSystem):
         self.log_dict(log, batch_size=B, on_step=stage == "train", on_epoch=True)
         self.log(f"{stage}/loss", loss, batch_size=B, prog_bar=True, on_step=stage == "train", on_epoch=True)
         if stage == "train":
-            self._count_ops(batch["edit_op"][:, 0], batch["reward"][:, 1] - batch["reward"][:, 0])
+            if not self._prior_fixed:
+                self._count_ops(batch["edit_op"][:, 0], batch["reward"][:, 1] - batch["reward"][:, 0])
         else:
             dense_img = self.net.heads.predict_response(aux["f_img"])[:, RESPONSE_FEATURES.index("dense")]
             self._update_metrics(stage, batch, aux["out"], aux["pred_obs"], aux["pred_img"], aux["unc_img"],
@@ -427,9 +461,11 @@ class WorldModel(TapSystem):
         real = torch.stack([reward[:, 1] - reward[:, 0], dense[:, 1] - dense[:, 0]], -1)  # (N, 2)
         group = batch["group"].to(dev)
         effect = self.net.heads.effect
+        offset = self._with_prior(torch.zeros_like(real), op)  # (N, 2): the prior, when the head adds to it
         mean, std = effect(f_parent, f_child)  # (N, 2) each
+        mean = mean + offset
         boot = self._bootstrap(N) if stage == "train" else None
-        terms = {"effect": effect.loss(f_parent, f_child, real, boot).mean(),
+        terms = {"effect": effect.loss(f_parent, f_child, real - offset, boot).mean(),
                  "rank": _ordered_mean(pairwise_ranking_loss(mean[:, 0], real[:, 0], group), real[:, 0], group),
                  "rank_dense": _ordered_mean(pairwise_ranking_loss(mean[:, 1], real[:, 1], group), real[:, 1], group)}
         loss = self.total_loss(terms)
@@ -438,7 +474,8 @@ class WorldModel(TapSystem):
                       batch_size=G, on_step=stage == "train", on_epoch=True)
         self.log(f"{stage}/loss_siblings", loss, batch_size=G, on_step=stage == "train", on_epoch=True)
         if stage == "train":
-            self._count_ops(op, real[:, 0])
+            if not self._prior_fixed:
+                self._count_ops(op, real[:, 0])
         else:
             tid = task_ids(batch["task"], self._tasks).to(dev)
             gid = group + self._groups_seen

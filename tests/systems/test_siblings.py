@@ -140,3 +140,60 @@ def test_ranking_terms_train_the_effect_head_to_order_siblings(sibling_data):
     out = wm.sibling_metrics["val_model"]["sibling"].compute()
     assert out["spearman"] > 0.5  # it learnt to order the siblings it trained on
     assert wm.op_delta[1].sum() == 100 * len(batch["task"])  # the prior counted every training edit
+
+
+def test_effect_prior_adds_the_operations_prior_to_the_head(sibling_data):
+    from tap.errors import TapError
+    from tap.systems import WorldModel
+
+    torch.manual_seed(0)
+    wm = WorldModel(encoder="hash", action_dim=16, deter_dim=16, stoch_dim=4, hidden_dim=32, ensemble=3, bins=21,
+                    effect_prior=True)
+    ops, delta = sibling_data.op_effects("train")
+    assert len(ops) == sum(len(g) for g in sibling_data.groups["train"].items)  # every edit once
+    wm._count_ops(ops, delta)
+    wm.eval()
+    chain = initial_chain("Respond to the input.")
+    edits = [Edit("instruction", "instruction_edit", (), "Give the sum."), Edit("segment", "insert", (0,), "Think.")]
+    with torch.no_grad():
+        lat = wm.encoder(["", ""], [wm_views(chain)] * 2)
+        lat["task"] = wm.context_vectors([PAIRS_A, PAIRS_A], [chain] * 2)
+        parent = wm.observe(lat)
+        actions, scales = wm.embed_edits(edits)
+        child = wm.imagine(parent, actions.unsqueeze(1), scales.unsqueeze(1))[0]
+        head, _ = wm.net.effect(parent, child)
+        op_ids = torch.tensor([e.op_id for e in edits])
+        mean, _ = wm.edit_effect(parent, child, op_ids)
+        plan, _ = wm.edit_effect(parent, child, torch.stack([op_ids, op_ids], -1))  # (B, 2): a two-edit plan
+    prior = wm.op_prior(op_ids)
+    assert torch.allclose(mean[:, 0], head[:, 0] + prior) and torch.equal(mean[:, 1], head[:, 1])
+    assert torch.allclose(plan[:, 0], head[:, 0] + 2 * prior)
+    with pytest.raises(TapError, match="op_ids"):
+        wm.edit_effect(parent, child)
+
+
+def test_effect_prior_trains_the_head_on_what_the_prior_leaves(sibling_data):
+    from tap.systems import WorldModel
+
+    batch = collate_siblings(sibling_data.groups["train"].items)
+    torch.manual_seed(0)
+    wm = WorldModel(encoder="hash", action_dim=16, deter_dim=16, stoch_dim=4, hidden_dim=32, ensemble=3, bins=21,
+                    effect_prior=True)
+    wm.log = wm.log_dict = lambda *a, **k: None  # no trainer attached
+    wm._count_ops(*sibling_data.op_effects("train"))
+    wm._prior_fixed = True
+    counts = wm.op_delta.clone()
+    opt = torch.optim.Adam([p for p in wm.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(60):
+        wm.train()
+        loss = wm._sibling_step(batch, "train")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert torch.equal(wm.op_delta, counts)  # a fixed prior is not counted again while training
+    wm.eval()
+    with torch.no_grad():
+        wm._sibling_step(batch, "val")
+    model = wm.sibling_metrics["val_model"]["sibling"].compute()["spearman"]
+    prior = wm.sibling_metrics["val_prior"]["sibling"].compute()["spearman"]
+    assert model >= prior - 0.05  # starting from the prior, training does not lose what it knows

@@ -74,7 +74,9 @@ def test_world_model_logs_named_terms_and_rank_metrics(trained):
     assert any(k.startswith("val/reward/spearman/add_") for k in metrics)  # per task
     assert any(k.startswith("val/calibration/coverage/add_") for k in metrics)
     model = trained["wm"].model
-    assert model.op_delta[1].sum() > 0  # the prior counted the training edits
+    ops, delta = trained["wm"].datamodule.op_effects("train")
+    assert model.op_delta[1].sum() == len(ops) > 0  # the prior counted every training edit once, before training
+    assert torch.allclose(model.op_delta[0].sum(), delta.sum())
     assert float(model.interval_scale) == pytest.approx(float(metrics["val/calibration/scale"]))
 
 
