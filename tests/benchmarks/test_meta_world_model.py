@@ -39,6 +39,7 @@ def test_report_gives_intervals_and_paired_differences(meta, monkeypatch):
     assert any(line.startswith(prior) for line in text.splitlines())
     summary = next(line for line in text.splitlines() if line.startswith("| hierarchical | 3 |"))
     assert "| 0.50 ± 0.00 |" in summary  # edit ρ / ceiling = 0.4 / 0.8 in every seed
+    assert any(line.startswith("| prior (op mean Δ) | 3 | 0.20 ± 0.25 |") for line in text.splitlines())
 
 
 def test_leave_one_out_takes_only_pool_tasks(meta, capsys):
