@@ -311,10 +311,10 @@ def planning_cost(rounds: list[dict], search: dict, full: int) -> dict:
     seconds = sum(r.get("planning_seconds", 0.0) for r in rounds)
     per_round = seconds / len(rounds) if rounds else 0.0
     evals = search["example_evals"] / full if full else 0.0
-    per_eval = max(search["seconds"] - seconds, 0.0) / evals if evals else float("nan")
+    per_eval = max(search["seconds"] - seconds, 0.0) / evals if evals else 0.0
     return {"seconds": round(seconds, 3), "rounds": len(rounds), "per_round": round(per_round, 4),
             "full_evaluation_seconds": round(per_eval, 4),
-            "ratio": round(per_round / per_eval, 4) if per_eval and per_eval == per_eval else None}
+            "ratio": round(per_round / per_eval, 4) if per_eval > 0 else None}
 
 
 def load_world_model(path) -> tuple:

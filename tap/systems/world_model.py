@@ -269,18 +269,21 @@ class WorldModel(TapSystem):
         interval. With ``effect_prior`` the operations' prior is added (``op_ids`` then required).
         """
         mean, std = self.net.effect(parent, child)
-        return self._with_prior(mean, op_ids), std * self.interval_scale
+        return mean + self._prior_offset(op_ids, mean), std * self.interval_scale
 
-    def _with_prior(self, mean: torch.Tensor, op_ids: torch.Tensor | None) -> torch.Tensor:
-        """The effect head's output (B, 2) plus, with ``effect_prior``, the prior of the edits (summed over a plan)."""
-        if not self.hparams.get("effect_prior", False):
-            return mean
+    def _prior_offset(self, op_ids: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """(B, 2) what the effect head's output is added to: with ``effect_prior``, the edits' operation prior
+        (summed over a plan) in the accuracy column; else zeros.
+        """
+        offset = torch.zeros_like(like)
+        if not self.hparams.effect_prior:
+            return offset
         if op_ids is None:
             raise TapError("this world model predicts effects beyond its operation prior (effect_prior): "
                            "pass the edits' op_ids to edit_effect.")
         prior = self.op_prior(op_ids.to(self.op_delta.device).long())
-        prior = prior.sum(-1) if prior.dim() > 1 else prior  # (B,)
-        return torch.stack([mean[:, 0] + prior.to(mean), mean[:, 1]], -1)
+        offset[:, 0] = prior.sum(-1) if prior.dim() > 1 else prior
+        return offset
 
     def op_prior(self, op_ids: torch.Tensor) -> torch.Tensor:
         """The non-learned prior's score of edits (N,) long: the mean accuracy change of their operation over
@@ -397,7 +400,7 @@ class WorldModel(TapSystem):
         real_eff = torch.stack([reward[b1, s1 + 1] - reward[b1, s1], dense[b1, s1 + 1] - dense[b1, s1]], -1)  # (L*B, 2)
         boot1 = self._bootstrap(f_parent.shape[0]) if stage == "train" else None
         ops1 = batch["edit_op"].to(dev)[b1, s1]  # (L*B,) the one-step edits' operations
-        offset = self._with_prior(torch.zeros_like(real_eff), ops1)  # (L*B, 2): the prior, when the head adds to it
+        offset = self._prior_offset(ops1, real_eff)  # (L*B, 2): the prior, when the head adds to it
         terms["effect"] = heads.effect.loss(f_parent, f_child, real_eff - offset, boot1).mean()
         mean1, std1 = heads.effect(f_parent, f_child)
         aux = {"out": out, "pred_obs": pred_obs, "pred_img": pred_img, "unc_img": unc[n_obs:], "pred_lat": pred_lat,
@@ -461,7 +464,7 @@ class WorldModel(TapSystem):
         real = torch.stack([reward[:, 1] - reward[:, 0], dense[:, 1] - dense[:, 0]], -1)  # (N, 2)
         group = batch["group"].to(dev)
         effect = self.net.heads.effect
-        offset = self._with_prior(torch.zeros_like(real), op)  # (N, 2): the prior, when the head adds to it
+        offset = self._prior_offset(op, real)  # (N, 2): the prior, when the head adds to it
         mean, std = effect(f_parent, f_child)  # (N, 2) each
         mean = mean + offset
         boot = self._bootstrap(N) if stage == "train" else None

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from tap.baselines import BASELINES, USES_PROPOSER, SearchResult, clean_instruction, run_baseline
 from tap.chains import replay
 from tap.errors import TapError
-from tests.helpers import RuleLLM, arithmetic_task
+from tests.helpers import RuleLLM, arithmetic_task, import_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
 NAMES = sorted(BASELINES)
 
 
@@ -185,11 +182,7 @@ def test_clean_instruction():
 
 def test_promptolution_reference_row_runs_under_the_same_accounting(task):
     pytest.importorskip("promptolution")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from promptolution_ref import PromptolutionEvoPrompt
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    PromptolutionEvoPrompt = import_benchmark("promptolution_ref").PromptolutionEvoPrompt  # noqa: N806
 
     llm = RuleLLM()
     run = lambda b, seed=0: PromptolutionEvoPrompt(llm, task, b, seed, eval_examples=6, progress=False).run()  # noqa: E731
@@ -209,12 +202,7 @@ def test_promptolution_reference_row_runs_under_the_same_accounting(task):
 # ---- the benchmark's bookkeeping ----------------------------------------------------------------
 @pytest.fixture
 def compare():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import compare as module
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return module
+    return import_benchmark("compare")
 
 
 def test_compare_runs_tap_and_baselines_on_the_same_split(compare, tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 import pytest
 
 from tap.errors import TaskError
-from tap.tasks.schema import Example, SplitFractions, Task
+from tap.tasks.schema import Example, SplitFractions, Task, task_slug
 
 
 def _examples(n: int) -> list[Example]:
@@ -116,3 +116,12 @@ def test_fixture_tasks_shape(tiny_task, tiny_mc_task):
 def test_fixture_task_inputs_are_distinct(tiny_task, tiny_mc_task):
     assert len({ex.input for ex in tiny_task.examples}) == 40
     assert len({ex.input for ex in tiny_mc_task.examples}) == 40
+
+
+@pytest.mark.parametrize(("spec", "slug"), [
+    ("bigbench:arithmetic/1_digit_addition", "arithmetic_1_digit_addition"), ("ii:sentiment", "sentiment"),
+    ("ii:translation_en-fr", "translation_en-fr"), ("data/add.jsonl", "add"), ("C:\\tasks\\my task.csv", "my_task"),
+    ("bigbench:object_counting", "object_counting")])
+def test_task_slug_is_one_short_name_per_spec(spec, slug):
+    assert task_slug(spec) == slug
+    assert Task(spec, _examples(5), "exact_match").slug == slug
