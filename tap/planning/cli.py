@@ -1,15 +1,17 @@
 """``plan.py``: optimise a task's chain with a trained world model under a budget of real LLM evaluations.
 
-Prints the initial and final chain, one line per verified edit (predicted and measured reward, budget
-spent), and both chains' accuracy on the task's held-out test split; writes plan.json, plan.md,
-final_chain.json, final_prompt.txt, the verified transitions and a TensorBoard run to --out.
+By default (``--method sh``) it runs TaP's successive-halving search (``tap.planning.search``): each
+round a menu of ``--menu`` candidates is scored in imagination, ``--enter`` of them are picked by
+mean + ``--beta`` x uncertainty and verified by successive halving on paired examples, and a candidate
+replaces the incumbent only if it beats it on the same examples. ``prior-sh``, ``random-sh`` (no
+checkpoint needed), ``gradient-sh`` and ``policy-sh`` are the same search ranked by the non-learned
+prior, uniformly, by the gradient planner or by an imagination policy (its checkpoint).
 
-``--method sh`` runs TaP's successive-halving search instead (``tap.planning.search``: a menu of
-``--menu`` candidates scored in imagination, ``--enter`` of them picked by mean + ``--beta`` x
-uncertainty and verified by successive halving on paired examples); ``gradient-sh``, ``policy-sh``,
-``prior-sh`` and ``random-sh`` are the same search ranked by the gradient planner, an imagination
-policy (its checkpoint), the non-learned prior, or uniformly. They write the same files (no TensorBoard
-run, no verified transitions).
+Prints the initial and final chain, one line per verified chain (predicted and measured effect, the
+examples it was measured on, calls spent), and both chains' accuracy on the task's held-out test
+split; writes plan.json, plan.md, final_chain.json and final_prompt.txt to --out. The older
+verify-top-k planner (``--method gradient | policy | random``) also writes the verified transitions
+and a TensorBoard run.
 """
 
 from __future__ import annotations
@@ -20,10 +22,6 @@ import sys
 
 from tap.errors import TapError
 from tap.tasks import task_slug
-
-#: the successive-halving search's rankers (plan.py --method)
-SH_METHODS = {"sh": "model", "gradient-sh": "gradient", "policy-sh": "policy", "prior-sh": "prior",
-              "random-sh": "random"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,9 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "without a description, else 0); proposer requests, never charged to the budget")
     p.add_argument("--proposer", help="LLM that induces instructions (default: the frozen LLM)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--method", choices=(*METHODS, *SH_METHODS), default=d.method,
-                   help="gradient planner, imagination policy (policy checkpoint), random edits; or the "
-                        "successive-halving search ranked by the world model (sh), the prior or uniformly")
+    p.add_argument("--method", choices=METHODS, default=d.method,
+                   help="TaP's successive-halving search ranked by the world model (sh), by the non-learned "
+                        "prior, uniformly (random-sh: needs no checkpoint), by the gradient planner or a policy; "
+                        "or the verify-top-k planner: gradient, policy (policy checkpoint), random edits")
     p.add_argument("--menu", type=int, default=256, help="sh: candidates scored in imagination per round")
     p.add_argument("--enter", type=int, default=8, help="sh: candidates verified by successive halving per round")
     p.add_argument("--beta", type=float, default=1.0, help="sh: weight of the uncertainty in the acquisition")
@@ -64,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--discount", type=float, default=g.discount)
     p.add_argument("--restarts", type=int, default=g.restarts, help="relaxed plans optimised in parallel")
     p.add_argument("--refine-steps", type=int, default=d.refine_steps,
-                   help="Dyna refinement steps of the world model after each step (0: off)")
+                   help="refinement steps of the world model on verified transitions after each step (0: off; "
+                        "default 0 for sh, 10 for the verify-top-k planner)")
     p.add_argument("--refine-lr", type=float, default=d.refine_lr)
     p.add_argument("--eval-examples", type=int, default=d.eval_examples, help="val examples per verification")
     p.add_argument("--test-examples", type=int, default=d.test_examples,
@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from tap.chains import Chain
     from tap.paths import ensure_writable
     from tap.planning import GradientConfig, PlanConfig, Planner
+    from tap.planning.planner import SH_METHODS
     from tap.tasks import load_task
 
     initial = None
@@ -107,8 +108,9 @@ def run(args: argparse.Namespace) -> int:
         return run_sh(args, initial, out)
     grad = GradientConfig(args.plan_length, args.grad_steps, args.lr, args.temperature, args.uncertainty_penalty,
                           args.discount, args.restarts)
-    config = PlanConfig(args.method, args.candidates, args.verify_top, grad, args.refine_steps, args.refine_lr,
-                        args.eval_examples, args.test_examples)
+    config = PlanConfig(method=args.method, candidates=args.candidates, verify_top=args.verify_top, gradient=grad,
+                        refine_steps=args.refine_steps, refine_lr=args.refine_lr, eval_examples=args.eval_examples,
+                        test_examples=args.test_examples)
     planner = Planner.from_checkpoint(args.checkpoint, config=config, model=args.model, cache=args.cache)
     task = load_task(args.task, seed=args.seed)
     induction = _induction(args, task, planner.llm)
@@ -177,37 +179,24 @@ def _induction(args: argparse.Namespace, task, llm):
 
 
 def run_sh(args: argparse.Namespace, initial, out: str) -> int:
-    """plan.py with the successive-halving search (``--method sh | prior-sh | random-sh``)."""
-    from tap.env import Environment
-    from tap.llm import load_llm
-    from tap.planning.search import SuccessiveHalvingSearch, load_world_model
+    """plan.py with the successive-halving search (``--method sh | prior-sh | random-sh | ...``)."""
+    from tap.planning import PlanConfig, Planner
     from tap.tasks import load_task
 
-    scorer, policy = SH_METHODS[args.method], None
-    if scorer == "policy":
-        from tap.systems.policy import ImaginationPolicy
-
-        policy = ImaginationPolicy.from_checkpoint(args.checkpoint)
-        wm, data = policy.world_model, dict(policy.hparams.get("world_model_data") or {})
+    config = PlanConfig(method=args.method, menu=args.menu, enter=args.enter, beta=args.beta,
+                        refine_steps=args.refine_steps, refine_lr=args.refine_lr, eval_examples=args.eval_examples,
+                        test_examples=args.test_examples)
+    if args.method == "random-sh":  # the uniform ranker needs no world model
+        planner = Planner(None, config=config, model=args.model or "smollm2", cache=args.cache)
     else:
-        wm, data = load_world_model(args.checkpoint) if scorer != "random" else (None, {})
-    llm = load_llm(args.model or data.get("model") or "smollm2", cache=args.cache)
-    task = load_task(args.task, seed=args.seed)
-    induction = _induction(args, task, llm)
-    search = SuccessiveHalvingSearch(llm, task, args.budget, args.seed, budget_calls=args.budget_calls,
-                                     eval_examples=args.eval_examples, world_model=wm, scorer=scorer, policy=policy,
-                                     training_data=data, initial=initial, induction=induction,
-                                     progress=not args.quiet, menu=args.menu, enter=args.enter, beta=args.beta,
-                                     refine_steps=args.refine_steps if scorer == "model" else 0,
-                                     refine_lr=args.refine_lr)
-    print(f"searching {args.task} ({search.name}, rungs {list(search.rungs)}, seed {args.seed})")
-    result = search.run()
-    test = {}
-    if args.test_examples > 0 and task.test:
-        env = Environment(llm, task, dense_reward=False)
-        held_out = task.test[: args.test_examples]
-        for name, chain in (("initial", result.initial_chain), ("final", result.final_chain)):
-            test[name] = {"accuracy": env.evaluate(chain, held_out).accuracy, "n": len(held_out)}
+        planner = Planner.from_checkpoint(args.checkpoint, config=config, model=args.model, cache=args.cache)
+    task = load_task(args.task, seed=args.seed)  # before the LLM is loaded (on first use)
+    induction = _induction(args, task, planner.llm)
+    print(f"searching {args.task} ({args.method}, seed {args.seed}"
+          + (f", world model {planner.checkpoint})" if planner.checkpoint else ")"))
+    result = planner.optimize(task, budget=args.budget, budget_calls=args.budget_calls, seed=args.seed,
+                              initial=initial, progress=not args.quiet, out_dir=out, induction=induction)
+    test = result.test
     print("\n== initial chain ==")
     print(result.initial_chain.describe())
     print("\n== verified chains (rung = examples it was measured on) ==")
@@ -223,17 +212,14 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
     if test:
         print(f"held-out test accuracy ({test['initial']['n']} test examples, never seen by the search): "
               f"{test['initial']['accuracy']:.3f} -> {test['final']['accuracy']:.3f}")
-    readable = _fluency(llm, result)
+    readable = _fluency(planner.llm, result)
     print(f"cost: {c['search']['example_evals']} LLM calls, {c['search']['chain_evals']:g} chain evaluations, "
           f"{len(result.config['rounds'])} rounds in {c['search']['seconds']:.0f} s; world-model data on this task: "
           f"{c['collection']['chain_evals_this_task']} chain evaluations")
-    result.test = test
-    path = result.save(out)
-    print(f"wrote {path}, plan.md, final_chain.json, final_prompt.txt")
+    print(f"wrote {out}/plan.json, plan.md, final_chain.json, final_prompt.txt")
     print(json.dumps({"task": result.task, "method": result.method, "seed": result.seed,
                       "search": {"initial": s0["accuracy"], "final": s1["accuracy"]},
                       "test": {k: v["accuracy"] for k, v in test.items()}, "budget_calls": args.budget_calls,
                       "chain_evals": c["search"]["chain_evals"], "example_evals": c["search"]["example_evals"],
                       "fluency": readable, "out": out}))
     return 0
-

@@ -1,4 +1,11 @@
-"""The planner: optimise a task's chain under a budget of real chain evaluations.
+"""The planner: optimise a task's chain under a budget of real LLM calls and/or chain evaluations.
+
+``Planner.optimize`` runs, by default (``method="sh"``), TaP's successive-halving search
+(``tap.planning.search``: a large menu scored in imagination, acquisition by mean + uncertainty,
+successive halving on paired examples); ``prior-sh``, ``random-sh``, ``gradient-sh`` and ``policy-sh``
+are the same search ranked by the non-learned prior, uniformly, by the gradient planner or by an
+imagination policy. The older verify-top-k loop below stays available as ``gradient``, ``policy`` and
+``random``:
 
 Each step (MPC): propose K candidate edits of the current chain across the three scales; rank them
 in imagination (``gradient``: relaxed H-step plans through the world model, seeded by the imagination
@@ -35,8 +42,13 @@ from tap.search import Search, SearchRecord, SearchResult
 from tap.systems.checkpoints import init_hparams, read_checkpoint
 from tap.tasks import Task, load_task
 
-Method = Literal["gradient", "policy", "random"]
-METHODS = ("gradient", "policy", "random")
+Method = Literal["sh", "prior-sh", "random-sh", "gradient-sh", "policy-sh", "gradient", "policy", "random"]
+#: the successive-halving search (``tap.planning.search``) and what ranks its menu: method -> scorer
+SH_METHODS = {"sh": "model", "prior-sh": "prior", "random-sh": "random", "gradient-sh": "gradient",
+              "policy-sh": "policy"}
+#: the verify-top-k planner (``PlanSearch``)
+TOPK_METHODS = ("gradient", "policy", "random")
+METHODS = (*SH_METHODS, *TOPK_METHODS)
 
 
 @dataclass
@@ -44,12 +56,19 @@ class PlanConfig:
     """How a search runs (every field is a ``plan.py`` option).
 
     Args:
-        method: ``gradient`` (relaxed planning through the world model), ``policy`` (the imagination
-            policy's choice; needs a policy checkpoint) or ``random`` (random candidates, same verification).
-        candidates: candidate edits proposed per step (K), across the three scales.
-        verify_top: planned chains verified on the real LLM per step.
+        method: ``sh`` (TaP's successive-halving search ranked by the world model; ``prior-sh``,
+            ``random-sh``, ``gradient-sh``, ``policy-sh``: ranked otherwise), or the verify-top-k planner:
+            ``gradient`` (relaxed planning through the world model), ``policy`` (the imagination policy's
+            choice; needs a policy checkpoint) or ``random`` (random candidates, same verification).
+        candidates: verify-top-k: candidate edits proposed per step (K), across the three scales.
+        verify_top: verify-top-k: planned chains verified on the real LLM per step.
         gradient: the gradient planner's settings (plan_length, steps, lr, temperature, penalty, ...).
-        refine_steps: Dyna refinement steps on verified transitions after each step (0: off).
+        menu: sh: candidates scored in imagination per round.
+        enter: sh: candidates verified by successive halving per round.
+        beta: sh: weight of the uncertainty in the acquisition (0: by the predicted mean).
+        refine_steps: refinement steps on verified transitions after each step (0: off; None: the
+            method's default, 10 for the verify-top-k planner's Dyna refinement and 0 for ``sh``, whose
+            online learning is the ablation ``tap-sh-online`` in ``benchmarks/compare.py``).
         refine_lr: learning rate of the refinement.
         eval_examples: val examples each verified chain is evaluated on (the search signal).
         test_examples: held-out test examples for the final report (0: skip the test evaluation).
@@ -58,11 +77,14 @@ class PlanConfig:
         max_steps: most planning steps (the budget normally ends the search first).
     """
 
-    method: Method = "gradient"
+    method: Method = "sh"
     candidates: int = 12
     verify_top: int = 2
     gradient: GradientConfig = field(default_factory=GradientConfig)
-    refine_steps: int = 10
+    menu: int = 256
+    enter: int = 8
+    beta: float = 1.0
+    refine_steps: int | None = None
     refine_lr: float = 1e-4
     eval_examples: int = 16
     test_examples: int = 50
@@ -76,6 +98,12 @@ class PlanConfig:
         if self.candidates < 1 or self.verify_top < 1 or self.eval_examples < 1 or self.test_examples < 0:
             raise TapError(f"invalid plan settings: candidates ({self.candidates}), verify_top ({self.verify_top}) "
                            f"and eval_examples ({self.eval_examples}) must be >= 1, test_examples >= 0.")
+
+    def refine_for(self, method: str) -> int:
+        """Refinement steps a run of ``method`` takes (``refine_steps``, or the method's default)."""
+        if self.refine_steps is not None:
+            return self.refine_steps
+        return 0 if method in SH_METHODS else 10
 
 
 class Planner:
@@ -91,6 +119,9 @@ class Planner:
         self.policy = policy
         self.config = config or PlanConfig()
         self.config.check()
+        if world_model is None and self.config.method != "random-sh":
+            raise TapError(f"method {self.config.method!r} needs a world model: load a checkpoint with "
+                           "Planner.from_checkpoint, or use method='random-sh'.")
         if self.config.method == "policy" and policy is None:
             raise TapError("method 'policy' needs an imagination-policy checkpoint: train one with "
                            "`python train.py fit --config configs/policy.yaml` and pass checkpoints/policy.")
@@ -101,7 +132,7 @@ class Planner:
         self.checkpoint = checkpoint
         # what Dyna refinement changes (the frozen encoder is never touched, so it is not copied)
         self._initial_state = {name: {k: v.clone() for k, v in getattr(world_model, name).state_dict().items()}
-                               for name in ("net", "actions")}
+                               for name in ("net", "actions")} if world_model is not None else {}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, llm=None, config: PlanConfig | None = None, model: str | None = None,
@@ -202,21 +233,26 @@ class Planner:
         method = method or cfg.method
         if method not in METHODS:
             raise TapError(f"unknown planning method {method!r}; choose one of {list(METHODS)}.")
-        if method == "policy" and self.policy is None:
-            raise TapError("method 'policy' needs an imagination-policy checkpoint (configs/policy.yaml).")
+        if method in ("policy", "policy-sh") and self.policy is None:
+            raise TapError(f"method {method!r} needs an imagination-policy checkpoint (configs/policy.yaml).")
+        if self.wm is None and method != "random-sh":
+            raise TapError(f"method {method!r} needs a world model: load a checkpoint with Planner.from_checkpoint.")
         check_budgets(budget, budget_calls)
         if out_dir is not None:
             ensure_writable(out_dir, "--out")  # before the first paid call
         task = task if isinstance(task, Task) else load_task(task, seed=seed)
         for name, state in self._initial_state.items():  # every run starts from the checkpoint's world model
             getattr(self.wm, name).load_state_dict(state)
+        if method in SH_METHODS:
+            return self._successive_halving(task, method, budget, budget_calls, seed, initial, progress, out_dir,
+                                            induction)
         search = PlanSearch(self, method, self.llm, task, budget, seed=seed, eval_examples=cfg.eval_examples,
                             mode=cfg.mode, max_new_tokens=cfg.max_new_tokens, initial=initial, progress=progress,
                             budget_calls=budget_calls, induction=induction, on_record=on_record)
         result = search.run()
         result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)
         result.costs["collection"] = collection_cost(self.training_data, task, search.env.mode)
-        result.costs["refinement"] = {"steps": cfg.refine_steps * len(search.refine_log),
+        result.costs["refinement"] = {"steps": cfg.refine_for(method) * len(search.refine_log),
                                       "verified_transitions": len(search.refiner.rows)}
         result.config, result.checkpoint = {**asdict(cfg), "method": method}, self.checkpoint
         if out_dir is not None:
@@ -226,6 +262,28 @@ class Planner:
             from tap.planning.report import log_to_tensorboard
 
             log_to_tensorboard(result, log_dir, search.refine_log)
+        return result
+
+    def _successive_halving(self, task: Task, method: str, budget: int | None, budget_calls: int | None, seed: int,
+                            initial: Chain | None, progress: bool, out_dir: str | Path | None,
+                            induction: Induction | None) -> SearchResult:
+        """``optimize`` with TaP's successive-halving search (``tap.planning.search``), ranked per ``method``."""
+        from tap.planning.search import SuccessiveHalvingSearch
+
+        cfg, scorer = self.config, SH_METHODS[method]
+        search = SuccessiveHalvingSearch(self.llm, task, budget, seed, budget_calls=budget_calls,
+                                         eval_examples=cfg.eval_examples, mode=cfg.mode,
+                                         max_new_tokens=cfg.max_new_tokens, initial=initial, induction=induction,
+                                         progress=progress, world_model=self.wm, scorer=scorer, policy=self.policy,
+                                         training_data=self.training_data, menu=cfg.menu, enter=cfg.enter,
+                                         beta=cfg.beta, refine_steps=cfg.refine_for(method) if scorer == "model" else 0,
+                                         refine_lr=cfg.refine_lr)
+        result = search.run()
+        result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)
+        result.config = {**asdict(cfg), **result.config, "method": method}
+        result.checkpoint = self.checkpoint
+        if out_dir is not None:
+            result.save(out_dir)
         return result
 
     def _test(self, task: Task, initial: Chain, final: Chain, mode: str) -> tuple[dict, dict]:
@@ -263,7 +321,7 @@ class PlanSearch(Search):
         self.rng = random.Random(f"plan:{self.task.name}:{method}:{self.seed}")
         self.gen = torch.Generator().manual_seed(self.seed)
         self.pairs = task_pair_texts(self.task, int(planner.training_data.get("task_pairs", 4)))  # as trained
-        self.refiner = OnlineRefiner(planner.wm, cfg.refine_steps, cfg.refine_lr, seed=self.seed)
+        self.refiner = OnlineRefiner(planner.wm, cfg.refine_for(method), cfg.refine_lr, seed=self.seed)
         self.refine_log: list[dict] = []
 
     def _requests(self) -> int:

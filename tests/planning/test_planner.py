@@ -19,7 +19,8 @@ FAST = GradientConfig(plan_length=2, steps=3, restarts=2)
 
 
 def _planner(llm=None, **overrides) -> Planner:
-    config = PlanConfig(candidates=6, gradient=FAST, eval_examples=6, test_examples=8, refine_steps=2)
+    config = PlanConfig(method="gradient", candidates=6, gradient=FAST, eval_examples=6, test_examples=8,
+                        refine_steps=2)
     for k, v in overrides.items():
         setattr(config, k, v)
     return Planner(tiny_world_model(), config=config, llm=llm or RuleLLM())
@@ -231,9 +232,9 @@ def test_plan_cli_end_to_end_on_a_task_file(tmp_path, capsys, monkeypatch):
     ckpt = save_tiny_world_model(tmp_path / "wm.ckpt")
     monkeypatch.setattr(Planner, "llm", property(lambda self: RuleLLM()))
     out_dir = tmp_path / "out"
-    code, out = _plan(["--task", task_file, "--checkpoint", str(ckpt), "--budget", "6", "--seed", "0",
-                       "--candidates", "4", "--grad-steps", "2", "--horizon", "2", "--eval-examples", "6",
-                       "--test-examples", "6", "--out", str(out_dir), "--quiet"], capsys)
+    code, out = _plan(["--task", task_file, "--checkpoint", str(ckpt), "--method", "gradient", "--budget", "6",
+                       "--seed", "0", "--candidates", "4", "--grad-steps", "2", "--horizon", "2",
+                       "--eval-examples", "6", "--test-examples", "6", "--out", str(out_dir), "--quiet"], capsys)
     assert code == 0, out.err
     assert "== initial chain ==" in out.out and "== final chain ==" in out.out
     assert "held-out test accuracy" in out.out and "predicted" in out.out and "measured" in out.out
@@ -242,7 +243,8 @@ def test_plan_cli_end_to_end_on_a_task_file(tmp_path, capsys, monkeypatch):
     assert {p.name for p in out_dir.iterdir()} >= {"plan.json", "plan.md", "final_chain.json", "final_prompt.txt"}
     assert any(p.name.startswith("events.out.tfevents") for p in out_dir.iterdir())
     # the final chain loads back and can start another search
-    code, out = _plan(["--task", task_file, "--checkpoint", str(ckpt), "--budget", "2", "--initial",
+    code, out = _plan(["--task", task_file, "--checkpoint", str(ckpt), "--method", "gradient", "--budget", "2",
+                       "--initial",
                        str(out_dir / "final_chain.json"), "--out", str(tmp_path / "again"), "--quiet",
                        "--test-examples", "0", "--candidates", "3", "--grad-steps", "1"], capsys)
     assert code == 0, out.err
@@ -294,3 +296,31 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
     assert summary["method"] == {"sh": "tap-sh"}.get(method, method)
     assert "fluency" in out.out and set(summary["fluency"]) == {"initial", "final"}
     assert {p.name for p in out_dir.iterdir()} >= {"plan.json", "plan.md", "final_chain.json", "final_prompt.txt"}
+
+
+def test_the_python_api_runs_the_successive_halving_search_by_default(task, tmp_path):
+    """``Planner.optimize`` with the default config is TaP's search (``tap.planning.search``), exactly as built
+    directly, with its test report, settings and no online learning unless asked; ``random-sh`` needs no model."""
+    from tap.planning.search import SuccessiveHalvingSearch
+    from tests.planning.test_search import _strip
+
+    assert PlanConfig().method == "sh" and PlanConfig().refine_for("sh") == 0 and PlanConfig().refine_for("gradient")
+    wm = tiny_world_model()
+    config = PlanConfig(eval_examples=8, test_examples=6, menu=24, enter=4)
+    result = Planner(wm, config=config, llm=RuleLLM()).optimize(task, budget_calls=60, seed=1, progress=False,
+                                                                out_dir=tmp_path / "run")
+    assert result.method == "tap-sh" and result.costs["search"]["example_evals"] <= 60
+    assert set(result.test) == {"initial", "final"} and result.config["menu"] == 24
+    assert result.config["method"] == "sh" and result.config["refine_steps"] == 0
+    direct = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=60, eval_examples=8, progress=False,
+                                     world_model=wm, menu=24, enter=4).run()
+    assert [r.chain for r in result.records] == [r.chain for r in direct.records]
+    assert _strip(result)["records"] == _strip(direct)["records"]
+    assert PlanResult.load(tmp_path / "run").final_chain == result.final_chain
+    uniform = Planner(None, config=PlanConfig(method="random-sh", eval_examples=8, test_examples=0, menu=24, enter=4),
+                      llm=RuleLLM()).optimize(task, budget_calls=40, seed=1, progress=False)
+    assert uniform.method == "random-sh" and uniform.costs["search"]["example_evals"] <= 40
+    with pytest.raises(TapError, match="needs a world model"):
+        Planner(None, llm=RuleLLM())
+    with pytest.raises(TapError, match="needs a world model"):
+        Planner(None, config=PlanConfig(method="random-sh"), llm=RuleLLM()).optimize(task, budget=3, method="sh")
