@@ -27,6 +27,7 @@ paired difference model - prior per seed.
     python benchmarks/meta_world_model.py --models hierarchical --loo ii:sentiment
     python benchmarks/meta_world_model.py --tag minilm -- --model.init_args.encoder=minilm
     python benchmarks/meta_world_model.py --pool ii:sentiment ii:cause_and_effect   # a part of the pool
+    python benchmarks/meta_world_model.py --val-tasks ii:cause_and_effect   # validate on a task not trained on
     python benchmarks/meta_world_model.py --report-only
 """
 
@@ -89,8 +90,11 @@ def per_task(metrics: dict[str, float], tasks: list[str]) -> dict[str, dict[str,
 
 
 def run(model: str, seed: int, heldout: list[str], train_tasks: list[str], test_data: Path, name: str,
-        epochs: int | None, extra: list[str]) -> dict:
-    """Fit on ``train_tasks`` of the pool, test on ``heldout`` (all their trajectories)."""
+        epochs: int | None, extra: list[str], val_tasks: list[str] | None = None) -> dict:
+    """Fit on ``train_tasks`` of the pool, test on ``heldout`` (all their trajectories). ``val_tasks`` (some of
+    ``train_tasks``) are held out of training whole, as the validation data that selects the epoch and
+    calibrates the intervals.
+    """
     ckpt_dir = ROOT / "checkpoints" / "meta" / name
     common = ["--config", str(ROOT / "configs" / "world_model.yaml"), f"--model.init_args.world_model={model}",
               f"--seed_everything={seed}", "--trainer.enable_progress_bar=false"]
@@ -102,6 +106,8 @@ def run(model: str, seed: int, heldout: list[str], train_tasks: list[str], test_
            f"--checkpoint.dirpath={ckpt_dir}", f"--trainer.logger.init_args.name=meta-{name}"]
     if epochs:
         fit.append(f"--trainer.max_epochs={epochs}")
+    if val_tasks:
+        fit.append(f"--data.init_args.val_tasks=[{', '.join(val_tasks)}]")
     fit_metrics = _cli(fit)
     fit_seconds = time.time() - start
     from tap.systems.checkpoints import find_checkpoint
@@ -109,9 +115,11 @@ def run(model: str, seed: int, heldout: list[str], train_tasks: list[str], test_
     ckpt = str(find_checkpoint(ckpt_dir))
     test = _cli(["test", *common, "--data", str(test_data), f"--data.init_args.tasks=[{', '.join(heldout)}]",
                  "--data.init_args.split_fractions=[0.0, 1.0]", f"--ckpt_path={ckpt}"])
-    return {"model": model, "seed": seed, "name": name, "heldout": heldout, "trained_on": train_tasks,
-            "overrides": extra, "checkpoint": ckpt, "fit_seconds": round(fit_seconds, 1), "machine": machine_info(),
-            "val": {k: v for k, v in fit_metrics.items() if k.startswith("val/") and k.count("/") <= 2},
+    trained = [t for t in train_tasks if t not in (val_tasks or [])]
+    return {"model": model, "seed": seed, "name": name, "heldout": heldout, "trained_on": trained,
+            "val_tasks": val_tasks or [], "overrides": extra, "checkpoint": ckpt, "fit_seconds": round(fit_seconds, 1),
+            "machine": machine_info(), "val": {k: v for k, v in fit_metrics.items() if k.startswith("val/")
+                                               and k.count("/") <= 2},
             "test": per_task(test, heldout)}
 
 
@@ -190,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
                         "(no task named: every pool task); without --loo: test on the transfer set")
     parser.add_argument("--pool", nargs="*", default=None, help="train on these pool tasks only (default: all of "
                         "configs/data/ii_pool.yaml), e.g. the ones collected so far")
+    parser.add_argument("--val-tasks", nargs="*", default=None, help="pool tasks held out of training whole as "
+                        "validation data (epoch selection and interval calibration then measure transfer)")
     parser.add_argument("--epochs", type=int, default=None, help="override trainer.max_epochs")
     parser.add_argument("--tag", default="", help="name for a variant run with extra overrides (kept apart)")
     parser.add_argument("--out", default=str(OUT))
@@ -220,7 +230,8 @@ def main(argv: list[str] | None = None) -> None:
                     name += f"-{task_slug(heldout[0])}" if kind == "loo" else ""
                     name += f"-s{seed}"
                     results = [r for r in results if r["name"] != name]
-                    r = run(model, seed, heldout, train_tasks, data, name, args.epochs, args.extra)
+                    val = [t for t in args.val_tasks or [] if t in train_tasks]
+                    r = run(model, seed, heldout, train_tasks, data, name, args.epochs, args.extra, val)
                     results.append({**r, "label": label, "tag": args.tag, "kind": kind})
                     out.parent.mkdir(parents=True, exist_ok=True)
                     tmp = out.with_suffix(".tmp")

@@ -154,6 +154,9 @@ class TriplesDataModule(L.LightningDataModule):
         window: consecutive edits per item (1 = single triples; H for H-step rollouts).
         batch_size: items per batch.
         split_fractions: fractions of trajectories (per task) for val and test; train keeps the rest.
+        val_tasks: tasks (of ``tasks``) whose every trajectory is validation data: tasks held out from
+            training, so that checkpoint selection and the interval calibration (both on ``val``)
+            measure transfer to tasks never trained on, the question a meta-trained model is asked.
         siblings: sibling edits collected at every visited chain (0: one edit per step); with 2 or more,
             the loaders serve sibling groups next to the windows.
         task_pairs: train input/output pairs per item that describe its task (``task_pair_texts``).
@@ -169,10 +172,14 @@ class TriplesDataModule(L.LightningDataModule):
                  horizon: int = 6, eval_examples: int = 16, window: int = 1, batch_size: int = 32,
                  split_fractions: tuple[float, float] = (0.15, 0.15), seed: int = 0, data_dir: str = "data",
                  cache: str = "default", mode: str = "auto", max_new_tokens: int = 24, num_workers: int = 0,
-                 siblings: int = 0, task_pairs: int = 4) -> None:
+                 siblings: int = 0, task_pairs: int = 4, val_tasks: list[str] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.tasks = list(tasks or ["bigbench:arithmetic/1_digit_addition"])
+        self.val_tasks = set(val_tasks or [])
+        if not self.val_tasks <= set(self.tasks) or self.val_tasks == set(self.tasks):
+            raise TapError(f"val_tasks {sorted(self.val_tasks)} must be some, not all, of tasks {self.tasks}: they "
+                           "are held out from training as validation data.")
         if not 1 <= window <= horizon:
             raise TapError(f"window={window} must be between 1 and horizon={horizon}.")
         val_f, test_f = split_fractions
@@ -233,6 +240,8 @@ class TriplesDataModule(L.LightningDataModule):
             if len(ids) >= 3:  # keep every split non-empty when there is enough data
                 n_val, n_test = max(n_val, 1 if val_f > 0 else 0), max(n_test, 1 if test_f > 0 else 0)
             chosen = {"val": ids[:n_val], "test": ids[n_val : n_val + n_test], "train": ids[n_val + n_test :]}
+            if config.task in self.val_tasks:  # held out from training: all validation
+                chosen = {"val": ids, "test": [], "train": []}
             for split, traj_ids in chosen.items():
                 parts[split] += [sorted(by_traj[i], key=lambda r: r["step"]) for i in sorted(traj_ids)]
                 groups[split] += [sorted(by_group[i][step], key=lambda r: r.get("sibling", 0))

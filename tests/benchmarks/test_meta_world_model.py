@@ -49,3 +49,14 @@ def test_leave_one_out_takes_only_pool_tasks(meta, capsys):
     with pytest.raises(SystemExit):
         meta.main(["--pool", "ii:rhymes"])  # training on part of the pool: only pool tasks
     assert "--pool tasks must be tasks of ii_pool.yaml" in capsys.readouterr().err
+
+
+def test_val_tasks_reach_the_fit_only_and_are_not_counted_as_trained_on(meta, monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(meta, "_cli", lambda argv: calls.append(argv) or {})
+    monkeypatch.setattr("tap.systems.checkpoints.find_checkpoint", lambda d: tmp_path / "best.ckpt")
+    r = meta.run("hierarchical", 0, ["ii:rhymes"], ["ii:sentiment", "ii:diff"], meta.TRANSFER, "x-s0", None, [],
+                 ["ii:diff"])
+    fit, test = calls
+    assert "--data.init_args.val_tasks=[ii:diff]" in fit and not any(a.startswith("--data.init_args.val_tasks") for a in test)
+    assert r["trained_on"] == ["ii:sentiment"] and r["val_tasks"] == ["ii:diff"]

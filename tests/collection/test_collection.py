@@ -1,5 +1,6 @@
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -142,6 +143,24 @@ def test_datamodule_collects_splits_by_trajectory_and_batches(task_file, tmp_pat
     dm2 = _dm(task_file, tmp_path, tiny_llm)
     dm2.setup("fit")
     assert [w[0]["trajectory"] for w in dm2.splits["val"].items] == [w[0]["trajectory"] for w in dm.splits["val"].items]
+
+
+def test_val_tasks_are_held_out_from_training_whole(task_file, tmp_path, tiny_llm):
+    other = tmp_path / "other.jsonl"
+    other.write_text(Path(task_file).read_text())
+    dm = _dm(task_file, tmp_path, tiny_llm, tasks=[task_file, str(other)], val_tasks=[str(other)])
+    dm.prepare_data()
+    dm.setup("fit")
+    tasks = {s: {w[0]["task"] for w in d.items} for s, d in dm.splits.items()}
+    held = next(t for t in tasks["val"] if "other" in t)
+    assert held not in tasks["train"] and held not in tasks["test"]
+    assert sum(w[0]["task"] == held for w in dm.splits["val"].items) == 6 * 2  # all 6 trajectories, 2 windows each
+    assert tasks["train"] == {next(iter(tasks["train"]))} and "other" not in next(iter(tasks["train"]))
+    ops, _ = dm.op_effects("train")  # the prior counts only the tasks trained on
+    assert len(ops) == len(dm.edit_rows["train"]) and all("other" not in r["task"] for r in dm.edit_rows["train"])
+    for bad in ([str(tmp_path / "missing.jsonl")], [task_file, str(other)]):
+        with pytest.raises(TapError, match="val_tasks"):
+            _dm(task_file, tmp_path, tiny_llm, tasks=[task_file, str(other)], val_tasks=bad)
 
 
 def test_datamodule_bad_input(task_file, tmp_path, tiny_llm):
