@@ -56,7 +56,7 @@ def _training_tasks() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m tap.pipeline", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", default=TARGET, help="the task to plan on (never trained on)")
     p.add_argument("--train-tasks", nargs="+", default=None,
