@@ -223,9 +223,10 @@ class Planner:
             initial: the starting chain (default: the task's own instruction).
             progress: show a progress bar over the budget.
             out_dir: if set, write the result there (``SearchResult.save``, plus the verified transitions).
-            log_dir: if set, log the run to TensorBoard there.
+            log_dir: if set, log the run to TensorBoard there (the verify-top-k planner).
             method: overrides ``config.method`` for this run.
-            on_record: called with each verification as soon as it is measured (``plan.py`` prints it).
+            on_record: called with each verification as soon as it is measured (the verify-top-k planner;
+                ``plan.py`` prints it).
             induction: instructions induced for the task (``tap.chains.induce``), added to the edit space;
                 what inducing them cost is reported in ``costs["induction"]`` (never charged to the budget).
         """
