@@ -232,10 +232,11 @@ def report(runs: list[dict]) -> str:
                 reach = f"{len(got)}/{len(rs)} runs" + (f"; median {statistics.median(got):g}" if got else "")
                 reach += f" (+{extra})" if extra else ""
             prop = statistics.mean(r["proposer"].get("requests", 0) for r in rs)
-            minutes = statistics.mean(r["seconds"] for r in rs) / 60
+            paid = [r["seconds"] for r in rs if timed(r)]
+            minutes = f"{statistics.mean(paid) / 60:.1f}" if paid else "replayed"
             row = (f"| {task_slug(task)} | {method} | {rs[0]['setting']} | {len(rs)} | "
                    f"{fmt([r['initial_test'] for r in rs])} | " + " | ".join(cells)
-                   + f" | {reach} | {prop:.0f} | {minutes:.1f} |")
+                   + f" | {reach} | {prop:.0f} | {minutes} |")
             if fluent:
                 has = [r["fluency"] for r in rs if "fluency" in r]
                 row += (f" {fmt([f['initial'] for f in has], 2)} -> {fmt([f['final'] for f in has], 2)} |" if has
@@ -278,13 +279,21 @@ def paired_report(runs: list[dict], budgets: list[int], base: str = "random-sh")
     return "\n".join(lines)
 
 
+def timed(run: dict) -> bool:
+    """Whether a run's seconds measure what it cost: not a replay whose every LLM call came from the cache
+    (e.g. a run repeated after another process had paid for it).
+    """
+    return not (run.get("llm_requests", 0) > 0 and run.get("llm_calls", 1) == 0)
+
+
 def planning_report(runs: list[dict]) -> str:
     """What TaP's searches spent planning (menu, imagination, acquisition) per round, against one real
     evaluation at full fidelity (runs that recorded it).
     """
     rows = []
     for method in METHODS:
-        rs = [r["planning"] for r in runs if r["method"] == method and r.get("planning", {}).get("rounds")]
+        rs = [r["planning"] for r in runs if r["method"] == method and r.get("planning", {}).get("rounds")
+              and timed(r)]
         ratios = [p["ratio"] for p in rs if p.get("ratio") is not None]
         if rs and method != "random-sh":
             rows.append(f"| {method} | {len(rs)} | {statistics.mean(p['per_round'] for p in rs):.3f} | "
@@ -347,10 +356,14 @@ def write_report(runs: list[dict], out: Path, command: str) -> None:
     from tap.paths import write_atomic
 
     table = report(runs)
-    seconds = sum(r["seconds"] + r.get("test_seconds", 0) for r in runs)
+    seconds = sum(r["seconds"] + r.get("test_seconds", 0) for r in runs if timed(r))
+    replayed = sum(not timed(r) for r in runs)
     words = UNIT_WORDS[unit_of(runs)] if runs else UNIT_WORDS["evals"]
     header = (f"# Head-to-head at equal budgets\n\nCommand: `{command}`\n\n{len(runs)} runs; search and test "
-              f"time {seconds / 60:.1f} minutes in all. Cells: test accuracy (mean ± 95 % Student-t half-width "
+              f"time {seconds / 60:.1f} minutes in all"
+              + (f" ({replayed} runs replayed their calls from the cache, so their seconds are not a cost and "
+                 "are left out of every time)" if replayed else "")
+              + ". Cells: test accuracy (mean ± 95 % Student-t half-width "
               f"over seeds) of the chain each method held after that many {words}. "
               f"`(+N)`: {words.removeprefix('real ')} TaP spent collecting its world model's data on this task.\n\n")
     write_atomic(out.parent / f"{out.name}.md", header + table + "\n")
@@ -417,9 +430,12 @@ def main(argv: list[str] | None = None) -> int:
         from tap.paths import write_atomic
 
         for i, (task, method, seed) in enumerate(todo):
+            path = run_path(out, task, method, seed)
+            if path.exists():  # another process finished it meanwhile: a rerun would replay it from the cache
+                print(f"[{i + 1}/{len(todo)}] {task_slug(task)} {method} seed {seed}: done by another run", flush=True)
+                continue
             print(f"[{i + 1}/{len(todo)}] {task_slug(task)} {method} seed {seed}", flush=True)
             run = run_one(method, task, seed, args, llm, planners, proposer)
-            path = run_path(out, task, method, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, json.dumps(run, indent=1, ensure_ascii=False))
     runs = [r for r in load_runs(out) if r["task"] in args.tasks and r["method"] in args.methods
