@@ -293,7 +293,8 @@ def test_compare_in_llm_calls_runs_the_sh_searches_and_baselines_alike(compare, 
     with pytest.raises(ValueError, match="budget units"):
         compare.report([*runs, {**runs[3], "unit": "evals"}])
     # a run that replayed every call from the cache is no measure of time: left out of minutes and planning
-    replay = {**runs[0], "llm_calls": 0, "seconds": 0.01, "planning": {**runs[0]["planning"], "ratio": 99.0}}
+    replay = {**runs[0], "llm_requests": 100, "llm_calls": 0, "seconds": 0.01,
+              "planning": {**runs[0]["planning"], "ratio": 99.0}}
     assert compare.timed(runs[0]) and not compare.timed(replay)
     table = compare.report([replay, *runs[1:]])
     row = next(line for line in table.splitlines() if line.startswith("| add | tap-sh | transfer | 1 |"))
