@@ -214,6 +214,9 @@ def main(argv: list[str] | None = None) -> None:
         if unknown:
             parser.error(f"--pool tasks must be tasks of {POOL.name}; not in it: {unknown}")
         pool = list(args.pool)
+    stray = [t for t in args.val_tasks or [] if t not in pool]
+    if stray:
+        parser.error(f"--val-tasks must be tasks of the pool trained on; not in it: {stray}")
     if not args.report_only:
         if args.loo is None:
             jobs = [("transfer", _tasks(TRANSFER), pool, TRANSFER)]

@@ -49,6 +49,9 @@ def test_leave_one_out_takes_only_pool_tasks(meta, capsys):
     with pytest.raises(SystemExit):
         meta.main(["--pool", "ii:rhymes"])  # training on part of the pool: only pool tasks
     assert "--pool tasks must be tasks of ii_pool.yaml" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        meta.main(["--val-tasks", "ii:rhymes"])  # a transfer task cannot validate a pool model
+    assert "--val-tasks must be tasks of the pool" in capsys.readouterr().err
 
 
 def test_val_tasks_reach_the_fit_only_and_are_not_counted_as_trained_on(meta, monkeypatch, tmp_path):
