@@ -7,8 +7,9 @@ val examples, and is charged the same way: one chain evaluation per chain scored
 (``tap.env`` / ``tap.baselines.base``). Methods:
 
 - ``tap-sh``: TaP's successive-halving search (``tap.planning.search``) with the world model; its ablations
-  ``tap-sh-mean`` (no uncertainty: entrants by predicted mean) and ``tap-sh-online`` (learns online); ``prior-sh``
-  the same search ranked by the non-learned prior; ``random-sh`` the same search with a uniform choice
+  ``tap-sh-mean`` (no uncertainty: entrants by predicted mean), ``tap-sh-online`` (learns online by refining the
+  world model) and ``tap-sh-adapt`` (learns online a per-operation correction; ``prior-sh-adapt`` on the prior);
+  ``prior-sh`` the same search ranked by the non-learned prior; ``random-sh`` the same search with a uniform choice
   (the baseline that isolates what the model adds);
 - ``tap-gradient``, ``tap-policy``: the planner (``tap.planning``) with the world model / imagination policy;
 - ``random``, ``grips``, ``ape``, ``opro``, ``evoprompt``, ``demos``: ``tap.baselines``;
@@ -64,6 +65,8 @@ SH_VARIANTS: dict[str, tuple[str, dict]] = {
     "tap-sh": ("model", {}),
     "tap-sh-mean": ("model", {"beta": 0.0}),           # no uncertainty in the acquisition: top by predicted mean
     "tap-sh-online": ("model", {"refine_steps": 10}),  # learns online from every verified transition
+    "tap-sh-adapt": ("model", {"adapt": 0.1}),         # corrects the model per operation online (tap.planning.adapt)
+    "prior-sh-adapt": ("prior", {"adapt": 0.1}),       # the same correction on the non-learned prior
     "gradient-sh": ("gradient", {}), "prior-sh": ("prior", {}), "random-sh": ("random", {}),
 }
 SH = tuple(SH_VARIANTS)
@@ -320,7 +323,8 @@ def plot(runs: list[dict], path: Path) -> Path | None:
     tasks = list(dict.fromkeys(r["task"] for r in runs))
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
     colors = dict(zip((*TAP, *BASELINES), plt.get_cmap("tab10").colors))
-    colors.update({"tap-sh": "black", "tap-sh-mean": "slategray", "tap-sh-online": "indigo", "gradient-sh": "dimgray",
+    colors.update({"tap-sh": "black", "tap-sh-mean": "slategray", "tap-sh-online": "indigo", "tap-sh-adapt": "crimson",
+                   "prior-sh-adapt": "tab:blue", "gradient-sh": "dimgray",
                    "prior-sh": "tab:cyan", "random-sh": "darkgoldenrod"})
     for ax, task in zip(axes[0], tasks):
         title = task_slug(task)

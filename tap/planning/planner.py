@@ -66,6 +66,8 @@ class PlanConfig:
         menu: sh: candidates scored in imagination per round.
         enter: sh: candidates verified by successive halving per round.
         beta: sh: weight of the uncertainty in the acquisition (0: by the predicted mean).
+        adapt: sh: prior scale of the task's per-operation departure from the ranker, learnt online from
+            every verified candidate (``tap.planning.adapt``; 0: off; ``sh`` and ``prior-sh``).
         refine_steps: refinement steps on verified transitions after each step (0: off; None: the
             method's default, 10 for the verify-top-k planner's Dyna refinement and 0 for ``sh``, whose
             online learning is the ablation ``tap-sh-online`` in ``benchmarks/compare.py``).
@@ -84,6 +86,7 @@ class PlanConfig:
     menu: int = 256
     enter: int = 8
     beta: float = 1.0
+    adapt: float = 0.0
     refine_steps: int | None = None
     refine_lr: float = 1e-4
     eval_examples: int = 16
@@ -278,7 +281,8 @@ class Planner:
                                          progress=progress, world_model=self.wm, scorer=scorer, policy=self.policy,
                                          training_data=self.training_data, menu=cfg.menu, enter=cfg.enter,
                                          beta=cfg.beta, refine_steps=cfg.refine_for(method) if scorer == "model" else 0,
-                                         refine_lr=cfg.refine_lr)
+                                         refine_lr=cfg.refine_lr,
+                                         adapt=cfg.adapt if scorer in ("model", "prior") else 0.0)
         result = search.run()
         result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)
         result.config = {**asdict(cfg), **result.config, "method": method}

@@ -17,8 +17,12 @@ Each round, from the incumbent chain:
    examples, up to the full ``eval_examples``. A candidate replaces the incumbent only if it beats it
    on the same examples at the top rung (GEPA's acceptance); the incumbent's own evaluation is
    always at full fidelity, so a lucky small-rung score never becomes the incumbent (winner's curse).
-5. **Learn online** (``refine_steps`` > 0): every verified single-edit transition, at whatever rung,
-   goes back into the world model (Dyna-style refinement, ``OnlineRefiner``) before the next round.
+5. **Learn online**, two ways, both off by default:
+   - ``adapt`` > 0: every verified candidate's measured change against the incumbent (same examples,
+     at the highest rung it reached) corrects the ranker's predictions per edit operation for the
+     rest of the search (``tap.planning.adapt.OpCorrection``, a closed-form Bayesian update);
+   - ``refine_steps`` > 0: every verified single-edit transition, at whatever rung, goes back into the
+     world model (Dyna-style refinement, ``OnlineRefiner``) before the next round.
 
 ``scorer`` chooses what ranks the menu: ``model`` (the world model's effect head), ``gradient`` (the
 relaxed gradient planner's return with the candidate as first edit), ``policy`` (an imagination
@@ -78,6 +82,9 @@ class SuccessiveHalvingSearch(Search):
             edits readable (0: off). Its scoring requests are reported in ``costs["fluency"]``, apart from
             the budget (one short text each, cached).
         refine_steps: online refinement steps after each round (0: off; ``model`` scorer only).
+        adapt: prior scale (accuracy change) of this task's per-operation departure from the ranker,
+            learnt online from every verified candidate (``tap.planning.adapt``; 0: off; ``model`` and
+            ``prior`` scorers).
         refine_lr: learning rate of the refinement.
         task_pairs: train pairs that describe the task to the world model (as it was trained).
         training_data: the world model's data settings (``load_world_model``), to report what collecting
@@ -91,7 +98,7 @@ class SuccessiveHalvingSearch(Search):
     def __init__(self, *args, world_model=None, scorer: Scorer = "model", policy=None, menu: int = 256,
                  plans: float = 0.25, enter: int = 8, rungs: tuple[int, ...] | None = None, beta: float = 1.0,
                  explore: float = 0.125, dense_weight: float = 0.25, fluency_weight: float = 0.0,
-                 refine_steps: int = 0, refine_lr: float = 1e-4, task_pairs: int = 4,
+                 refine_steps: int = 0, refine_lr: float = 1e-4, adapt: float = 0.0, task_pairs: int = 4,
                  training_data: dict | None = None, max_rounds: int = 1000, **kwargs) -> None:
         # every ranker starts from the same random stream (seeded by the class name): with one seed, tap-sh
         # and random-sh draw the same first menu, so their comparison is paired where it can be
@@ -107,9 +114,12 @@ class SuccessiveHalvingSearch(Search):
         if scorer != "random" and world_model is None:
             raise TapError(f"the {scorer!r} scorer needs a world model: pass a checkpoint (plan.py --checkpoint), "
                            "or use scorer='random' (random-sh).")
-        if menu < 1 or enter < 1 or not 0 <= plans <= 1 or not 0 <= explore <= 1 or beta < 0:
+        if menu < 1 or enter < 1 or not 0 <= plans <= 1 or not 0 <= explore <= 1 or beta < 0 or adapt < 0:
             raise TapError(f"invalid search settings: menu ({menu}) and enter ({enter}) must be >= 1, plans "
-                           f"({plans}) and explore ({explore}) in [0, 1], beta ({beta}) >= 0.")
+                           f"({plans}) and explore ({explore}) in [0, 1], beta ({beta}) and adapt ({adapt}) >= 0.")
+        if adapt and scorer not in ("model", "prior"):
+            raise TapError(f"adapt corrects a ranker's predicted accuracy change; the {scorer!r} scorer predicts "
+                           "none. Use scorer 'model' or 'prior', or adapt=0.")
         full = len(self.examples)
         self.rungs = tuple(rungs) if rungs else halving_rungs(full)
         if list(self.rungs) != sorted(set(self.rungs)) or self.rungs[-1] != full or self.rungs[0] < 1:
@@ -122,6 +132,13 @@ class SuccessiveHalvingSearch(Search):
         self.task_pairs, self.max_rounds = task_pairs, max_rounds
         self.training_data = dict(training_data or {}) if scorer != "random" else {}
         self.rounds: list[dict] = []  # what each round imagined, picked and verified (the "why")
+        self.adapt = adapt
+        self._correction = None
+        if adapt:
+            from tap.planning.adapt import OpCorrection
+
+            self._correction = OpCorrection(adapt)
+        self._change: list[float] = []  # the ranker's predicted accuracy change of the current menu
         self._refiner = None
         if scorer == "model" and refine_steps > 0:
             from tap.planning.refine import OnlineRefiner
@@ -172,6 +189,7 @@ class SuccessiveHalvingSearch(Search):
             for edits, _ in menu:
                 out.append(sum(prior[i : i + len(edits)]))
                 i += len(edits)
+            self._change = list(out)
             return out, [0.0] * len(menu)
         pairs = task_pair_texts(self.task, self.task_pairs)
         state = wm.observe(wm.encode_chains([parent], self.task.description, pairs))  # batch 1
@@ -193,6 +211,7 @@ class SuccessiveHalvingSearch(Search):
             ops = torch.tensor([[e.op_id for e in menu[i][0]] for i in idx], dtype=torch.long)  # (len(idx), length)
             m, s = wm.edit_effect(start, after, ops)  # (len(idx), 2) each
             mean[idx], std[idx] = m.float().cpu(), s.float().cpu()
+        self._change = mean[:, 0].tolist()
         score = mean[:, 0] + self.dense_weight * mean[:, 1]
         return score.tolist(), std[:, 0].tolist()
 
@@ -235,6 +254,7 @@ class SuccessiveHalvingSearch(Search):
         """Run the entrants up the rungs; returns what each was measured at (for the round's log)."""
         alive = list(picks)
         measured: dict[int, dict] = {}
+        last: dict[int, tuple[int, object]] = {}  # entrant -> (rung, evaluation) at the highest rung it reached
         for level, n in enumerate(self.rungs):
             keys = {}
             for i in alive:
@@ -244,16 +264,30 @@ class SuccessiveHalvingSearch(Search):
                                    note=f"rung {n}: " + " + ".join(f"{e.scale}.{e.op}" for e in edits), **guess)
                 keys[i] = search_key(ev)
                 measured[i] = {"rung": n, "accuracy": ev.accuracy, "dense": ev.dense}
+                last[i] = (n, ev)
                 if len(edits) == 1:
                     self._learn_from(parent, edits[0], chain, n, ev)
             if level == len(self.rungs) - 1:
                 break
             keep = max(1, math.ceil(len(alive) / 2))
             alive = sorted(alive, key=lambda i: (keys[i], -i), reverse=True)[:keep]
+        if self._correction is not None:
+            self._adapt_from(parent, menu, last)
         return [{"edits": [e.to_dict() for e in menu[i][0]], "predicted": score[i], "uncertainty": sigma[i], **m}
                 for i, m in measured.items()]
 
     # ---- 5. learning online --------------------------------------------------------------------------
+    def _adapt_from(self, parent: Chain, menu: list, last: dict[int, tuple[int, object]]) -> None:
+        """Every entrant's measured change against the incumbent on the same examples, minus the ranker's
+        prediction, updates the per-operation correction (``tap.planning.adapt``).
+        """
+        from tap.planning.adapt import paired_residual_noise
+
+        for i, (n, ev) in sorted(last.items()):
+            ev_parent = self.env.evaluate_at(parent, n)  # the incumbent's first n examples: already paid, free
+            change, noise = paired_residual_noise(ev, ev_parent)
+            self._correction.add(menu[i][0], change - self._change[i], noise)
+
     def _learn_from(self, parent: Chain, edit: Edit, child: Chain, n: int, ev_child) -> None:
         if self._refiner is None:
             return
@@ -273,12 +307,16 @@ class SuccessiveHalvingSearch(Search):
             if not menu:
                 return
             score, sigma = self._imagine(parent, menu)
+            adapted = {}
+            if self._correction is not None and self._correction.observations:
+                score = [s + c for s, c in zip(score, self._correction.correct([e for e, _ in menu]))]
+                adapted = {"adapt": self._correction.summary()}  # what this task taught so far, per operation
             if self.fluency_weight:
                 score = self._add_fluency(parent, menu, score)
             picks = self._acquire(score, sigma)
             entry = {"round": len(self.rounds), "menu": len(menu), "entrants": len(picks),
                      "plans_in_menu": sum(len(e) > 1 for e, _ in menu),
-                     "planning_seconds": round(time.perf_counter() - t0, 4)}  # menu, imagination, acquisition
+                     "planning_seconds": round(time.perf_counter() - t0, 4), **adapted}  # menu to acquisition
             self.rounds.append(entry)
             try:
                 entry["verified"] = self._halve(parent, parent_edits, menu, picks, score, sigma)

@@ -272,7 +272,7 @@ def test_compare_in_llm_calls_runs_the_sh_searches_and_baselines_alike(compare, 
                                                    "eval_examples": 8})}
     args = SimpleNamespace(budgets=[64, 128], eval_examples=8, test_examples=10, unit="calls")
     runs = [compare.run_one(m, spec, 0, args, llm, planners, llm)
-            for m in ("tap-sh", "prior-sh", "random-sh", "random", "tap-sh-mean", "tap-sh-online")]
+            for m in ("tap-sh", "prior-sh", "random-sh", "random", "tap-sh-mean", "tap-sh-online", "prior-sh-adapt")]
     for run in runs:
         assert run["unit"] == "calls" and run["example_evals"] <= 128
         assert [p["budget"] for p in run["curve"]] == [16, 32, 64, 96, 128]
@@ -285,6 +285,7 @@ def test_compare_in_llm_calls_runs_the_sh_searches_and_baselines_alike(compare, 
     assert "| add | random-sh | baseline | 1 |" in table
     assert runs[4]["method"] == "tap-sh-mean" and runs[4]["config"]["beta"] == 0.0
     assert runs[5]["config"]["refine_steps"] == 10 and "| add | tap-sh-online | transfer | 1 |" in table
+    assert runs[6]["config"]["adapt"] == 0.1 and "| add | prior-sh-adapt | transfer | 1 |" in table
     assert "Paired against random-sh" in table and "| add | random-sh | 1 | 0.000 | 0.000 |" in table
     paired = next(line for line in table.splitlines() if line.startswith("| add | tap-sh | 1 | "))
     expected = runs[0]["curve"][-1]["test"] - runs[2]["curve"][-1]["test"]  # tap-sh - random-sh, same seed, @128
