@@ -226,7 +226,8 @@ def report(runs: list[dict]) -> str:
             rs = [r for r in rs_task if r["method"] == method]
             if not rs:
                 continue
-            cells = [fmt([at(r, b) for r in rs]) if b <= top else "-" for b in budgets]
+            ran = min(r["budget"] for r in rs)  # an ablation may run to a smaller budget: no cell past it
+            cells = [fmt([at(r, b) for r in rs]) if b <= ran else "-" for b in budgets]
             reach = ""
             if target is not None:
                 hit = [calls_to(r, target) for r in rs]
@@ -275,7 +276,8 @@ def paired_report(runs: list[dict], budgets: list[int], base: str = "random-sh")
             rs = [r for r in runs if r["task"] == task and r["method"] == method and r["seed"] in ref]
             if not rs:
                 continue
-            cells = [fmt([at(r, b) - at(ref[r["seed"]], b) for r in rs]) if b <= top else "-" for b in budgets]
+            ran = min(top, *(r["budget"] for r in rs))
+            cells = [fmt([at(r, b) - at(ref[r["seed"]], b) for r in rs]) if b <= ran else "-" for b in budgets]
             hit = [h for h in (calls_to(r, target) for r in rs) if h is not None]
             reach = f"{len(hit)}/{len(rs)} runs" + (f"; median {statistics.median(hit):g}" if hit else "")
             lines.append(f"| {task_slug(task)} | {method} | {len(rs)} | " + " | ".join(cells) + f" | {reach} |")

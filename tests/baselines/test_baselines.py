@@ -300,5 +300,12 @@ def test_compare_in_llm_calls_runs_the_sh_searches_and_baselines_alike(compare, 
     table = compare.report([replay, *runs[1:]])
     row = next(line for line in table.splitlines() if line.startswith("| add | tap-sh | transfer | 1 |"))
     assert "| replayed |" in row and "99.0" not in table
+    # an ablation run to a smaller budget gets no cell past it (not its last chain repeated)
+    short = {**runs[4], "budget": 64, "budgets": [64], "curve": [p for p in runs[4]["curve"] if p["budget"] <= 64]}
+    table = compare.report([*runs[:4], short])
+    row = next(line for line in table.splitlines() if line.startswith("| add | tap-sh-mean | transfer | 1 |"))
+    assert row.split(" | ")[6] == "-"  # @64 filled, @128 not
+    paired = next(line for line in table.splitlines() if line.startswith("| add | tap-sh-mean | 1 | "))
+    assert paired.split(" | ")[3] != "-" and paired.split(" | ")[4] == "-"
     png = compare.plot(runs, tmp_path / "calls.png")
     assert png.exists()
