@@ -190,6 +190,24 @@ def report(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def save_result(out: Path, result: dict) -> list[dict]:
+    """Add one run to the results file (replacing a run of the same name), atomically, after re-reading it:
+    several processes (e.g. one per seed) may share the file. Returns every result.
+    """
+    import fcntl
+    import os
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        results = json.loads(out.read_text()) if out.exists() else []
+        results = [r for r in results if r["name"] != result["name"]] + [result]
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(results, indent=1) + "\n")
+        tmp.replace(out)
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=["hierarchical", "flat", "demo"])
@@ -232,14 +250,9 @@ def main(argv: list[str] | None = None) -> None:
                     name = f"{model}{'-' + args.tag if args.tag else ''}-{kind}"
                     name += f"-{task_slug(heldout[0])}" if kind == "loo" else ""
                     name += f"-s{seed}"
-                    results = [r for r in results if r["name"] != name]
                     val = [t for t in args.val_tasks or [] if t in train_tasks]
                     r = run(model, seed, heldout, train_tasks, data, name, args.epochs, args.extra, val)
-                    results.append({**r, "label": label, "tag": args.tag, "kind": kind})
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = out.with_suffix(".tmp")
-                    tmp.write_text(json.dumps(results, indent=1) + "\n")  # kept after every run
-                    tmp.replace(out)
+                    results = save_result(out, {**r, "label": label, "tag": args.tag, "kind": kind})
     print(report(results))
 
 

@@ -64,3 +64,12 @@ def test_val_tasks_reach_the_fit_only_and_are_not_counted_as_trained_on(meta, mo
     assert "--data.init_args.val_tasks=[ii:diff]" in fit
     assert not any(a.startswith("--data.init_args.val_tasks") for a in test)
     assert r["trained_on"] == ["ii:sentiment"] and r["val_tasks"] == ["ii:diff"]
+
+
+def test_results_from_several_processes_are_merged_not_overwritten(meta, tmp_path):
+    out = tmp_path / "meta.json"
+    meta.save_result(out, {"name": "a-s0", "v": 1})
+    meta.save_result(out, {"name": "a-s1", "v": 2})  # another process's run: the file is re-read first
+    merged = meta.save_result(out, {"name": "a-s0", "v": 3})  # a rerun replaces its own name only
+    assert sorted((r["name"], r["v"]) for r in merged) == [("a-s0", 3), ("a-s1", 2)]
+    assert meta.json.loads(out.read_text()) == merged and not list(tmp_path.glob("*.tmp"))
