@@ -131,6 +131,21 @@ def noise_ceiling(n: int = 32) -> dict[str, float]:
     return {task_slug(r["task"]): r["by_n"][str(n)]["delta"] for r in rows.values() if str(n) in r["by_n"]}
 
 
+def prior_runs(results: list[dict]) -> list[tuple[str, list[dict]]]:
+    """The non-learned prior's rows: it depends only on the tasks trained on, so one row per distinct training
+    set, read off the runs of the first label trained on it; named by its task count when there are several.
+    """
+    pools = list(dict.fromkeys(tuple(r.get("trained_on", ())) for r in results))
+    out = []
+    for pool in pools:
+        first = next(r["label"] for r in results if tuple(r.get("trained_on", ())) == pool)
+        runs = [r for r in results if r["label"] == first and tuple(r.get("trained_on", ())) == pool]
+        tasks = f"{len(pool)} task" + ("s" if len(pool) != 1 else "")
+        name = "prior (op mean Δ)" if len(pools) == 1 else f"prior (op mean Δ, {tasks})"
+        out.append((name, runs))
+    return out
+
+
 def report(results: list[dict]) -> str:
     ceiling = noise_ceiling()
     labels = list(dict.fromkeys(r["label"] for r in results))
@@ -153,11 +168,10 @@ def report(results: list[dict]) -> str:
                             - r["test"][task].get("prior/selection/gain", float("nan")) for r in rs], 2)
                 lines.append(f"| {task} | {held} | {label} | {len(rs)} | " + " | ".join(cells) +
                              f" | {ceiling.get(task, float('nan')):.2f} | {diff} |")
-        for held in ("transfer", "loo"):  # the prior is the same whatever the model: read it off the first label's runs
-            prior = [r for r in results if task in r["test"] and r["label"] == labels[0] and r["kind"] == held]
-            if prior:
+        for held in ("transfer", "loo"):
+            for name, prior in prior_runs([r for r in results if task in r["test"] and r["kind"] == held]):
                 cells = [fmt([r["test"][task].get(k, float("nan")) for r in prior], 2) for k, _ in PRIOR_METRICS]
-                lines.append(f"| {task} | {held} | prior (op mean Δ) | {len(prior)} | " + " | ".join(cells) +
+                lines.append(f"| {task} | {held} | {name} | {len(prior)} | " + " | ".join(cells) +
                              " | - | - | - | - |")
     lines += ["", "Mean over the transfer tasks (per seed, then over seeds):", "",
               "| model | seeds | selection gain | sibling ρ | edit ρ | edit ρ / ceiling | 80 % coverage | "
@@ -180,9 +194,8 @@ def report(results: list[dict]) -> str:
                      f"{fmt([ceiling_share(r, 'sibling_edit/spearman') for r in rs], 2)} | "
                      f"{fmt([mean_over(r, 'calibration/coverage') for r in rs], 2)} | "
                      f"{fmt([mean_over(r, 'selection/gain') - mean_over(r, 'prior/selection/gain') for r in rs], 2)} |")
-    prior = [r for r in results if r["label"] == labels[0] and r["kind"] == "transfer"] if labels else []
-    if prior:  # the same counts whatever the model: read off the first label's runs
-        lines.append(f"| prior (op mean Δ) | {len(prior)} | "
+    for name, prior in prior_runs([r for r in results if r["kind"] == "transfer"]):
+        lines.append(f"| {name} | {len(prior)} | "
                      f"{fmt([mean_over(r, 'prior/selection/gain') for r in prior], 2)} | "
                      f"{fmt([mean_over(r, 'prior/sibling/spearman') for r in prior], 2)} | "
                      f"{fmt([mean_over(r, 'prior/sibling_edit/spearman') for r in prior], 2)} | "

@@ -73,3 +73,18 @@ def test_results_from_several_processes_are_merged_not_overwritten(meta, tmp_pat
     merged = meta.save_result(out, {"name": "a-s0", "v": 3})  # a rerun replaces its own name only
     assert sorted((r["name"], r["v"]) for r in merged) == [("a-s0", 3), ("a-s1", 2)]
     assert meta.json.loads(out.read_text()) == merged and not list(tmp_path.glob("*.tmp"))
+
+
+def test_the_prior_gets_a_row_per_training_set(meta, monkeypatch):
+    monkeypatch.setattr(meta, "noise_ceiling", lambda n=32: {})
+
+    def run(label, seed, trained, prior):
+        return {"label": label, "kind": "transfer", "seed": seed, "trained_on": trained,
+                "test": {"rhymes": {"selection/gain": 0.5, "prior/selection/gain": prior}}}
+
+    small, big = ["ii:sentiment"], ["ii:sentiment", "ii:diff"]
+    results = [run("a", 0, small, 0.2), run("a", 1, small, 0.2), run("b", 0, big, 0.9), run("b", 1, big, 0.9)]
+    lines = meta.report(results).splitlines()
+    assert any(line.startswith("| rhymes | transfer | prior (op mean Δ, 1 task) | 2 | 0.20 ± 0.00") for line in lines)
+    assert any(line.startswith("| rhymes | transfer | prior (op mean Δ, 2 tasks) | 2 | 0.90 ± 0.00") for line in lines)
+    assert any(line.startswith("| prior (op mean Δ, 2 tasks) | 2 | 0.90 ± 0.00 |") for line in lines)
