@@ -31,22 +31,24 @@ class Handler(BaseHTTPRequestHandler):
             srv.max_inflight = max(srv.max_inflight, srv.inflight)
             fail = srv.fail_next > 0
             srv.fail_next -= fail
-        try:
-            time.sleep(srv.delay)
-            if fail:
-                return self._send(503, {"error": "overloaded"})
-            if self.path != "/v1/completions" or body.get("model") != "tiny":
-                return self._send(404, {"error": f"no model {body.get('model')!r} at {self.path}"})
-            prompt = body["prompt"]
-            if body.get("echo"):
-                text = prompt + "x"  # the echoed prompt and one generated token
-                lps = [None] + [char_logprob(c) for c in text[1:]]
-                logprobs = {"tokens": list(text), "token_logprobs": lps, "text_offset": list(range(len(text)))}
-                return self._send(200, {"choices": [{"text": text, "logprobs": logprobs}]})
-            return self._send(200, {"choices": [{"text": fake_reply(prompt)[: body["max_tokens"]]}]})
-        finally:
-            with srv.lock:
-                srv.inflight -= 1
+        time.sleep(srv.delay)
+        code, payload = self._reply(fail, body)
+        with srv.lock:  # out of flight before the reply is written: a client that has its answer may send the next
+            srv.inflight -= 1
+        self._send(code, payload)
+
+    def _reply(self, fail: bool, body: dict) -> tuple[int, dict]:
+        if fail:
+            return 503, {"error": "overloaded"}
+        if self.path != "/v1/completions" or body.get("model") != "tiny":
+            return 404, {"error": f"no model {body.get('model')!r} at {self.path}"}
+        prompt = body["prompt"]
+        if body.get("echo"):
+            text = prompt + "x"  # the echoed prompt and one generated token
+            lps = [None] + [char_logprob(c) for c in text[1:]]
+            logprobs = {"tokens": list(text), "token_logprobs": lps, "text_offset": list(range(len(text)))}
+            return 200, {"choices": [{"text": text, "logprobs": logprobs}]}
+        return 200, {"choices": [{"text": fake_reply(prompt)[: body["max_tokens"]]}]}
 
     def _send(self, code: int, payload: dict) -> None:
         data = json.dumps(payload).encode()
