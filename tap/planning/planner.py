@@ -101,6 +101,8 @@ class PlanConfig:
         if self.candidates < 1 or self.verify_top < 1 or self.eval_examples < 1 or self.test_examples < 0:
             raise TapError(f"invalid plan settings: candidates ({self.candidates}), verify_top ({self.verify_top}) "
                            f"and eval_examples ({self.eval_examples}) must be >= 1, test_examples >= 0.")
+        if self.adapt < 0:
+            raise TapError(f"adapt (the correction's prior scale) must be >= 0, got {self.adapt}.")
 
     def refine_for(self, method: str) -> int:
         """Refinement steps a run of ``method`` takes (``refine_steps``, or the method's default)."""
@@ -241,6 +243,9 @@ class Planner:
             raise TapError(f"method {method!r} needs an imagination-policy checkpoint (configs/policy.yaml).")
         if self.wm is None and method != "random-sh":
             raise TapError(f"method {method!r} needs a world model: load a checkpoint with Planner.from_checkpoint.")
+        if cfg.adapt and method not in ("sh", "prior-sh"):
+            raise TapError(f"adapt corrects a ranker's predicted change online: it applies to methods 'sh' and "
+                           f"'prior-sh', not {method!r}. Drop --adapt, or choose one of those methods.")
         check_budgets(budget, budget_calls)
         if out_dir is not None:
             ensure_writable(out_dir, "--out")  # before the first paid call
@@ -281,8 +286,7 @@ class Planner:
                                          progress=progress, world_model=self.wm, scorer=scorer, policy=self.policy,
                                          training_data=self.training_data, menu=cfg.menu, enter=cfg.enter,
                                          beta=cfg.beta, refine_steps=cfg.refine_for(method) if scorer == "model" else 0,
-                                         refine_lr=cfg.refine_lr,
-                                         adapt=cfg.adapt if scorer in ("model", "prior") else 0.0)
+                                         refine_lr=cfg.refine_lr, adapt=cfg.adapt)
         result = search.run()
         result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)
         result.config = {**asdict(cfg), **result.config, "method": method}

@@ -180,6 +180,10 @@ def test_bad_settings_fail_clearly(task):
         _planner(method="policy")
     with pytest.raises(TapError, match="unknown planner setting"):
         Planner.from_checkpoint("whatever", candidatez=3)
+    with pytest.raises(TapError, match="adapt.*must be >= 0"):
+        Planner(None, config=PlanConfig(method="random-sh", adapt=-0.1))
+    with pytest.raises(TapError, match="applies to methods 'sh' and 'prior-sh', not 'random-sh'"):
+        Planner(None, config=PlanConfig(method="random-sh", adapt=0.1)).optimize(task, budget=3, progress=False)
 
 
 def test_from_checkpoint_loads_a_world_model_and_accounts_for_its_data(task, tmp_path):
