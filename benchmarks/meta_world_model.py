@@ -208,16 +208,15 @@ def save_result(out: Path, result: dict) -> list[dict]:
     several processes (e.g. one per seed) may share the file. Returns every result.
     """
     import fcntl
-    import os
+
+    from tap.paths import write_atomic
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         results = json.loads(out.read_text()) if out.exists() else []
         results = [r for r in results if r["name"] != result["name"]] + [result]
-        tmp = out.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(results, indent=1) + "\n")
-        tmp.replace(out)
+        write_atomic(out, json.dumps(results, indent=1) + "\n")
     return results
 
 

@@ -45,6 +45,7 @@ import torch
 from tap.chains.chain import Chain
 from tap.chains.edits import Edit, apply_edit
 from tap.collection.schema import task_pair_texts
+from tap.env import Evaluation
 from tap.errors import TapError
 from tap.search import Search, search_key
 
@@ -139,6 +140,7 @@ class SuccessiveHalvingSearch(Search):
 
             self._correction = OpCorrection(adapt)
         self._change: list[float] = []  # the ranker's predicted accuracy change of the current menu
+        self._at_rung: dict[tuple[str, int], Evaluation] = {}  # (incumbent, n) -> its evaluation on n examples
         self._refiner = None
         if scorer == "model" and refine_steps > 0:
             from tap.planning.refine import OnlineRefiner
@@ -284,16 +286,25 @@ class SuccessiveHalvingSearch(Search):
         from tap.planning.adapt import paired_residual_noise
 
         for i, (n, ev) in sorted(last.items()):
-            ev_parent = self.env.evaluate_at(parent, n)  # the incumbent's first n examples: already paid, free
-            change, noise = paired_residual_noise(ev, ev_parent)
+            change, noise = paired_residual_noise(ev, self._incumbent_at(parent, n))
             self._correction.add(menu[i][0], change - self._change[i], noise)
+
+    def _incumbent_at(self, parent: Chain, n: int) -> Evaluation:
+        """The incumbent's evaluation on the first ``n`` examples, the paired reference of a rung-``n`` entrant:
+        already paid (no budget), run once per (incumbent, rung) and kept for both ways of learning online.
+        (Not a slice of its full evaluation: in score mode the label-bias correction depends on the examples.)
+        """
+        key = (parent.to_json(), n)
+        if key not in self._at_rung:
+            self._at_rung[key] = self.env.evaluate_at(parent, n)
+        return self._at_rung[key]
 
     def _learn_from(self, parent: Chain, edit: Edit, child: Chain, n: int, ev_child) -> None:
         if self._refiner is None:
             return
         from tap.planning.refine import transition_row
 
-        ev_parent = self.env.evaluate_at(parent, n)  # the incumbent's first n examples: already paid, free
+        ev_parent = self._incumbent_at(parent, n)
         self._refiner.add(transition_row(self.task.name, self.task.description, len(self.rounds), parent, ev_parent,
                                          edit, child, ev_child, self.name,
                                          task_pair_texts(self.task, self.task_pairs)))
