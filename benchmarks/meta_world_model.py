@@ -119,7 +119,7 @@ def run(model: str, seed: int, heldout: list[str], train_tasks: list[str], test_
     return {"model": model, "seed": seed, "name": name, "heldout": heldout, "trained_on": trained,
             "val_tasks": val_tasks or [], "overrides": extra, "checkpoint": ckpt, "fit_seconds": round(fit_seconds, 1),
             "machine": machine_info(), "val": {k: v for k, v in fit_metrics.items() if k.startswith("val/")
-                                               and k.count("/") <= 2},
+                                               and k.count("/") <= 2 + k.startswith("val/prior/")},
             "test": per_task(test, heldout)}
 
 

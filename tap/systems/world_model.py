@@ -13,7 +13,8 @@ chain and the LLM's measured response. Named loss terms, each scaled by ``loss_s
 - ``delta``: squared error of the predicted reward *change* since the observed start chain;
 - ``kl_dyn`` / ``kl_rep``: DreamerV3's balanced KL between posterior and prior, with free nats;
 - ``effect``: squared error of the effect head's predicted change (accuracy, dense) of one edit, on
-  the windows' one-step edits and on sibling edits (each ensemble member on a bootstrap mask);
+  the windows' one-step edits and on sibling edits (each ensemble member on a bootstrap mask; a sibling
+  group where every edit changed accuracy alike weighs ``flat_weight``);
 - ``rank`` / ``rank_dense``: RankNet's pairwise loss over each sibling group (edits of one parent chain
   measured on the same examples) on the change of accuracy / of the dense reward: the order a search
   needs.
@@ -99,6 +100,10 @@ class WorldModel(TapSystem):
         effect_prior: the effect head predicts the accuracy change *beyond* the non-learned prior (the mean
             change of the edit's operation over the training edits, fixed before training): it starts from
             the prior and learns how the chain and the task correct it.
+        flat_weight: weight of the sibling effect loss on *flat* groups, where every sibling changed
+            accuracy alike (mostly: nothing changed). A ranking matters only where something changes; on a
+            pool of tasks the LLM cannot do, flat groups dominate and teach the head to cancel the
+            operations' differences (1: every group alike; 0: only groups with an order).
         loss_scales: weight per loss term (``WM_LOSSES``); missing terms take ``DEFAULT_SCALES``.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -112,12 +117,14 @@ class WorldModel(TapSystem):
                  deter_dim: int = 128, stoch_dim: int = 32, hidden_dim: int = 256, ensemble: int = 5,
                  bins: int = 41, free_nats: float = 1.0, bootstrap: float = 0.8, task_dim: int = 32,
                  chain_stats: bool = True, interval: float = 0.8, effect_prior: bool = False,
-                 loss_scales: dict[str, float] | None = None,
+                 flat_weight: float = 1.0, loss_scales: dict[str, float] | None = None,
                  lr: float = 3e-4, weight_decay: float = 1e-4) -> None:
         super().__init__()
         unknown = set(loss_scales or {}) - set(WM_LOSSES)
         if unknown:
             raise unknown_loss_terms(unknown, WM_LOSSES)
+        if not 0 <= flat_weight <= 1:
+            raise ValueError(f"flat_weight must be in [0, 1] (the weight of flat sibling groups), got {flat_weight}.")
         if world_model not in WORLD_MODELS:
             raise ValueError(f"unknown world_model {world_model!r}; choose one of {list(WORLD_MODELS)}.")
         self.save_hyperparameters()
@@ -468,7 +475,9 @@ class WorldModel(TapSystem):
         mean, std = effect(f_parent, f_child)  # (N, 2) each
         mean = mean + offset
         boot = self._bootstrap(N) if stage == "train" else None
-        terms = {"effect": effect.loss(f_parent, f_child, real - offset, boot).mean(),
+        weight = torch.where(_ordered_rows(real[:, 0], group), 1.0, self.hparams.flat_weight)  # (N,)
+        per_row = effect.loss(f_parent, f_child, real - offset, boot)  # (N,)
+        terms = {"effect": (per_row * weight).sum() / weight.sum().clamp_min(1e-8),
                  "rank": _ordered_mean(pairwise_ranking_loss(mean[:, 0], real[:, 0], group), real[:, 0], group),
                  "rank_dense": _ordered_mean(pairwise_ranking_loss(mean[:, 1], real[:, 1], group), real[:, 1], group)}
         loss = self.total_loss(terms)
@@ -577,12 +586,25 @@ class WorldModel(TapSystem):
         return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
 
-def _ordered_mean(per_group: torch.Tensor, target: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
-    """Mean of a per-group loss (G,) over the groups whose targets are not all equal (they have an order)."""
+def _ordered_groups(target: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whether each group's targets are not all equal (it has an order): (G,) bool over ``group.unique()``,
+    and each row's index into it (N,).
+    """
     ids, inv = group.unique(return_inverse=True)
     hi = torch.full((len(ids),), float("-inf"), device=target.device).scatter_reduce(0, inv, target, "amax")
     lo = torch.full((len(ids),), float("inf"), device=target.device).scatter_reduce(0, inv, target, "amin")
-    ordered = hi > lo
+    return hi > lo, inv
+
+
+def _ordered_rows(target: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the row's group has an order (its targets (N,) are not all equal)."""
+    ordered, inv = _ordered_groups(target, group)
+    return ordered[inv]
+
+
+def _ordered_mean(per_group: torch.Tensor, target: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """Mean of a per-group loss (G,) over the groups whose targets are not all equal (they have an order)."""
+    ordered, _ = _ordered_groups(target, group)
     return per_group[ordered].mean() if ordered.any() else per_group.sum() * 0.0
 
 

@@ -197,3 +197,38 @@ def test_effect_prior_trains_the_head_on_what_the_prior_leaves(sibling_data):
     model = wm.sibling_metrics["val_model"]["sibling"].compute()["spearman"]
     prior = wm.sibling_metrics["val_prior"]["sibling"].compute()["spearman"]
     assert model >= prior - 0.05  # starting from the prior, training does not lose what it knows
+
+
+def _effect_term(wm, batch) -> float:
+    seen = {}
+    wm.log_dict = lambda d, **k: seen.update(d)
+    wm.log = lambda *a, **k: None
+    torch.manual_seed(1)  # the same bootstrap masks and samples on every call
+    with torch.no_grad():
+        wm._sibling_step(batch, "train")
+    return float(seen["train/loss/effect_siblings"])
+
+
+@pytest.mark.parametrize("flat_weight", [0.0, 1.0])
+def test_flat_weight_sets_what_flat_sibling_groups_teach_the_effect_head(sibling_data, flat_weight):
+    from tap.systems import WorldModel
+
+    batch = collate_siblings(sibling_data.groups["train"].items)
+    G = int(batch["group"].max()) + 1
+    flat = batch["group"] % 2 == 0  # every other group: all siblings change accuracy alike
+    batch["reward"][flat, 1] = batch["reward"][flat, 0]
+    moved = {**batch, "reward": batch["reward"].clone()}
+    moved["reward"][flat, 1] += 0.3  # still flat: every sibling of the group gains the same
+    assert G >= 2 and flat.any() and (~flat).any()
+    torch.manual_seed(0)
+    wm = WorldModel(encoder="hash", action_dim=16, deter_dim=16, stoch_dim=4, hidden_dim=32, ensemble=3, bins=21,
+                    flat_weight=flat_weight).eval()
+    same = _effect_term(wm, batch) == pytest.approx(_effect_term(wm, moved), rel=1e-6)
+    assert same == (flat_weight == 0.0)  # weight 0: flat groups teach nothing; weight 1: they count
+
+
+def test_flat_weight_out_of_range_is_refused():
+    from tap.systems import WorldModel
+
+    with pytest.raises(ValueError, match="flat_weight"):
+        WorldModel(encoder="hash", flat_weight=1.5)
