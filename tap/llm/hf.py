@@ -21,16 +21,45 @@ from tap.llm.prompt import plain_prompt
 from tap.llm.provision import OFFLINE_MODELS, provision_offline
 from tap.machine import cpu_info
 
+#: linear layers the ``int8`` path quantizes: attention projections and the MLP's gate/up. The MLP's
+#: down projection (its inputs carry outlier activations that per-tensor dynamic quantization of
+#: activations destroys) and the LM head stay fp32: quantizing them too took SmolLM2's accuracy on a
+#: plural task from 0.71 to 0.42 (benchmarks/README.md, "int8 on CPUs without bf16").
+INT8_LAYERS = r"(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up)_proj)$"
+
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """``auto``: bf16 on CUDA and on CPUs with native bf16 (2.0-3.3x faster here: benchmarks/README.md), else fp32."""
+    """``auto``: bf16 on CUDA and on CPUs with native bf16 (2.0-3.3x faster here: benchmarks/README.md), else fp32.
+    ``int8`` computes in fp32 around its int8 layers (``quantize_int8``), so it resolves to fp32 here.
+    """
     if dtype == "auto":
         return torch.bfloat16 if device.startswith("cuda") or cpu_info().native_bf16 else torch.float32
     try:
         return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
-                "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16}[dtype]
+                "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+                "int8": torch.float32}[dtype]
     except KeyError:
-        raise BackendError(f"unknown dtype {dtype!r}; use auto, bf16, fp32 or fp16.") from None
+        raise BackendError(f"unknown dtype {dtype!r}; use auto, bf16, fp32, fp16 or int8.") from None
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantization (FBGEMM, per-channel weights) of the ``INT8_LAYERS`` linear layers, in
+    place: int8 matmuls where CPUs without bf16 have no fast low-precision path. The outputs differ from
+    fp32's, so it is another frozen model (its own name, ``<model>@int8``, in the cache and results).
+    """
+    import re
+    import warnings
+
+    from torch.ao import quantization as Q
+
+    names = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and re.search(INT8_LAYERS, n)}
+    if not names:
+        raise BackendError("int8: the model has no attention / MLP gate-up linear layers to quantize "
+                           f"(looked for {INT8_LAYERS!r}); use dtype fp32.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's notice that its eager quantization moves to torchao
+        return Q.quantize_dynamic(model, {n: Q.per_channel_dynamic_qconfig for n in names}, dtype=torch.qint8,
+                                  inplace=True)
 
 
 class TransformersLLM(LLM):
@@ -38,7 +67,7 @@ class TransformersLLM(LLM):
 
     Args:
         model: ``"smollm2"`` (the offline default), a local directory, a ``.gguf`` file, or a hub id.
-        dtype: ``auto`` | ``bf16`` | ``fp32`` | ``fp16``.
+        dtype: ``auto`` | ``bf16`` | ``fp32`` | ``fp16`` | ``int8`` (CPU: ``quantize_int8`` on fp32 weights).
         device: ``auto`` (CUDA when present) or a torch device string.
         batch_size: most sequences in one forward pass.
         max_batch_tokens: most (padded) tokens in one forward pass; bounds peak memory.
@@ -51,6 +80,9 @@ class TransformersLLM(LLM):
 
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.dtype = resolve_dtype(dtype, self.device)
+        self.int8 = dtype == "int8"
+        if self.int8 and self.device != "cpu":
+            raise BackendError(f"dtype int8 runs on CPU only (FBGEMM kernels), not on {self.device}; use bf16 there.")
         if self.device == "cpu":
             # $TAP_THREADS caps the threads (e.g. 1 for a background job that must leave a core free)
             torch.set_num_threads(threads or int(os.environ.get("TAP_THREADS") or 0) or os.cpu_count() or 1)
@@ -78,13 +110,15 @@ class TransformersLLM(LLM):
 
         def load_weights() -> torch.nn.Module:
             try:
-                return AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype, **kwargs)
+                net = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype, **kwargs)
             except (OSError, ValueError, KeyError) as err:
                 raise fail(err) from err
+            return quantize_int8(net) if self.int8 else net
 
         # the weights load on the first real call: a fully cached run never pays for them
         self._loader = load_weights
-        self._setup(None, tok, f"{ident}@{str(self.dtype).removeprefix('torch.')}", batch_size, max_batch_tokens)
+        precision = "int8" if self.int8 else str(self.dtype).removeprefix("torch.")
+        self._setup(None, tok, f"{ident}@{precision}", batch_size, max_batch_tokens)
 
     @classmethod
     def from_objects(cls, model: torch.nn.Module, tokenizer, name: str, batch_size: int = 16,
@@ -93,6 +127,7 @@ class TransformersLLM(LLM):
         self = cls.__new__(cls)
         self.device = str(next(model.parameters()).device)
         self.dtype = next(model.parameters()).dtype
+        self.int8 = False
         self._setup(model, tokenizer, name, batch_size, max_batch_tokens)
         return self
 

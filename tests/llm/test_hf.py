@@ -228,8 +228,32 @@ def test_resolve_dtype():
 
 
 def test_resolve_dtype_unknown():
-    with pytest.raises(BackendError, match="unknown dtype 'int8'; use auto, bf16, fp32 or fp16"):
-        resolve_dtype("int8", "cpu")
+    assert resolve_dtype("int8", "cpu") == torch.float32  # int8 layers inside an fp32 model
+    with pytest.raises(BackendError, match="unknown dtype 'int4'; use auto, bf16, fp32, fp16 or int8"):
+        resolve_dtype("int4", "cpu")
+
+
+def test_int8_quantizes_attention_and_gate_up_only_and_is_another_model(tmp_path, tiny_model, tiny_tokenizer):
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    from tap.llm.hf import quantize_int8
+
+    q = quantize_int8(copy.deepcopy(tiny_model))
+    kinds = {n.split(".")[-1]: type(m) for n, m in q.named_modules() if n.startswith("model.layers.0.")}
+    assert all(kinds[k] is DynamicLinear for k in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"))
+    assert kinds["down_proj"] is torch.nn.Linear and type(q.lm_head) is torch.nn.Linear
+    with pytest.raises(BackendError, match="no attention / MLP gate-up linear layers"):
+        quantize_int8(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    tiny_model.save_pretrained(tmp_path / "tiny")
+    tiny_tokenizer.save_pretrained(tmp_path / "tiny")
+    fp32 = TransformersLLM(str(tmp_path / "tiny"), dtype="fp32", device="cpu", threads=1)
+    int8 = TransformersLLM(str(tmp_path / "tiny"), dtype="int8", device="cpu", threads=1)
+    assert (fp32.name, int8.name) == ("tiny@float32", "tiny@int8")  # its own name in the cache and results
+    prompt = ["Question: What is 3 + 4?\nAnswer:"]
+    assert len(int8.generate(prompt, NO_STOP)) == 1 and len(int8.score(prompt, [" 7"])) == 1
+    assert isinstance(int8.model.model.layers[0].self_attn.q_proj, DynamicLinear)
+    with pytest.raises(BackendError, match="int8 runs on CPU only"):
+        TransformersLLM(str(tmp_path / "tiny"), dtype="int8", device="cuda", threads=1)
 
 
 def test_missing_gguf_file(tmp_path):
