@@ -1,0 +1,104 @@
+"""Does the non-learned prior rank sibling edits better when it also knows the chain?
+
+The world model's prior (``WorldModel.op_prior``) scores an edit by the mean accuracy change of its
+operation over the training edits. A chain-conditioned variant counts that mean separately per context
+of the parent chain: ``demos`` (has it a demonstration yet?) or ``demos3`` (0, 1 or 2+ demonstrations).
+In the pool's training data the first demonstration helps far more than later ones, so conditioning
+looks promising; the question is whether it ranks siblings better on tasks not counted from.
+
+Counted on the pool's training tasks (``configs/data/ii_pool.yaml`` without ``--val-tasks``), scored
+on the held-out pool tasks and on the transfer set (``configs/data/ii_transfer.yaml``), with the same
+read-outs as ``meta_world_model.py``: the selection gain (``tap.metrics.SelectionGain``, split-half
+examples) and the within-group sibling Spearman. No LLM call, no training; a few seconds.
+
+    python benchmarks/prior_variants.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+from tap.chains.chain import Chain  # noqa: E402
+from tap.collection.datamodule import TriplesDataModule, collate_siblings  # noqa: E402
+from tap.metrics import SelectionGain, SiblingRankAgreement  # noqa: E402
+from tap.systems.world_model import _split_half_deltas  # noqa: E402
+from tap.tasks import task_slug  # noqa: E402
+
+VAL = ["ii:cause_and_effect", "bigbench:arithmetic/1_digit_subtraction", "ii:synonyms"]
+CONTEXTS = {"none": lambda c: 0, "demos": lambda c: int(bool(c.demos)), "demos3": lambda c: min(len(c.demos), 2)}
+
+
+def _datamodule(config: Path, **overrides) -> TriplesDataModule:
+    args = yaml.safe_load(config.read_text())["init_args"] | overrides
+    dm = TriplesDataModule(**args)
+    dm.setup()
+    return dm
+
+
+def prior_table(rows: list[dict], context) -> dict[tuple[int, int], float]:
+    """(op id, context) -> mean accuracy change over ``rows`` (training edits)."""
+    total: dict = defaultdict(float)
+    count: dict = defaultdict(int)
+    for r in rows:
+        key = (r["op_id"], context(Chain.from_json(r["chain"])))
+        total[key] += r["next_reward"] - r["reward"]
+        count[key] += 1
+    return {k: total[k] / count[k] for k in total}
+
+
+def score(groups: list[list[dict]], table: dict, context) -> dict[str, dict[str, float]]:
+    """Selection gain and sibling Spearman per task slug of ``groups``, ranking by ``table``."""
+    batch = collate_siblings(groups)
+    parents = [Chain.from_json(row[0]) for row in batch["chain_json"]]
+    ops = batch["edit_op"][:, 0].tolist()
+    pred = torch.tensor([table.get((op, context(p)), 0.0) for op, p in zip(ops, parents)])
+    delta_a, delta_b = _split_half_deltas(batch)
+    real = batch["reward"][:, 1] - batch["reward"][:, 0]
+    names = sorted(set(batch["task"]))
+    tid = torch.tensor([names.index(t) for t in batch["task"]])
+    gain, rho = SelectionGain(), SiblingRankAgreement()
+    gain.update(pred, delta_b, delta_a, batch["group"], tid)
+    rho.update(pred, real, batch["group"], tid)
+    g, s = gain.compute(), rho.compute()
+    return {task_slug(t): {"gain": float(g.get(f"gain/{i}", float("nan"))),
+                           "rho": float(s.get(f"spearman/{i}", float("nan")))} for i, t in enumerate(names)}
+
+
+def _nanmean(values: list[float]) -> float:
+    """Mean over the tasks where the read-out is defined (the selection gain is not where no sibling moved)."""
+    kept = [v for v in values if v == v]
+    return sum(kept) / len(kept) if kept else float("nan")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--val-tasks", nargs="*", default=VAL, help="pool tasks held out of the counting")
+    args = ap.parse_args(argv)
+    pool = _datamodule(ROOT / "configs" / "data" / "ii_pool.yaml", val_tasks=args.val_tasks)
+    transfer = _datamodule(ROOT / "configs" / "data" / "ii_transfer.yaml")
+    held = [g for g in pool.groups["val"].items if g[0]["task"] in args.val_tasks]  # not the others' val part
+    sets = {"held-out pool": held, "transfer": transfer.groups["test"].items}
+    print(f"Counted on {len(pool.edit_rows['train'])} training edits of "
+          f"{len(pool.tasks) - len(args.val_tasks)} pool tasks. Cells: selection gain / sibling Spearman.\n")
+    print("| context | set | task | selection gain | sibling ρ |\n|---|---|---|---|---|")
+    for name, context in CONTEXTS.items():
+        table = prior_table(pool.edit_rows["train"], context)
+        for label, groups in sets.items():
+            per_task = score(groups, table, context)
+            for slug, m in per_task.items():
+                print(f"| {name} | {label} | {slug} | {m['gain']:.2f} | {m['rho']:.2f} |")
+            mean = {k: _nanmean([m[k] for m in per_task.values()]) for k in ("gain", "rho")}
+            print(f"| {name} | {label} | **mean** | **{mean['gain']:.2f}** | **{mean['rho']:.2f}** |")
+
+
+if __name__ == "__main__":
+    main()
