@@ -450,9 +450,10 @@ class WorldModel(TapSystem):
         self.op_delta[0].index_add_(0, op, delta.to(self.op_delta))
         self.op_delta[1].index_add_(0, op, torch.ones_like(delta).to(self.op_delta))
 
-    def _sibling_step(self, batch: dict, stage: str) -> torch.Tensor:
-        """Sibling groups (``collate_siblings``: N one-edit windows, ``group`` (N,)): every edit of a parent
-        chain from the parent's state, ranked against the others on the same examples.
+    def sibling_features(self, batch: dict, sample: bool = False) -> dict[str, torch.Tensor]:
+        """Sibling groups (``collate_siblings``: N one-edit windows) from each parent's state: the parent's and
+        the child's features (N, F), the edits' operations (N,), the measured change ``real`` (N, 2:
+        accuracy, dense) and the prior ``offset`` the effect head adds to (N, 2; zeros without ``effect_prior``).
         """
         dev, N = self.device, len(batch["task"])
         contexts, views = window_views(batch)  # 2N chains: parent, child of each sibling
@@ -460,18 +461,25 @@ class WorldModel(TapSystem):
             lat = self.encoder(contexts, views)
         obs = {k: lat[k].view(N, 2, -1)[:, 0] for k in LATENT_KEYS}  # parents, (N, D) each
         parents = [Chain.from_json(row[0]) for row in batch["chain_json"]]
-        parent = self.net.observe({**obs, "task": self.context_vectors(batch.get("task_pairs"), parents)},
-                                  stage == "train")
+        parent = self.net.observe({**obs, "task": self.context_vectors(batch.get("task_pairs"), parents)}, sample)
         payload = self._payload_vectors([row[0] for row in batch["edit_payload"]])
         scale, op = batch["edit_scale"][:, 0].to(dev), batch["edit_op"][:, 0].to(dev)
         act = self.actions(scale, op, batch["edit_target"][:, 0].to(dev), payload)  # (N, A)
-        child = self.net.step(parent, act, F.one_hot(scale, len(SCALES)).float(), stage == "train")
-        f_parent, f_child = self.net.features(parent), self.net.features(child)
+        child = self.net.step(parent, act, F.one_hot(scale, len(SCALES)).float(), sample)
         reward, dense = batch["reward"].to(dev), batch["dense"].to(dev)  # (N, 2)
         real = torch.stack([reward[:, 1] - reward[:, 0], dense[:, 1] - dense[:, 0]], -1)  # (N, 2)
+        return {"parent": self.net.features(parent), "child": self.net.features(child), "op": op, "real": real,
+                "offset": self._prior_offset(op, real)}
+
+    def _sibling_step(self, batch: dict, stage: str) -> torch.Tensor:
+        """Sibling groups (``collate_siblings``: N one-edit windows, ``group`` (N,)): every edit of a parent
+        chain from the parent's state, ranked against the others on the same examples.
+        """
+        dev, N = self.device, len(batch["task"])
+        sib = self.sibling_features(batch, sample=stage == "train")
+        f_parent, f_child, op, real, offset = sib["parent"], sib["child"], sib["op"], sib["real"], sib["offset"]
         group = batch["group"].to(dev)
         effect = self.net.heads.effect
-        offset = self._prior_offset(op, real)  # (N, 2): the prior, when the head adds to it
         mean, std = effect(f_parent, f_child)  # (N, 2) each
         mean = mean + offset
         boot = self._bootstrap(N) if stage == "train" else None
