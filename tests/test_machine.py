@@ -32,3 +32,18 @@ def test_machine_info_names_what_a_timing_depends_on():
     assert {"cpu", "cpu_kind", "features", "cores", "threads", "dtype", "torch"} <= set(info)
     assert info["threads"] == 2 and info["dtype"] == "float32"
 
+
+
+def test_int8_kernel_follows_the_cpu_and_the_fbgemm_cap(monkeypatch):
+    from tap.llm.hf import int8_kernel
+
+    monkeypatch.delenv("FBGEMM_ENABLE_INSTRUCTIONS", raising=False)
+    monkeypatch.setattr("tap.llm.hf.cpu_info", lambda: cpu_info(AVX512_BF16))
+    assert int8_kernel() == "vnni"
+    monkeypatch.setenv("FBGEMM_ENABLE_INSTRUCTIONS", "AVX2")  # capped below VNNI: other int8 sums
+    assert int8_kernel() == "avx2"
+    monkeypatch.setenv("FBGEMM_ENABLE_INSTRUCTIONS", "AVX512_E1")
+    assert int8_kernel() == "vnni"
+    monkeypatch.delenv("FBGEMM_ENABLE_INSTRUCTIONS")
+    monkeypatch.setattr("tap.llm.hf.cpu_info", lambda: cpu_info(AVX2_ONLY))
+    assert int8_kernel() == "avx2"

@@ -42,10 +42,22 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
         raise BackendError(f"unknown dtype {dtype!r}; use auto, bf16, fp32, fp16 or int8.") from None
 
 
+def int8_kernel() -> str:
+    """Which int8 kernels FBGEMM runs here: ``vnni`` (AVX-512 VNNI) or ``avx2``. Their sums differ (the AVX2
+    kernels saturate 16-bit pair sums), so int8 outputs depend on it and it is part of the model's name.
+    ``FBGEMM_ENABLE_INSTRUCTIONS`` (AVX2, AVX512, ...) caps the kernels below what the CPU has.
+    """
+    forced = os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS", "").upper()
+    if forced and "E1" not in forced and "VNNI" not in forced:
+        return "avx2"  # capped at kernels without VNNI
+    return "vnni" if "avx512_vnni" in cpu_info().features else "avx2"
+
+
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 quantization (FBGEMM, per-channel weights) of the ``INT8_LAYERS`` linear layers, in
     place: int8 matmuls where CPUs without bf16 have no fast low-precision path. The outputs differ from
-    fp32's, so it is another frozen model (its own name, ``<model>@int8``, in the cache and results).
+    fp32's, so it is another frozen model (its own name, ``<model>@int8-<int8_kernel()>``, in the cache
+    and results).
     """
     import re
     import warnings
@@ -117,7 +129,7 @@ class TransformersLLM(LLM):
 
         # the weights load on the first real call: a fully cached run never pays for them
         self._loader = load_weights
-        precision = "int8" if self.int8 else str(self.dtype).removeprefix("torch.")
+        precision = f"int8-{int8_kernel()}" if self.int8 else str(self.dtype).removeprefix("torch.")
         self._setup(None, tok, f"{ident}@{precision}", batch_size, max_batch_tokens)
 
     @classmethod

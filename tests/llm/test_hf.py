@@ -248,7 +248,7 @@ def test_int8_quantizes_attention_and_gate_up_only_and_is_another_model(tmp_path
     tiny_tokenizer.save_pretrained(tmp_path / "tiny")
     fp32 = TransformersLLM(str(tmp_path / "tiny"), dtype="fp32", device="cpu", threads=1)
     int8 = TransformersLLM(str(tmp_path / "tiny"), dtype="int8", device="cpu", threads=1)
-    assert (fp32.name, int8.name) == ("tiny@float32", "tiny@int8")  # its own name in the cache and results
+    assert fp32.name == "tiny@float32" and int8.name.startswith("tiny@int8-")  # its own name in cache and results
     prompt = ["Question: What is 3 + 4?\nAnswer:"]
     assert len(int8.generate(prompt, NO_STOP)) == 1 and len(int8.score(prompt, [" 7"])) == 1
     assert isinstance(int8.model.model.layers[0].self_attn.q_proj, DynamicLinear)
