@@ -19,9 +19,14 @@ def test_cpu_kinds_from_faked_cpuinfo(text, kind, bf16):
     assert cpu.model != "" and "fpu" not in cpu.features  # only the features that matter are kept
 
 
-def test_auto_dtype_follows_the_cpu(monkeypatch):
+def test_auto_dtype_follows_the_cpu(monkeypatch, capsys):
+    monkeypatch.setattr("tap.llm.hf._SAID", set())
     monkeypatch.setattr("tap.llm.hf.cpu_info", lambda: cpu_info(AVX2_ONLY))
     assert resolve_dtype("auto", "cpu") == torch.float32
+    said = capsys.readouterr().err
+    assert "dtype auto -> float32: AVX2 CPU without bf16" in said and "int8" in said  # what it picked and why
+    resolve_dtype("auto", "cpu")
+    assert capsys.readouterr().err == ""  # said once per process
     monkeypatch.setattr("tap.llm.hf.cpu_info", lambda: cpu_info(AVX512_BF16))
     assert resolve_dtype("auto", "cpu") == torch.bfloat16
     assert resolve_dtype("fp32", "cpu") == torch.float32  # an explicit choice always wins

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,12 +29,30 @@ from tap.machine import cpu_info
 INT8_LAYERS = r"(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up)_proj)$"
 
 
+_SAID: set = set()  # what ``auto`` picked, said once per process
+
+
+def auto_dtype(device: str) -> tuple[torch.dtype, str]:
+    """What ``dtype: auto`` runs the frozen LLM in on ``device``, and why."""
+    if device.startswith("cuda"):
+        return torch.bfloat16, "CUDA"
+    cpu = cpu_info()
+    if cpu.native_bf16:
+        return torch.bfloat16, f"{cpu.kind} CPU: bf16 in hardware, 2.0-3.3x faster than fp32"
+    return torch.float32, (f"{cpu.kind} CPU without bf16 in hardware (emulated bf16 is ~6x slower than fp32); "
+                           "dtype int8 is faster but answers differently (benchmarks/README.md)")
+
+
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     """``auto``: bf16 on CUDA and on CPUs with native bf16 (2.0-3.3x faster here: benchmarks/README.md), else fp32.
     ``int8`` computes in fp32 around its int8 layers (``quantize_int8``), so it resolves to fp32 here.
     """
     if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") or cpu_info().native_bf16 else torch.float32
+        picked, why = auto_dtype(device)
+        if (picked, why) not in _SAID:
+            _SAID.add((picked, why))
+            print(f"[tap] dtype auto -> {str(picked).removeprefix('torch.')}: {why}", file=sys.stderr)
+        return picked
     try:
         return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
                 "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
