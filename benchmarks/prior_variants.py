@@ -55,6 +55,20 @@ def prior_table(rows: list[dict], context) -> dict[tuple[int, int], float]:
     return {k: total[k] / count[k] for k in total}
 
 
+def sibling_read_outs(score: torch.Tensor, half_a: torch.Tensor, half_b: torch.Tensor, real: torch.Tensor,
+                      group: torch.Tensor, task: torch.Tensor) -> dict[str, float]:
+    """Selection gain (picked on ``half_a``'s oracle, judged on ``half_b``) and within-group Spearman against
+    ``real`` of ranking siblings by ``score``, all (N,): pooled (``gain``, ``rho``) and per task id
+    (``gain/<i>``, ``rho/<i>``), as ``meta_world_model.py`` reads them.
+    """
+    gain, rho = SelectionGain(), SiblingRankAgreement()
+    gain.update(score, half_b, half_a, group, task)
+    rho.update(score, real, group, task)
+    out = {k: float(v) for k, v in gain.compute().items() if k.startswith("gain")}
+    out |= {"rho" + k.removeprefix("spearman"): float(v) for k, v in rho.compute().items() if k.startswith("spearman")}
+    return out
+
+
 def score(groups: list[list[dict]], table: dict, context) -> dict[str, dict[str, float]]:
     """Selection gain and sibling Spearman per task slug of ``groups``, ranking by ``table``."""
     batch = collate_siblings(groups)
@@ -65,12 +79,19 @@ def score(groups: list[list[dict]], table: dict, context) -> dict[str, dict[str,
     real = batch["reward"][:, 1] - batch["reward"][:, 0]
     names = sorted(set(batch["task"]))
     tid = torch.tensor([names.index(t) for t in batch["task"]])
-    gain, rho = SelectionGain(), SiblingRankAgreement()
-    gain.update(pred, delta_b, delta_a, batch["group"], tid)
-    rho.update(pred, real, batch["group"], tid)
-    g, s = gain.compute(), rho.compute()
-    return {task_slug(t): {"gain": float(g.get(f"gain/{i}", float("nan"))),
-                           "rho": float(s.get(f"spearman/{i}", float("nan")))} for i, t in enumerate(names)}
+    out = sibling_read_outs(pred, delta_a, delta_b, real, batch["group"], tid)
+    return {task_slug(t): {k: out.get(f"{k}/{i}", float("nan")) for k in ("gain", "rho")} for i, t in enumerate(names)}
+
+
+def first_demo_effect(rows: list[dict]) -> str:
+    """The mean accuracy change of adding a demonstration to a chain without one and to a chain with one."""
+    parts = []
+    for label, first in (("the first demonstration", True), ("one more", False)):
+        deltas = [r["next_reward"] - r["reward"] for r in rows
+                  if r["op"] == "add_example" and (not Chain.from_json(r["chain"]).demos) == first]
+        parts.append(f"{label} {sum(deltas) / max(len(deltas), 1):+.3f} ({len(deltas)} edits)")
+
+    return "Adding " + ", ".join(parts) + "."
 
 
 def _nanmean(values: list[float]) -> float:
@@ -87,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     transfer = _datamodule(ROOT / "configs" / "data" / "ii_transfer.yaml")
     held = [g for g in pool.groups["val"].items if g[0]["task"] in args.val_tasks]  # not the others' val part
     sets = {"held-out pool": held, "transfer": transfer.groups["test"].items}
+    trained = [r for split in ("train", "val", "test") for r in pool.edit_rows[split]
+               if r["task"] not in args.val_tasks]
+    print(f"In every edit of the {len(pool.tasks) - len(args.val_tasks)} training tasks: {first_demo_effect(trained)}")
     print(f"Counted on {len(pool.edit_rows['train'])} training edits of "
           f"{len(pool.tasks) - len(args.val_tasks)} pool tasks. Cells: selection gain / sibling Spearman.\n")
     print("| context | set | task | selection gain | sibling ρ |\n|---|---|---|---|---|")

@@ -28,10 +28,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from prior_variants import VAL, _datamodule  # noqa: E402
+from prior_variants import VAL, _datamodule, sibling_read_outs  # noqa: E402
 
 from tap.collection.datamodule import collate_siblings  # noqa: E402
-from tap.metrics import SelectionGain, SiblingRankAgreement  # noqa: E402
 from tap.systems.world_model import WorldModel, _split_half_deltas  # noqa: E402
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -45,9 +44,8 @@ def predictions(wm: WorldModel, groups: list[list[dict]], chunk: int = 64) -> di
     for i in range(0, len(groups), chunk):
         batch = collate_siblings(groups[i : i + chunk])
         sib = wm.sibling_features(batch)
-        residual, _ = wm.net.heads.effect(sib["parent"], sib["child"])  # (n, 2)
         a, b = _split_half_deltas(batch)
-        for key, val in (("residual", residual[:, 0]), ("prior", wm.op_prior(sib["op"])), ("half_a", a),
+        for key, val in (("residual", sib["residual"][:, 0]), ("prior", wm.op_prior(sib["op"])), ("half_a", a),
                          ("half_b", b), ("real", sib["real"][:, 0]), ("group", batch["group"] + offset)):
             out[key].append(val.float().cpu())
         offset += int(batch["group"].max()) + 1
@@ -56,11 +54,9 @@ def predictions(wm: WorldModel, groups: list[list[dict]], chunk: int = 64) -> di
 
 def read_outs(p: dict[str, torch.Tensor], w: float) -> tuple[float, float]:
     """(pooled selection gain, sibling Spearman) of prior + w * residual."""
-    score = p["prior"] + w * p["residual"]
-    gain, rho = SelectionGain(), SiblingRankAgreement()
-    gain.update(score, p["half_b"], p["half_a"], p["group"])
-    rho.update(score, p["real"], p["group"], torch.zeros_like(p["group"]))
-    return float(gain.compute()["gain"]), float(rho.compute()["spearman"])
+    out = sibling_read_outs(p["prior"] + w * p["residual"], p["half_a"], p["half_b"], p["real"], p["group"],
+                            torch.zeros_like(p["group"]))
+    return out["gain"], out["rho"]
 
 
 def main(argv: list[str] | None = None) -> None:

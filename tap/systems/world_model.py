@@ -453,7 +453,9 @@ class WorldModel(TapSystem):
     def sibling_features(self, batch: dict, sample: bool = False) -> dict[str, torch.Tensor]:
         """Sibling groups (``collate_siblings``: N one-edit windows) from each parent's state: the parent's and
         the child's features (N, F), the edits' operations (N,), the measured change ``real`` (N, 2:
-        accuracy, dense) and the prior ``offset`` the effect head adds to (N, 2; zeros without ``effect_prior``).
+        accuracy, dense), the prior ``offset`` the effect head adds to (N, 2; zeros without ``effect_prior``)
+        and the head's own output, ``residual`` and ``std`` (N, 2 each; the predicted change is
+        ``offset + residual``).
         """
         dev, N = self.device, len(batch["task"])
         contexts, views = window_views(batch)  # 2N chains: parent, child of each sibling
@@ -468,8 +470,10 @@ class WorldModel(TapSystem):
         child = self.net.step(parent, act, F.one_hot(scale, len(SCALES)).float(), sample)
         reward, dense = batch["reward"].to(dev), batch["dense"].to(dev)  # (N, 2)
         real = torch.stack([reward[:, 1] - reward[:, 0], dense[:, 1] - dense[:, 0]], -1)  # (N, 2)
-        return {"parent": self.net.features(parent), "child": self.net.features(child), "op": op, "real": real,
-                "offset": self._prior_offset(op, real)}
+        f_parent, f_child = self.net.features(parent), self.net.features(child)
+        residual, std = self.net.heads.effect(f_parent, f_child)
+        return {"parent": f_parent, "child": f_child, "op": op, "real": real, "offset": self._prior_offset(op, real),
+                "residual": residual, "std": std}
 
     def _sibling_step(self, batch: dict, stage: str) -> torch.Tensor:
         """Sibling groups (``collate_siblings``: N one-edit windows, ``group`` (N,)): every edit of a parent
@@ -480,8 +484,7 @@ class WorldModel(TapSystem):
         f_parent, f_child, op, real, offset = sib["parent"], sib["child"], sib["op"], sib["real"], sib["offset"]
         group = batch["group"].to(dev)
         effect = self.net.heads.effect
-        mean, std = effect(f_parent, f_child)  # (N, 2) each
-        mean = mean + offset
+        mean, std = sib["residual"] + offset, sib["std"]  # (N, 2) each
         boot = self._bootstrap(N) if stage == "train" else None
         weight = torch.where(_ordered_rows(real[:, 0], group), 1.0, self.hparams.flat_weight)  # (N,)
         per_row = effect.loss(f_parent, f_child, real - offset, boot)  # (N,)
