@@ -193,6 +193,15 @@ def calls_to(run: dict, target: float) -> int | None:
     return next((p["budget"] for p in run["curve"] if p["test"] >= target - 1e-9), None)
 
 
+def _cell(values: list[float], seeds: int) -> str:
+    """A report cell over the runs that reached its budget; ``(n=k)`` when fewer than the row's ``seeds`` did
+    (runs of one method may stop at different budgets, e.g. extra seeds run only to the small budgets).
+    """
+    if not values:
+        return "-"
+    return fmt(values) + (f" (n={len(values)})" if len(values) < seeds else "")
+
+
 def unit_of(runs: list[dict]) -> str:
     """The budget unit of the runs (``evals`` for runs written before calls budgets existed)."""
     units = {r.get("unit", "evals") for r in runs}
@@ -216,8 +225,8 @@ def report(runs: list[dict]) -> str:
     for task in dict.fromkeys(r["task"] for r in runs):
         rs_task = [r for r in runs if r["task"] == task]
         top = max(r["budget"] for r in rs_task)
-        base_means = {m: statistics.mean(at(r, top) for r in rs_task if r["method"] == m)
-                      for m in BASELINES if any(r["method"] == m for r in rs_task)}
+        base_means = {m: statistics.mean(at(r, top) for r in rs_task if r["method"] == m and r["budget"] >= top)
+                      for m in BASELINES if any(r["method"] == m and r["budget"] >= top for r in rs_task)}
         target = max(base_means.values()) if base_means else None
         if target is not None:
             best_base = max(base_means, key=base_means.__getitem__)
@@ -226,8 +235,7 @@ def report(runs: list[dict]) -> str:
             rs = [r for r in rs_task if r["method"] == method]
             if not rs:
                 continue
-            ran = min(r["budget"] for r in rs)  # an ablation may run to a smaller budget: no cell past it
-            cells = [fmt([at(r, b) for r in rs]) if b <= ran else "-" for b in budgets]
+            cells = [_cell([at(r, b) for r in rs if r["budget"] >= b], len(rs)) for b in budgets]
             reach = ""
             if target is not None:
                 hit = [calls_to(r, target) for r in rs]
@@ -271,13 +279,13 @@ def paired_report(runs: list[dict], budgets: list[int], base: str = "random-sh")
         if not ref:
             continue
         top = max(r["budget"] for r in ref.values())
-        target = statistics.mean(at(r, top) for r in ref.values())
+        target = statistics.mean(at(r, top) for r in ref.values() if r["budget"] >= top)
         for method in METHODS:
             rs = [r for r in runs if r["task"] == task and r["method"] == method and r["seed"] in ref]
             if not rs:
                 continue
-            ran = min(top, *(r["budget"] for r in rs))
-            cells = [fmt([at(r, b) - at(ref[r["seed"]], b) for r in rs]) if b <= ran else "-" for b in budgets]
+            cells = [_cell([at(r, b) - at(ref[r["seed"]], b) for r in rs
+                            if min(r["budget"], ref[r["seed"]]["budget"]) >= b], len(rs)) for b in budgets]
             hit = [h for h in (calls_to(r, target) for r in rs) if h is not None]
             reach = f"{len(hit)}/{len(rs)} runs" + (f"; median {statistics.median(hit):g}" if hit else "")
             lines.append(f"| {task_slug(task)} | {method} | {len(rs)} | " + " | ".join(cells) + f" | {reach} |")
@@ -351,8 +359,8 @@ def plot(runs: list[dict], path: Path) -> Path | None:
             rs = [r for r in runs if r["task"] == task and r["method"] == method]
             if not rs:
                 continue
-            xs = [p["budget"] for p in rs[0]["curve"]]
-            stats = [mean_ci([at(r, x) for r in rs]) for x in xs]
+            xs = [p["budget"] for p in max(rs, key=lambda r: r["budget"])["curve"]]
+            stats = [mean_ci([at(r, x) for r in rs if r["budget"] >= x]) for x in xs]  # the runs that got there
             m = [s[0] for s in stats]
             lo, hi = [max(0.0, s[0] - s[1]) for s in stats], [min(1.0, s[0] + s[1]) for s in stats]
             ax.plot(xs, m, label=method, color=colors[method], lw=2.2 if method in TAP or method == "tap-sh" else 1.2)

@@ -22,3 +22,25 @@ def test_planning_table_gives_the_score_spread_correlation_of_the_entrants():
     assert "| tap-sh | 2 | 0.500 | 5.00 | 0.100 | 1.00 (4) |" in table  # pooled over both runs' entrants
     assert "| tap-sh-mean | 1 | 0.500 | 5.00 | 0.100 | -1.00 (3) |" in table
     assert "| prior-sh | 1 | 0.500 | 5.00 | 0.100 | - |" in table  # no uncertainty, no correlation
+
+
+def _curve_run(method: str, seed: int, tests: dict[int, float]) -> dict:
+    return {"task": "ii:rhymes", "method": method, "seed": seed, "setting": "baseline", "budget": max(tests),
+            "budgets": sorted(tests), "unit": "calls", "initial_test": 0.0, "collection_chain_evals": 0,
+            "proposer": {}, "seconds": 1.0, "curve": [{"budget": b, "test": t} for b, t in sorted(tests.items())]}
+
+
+def test_report_cells_use_only_the_runs_that_reached_the_budget():
+    compare = import_benchmark("compare")
+    # seeds 0 and 1 ran to 512; seed 2 only to 256 (an extension of the small budgets)
+    runs = [_curve_run("random-sh", 0, {256: 0.2, 512: 0.4}), _curve_run("random-sh", 1, {256: 0.4, 512: 0.6}),
+            _curve_run("random-sh", 2, {256: 0.6}),
+            _curve_run("tap-sh", 0, {256: 0.5, 512: 0.5}), _curve_run("tap-sh", 1, {256: 0.5, 512: 0.7}),
+            _curve_run("tap-sh", 2, {256: 0.9})]
+    table = compare.report(runs)
+    # @256 over all three seeds; @512 over the two that got there, marked; the short run's last point is not
+    # mistaken for its accuracy at 512
+    assert "| rhymes | random-sh | baseline | 3 | 0.000 ± 0.000 | 0.400 ± 0.497 | 0.500 ± 1.271 (n=2) |" in table
+    # paired: tap-sh - random-sh per seed = +0.3, +0.1, +0.3 at 256; +0.1, +0.1 at 512; random-sh's final
+    # accuracy is the mean of the runs that reached the top budget (0.5), not of all three
+    assert "| rhymes | tap-sh | 3 | 0.233 ± 0.287 | 0.100 ± 0.000 (n=2) | 3/3 runs; median 256 |" in table
