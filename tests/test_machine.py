@@ -52,3 +52,24 @@ def test_int8_kernel_follows_the_cpu_and_the_fbgemm_cap(monkeypatch):
     monkeypatch.delenv("FBGEMM_ENABLE_INSTRUCTIONS")
     monkeypatch.setattr("tap.llm.hf.cpu_info", lambda: cpu_info(AVX2_ONLY))
     assert int8_kernel() == "avx2"
+
+
+def test_isa_caps_in_the_environment_turn_features_off(monkeypatch, capsys):
+    from tap.machine import effective_cpu, isa_cap
+
+    cpu = cpu_info(AMX)
+    assert effective_cpu(cpu, {}) == cpu and isa_cap({}) is None
+    assert isa_cap({"ONEDNN_MAX_CPU_ISA": "ALL", "ATEN_CPU_CAPABILITY": ""}) is None
+    capped = effective_cpu(cpu, {"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert capped.kind == "AVX2" and not capped.native_bf16 and capped.model == cpu.model
+    assert effective_cpu(cpu, {"ATEN_CPU_CAPABILITY": "avx2"}).kind == "AVX2"
+    assert effective_cpu(cpu, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}).kind == "AVX-512 (no bf16)"
+    assert effective_cpu(cpu, {"ONEDNN_MAX_CPU_ISA": "avx512_core_bf16"}).kind == "AVX-512 + bf16"  # no AMX
+    assert isa_cap({"ONEDNN_MAX_CPU_ISA": "AVX2"}) == "ONEDNN_MAX_CPU_ISA=AVX2"
+    # dtype auto follows what the kernels can do, not what the CPU has
+    monkeypatch.setattr("tap.llm.hf._SAID", set())
+    monkeypatch.setattr("tap.llm.hf.cpu_info", lambda: cpu_info(AVX512_BF16))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    assert "kernels capped: ONEDNN_MAX_CPU_ISA=AVX2" in capsys.readouterr().err
+    assert machine_info()["isa_cap"] == "ONEDNN_MAX_CPU_ISA=AVX2"

@@ -20,7 +20,7 @@ from tap.errors import BackendError
 from tap.llm.base import LLM, GenerationSettings, Score
 from tap.llm.prompt import plain_prompt
 from tap.llm.provision import OFFLINE_MODELS, provision_offline
-from tap.machine import cpu_info
+from tap.machine import cpu_info, effective_cpu, isa_cap
 
 #: linear layers the ``int8`` path quantizes: attention projections and the MLP's gate/up. The MLP's
 #: down projection (its inputs carry outlier activations that per-tensor dynamic quantization of
@@ -36,10 +36,11 @@ def auto_dtype(device: str) -> tuple[torch.dtype, str]:
     """What ``dtype: auto`` runs the frozen LLM in on ``device``, and why."""
     if device.startswith("cuda"):
         return torch.bfloat16, "CUDA"
-    cpu = cpu_info()
+    cpu, cap = effective_cpu(cpu_info()), isa_cap()
     if cpu.native_bf16:
         return torch.bfloat16, f"{cpu.kind} CPU: bf16 in hardware, 2.0-3.3x faster than fp32"
-    return torch.float32, (f"{cpu.kind} CPU without bf16 in hardware (emulated bf16 is ~6x slower than fp32); "
+    where = f"{cpu.kind} CPU" + (f" (kernels capped: {cap})" if cap else "")
+    return torch.float32, (f"{where} without bf16 in hardware (emulated bf16 is ~6x slower than fp32); "
                            "dtype int8 is faster but answers differently (benchmarks/README.md)")
 
 
