@@ -140,7 +140,7 @@ def test_debug_training_pipeline_on_the_real_model(tmp_path, real_artifacts):
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
     first = plan("plan")
-    assert first["method"] == "tap-sh" and first["chain_evals"] <= 5 and set(first["test"]) == {"initial", "final"}
+    assert first["method"] == "prior-sh" and first["chain_evals"] <= 5 and set(first["test"]) == {"initial", "final"}
     from tap.planning import PlanResult
 
     result = PlanResult.load(tmp_path / "plan")

@@ -1,6 +1,6 @@
-"""``python -m tap.pipeline``: meta-train a world model on training tasks, then search a task it never saw
-with TaP's search and with random-sh at the same calls, in one command (here on task files, the hash
-encoder and the rule-based fake LLM)."""
+"""``python -m tap.pipeline``: meta-train a world model on training tasks, then search a task it never saw with TaP's
+search (ranked by the prior, then by the model) and with random-sh at the same calls, in one command (here on task
+files, the hash encoder and the rule-based fake LLM)."""
 
 from __future__ import annotations
 
@@ -27,21 +27,22 @@ def test_pipeline_trains_on_some_tasks_plans_another_against_random_sh_then_resu
             "--out", str(tmp_path / "ckpt"), "--runs", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data")]
     assert pipeline.main(argv) == 0
     out = capsys.readouterr().out
-    assert "1/3" in out and "2/3" in out and "3/3" in out and "TaP against random-sh" in out
+    assert all(f"{i}/4" in out for i in range(1, 5)) and "TaP against random-sh" in out
     assert (tmp_path / "ckpt" / "world_model" / "best.ckpt").exists()
     assert not (tmp_path / "ckpt" / "encoder").exists()  # a frozen text encoder unless --encoder-epochs
-    runs = {m: PlanResult.load(tmp_path / "runs" / f"target-{m}-s0") for m in ("sh", "random-sh")}
-    assert runs["sh"].method == "tap-sh" and runs["random-sh"].method == "random-sh"
+    runs = {m: PlanResult.load(tmp_path / "runs" / f"target-{m}-s0") for m in ("prior-sh", "sh", "random-sh")}
+    assert [r.method for r in runs.values()] == ["prior-sh", "tap-sh", "random-sh"]
     for r in runs.values():
         assert r.costs["search"]["example_evals"] <= 48 and set(r.test) == {"initial", "final"}
-    assert runs["sh"].costs["collection"]["chain_evals_this_task"] == 0  # never trained on the target
-    assert not runs["sh"].costs["collection"]["task_in_training_data"]
-    table = [line for line in out.splitlines() if line.startswith("| tap-sh |") or line.startswith("| random-sh |")]
-    assert len(table) == 2 and "TaP - random-sh, test accuracy at 48 calls" in out
+    for m in ("prior-sh", "sh"):
+        assert runs[m].costs["collection"]["chain_evals_this_task"] == 0  # never trained on the target
+        assert not runs[m].costs["collection"]["task_in_training_data"]
+    table = [line for line in out.splitlines() if line.startswith(("| prior-sh |", "| tap-sh |", "| random-sh |"))]
+    assert len(table) == 3 and "TaP - random-sh, test accuracy at 48 calls: prior-sh " in out
     # a rerun finds the checkpoint and only plans again (every call from the cache)
     assert pipeline.main(argv) == 0
     again = capsys.readouterr().out
-    assert "1/3" not in again and "2/3" in again and "3/3" in again
+    assert "1/4" not in again and all(f"{i}/4" in again for i in (2, 3, 4))
 
 
 def test_pipeline_refuses_a_target_it_trains_on(tmp_path, fake_llm, capsys):

@@ -4,7 +4,7 @@ is a LightningModule (``tap.systems.ImaginationPolicy``).
 
     from tap.planning import Planner
     planner = Planner.from_checkpoint("checkpoints/world_model")
-    result = planner.optimize("ii:first_word_letter", budget_calls=512, seed=0)   # method="sh"
+    result = planner.optimize("ii:first_word_letter", budget_calls=512, seed=0)   # method="prior-sh"
     print(result.final_chain.describe(), result.test, result.costs)
 """
 

@@ -1,11 +1,13 @@
 """``plan.py``: optimise a task's chain with a trained world model under a budget of real LLM evaluations.
 
-By default (``--method sh``) it runs TaP's successive-halving search (``tap.planning.search``): each
-round a menu of ``--menu`` candidates is scored in imagination, ``--enter`` of them are picked by
-mean + ``--beta`` x uncertainty and verified by successive halving on paired examples, and a candidate
-replaces the incumbent only if it beats it on the same examples. ``prior-sh``, ``random-sh`` (no
-checkpoint needed), ``gradient-sh`` and ``policy-sh`` are the same search ranked by the non-learned
-prior, uniformly, by the gradient planner or by an imagination policy (its checkpoint).
+It runs TaP's successive-halving search (``tap.planning.search``): each round a menu of ``--menu``
+candidates is scored in imagination, ``--enter`` of them are picked by score + ``--beta`` x uncertainty
+and verified by successive halving on paired examples, and a candidate replaces the incumbent only if it
+beats it on the same examples. By default (``--method prior-sh``) the score is the operation prior the
+world model learnt on its training tasks (each edit operation's mean accuracy change there), which ranks
+better on new tasks than the world model's own predictions so far (``benchmarks/README.md``); ``sh``
+ranks by those predictions and their uncertainty, ``random-sh`` (no checkpoint needed) uniformly,
+``gradient-sh`` and ``policy-sh`` by the gradient planner or an imagination policy (its checkpoint).
 
 Prints the initial and final chain, one line per verified chain (predicted and measured effect, the
 examples it was measured on, calls spent), and both chains' accuracy on the task's held-out test
@@ -44,8 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--proposer", help="LLM that induces instructions (default: the frozen LLM)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", choices=METHODS, default=d.method,
-                   help="TaP's successive-halving search ranked by the world model (sh), by the non-learned "
-                        "prior, uniformly (random-sh: needs no checkpoint), by the gradient planner or a policy; "
+                   help="TaP's successive-halving search ranked by the operation prior the world model learnt "
+                        "on its training tasks (prior-sh: ranks best on new tasks so far), by the world model's "
+                        "predictions (sh), uniformly (random-sh: needs no checkpoint), by the gradient planner or a "
+                        "policy; "
                         "or the verify-top-k planner: gradient, policy (policy checkpoint), random edits")
     p.add_argument("--menu", type=int, default=256, help="sh: candidates scored in imagination per round")
     p.add_argument("--enter", type=int, default=8, help="sh: candidates verified by successive halving per round")

@@ -1,11 +1,14 @@
 """The planner: optimise a task's chain under a budget of real LLM calls and/or chain evaluations.
 
-``Planner.optimize`` runs, by default (``method="sh"``), TaP's successive-halving search
-(``tap.planning.search``: a large menu scored in imagination, acquisition by mean + uncertainty,
-successive halving on paired examples); ``prior-sh``, ``random-sh``, ``gradient-sh`` and ``policy-sh``
-are the same search ranked by the non-learned prior, uniformly, by the gradient planner or by an
-imagination policy. The older verify-top-k loop below stays available as ``gradient``, ``policy`` and
-``random``:
+``Planner.optimize`` runs TaP's successive-halving search (``tap.planning.search``: a large menu scored
+in imagination, acquisition by score + uncertainty, successive halving on paired examples). By default
+(``method="prior-sh"``) it ranks the menu by the operation prior the world model learnt on its training
+tasks (each edit operation's mean accuracy change there): on tasks never trained on, that ranks ahead of
+the world model's own predictions (``sh``) at 128 and 256 LLM calls (``benchmarks/README.md``, 10 seeds
+on the transfer set), so the network is not the default ranker until it earns it. ``sh``, ``random-sh``,
+``gradient-sh`` and ``policy-sh`` are the same search ranked by the world model, uniformly, by the
+gradient planner or by an imagination policy. The older verify-top-k loop below stays available as
+``gradient``, ``policy`` and ``random``:
 
 Each step (MPC): propose K candidate edits of the current chain across the three scales; rank them
 in imagination (``gradient``: relaxed H-step plans through the world model, seeded by the imagination
@@ -56,8 +59,9 @@ class PlanConfig:
     """How a search runs (every field is a ``plan.py`` option).
 
     Args:
-        method: ``sh`` (TaP's successive-halving search ranked by the world model; ``prior-sh``,
-            ``random-sh``, ``gradient-sh``, ``policy-sh``: ranked otherwise), or the verify-top-k planner:
+        method: ``prior-sh`` (TaP's successive-halving search ranked by the world model's operation prior:
+            the default), ``sh`` (ranked by the world model's predictions), ``random-sh``, ``gradient-sh``,
+            ``policy-sh`` (ranked otherwise), or the verify-top-k planner:
             ``gradient`` (relaxed planning through the world model), ``policy`` (the imagination policy's
             choice; needs a policy checkpoint) or ``random`` (random candidates, same verification).
         candidates: verify-top-k: candidate edits proposed per step (K), across the three scales.
@@ -79,7 +83,7 @@ class PlanConfig:
         max_steps: most planning steps (the budget normally ends the search first).
     """
 
-    method: Method = "sh"
+    method: Method = "prior-sh"
     candidates: int = 12
     verify_top: int = 2
     gradient: GradientConfig = field(default_factory=GradientConfig)

@@ -303,23 +303,30 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
 
 
 def test_the_python_api_runs_the_successive_halving_search_by_default(task, tmp_path):
-    """``Planner.optimize`` with the default config is TaP's search (``tap.planning.search``), exactly as built
-    directly, with its test report, settings and no online learning unless asked; ``random-sh`` needs no model."""
+    """``Planner.optimize`` with the default config is TaP's search (``tap.planning.search``) ranked by the
+    operation prior, exactly as built directly, with its test report, settings and no online learning unless
+    asked; ``sh`` is the same search ranked by the world model; ``random-sh`` needs no model."""
     from tap.planning.search import SuccessiveHalvingSearch
     from tests.planning.test_search import _strip
 
-    assert PlanConfig().method == "sh" and PlanConfig().refine_for("sh") == 0 and PlanConfig().refine_for("gradient")
+    assert PlanConfig().method == "prior-sh" and PlanConfig().refine_for("prior-sh") == 0
+    assert PlanConfig().refine_for("sh") == 0 and PlanConfig().refine_for("gradient")
     wm = tiny_world_model()
     config = PlanConfig(eval_examples=8, test_examples=6, menu=24, enter=4)
     result = Planner(wm, config=config, llm=RuleLLM()).optimize(task, budget_calls=60, seed=1, progress=False,
                                                                 out_dir=tmp_path / "run")
-    assert result.method == "tap-sh" and result.costs["search"]["example_evals"] <= 60
+    assert result.method == "prior-sh" and result.costs["search"]["example_evals"] <= 60
     assert set(result.test) == {"initial", "final"} and result.config["menu"] == 24
-    assert result.config["method"] == "sh" and result.config["refine_steps"] == 0
+    assert result.config["method"] == "prior-sh" and result.config["refine_steps"] == 0
     direct = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=60, eval_examples=8, progress=False,
-                                     world_model=wm, menu=24, enter=4).run()
+                                     world_model=wm, menu=24, enter=4, scorer="prior").run()
     assert [r.chain for r in result.records] == [r.chain for r in direct.records]
     assert _strip(result)["records"] == _strip(direct)["records"]
+    model = Planner(wm, config=PlanConfig(method="sh", eval_examples=8, test_examples=0, menu=24, enter=4),
+                    llm=RuleLLM()).optimize(task, budget_calls=60, seed=1, progress=False)
+    ranked = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=60, eval_examples=8, progress=False,
+                                     world_model=wm, menu=24, enter=4).run()
+    assert model.method == "tap-sh" and _strip(model)["records"] == _strip(ranked)["records"]
     assert PlanResult.load(tmp_path / "run").final_chain == result.final_chain
     uniform = Planner(None, config=PlanConfig(method="random-sh", eval_examples=8, test_examples=0, menu=24, enter=4),
                       llm=RuleLLM()).optimize(task, budget_calls=40, seed=1, progress=False)
