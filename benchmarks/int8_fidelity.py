@@ -67,20 +67,19 @@ def answer(task_name: str, llm, n_chains: int, n_examples: int, seed: int) -> di
         ev = env.evaluate(chain, examples)
         rows.append({"answers": [r.extracted for r in ev.results], "correct": [bool(r.correct) for r in ev.results]})
     return {"task": task_name, "model": llm.name, "mode": env.mode, "chains": rows,
-            "machine": machine_info(llm.name.rpartition("@")[2] or None), "isa_cap": os.environ.get("TAP_ISA_CAP")}
-
-
-def _spearman(a: list[float], b: list[float]) -> float:
-    import torch
-    from torchmetrics.functional import spearman_corrcoef
-
-    if len(set(a)) < 2 or len(set(b)) < 2:
-        return float("nan")  # a constant ranking has no order to agree with
-    return float(spearman_corrcoef(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)))
+            "machine": machine_info(llm.name.rpartition("@")[2] or None)}
 
 
 def compare(base: dict, other: dict) -> dict:
-    """How ``other`` (int8) answers the chains of ``base`` (fp32): identical answers, accuracy, ranking."""
+    """How ``other`` (int8) answers the chains of ``base`` (fp32): identical answers, accuracy, ranking
+    (Spearman; NaN where a side is constant, which ``fmt`` leaves out of the means).
+    """
+    from noise_ceiling import spearman
+
+    def rho(x: list[float], y: list[float]) -> float:
+        r = spearman(x, y)
+        return float("nan") if r is None else r
+
     same = [x == y for cb, co in zip(base["chains"], other["chains"]) for x, y in zip(cb["answers"], co["answers"])]
     acc_b = [statistics.mean(c["correct"]) for c in base["chains"]]
     acc_o = [statistics.mean(c["correct"]) for c in other["chains"]]
@@ -88,7 +87,7 @@ def compare(base: dict, other: dict) -> dict:
     even = [statistics.mean(c["correct"][0::2]) for c in base["chains"]]
     best_o = max(range(len(acc_o)), key=acc_o.__getitem__)  # the chain a search on int8 would keep
     return {"identical": statistics.mean(same), "acc_base": acc_b, "acc_other": acc_o,
-            "rho": _spearman(acc_b, acc_o), "split_half": _spearman(odd, even),
+            "rho": rho(acc_b, acc_o), "split_half": rho(odd, even),
             "regret": max(acc_b) - acc_b[best_o]}  # fp32 accuracy lost by keeping int8's best chain
 
 
@@ -112,13 +111,12 @@ def report(rows: dict) -> str:
                      f"{fmt([o - b for b, o in zip(c['acc_base'], c['acc_other'])])} | {c['rho']:.2f} | "
                      f"{c['split_half']:.2f} | {c['regret']:.3f} |")
     for variant, cs in pooled.items():
-        rho = [c["rho"] for c in cs if c["rho"] == c["rho"]]
-        half = [c["split_half"] for c in cs if c["split_half"] == c["split_half"]]
         lines.append(f"| **mean over {len(cs)} tasks** | {variant} vs float32 | | "
                      f"{fmt([c['identical'] for c in cs], 2)} | {fmt([statistics.mean(c['acc_base']) for c in cs])} | "
                      f"{fmt([statistics.mean(c['acc_other']) for c in cs])} | "
                      f"{fmt([statistics.mean(c['acc_other']) - statistics.mean(c['acc_base']) for c in cs])} | "
-                     f"{fmt(rho, 2)} | {fmt(half, 2)} | {fmt([c['regret'] for c in cs])} |")
+                     f"{fmt([c['rho'] for c in cs], 2)} | {fmt([c['split_half'] for c in cs], 2)} | "
+                     f"{fmt([c['regret'] for c in cs])} |")
     return "\n".join(lines)
 
 
