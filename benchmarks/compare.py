@@ -10,7 +10,8 @@ val examples, and is charged the same way: one chain evaluation per chain scored
   ``tap-sh-mean`` (no uncertainty: entrants by predicted mean), ``tap-sh-online`` (learns online by refining the
   world model) and ``tap-sh-adapt`` (learns online a per-operation correction; ``prior-sh-adapt`` on the prior);
   ``prior-sh`` the same search ranked by the non-learned prior; ``random-sh`` the same search with a uniform choice
-  (the baseline that isolates what the model adds);
+  (the baseline that isolates what the model adds); ``prior-sh-carry`` and ``random-sh-carry`` carry the entrants
+  that beat the incumbent into the next round (``carry=2``);
 - ``tap-gradient``, ``tap-policy``: the planner (``tap.planning``) with the world model / imagination policy;
 - ``random``, ``grips``, ``ape``, ``opro``, ``evoprompt``, ``demos``: ``tap.baselines``;
 - ``promptolution-evoprompt`` (not in the default list): the maintained ``promptolution`` library's EvoPrompt-GA
@@ -68,8 +69,11 @@ SH_VARIANTS: dict[str, tuple[str, dict]] = {
     "tap-sh-adapt": ("model", {"adapt": 0.1}),         # corrects the model per operation online (tap.planning.adapt)
     "prior-sh-adapt": ("prior", {"adapt": 0.1}),       # the same correction on the non-learned prior
     "gradient-sh": ("gradient", {}), "prior-sh": ("prior", {}), "random-sh": ("random", {}),
+    "prior-sh-carry": ("prior", {"carry": 2}),         # entrants that beat the incumbent re-enter the next round first
+    "random-sh-carry": ("random", {"carry": 2}),       # the same carrying with a uniform choice (no model)
 }
 SH = tuple(SH_VARIANTS)
+MODEL_FREE = tuple(m for m, (scorer, _) in SH_VARIANTS.items() if scorer == "random")  # need no world model
 REFERENCE = ("promptolution-evoprompt",)  # a maintained library's implementation (optional dependency)
 BASELINES = ("random", "grips", "ape", "opro", "evoprompt", "demos", *REFERENCE)
 METHODS = (*SH, *TAP, *BASELINES)
@@ -108,14 +112,14 @@ def search(method: str, task, budget: int, seed: int, args, llm, planners: dict,
 
         from tap.planning.search import SuccessiveHalvingSearch
 
-        wm, data = planners["sh"] if method != "random-sh" else (None, {})
+        wm, data = planners["sh"] if method not in MODEL_FREE else (None, {})
         scorer, settings = SH_VARIANTS[method]
         sh = SuccessiveHalvingSearch(llm, task, evals, seed, budget_calls=calls, eval_examples=args.eval_examples,
                                      world_model=copy.deepcopy(wm), scorer=scorer, training_data=data,
                                      progress=True, **settings)  # a copy: online learning must not leak across runs
         sh.name = method
         result = sh.run()
-        return (result, *_collection(result, unit)) if method != "random-sh" else (result, "baseline", 0)
+        return (result, *_collection(result, unit)) if method not in MODEL_FREE else (result, "baseline", 0)
     if method in TAP:
         planner = planners[method]
         result = planner.optimize(task, budget=evals, budget_calls=calls, seed=seed,
@@ -308,7 +312,7 @@ def planning_report(runs: list[dict]) -> str:
         rs = [r["planning"] for r in runs if r["method"] == method and r.get("planning", {}).get("rounds")
               and timed(r)]
         ratios = [p["ratio"] for p in rs if p.get("ratio") is not None]
-        if rs and method != "random-sh":
+        if rs and method not in MODEL_FREE:
             rows.append(f"| {method} | {len(rs)} | {statistics.mean(p['per_round'] for p in rs):.3f} | "
                         f"{statistics.mean(p['full_evaluation_seconds'] for p in rs):.2f} | "
                         f"{statistics.mean(ratios):.3f} | {_score_spread_rho(runs, method)} |")
@@ -352,7 +356,8 @@ def plot(runs: list[dict], path: Path) -> Path | None:
     colors = dict(zip((*TAP, *BASELINES), plt.get_cmap("tab10").colors))
     colors.update({"tap-sh": "black", "tap-sh-mean": "slategray", "tap-sh-online": "indigo", "tap-sh-adapt": "crimson",
                    "prior-sh-adapt": "tab:blue", "gradient-sh": "dimgray",
-                   "prior-sh": "tab:cyan", "random-sh": "darkgoldenrod"})
+                   "prior-sh": "tab:cyan", "random-sh": "darkgoldenrod", "prior-sh-carry": "tab:green",
+                   "random-sh-carry": "goldenrod"})
     for ax, task in zip(axes[0], tasks):
         title = task_slug(task)
         for method in METHODS:
@@ -446,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
             for method, ckpt in (("tap-gradient", args.world_model), ("tap-policy", args.policy)):
                 if method in args.methods:
                     planners[method] = Planner.from_checkpoint(ckpt, llm=llm, config=PlanConfig(**cfg))
-            if (set(SH) - {"random-sh"}) & set(args.methods):
+            if (set(SH) - set(MODEL_FREE)) & set(args.methods):
                 from tap.planning.search import load_world_model
 
                 planners["sh"] = load_world_model(args.world_model)

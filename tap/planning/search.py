@@ -17,7 +17,12 @@ Each round, from the incumbent chain:
    examples, up to the full ``eval_examples``. A candidate replaces the incumbent only if it beats it
    on the same examples at the top rung (GEPA's acceptance); the incumbent's own evaluation is
    always at full fidelity, so a lucky small-rung score never becomes the incumbent (winner's curse).
-5. **Learn online**, two ways, both off by default:
+5. **Carry the evidence over** (``carry`` > 0): entrants that beat the incumbent on the same examples at
+   the highest rung they reached but were not accepted re-enter the next round first, ahead of the
+   acquisition, their edits re-applied to the new incumbent (or, when nothing was accepted, as they
+   were, so their paid rungs cost nothing again). Measured evidence outranks any prediction, and a
+   rejected round's halving resumes instead of starting over.
+6. **Learn online**, two ways, both off by default:
    - ``adapt`` > 0: every verified candidate's measured change against the incumbent (same examples,
      at the highest rung it reached) corrects the ranker's predictions per edit operation for the
      rest of the search (``tap.planning.adapt.OpCorrection``, a closed-form Bayesian update);
@@ -90,6 +95,8 @@ class SuccessiveHalvingSearch(Search):
         task_pairs: train pairs that describe the task to the world model (as it was trained).
         training_data: the world model's data settings (``load_world_model``), to report what collecting
             its data cost on this task (``costs["collection"]``; 0 on a task it never saw).
+        carry: most entrants of a round carried into the next (module docstring, step 5; 0: off). Applies to
+            every scorer, ``random`` included: it uses measurements, not the model.
         max_rounds: most rounds (the budget normally ends the search first).
         **kwargs: ``Search`` arguments (llm, task, budget, seed, budget_calls, eval_examples, ...).
     """
@@ -100,7 +107,7 @@ class SuccessiveHalvingSearch(Search):
                  plans: float = 0.25, enter: int = 8, rungs: tuple[int, ...] | None = None, beta: float = 1.0,
                  explore: float = 0.125, dense_weight: float = 0.25, fluency_weight: float = 0.0,
                  refine_steps: int = 0, refine_lr: float = 1e-4, adapt: float = 0.0, task_pairs: int = 4,
-                 training_data: dict | None = None, max_rounds: int = 1000, **kwargs) -> None:
+                 training_data: dict | None = None, carry: int = 0, max_rounds: int = 1000, **kwargs) -> None:
         # every ranker starts from the same random stream (seeded by the class name): with one seed, tap-sh
         # and random-sh draw the same first menu, so their comparison is paired where it can be
         super().__init__(*args, **kwargs)
@@ -118,6 +125,9 @@ class SuccessiveHalvingSearch(Search):
         if menu < 1 or enter < 1 or not 0 <= plans <= 1 or not 0 <= explore <= 1 or beta < 0 or adapt < 0:
             raise TapError(f"invalid search settings: menu ({menu}) and enter ({enter}) must be >= 1, plans "
                            f"({plans}) and explore ({explore}) in [0, 1], beta ({beta}) and adapt ({adapt}) >= 0.")
+        if not 0 <= carry < enter:
+            raise TapError(f"carry ({carry}) must be in 0..enter-1 ({enter - 1}): carried entrants take entry slots "
+                           "and at least one must stay for a new candidate.")
         if adapt and scorer not in ("model", "prior"):
             raise TapError(f"adapt corrects a ranker's predicted accuracy change; the {scorer!r} scorer predicts "
                            "none. Use scorer 'model' or 'prior', or adapt=0.")
@@ -133,7 +143,8 @@ class SuccessiveHalvingSearch(Search):
         self.task_pairs, self.max_rounds = task_pairs, max_rounds
         self.training_data = dict(training_data or {}) if scorer != "random" else {}
         self.rounds: list[dict] = []  # what each round imagined, picked and verified (the "why")
-        self.adapt = adapt
+        self.adapt, self.carry = adapt, carry
+        self._carried: list[tuple[tuple[Edit, ...], tuple[float, float]]] = []  # (edits, margin) for next round
         self._correction = None
         if adapt:
             from tap.planning.adapt import OpCorrection
@@ -175,6 +186,25 @@ class SuccessiveHalvingSearch(Search):
                 seen.add(chain.to_json())
                 if not self.known(chain):
                     out.append(((first, second), chain))
+        return out
+
+    def _carried_menu(self, parent: Chain, menu: list) -> list[tuple[tuple[Edit, ...], Chain]]:
+        """Last round's carried entrants as candidates from ``parent`` (their edits re-applied; those that no
+        longer apply, change nothing, were evaluated in full, or are already in the menu are dropped).
+        """
+        out, seen = [], {parent.to_json(), *(c.to_json() for _, c in menu)}
+        for edits, _ in self._carried:
+            chain = parent
+            try:
+                for e in edits:
+                    chain = apply_edit(chain, e)
+                chain.validate()
+            except Exception:  # noqa: BLE001 - an edit that no longer applies is dropped
+                continue
+            if chain.to_json() not in seen and not self.known(chain):
+                seen.add(chain.to_json())
+                out.append((edits, chain))
+        self._carried = []
         return out
 
     # ---- 2. imagination ----------------------------------------------------------------------------
@@ -238,9 +268,11 @@ class SuccessiveHalvingSearch(Search):
         return [s + self.fluency_weight * change(c) for s, (_, c) in zip(score, menu)]
 
     # ---- 3. acquisition ------------------------------------------------------------------------------
-    def _acquire(self, score: list[float], sigma: list[float]) -> list[int]:
-        """Indices of the entrants: UCB picks first, then an ``explore`` share uniformly from the rest."""
-        n = min(self.enter, len(score))
+    def _acquire(self, score: list[float], sigma: list[float], slots: int | None = None) -> list[int]:
+        """Indices of ``slots`` (default ``enter``) entrants: UCB picks first, then an ``explore`` share uniformly
+        from the rest.
+        """
+        n = min(self.enter if slots is None else slots, len(score))
         if self.scorer == "random":
             return self.rng.sample(range(len(score)), n)
         n_random = min(round(n * self.explore), n - 1) if n > 1 else 0
@@ -275,10 +307,28 @@ class SuccessiveHalvingSearch(Search):
             alive = sorted(alive, key=lambda i: (keys[i], -i), reverse=True)[:keep]
         if self._correction is not None:
             self._adapt_from(parent, menu, last)
+        if self.carry:
+            self._carry_from(parent, menu, last)
         return [{"edits": [e.to_dict() for e in menu[i][0]], "predicted": score[i], "uncertainty": sigma[i], **m}
                 for i, m in measured.items()]
 
-    # ---- 5. learning online --------------------------------------------------------------------------
+    # ---- 5. carrying the evidence over ---------------------------------------------------------------
+    def _carry_from(self, parent: Chain, menu: list, last: dict[int, tuple[int, object]]) -> None:
+        """Keep the ``carry`` entrants with the largest margin over the incumbent on the same examples (accuracy,
+        then gold-answer probability) at the highest rung they reached, among those that beat it and did not
+        become the new incumbent.
+        """
+        best = self.best.to_json()
+        ahead = []
+        for i, (n, ev) in sorted(last.items()):
+            ref = self._incumbent_at(parent, n)
+            margin = (ev.accuracy - ref.accuracy, ev.dense - ref.dense)
+            if margin > (0.0, 0.0) and menu[i][1].to_json() != best:
+                ahead.append((margin, i))
+        ahead.sort(key=lambda m: (m[0], -m[1]), reverse=True)
+        self._carried = [(menu[i][0], margin) for margin, i in ahead[: self.carry]]
+
+    # ---- 6. learning online --------------------------------------------------------------------------
     def _adapt_from(self, parent: Chain, menu: list, last: dict[int, tuple[int, object]]) -> None:
         """Every entrant's measured change against the incumbent on the same examples, minus the ranker's
         prediction, updates the per-operation correction (``tap.planning.adapt``).
@@ -315,6 +365,8 @@ class SuccessiveHalvingSearch(Search):
             parent, parent_edits = self.best, list(self.best_edits)
             t0 = time.perf_counter()
             menu = self._menu(parent)
+            carried = self._carried_menu(parent, menu) if self.carry else []
+            menu = carried + menu  # carried entrants first: they enter ahead of the acquisition
             if not menu:
                 return
             score, sigma = self._imagine(parent, menu)
@@ -324,8 +376,9 @@ class SuccessiveHalvingSearch(Search):
                 adapted = {"adapt": self._correction.summary()}  # what this task taught so far, per operation
             if self.fluency_weight:
                 score = self._add_fluency(parent, menu, score)
-            picks = self._acquire(score, sigma)
-            entry = {"round": len(self.rounds), "menu": len(menu), "entrants": len(picks),
+            k = len(carried)
+            picks = list(range(k)) + [k + i for i in self._acquire(score[k:], sigma[k:], self.enter - k)]
+            entry = {"round": len(self.rounds), "menu": len(menu), "entrants": len(picks), "carried": k,
                      "plans_in_menu": sum(len(e) > 1 for e, _ in menu),
                      "planning_seconds": round(time.perf_counter() - t0, 4), **adapted}  # menu to acquisition
             self.rounds.append(entry)

@@ -179,6 +179,8 @@ def test_bad_settings_are_named(task, wm):
         _search(task, wm, "best", calls=10)
     with pytest.raises(TapError, match="rungs"):
         _search(task, wm, "random", calls=10, rungs=(4, 6))
+    with pytest.raises(TapError, match="carry"):
+        _search(task, wm, "random", calls=10, carry=4, enter=4)
     assert random_sh(RuleLLM(), task, None, 0, budget_calls=10, progress=False).name == "random-sh"
     assert search_key(_fake_eval(0.5, 4)) == (0.5, 0.5)
 
@@ -230,3 +232,48 @@ def test_gradient_and_policy_rank_single_edits_inside_the_same_search(task):
     with pytest.raises(TapError, match="imagination-policy"):
         _search(task, wm, "policy", calls=10)
     assert torch.is_tensor(wm.op_delta)
+
+
+def test_carry_keeps_the_entrants_that_beat_the_incumbent_by_margin(task, wm, monkeypatch):
+    s = _search(task, wm, "prior", calls=10_000, carry=2, rungs=(2, 4, 8), enter=5)
+    menu = s._menu(s.start)[:5]
+    monkeypatch.setattr(s, "_incumbent_at", lambda parent, n: _fake_eval(0.5, n))
+    # (rung, accuracy) each entrant reached: 0 and 3 beat the incumbent, 1 ties, 2 and 4 trail
+    reached = [(8, 0.75), (4, 0.5), (2, 0.0), (4, 1.0), (2, 0.0)]
+    last = {i: (n, _fake_eval(acc, n)) for i, (n, acc) in enumerate(reached)}
+    s._carry_from(s.start, menu, last)
+    assert [e for e, _ in s._carried] == [menu[3][0], menu[0][0]]  # the larger margin first; ties are not ahead
+    s.best = menu[3][1]  # had entrant 3 become the incumbent, it would not be carried
+    s._carry_from(s.start, menu, last)
+    assert [e for e, _ in s._carried] == [menu[0][0]]
+
+
+@pytest.mark.parametrize("scorer", ("prior", "random"))
+def test_carried_entrants_enter_the_next_round_first_within_the_budget(task, wm, scorer):
+    result = _search(task, wm, scorer, calls=400, seed=4, carry=2).run()
+    rounds = result.config["rounds"]
+    assert any(r["carried"] for r in rounds) and all(r["carried"] <= 2 for r in rounds)
+    assert result.costs["search"]["example_evals"] <= 400
+    result.check_replay()
+    for prev, r in zip(rounds, rounds[1:]):
+        # this round's first entrants are the previous round's carried ones (their edits, re-applied)
+        prev_edits = [v["edits"] for v in prev.get("verified", [])]
+        assert all(v["edits"] in prev_edits for v in r.get("verified", [])[: r["carried"]])
+    plain = _search(task, wm, scorer, calls=400, seed=4).run()
+    assert all(r["carried"] == 0 for r in plain.config["rounds"])  # off by default
+
+
+def test_a_carried_entrant_pays_nothing_again_for_the_rungs_it_reached(task, wm):
+    s = _search(task, wm, "random", calls=10_000, carry=1, enter=4, rungs=(4, 8))
+    s.evaluate(s.start, [])  # the incumbent, at full fidelity
+    edits, chain = s._menu(s.start)[0]
+    s.evaluate(chain, edits, n=4)
+    paid = s.env.example_evals
+    s._carried = [(edits, (0.25, 0.0))]  # as if it had beaten the incumbent at rung 4 and nothing was accepted
+    carried = s._carried_menu(s.start, [])
+    assert carried == [(edits, chain)] and not s._carried  # as it was; the carry list is consumed
+    s.evaluate(chain, edits, n=4)
+    assert s.env.example_evals == paid  # its first rung was paid last round
+    s.evaluate(chain, edits, n=8)
+    assert s.env.example_evals == paid + 4  # the next rung pays only the new examples
+    assert s._carried_menu(s.start, [(edits, chain)]) == []  # nothing carried twice, nor a menu duplicate
