@@ -259,7 +259,7 @@ def report(runs: list[dict]) -> str:
                         else " - |")
             lines.append(row)
     text = "\n".join(lines) + "\n\n" + "\n".join(notes)
-    for extra in (paired_report(runs, budgets), planning_report(runs)):
+    for extra in (paired_report(runs, budgets), ablation_report(runs, budgets), planning_report(runs)):
         if extra:
             text += ("" if text.endswith("\n\n") else "\n\n") + extra.lstrip("\n")
     return text
@@ -294,6 +294,37 @@ def paired_report(runs: list[dict], budgets: list[int], base: str = "random-sh")
             reach = f"{len(hit)}/{len(rs)} runs" + (f"; median {statistics.median(hit):g}" if hit else "")
             lines.append(f"| {task_slug(task)} | {method} | {len(rs)} | " + " | ".join(cells) + f" | {reach} |")
     return "\n".join(lines)
+
+
+def variant_of(method: str) -> str | None:
+    """The search a variant modifies: the longest other method its name extends (``prior-sh-carry`` ->
+    ``prior-sh``, ``tap-sh-mean`` -> ``tap-sh``); None for a method that is no variant.
+    """
+    bases = [m for m in METHODS if method.startswith(m + "-")]
+    return max(bases, key=len) if bases else None
+
+
+def ablation_report(runs: list[dict], budgets: list[int]) -> str:
+    """Every variant against the search it modifies (``variant_of``), paired on task and seed: what the one
+    change adds at each budget.
+    """
+    lines = []
+    for task in dict.fromkeys(r["task"] for r in runs):
+        by = {(r["method"], r["seed"]): r for r in runs if r["task"] == task}
+        for method in METHODS:
+            base = variant_of(method)
+            pairs = [(r, by[base, s]) for (m, s), r in by.items() if m == method and (base, s) in by]
+            if not pairs:
+                continue
+            cells = [_cell([at(r, b) - at(ref, b) for r, ref in pairs if min(r["budget"], ref["budget"]) >= b],
+                           len(pairs)) for b in budgets]
+            lines.append(f"| {task_slug(task)} | {method} − {base} | {len(pairs)} | " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    return "\n".join(["", "", "Each variant against the search it modifies (same task and seed; mean ± 95 % Student-t "
+                      "half-width of the per-seed difference in test accuracy):", "",
+                      "| task | compared | seeds | " + " | ".join(f"Δ@{b}" for b in budgets) + " |",
+                      "|---|---|---|" + "---|" * len(budgets), *lines])
 
 
 def timed(run: dict) -> bool:

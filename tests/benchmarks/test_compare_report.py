@@ -44,3 +44,18 @@ def test_report_cells_use_only_the_runs_that_reached_the_budget():
     # paired: tap-sh - random-sh per seed = +0.3, +0.1, +0.3 at 256; +0.1, +0.1 at 512; random-sh's final
     # accuracy is the mean of the runs that reached the top budget (0.5), not of all three
     assert "| rhymes | tap-sh | 3 | 0.233 ± 0.287 | 0.100 ± 0.000 (n=2) | 3/3 runs; median 256 |" in table
+
+
+def test_each_variant_is_paired_with_the_search_it_modifies():
+    compare = import_benchmark("compare")
+    assert compare.variant_of("prior-sh-carry") == "prior-sh" and compare.variant_of("random-sh-carry") == "random-sh"
+    assert compare.variant_of("tap-sh-mean") == "tap-sh" and compare.variant_of("prior-sh") is None
+    runs = [_curve_run("prior-sh", 0, {256: 0.2, 512: 0.4}), _curve_run("prior-sh", 1, {256: 0.4, 512: 0.4}),
+            _curve_run("prior-sh-carry", 0, {256: 0.3, 512: 0.6}),
+            _curve_run("prior-sh-carry", 1, {256: 0.4, 512: 0.6}),
+            _curve_run("random-sh-carry", 0, {256: 0.9, 512: 0.9})]  # no random-sh run: nothing to pair it with
+    table = compare.ablation_report(runs, [256, 512])
+    # per seed: +0.1 and 0.0 at 256, +0.2 and +0.2 at 512
+    assert "| rhymes | prior-sh-carry − prior-sh | 2 | 0.050 ± 0.635 | 0.200 ± 0.000 |" in table
+    assert "random-sh-carry" not in table
+    assert compare.ablation_report(runs[:2], [256, 512]) == ""
