@@ -72,6 +72,8 @@ class PlanConfig:
         beta: sh: weight of the uncertainty in the acquisition (0: by the predicted mean).
         adapt: sh: prior scale of the task's per-operation departure from the ranker, learnt online from
             every verified candidate (``tap.planning.adapt``; 0: off; ``sh`` and ``prior-sh``).
+        carry: sh: most entrants of a round that beat the incumbent on the same examples without being accepted,
+            carried into the next round ahead of the acquisition (0: off; every ranker).
         refine_steps: refinement steps on verified transitions after each step (0: off; None: the
             method's default, 10 for the verify-top-k planner's Dyna refinement and 0 for ``sh``, whose
             online learning is the ablation ``tap-sh-online`` in ``benchmarks/compare.py``).
@@ -91,6 +93,7 @@ class PlanConfig:
     enter: int = 8
     beta: float = 1.0
     adapt: float = 0.0
+    carry: int = 0
     refine_steps: int | None = None
     refine_lr: float = 1e-4
     eval_examples: int = 16
@@ -107,6 +110,9 @@ class PlanConfig:
                            f"and eval_examples ({self.eval_examples}) must be >= 1, test_examples >= 0.")
         if self.adapt < 0:
             raise TapError(f"adapt (the correction's prior scale) must be >= 0, got {self.adapt}.")
+        if not 0 <= self.carry < self.enter:
+            raise TapError(f"carry ({self.carry}) must be in 0..enter-1 ({self.enter - 1}): carried entrants take "
+                           "entry slots and one must stay for a new candidate.")
 
     def refine_for(self, method: str) -> int:
         """Refinement steps a run of ``method`` takes (``refine_steps``, or the method's default)."""
@@ -290,7 +296,7 @@ class Planner:
                                          progress=progress, world_model=self.wm, scorer=scorer, policy=self.policy,
                                          training_data=self.training_data, menu=cfg.menu, enter=cfg.enter,
                                          beta=cfg.beta, refine_steps=cfg.refine_for(method) if scorer == "model" else 0,
-                                         refine_lr=cfg.refine_lr, adapt=cfg.adapt)
+                                         refine_lr=cfg.refine_lr, adapt=cfg.adapt, carry=cfg.carry)
         result = search.run()
         result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)
         result.config = {**asdict(cfg), **result.config, "method": method}
