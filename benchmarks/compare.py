@@ -297,10 +297,10 @@ def paired_report(runs: list[dict], budgets: list[int], base: str = "random-sh")
 
 
 def variant_of(method: str) -> str | None:
-    """The search a variant modifies: the longest other method its name extends (``prior-sh-carry`` ->
-    ``prior-sh``, ``tap-sh-mean`` -> ``tap-sh``); None for a method that is no variant.
+    """The successive-halving search a variant modifies: the longest other one its name extends
+    (``prior-sh-carry`` -> ``prior-sh``, ``tap-sh-mean`` -> ``tap-sh``); None for a method that is no variant.
     """
-    bases = [m for m in METHODS if method.startswith(m + "-")]
+    bases = [m for m in SH if method.startswith(m + "-")]  # searches of one kind (random-sh is not a random)
     return max(bases, key=len) if bases else None
 
 

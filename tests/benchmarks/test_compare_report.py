@@ -50,6 +50,7 @@ def test_each_variant_is_paired_with_the_search_it_modifies():
     compare = import_benchmark("compare")
     assert compare.variant_of("prior-sh-carry") == "prior-sh" and compare.variant_of("random-sh-carry") == "random-sh"
     assert compare.variant_of("tap-sh-mean") == "tap-sh" and compare.variant_of("prior-sh") is None
+    assert compare.variant_of("random-sh") is None  # not a variant of the baseline "random"
     runs = [_curve_run("prior-sh", 0, {256: 0.2, 512: 0.4}), _curve_run("prior-sh", 1, {256: 0.4, 512: 0.4}),
             _curve_run("prior-sh-carry", 0, {256: 0.3, 512: 0.6}),
             _curve_run("prior-sh-carry", 1, {256: 0.4, 512: 0.6}),
