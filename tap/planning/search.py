@@ -144,7 +144,7 @@ class SuccessiveHalvingSearch(Search):
         self.training_data = dict(training_data or {}) if scorer != "random" else {}
         self.rounds: list[dict] = []  # what each round imagined, picked and verified (the "why")
         self.adapt, self.carry = adapt, carry
-        self._carried: list[tuple[tuple[Edit, ...], tuple[float, float]]] = []  # (edits, margin) for next round
+        self._carried: list[tuple[Edit, ...]] = []  # edits of the entrants carried into the next round
         self._correction = None
         if adapt:
             from tap.planning.adapt import OpCorrection
@@ -193,7 +193,7 @@ class SuccessiveHalvingSearch(Search):
         longer apply, change nothing, were evaluated in full, or are already in the menu are dropped).
         """
         out, seen = [], {parent.to_json(), *(c.to_json() for _, c in menu)}
-        for edits, _ in self._carried:
+        for edits in self._carried:
             chain = parent
             try:
                 for e in edits:
@@ -326,7 +326,7 @@ class SuccessiveHalvingSearch(Search):
             if margin > (0.0, 0.0) and menu[i][1].to_json() != best:
                 ahead.append((margin, i))
         ahead.sort(key=lambda m: (m[0], -m[1]), reverse=True)
-        self._carried = [(menu[i][0], margin) for margin, i in ahead[: self.carry]]
+        self._carried = [menu[i][0] for _, i in ahead[: self.carry]]
 
     # ---- 6. learning online --------------------------------------------------------------------------
     def _adapt_from(self, parent: Chain, menu: list, last: dict[int, tuple[int, object]]) -> None:

@@ -242,10 +242,10 @@ def test_carry_keeps_the_entrants_that_beat_the_incumbent_by_margin(task, wm, mo
     reached = [(8, 0.75), (4, 0.5), (2, 0.0), (4, 1.0), (2, 0.0)]
     last = {i: (n, _fake_eval(acc, n)) for i, (n, acc) in enumerate(reached)}
     s._carry_from(s.start, menu, last)
-    assert [e for e, _ in s._carried] == [menu[3][0], menu[0][0]]  # the larger margin first; ties are not ahead
+    assert s._carried == [menu[3][0], menu[0][0]]  # the larger margin first; ties are not ahead
     s.best = menu[3][1]  # had entrant 3 become the incumbent, it would not be carried
     s._carry_from(s.start, menu, last)
-    assert [e for e, _ in s._carried] == [menu[0][0]]
+    assert s._carried == [menu[0][0]]
 
 
 @pytest.mark.parametrize("scorer", ("prior", "random"))
@@ -269,11 +269,13 @@ def test_a_carried_entrant_pays_nothing_again_for_the_rungs_it_reached(task, wm)
     edits, chain = s._menu(s.start)[0]
     s.evaluate(chain, edits, n=4)
     paid = s.env.example_evals
-    s._carried = [(edits, (0.25, 0.0))]  # as if it had beaten the incumbent at rung 4 and nothing was accepted
+    s._carried = [edits]  # as if it had beaten the incumbent at rung 4 and nothing was accepted
     carried = s._carried_menu(s.start, [])
     assert carried == [(edits, chain)] and not s._carried  # as it was; the carry list is consumed
     s.evaluate(chain, edits, n=4)
     assert s.env.example_evals == paid  # its first rung was paid last round
     s.evaluate(chain, edits, n=8)
     assert s.env.example_evals == paid + 4  # the next rung pays only the new examples
-    assert s._carried_menu(s.start, [(edits, chain)]) == []  # nothing carried twice, nor a menu duplicate
+    assert s._carried_menu(s.start, []) == []  # the list was consumed: nothing is carried twice
+    s._carried = [edits]
+    assert s._carried_menu(s.start, [(edits, chain)]) == []  # a chain already in the menu is not added again
