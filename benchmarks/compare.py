@@ -11,7 +11,8 @@ val examples, and is charged the same way: one chain evaluation per chain scored
   world model) and ``tap-sh-adapt`` (learns online a per-operation correction; ``prior-sh-adapt`` on the prior);
   ``prior-sh`` the same search ranked by the non-learned prior; ``random-sh`` the same search with a uniform choice
   (the baseline that isolates what the model adds); ``prior-sh-carry`` and ``random-sh-carry`` carry the entrants
-  that beat the incumbent into the next round (``carry=2``);
+  that beat the incumbent into the next round (``carry=2``); ``prior-sh-e4`` and ``random-sh-e4`` verify 4 entrants a
+  round instead of 8 (48 calls a round at 32 examples instead of 80: twice the rounds at a budget);
 - ``tap-gradient``, ``tap-policy``: the planner (``tap.planning``) with the world model / imagination policy;
 - ``random``, ``grips``, ``ape``, ``opro``, ``evoprompt``, ``demos``: ``tap.baselines``;
 - ``promptolution-evoprompt`` (not in the default list): the maintained ``promptolution`` library's EvoPrompt-GA
@@ -71,6 +72,8 @@ SH_VARIANTS: dict[str, tuple[str, dict]] = {
     "gradient-sh": ("gradient", {}), "prior-sh": ("prior", {}), "random-sh": ("random", {}),
     "prior-sh-carry": ("prior", {"carry": 2}),         # entrants that beat the incumbent re-enter the next round first
     "random-sh-carry": ("random", {"carry": 2}),       # the same carrying with a uniform choice (no model)
+    "prior-sh-e4": ("prior", {"enter": 4, "explore": 0.25}),  # half the entrants a round (1 drawn at random): 48
+    "random-sh-e4": ("random", {"enter": 4}),          # calls a round instead of 80, so twice the rounds per budget
 }
 SH = tuple(SH_VARIANTS)
 MODEL_FREE = tuple(m for m, (scorer, _) in SH_VARIANTS.items() if scorer == "random")  # need no world model
@@ -388,7 +391,7 @@ def plot(runs: list[dict], path: Path) -> Path | None:
     colors.update({"tap-sh": "black", "tap-sh-mean": "slategray", "tap-sh-online": "indigo", "tap-sh-adapt": "crimson",
                    "prior-sh-adapt": "tab:blue", "gradient-sh": "dimgray",
                    "prior-sh": "tab:cyan", "random-sh": "darkgoldenrod", "prior-sh-carry": "tab:green",
-                   "random-sh-carry": "goldenrod"})
+                   "random-sh-carry": "goldenrod", "prior-sh-e4": "tab:purple", "random-sh-e4": "khaki"})
     for ax, task in zip(axes[0], tasks):
         title = task_slug(task)
         for method in METHODS:

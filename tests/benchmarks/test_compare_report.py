@@ -51,6 +51,8 @@ def test_each_variant_is_paired_with_the_search_it_modifies():
     assert compare.variant_of("prior-sh-carry") == "prior-sh" and compare.variant_of("random-sh-carry") == "random-sh"
     assert compare.variant_of("tap-sh-mean") == "tap-sh" and compare.variant_of("prior-sh") is None
     assert compare.variant_of("random-sh") is None  # not a variant of the baseline "random"
+    assert compare.variant_of("prior-sh-e4") == "prior-sh" and compare.variant_of("random-sh-e4") == "random-sh"
+    assert compare.SH_VARIANTS["prior-sh-e4"][1]["enter"] == compare.SH_VARIANTS["random-sh-e4"][1]["enter"] == 4
     runs = [_curve_run("prior-sh", 0, {256: 0.2, 512: 0.4}), _curve_run("prior-sh", 1, {256: 0.4, 512: 0.4}),
             _curve_run("prior-sh-carry", 0, {256: 0.3, 512: 0.6}),
             _curve_run("prior-sh-carry", 1, {256: 0.4, 512: 0.6}),
