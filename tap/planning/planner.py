@@ -74,6 +74,8 @@ class PlanConfig:
             every verified candidate (``tap.planning.adapt``; 0: off; ``sh`` and ``prior-sh``).
         carry: sh: most entrants of a round that beat the incumbent on the same examples without being accepted,
             carried into the next round ahead of the acquisition (0: off; every ranker).
+        hedge: sh: set each round's share of uniformly drawn entrants from the ranker's measured skill on the
+            task (``tap.planning.hedge``; every ranker but ``random-sh``).
         refine_steps: refinement steps on verified transitions after each step (0: off; None: the
             method's default, 10 for the verify-top-k planner's Dyna refinement and 0 for ``sh``, whose
             online learning is the ablation ``tap-sh-online`` in ``benchmarks/compare.py``).
@@ -94,6 +96,7 @@ class PlanConfig:
     beta: float = 1.0
     adapt: float = 0.0
     carry: int = 0
+    hedge: bool = False
     refine_steps: int | None = None
     refine_lr: float = 1e-4
     eval_examples: int = 16
@@ -113,6 +116,11 @@ class PlanConfig:
         if not 0 <= self.carry < self.enter:
             raise TapError(f"carry ({self.carry}) must be in 0..enter-1 ({self.enter - 1}): carried entrants take "
                            "entry slots and one must stay for a new candidate.")
+        if self.hedge and self.method not in SH_METHODS:
+            raise TapError(f"hedge is a setting of the successive-halving searches ({list(SH_METHODS)}), not of "
+                           f"{self.method!r}.")
+        if self.hedge and self.method == "random-sh":
+            raise TapError("hedge weighs a ranker against uniform draws; random-sh has no ranker. Use prior-sh or sh.")
 
     def refine_for(self, method: str) -> int:
         """Refinement steps a run of ``method`` takes (``refine_steps``, or the method's default)."""
@@ -296,7 +304,8 @@ class Planner:
                                          progress=progress, world_model=self.wm, scorer=scorer, policy=self.policy,
                                          training_data=self.training_data, menu=cfg.menu, enter=cfg.enter,
                                          beta=cfg.beta, refine_steps=cfg.refine_for(method) if scorer == "model" else 0,
-                                         refine_lr=cfg.refine_lr, adapt=cfg.adapt, carry=cfg.carry)
+                                         refine_lr=cfg.refine_lr, adapt=cfg.adapt, carry=cfg.carry,
+                                         hedge=cfg.hedge)
         result = search.run()
         result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)
         result.config = {**asdict(cfg), **result.config, "method": method}

@@ -22,7 +22,11 @@ Each round, from the incumbent chain:
    acquisition, their edits re-applied to the new incumbent (or, when nothing was accepted, as they
    were, so their paid rungs cost nothing again). Measured evidence outranks any prediction, and a
    rejected round's halving resumes instead of starting over.
-6. **Learn online**, two ways, both off by default:
+6. **Weigh the ranker against chance** (``hedge``): every round's ranked and random entrants are measured on
+   the first rung against the incumbent on the same examples; the ranked share of the next round's entrants
+   is the posterior probability that ranked entrants gain more (``tap.planning.hedge``). A ranker that
+   misleads on this task hands its slots to uniform draws, and the search tends to ``random-sh``.
+7. **Learn online**, two ways, both off by default:
    - ``adapt`` > 0: every verified candidate's measured change against the incumbent (same examples,
      at the highest rung it reached) corrects the ranker's predictions per edit operation for the
      rest of the search (``tap.planning.adapt.OpCorrection``, a closed-form Bayesian update);
@@ -97,6 +101,8 @@ class SuccessiveHalvingSearch(Search):
             its data cost on this task (``costs["collection"]``; 0 on a task it never saw).
         carry: most entrants of a round carried into the next (module docstring, step 5; 0: off). Applies to
             every scorer, ``random`` included: it uses measurements, not the model.
+        hedge: set each round's random share from the ranker's measured skill on this task (module docstring,
+            step 6; starts at ``explore``; every scorer but ``random``).
         max_rounds: most rounds (the budget normally ends the search first).
         **kwargs: ``Search`` arguments (llm, task, budget, seed, budget_calls, eval_examples, ...).
     """
@@ -107,7 +113,8 @@ class SuccessiveHalvingSearch(Search):
                  plans: float = 0.25, enter: int = 8, rungs: tuple[int, ...] | None = None, beta: float = 1.0,
                  explore: float = 0.125, dense_weight: float = 0.25, fluency_weight: float = 0.0,
                  refine_steps: int = 0, refine_lr: float = 1e-4, adapt: float = 0.0, task_pairs: int = 4,
-                 training_data: dict | None = None, carry: int = 0, max_rounds: int = 1000, **kwargs) -> None:
+                 training_data: dict | None = None, carry: int = 0, hedge: bool = False, max_rounds: int = 1000,
+                 **kwargs) -> None:
         # every ranker starts from the same random stream (seeded by the class name): with one seed, tap-sh
         # and random-sh draw the same first menu, so their comparison is paired where it can be
         super().__init__(*args, **kwargs)
@@ -131,6 +138,11 @@ class SuccessiveHalvingSearch(Search):
         if adapt and scorer not in ("model", "prior"):
             raise TapError(f"adapt corrects a ranker's predicted accuracy change; the {scorer!r} scorer predicts "
                            "none. Use scorer 'model' or 'prior', or adapt=0.")
+        if hedge and scorer == "random":
+            raise TapError("hedge weighs a ranker against uniform draws; the 'random' scorer has no ranker to weigh. "
+                           "Use another scorer, or hedge=False.")
+        if hedge and enter < 2:
+            raise TapError(f"hedge needs enter >= 2 (one ranked and one random entrant a round), got {enter}.")
         full = len(self.examples)
         self.rungs = tuple(rungs) if rungs else halving_rungs(full)
         if list(self.rungs) != sorted(set(self.rungs)) or self.rungs[-1] != full or self.rungs[0] < 1:
@@ -150,6 +162,12 @@ class SuccessiveHalvingSearch(Search):
             from tap.planning.adapt import OpCorrection
 
             self._correction = OpCorrection(adapt)
+        self._skill = None
+        if hedge:
+            from tap.planning.hedge import RankerSkill
+
+            self._skill = RankerSkill(enter, explore)
+        self._source: dict[int, str] = {}  # this round's entrant (menu index) -> "ranked" | "random"
         self._change: list[float] = []  # the ranker's predicted accuracy change of the current menu
         self._at_rung: dict[tuple[str, int], Evaluation] = {}  # (incumbent, n) -> its evaluation on n examples
         self._refiner = None
@@ -274,13 +292,20 @@ class SuccessiveHalvingSearch(Search):
         """
         n = min(self.enter if slots is None else slots, len(score))
         if self.scorer == "random":
-            return self.rng.sample(range(len(score)), n)
-        n_random = min(round(n * self.explore), n - 1) if n > 1 else 0
+            drawn = self.rng.sample(range(len(score)), n)
+            self._source = {i: "random" for i in drawn}
+            return drawn
+        if self._skill is not None:
+            n_random = self._skill.random_slots(n)
+        else:
+            n_random = min(round(n * self.explore), n - 1) if n > 1 else 0
         ucb = [m + self.beta * s for m, s in zip(score, sigma)]
         order = sorted(range(len(score)), key=lambda i: (-ucb[i], i))
         picks = order[: n - n_random]
         rest = order[n - n_random:]
-        return picks + self.rng.sample(rest, n_random)
+        drawn = self.rng.sample(rest, n_random)
+        self._source = {**{i: "ranked" for i in picks}, **{i: "random" for i in drawn}}
+        return picks + drawn
 
     # ---- 4. successive halving ------------------------------------------------------------------------
     def _halve(self, parent: Chain, parent_edits: list[dict], menu: list, picks: list[int], score: list[float],
@@ -301,6 +326,10 @@ class SuccessiveHalvingSearch(Search):
                 last[i] = (n, ev)
                 if len(edits) == 1:
                     self._learn_from(parent, edits[0], chain, n, ev)
+                if level == 0 and self._skill is not None and i in self._source:
+                    from tap.planning.hedge import paired_gain
+
+                    self._skill.add(self._source[i], paired_gain(ev, self._incumbent_at(parent, n), self.dense_weight))
             if level == len(self.rungs) - 1:
                 break
             keep = max(1, math.ceil(len(alive) / 2))
@@ -377,10 +406,13 @@ class SuccessiveHalvingSearch(Search):
             if self.fluency_weight:
                 score = self._add_fluency(parent, menu, score)
             k = len(carried)
+            hedged = {"hedge": self._skill.summary()} if self._skill is not None else {}  # what set the shares
             picks = list(range(k)) + [k + i for i in self._acquire(score[k:], sigma[k:], self.enter - k)]
+            self._source = {k + i: source for i, source in self._source.items()}  # menu indices, carried first
             entry = {"round": len(self.rounds), "menu": len(menu), "entrants": len(picks), "carried": k,
                      "plans_in_menu": sum(len(e) > 1 for e, _ in menu),
-                     "planning_seconds": round(time.perf_counter() - t0, 4), **adapted}  # menu to acquisition
+                     "random_entrants": sum(s == "random" for s in self._source.values()),
+                     "planning_seconds": round(time.perf_counter() - t0, 4), **adapted, **hedged}  # menu to acquisition
             self.rounds.append(entry)
             try:
                 entry["verified"] = self._halve(parent, parent_edits, menu, picks, score, sigma)

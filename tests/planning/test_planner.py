@@ -186,6 +186,10 @@ def test_bad_settings_fail_clearly(task):
         Planner(None, config=PlanConfig(method="random-sh", adapt=0.1)).optimize(task, budget=3, progress=False)
     with pytest.raises(TapError, match="carry"):
         Planner(None, config=PlanConfig(method="random-sh", carry=8))  # enter is 8
+    with pytest.raises(TapError, match="random-sh has no ranker"):
+        Planner(None, config=PlanConfig(method="random-sh", hedge=True))
+    with pytest.raises(TapError, match="hedge is a setting of the successive-halving searches"):
+        Planner(None, config=PlanConfig(method="random", hedge=True))
 
 
 def test_from_checkpoint_loads_a_world_model_and_accounts_for_its_data(task, tmp_path):
@@ -293,9 +297,11 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
     out_dir = tmp_path / "out"
     code, out = _plan(["--task", task_file, "--checkpoint", str(ckpt), "--method", method, "--budget-calls", "60",
                        "--eval-examples", "8", "--menu", "16", "--enter", "4", "--refine-steps", "1",
-                       "--test-examples", "6", "--carry", "1", "--out", str(out_dir), "--quiet"], capsys)
+                       "--test-examples", "6", "--carry", "1", "--out", str(out_dir), "--quiet",
+                       *(["--hedge"] if method != "random-sh" else [])], capsys)
     assert code == 0, out.err
-    assert json.loads((out_dir / "plan.json").read_text())["config"]["carry"] == 1
+    config = json.loads((out_dir / "plan.json").read_text())["config"]
+    assert config["carry"] == 1 and config["hedge"] == (method != "random-sh")
     assert "== verified chains" in out.out and "held-out test accuracy" in out.out
     assert ("predicted" in out.out) == (method != "random-sh")
     summary = json.loads(out.out.strip().splitlines()[-1])
@@ -340,6 +346,12 @@ def test_the_python_api_runs_the_successive_halving_search_by_default(task, tmp_
     direct = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=150, eval_examples=8, progress=False,
                                      menu=24, enter=4, scorer="random", carry=1).run()
     assert carried.config["carry"] == 1 and _strip(carried)["records"] == _strip(direct)["records"]
+    hedged = Planner(wm, config=PlanConfig(eval_examples=8, test_examples=0, menu=24, enter=4, hedge=True),
+                     llm=RuleLLM()).optimize(task, budget_calls=150, seed=1, progress=False)
+    direct = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=150, eval_examples=8, progress=False,
+                                     world_model=wm, menu=24, enter=4, scorer="prior", hedge=True).run()
+    assert hedged.config["hedge"] and _strip(hedged)["records"] == _strip(direct)["records"]
+    assert "hedge" in hedged.config["rounds"][-1]
     with pytest.raises(TapError, match="needs a world model"):
         Planner(None, llm=RuleLLM())
     with pytest.raises(TapError, match="needs a world model"):

@@ -279,3 +279,35 @@ def test_a_carried_entrant_pays_nothing_again_for_the_rungs_it_reached(task, wm)
     assert s._carried_menu(s.start, []) == []  # the list was consumed: nothing is carried twice
     s._carried = [edits]
     assert s._carried_menu(s.start, [(edits, chain)]) == []  # a chain already in the menu is not added again
+
+
+def test_hedge_measures_ranked_against_random_entrants_on_the_first_rung(task, wm):
+    result = _search(task, wm, "prior", calls=400, seed=2, hedge=True).run()
+    rounds = result.config["rounds"]
+    assert len(rounds) > 2 and result.costs["search"]["example_evals"] <= 400
+    result.check_replay()
+    assert rounds[0]["hedge"]["ranked"] == rounds[0]["hedge"]["random"] == 0
+    for k, r in enumerate(rounds[1:], 1):
+        # every entrant of the rounds before was measured once, on the first rung, as ranked or random
+        assert r["hedge"]["ranked"] + r["hedge"]["random"] == sum(p["entrants"] for p in rounds[:k])
+        assert 1 <= r["random_entrants"] <= r["entrants"] - 1
+    again = _search(task, wm, "prior", calls=400, seed=2, hedge=True).run()
+    assert _strip(result) == _strip(again)
+    plain = _search(task, wm, "prior", calls=400, seed=2).run()
+    assert all("hedge" not in r and r["random_entrants"] == 0 for r in plain.config["rounds"])  # off: explore's
+    # share of 4 entrants (round(0.5) = 0); hedging keeps one of each so that both stay measured
+
+
+def test_hedge_hands_the_slots_of_a_misleading_ranker_to_random_draws(task, wm):
+    s = _search(task, wm, "prior", calls=10_000, hedge=True, enter=8)
+    score, sigma = [float(-i) for i in range(24)], [0.0] * 24
+    assert sorted(s._source[i] for i in s._acquire(score, sigma)).count("random") == 1  # no evidence: explore
+    for _ in range(8):
+        s._skill.add("ranked", -0.25)
+        s._skill.add("random", 0.25)
+    picks = s._acquire(score, sigma)
+    assert [s._source[i] for i in picks].count("ranked") == 1 and picks[0] == 0  # the ranker keeps its top pick
+    with pytest.raises(TapError, match="hedge"):
+        _search(task, wm, "random", calls=10, hedge=True)
+    with pytest.raises(TapError, match="hedge"):
+        _search(task, wm, "prior", calls=10, hedge=True, enter=1)

@@ -1,0 +1,88 @@
+"""How far to trust the ranker on this task: its entrants against uniformly drawn ones, measured online.
+
+Every round of the successive halving enters some candidates by the ranker's order and some drawn
+uniformly from the menu. All of them are measured on the first rung, on the same examples as the
+incumbent, so each has a paired change over the incumbent (accuracy, plus ``dense_weight`` times the
+gold-answer probability, the search's own score). The mean change of the ranked entrants minus that of
+the random ones is the ranker's measured skill on this task, paid for by the search's own
+verification: no extra LLM call.
+
+``RankerSkill`` keeps those changes and sets the ranked share of the next round's entrants by
+probability matching: the posterior probability that ranked entrants gain more than random ones,
+
+    P = Phi((mean_ranked - mean_random) / sqrt(s^2 (1 / n_ranked + 1 / n_random))),
+
+with ``s^2`` the pooled variance of the changes, floored at ``floor``. Before any random entrant is
+measured the share is the search's own (``1 - explore``). At least one entrant stays ranked and one
+random, so both keep being measured. A ranker that helps keeps nearly all the slots; one that
+misleads on this task (the operation prior on arithmetic, whose meta-training saw only
+instruction-induction tasks) loses them to uniform draws, and the search tends to ``random-sh``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tap.env import Evaluation
+from tap.errors import TapError
+
+
+def paired_gain(child: Evaluation, parent: Evaluation, dense_weight: float) -> float:
+    """``child``'s change over ``parent`` on the same examples: accuracy plus ``dense_weight`` x gold probability."""
+    if [r.uid for r in child.results] != [r.uid for r in parent.results]:
+        raise TapError("a paired gain needs both chains evaluated on the same examples (evaluate_at, same n).")
+    return (child.accuracy - parent.accuracy) + dense_weight * (child.dense - parent.dense)
+
+
+class RankerSkill:
+    """Paired first-rung gains of ranked and random entrants, and the ranked share they imply (module docstring).
+
+    Args:
+        enter: entrants per round.
+        explore: the search's random share before any evidence.
+        floor: lowest variance of a gain (keeps a few equal gains from looking certain).
+    """
+
+    def __init__(self, enter: int, explore: float, floor: float = 0.01) -> None:
+        if enter < 2:
+            raise TapError(f"weighing the ranker against random draws needs enter >= 2 (one of each), got {enter}.")
+        if floor <= 0:
+            raise TapError(f"the variance floor must be > 0, got {floor}.")
+        self.enter, self.explore, self.floor = enter, explore, floor
+        self.gains: dict[str, list[float]] = {"ranked": [], "random": []}
+
+    def add(self, source: str, gain: float) -> None:
+        self.gains[source].append(float(gain))
+
+    def probability(self) -> float | None:
+        """P(ranked entrants gain more than random ones); None before both were measured."""
+        r, u = self.gains["ranked"], self.gains["random"]
+        if not r or not u:
+            return None
+        every = r + u
+        mr, mu = sum(r) / len(r), sum(u) / len(u)
+        dof = len(every) - 2
+        ss = sum((x - mr) ** 2 for x in r) + sum((x - mu) ** 2 for x in u)
+        var = max(ss / dof if dof > 0 else 0.0, self.floor)
+        z = (mr - mu) / math.sqrt(var * (1 / len(r) + 1 / len(u)))
+        return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+    def random_slots(self, slots: int) -> int:
+        """How many of ``slots`` entrants to draw uniformly (the rest by the ranker's order)."""
+        if slots < 2:
+            return 0
+        p = self.probability()
+        share = 1 - self.explore if p is None else p
+        ranked = min(max(round(slots * share), 1), slots - 1)
+        return slots - ranked
+
+    def summary(self) -> dict:
+        r, u = self.gains["ranked"], self.gains["random"]
+        p = self.probability()
+        return {"ranked": len(r), "random": len(u),
+                "ranked_mean": round(sum(r) / len(r), 4) if r else None,
+                "random_mean": round(sum(u) / len(u), 4) if u else None,
+                "p_ranked_better": None if p is None else round(p, 4)}
+
+
+__all__ = ["RankerSkill", "paired_gain"]

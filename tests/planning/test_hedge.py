@@ -1,0 +1,58 @@
+"""The ranker's measured skill against uniform draws sets the random share (tap.planning.hedge)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tap.env import Evaluation, ExampleResult
+from tap.errors import TapError
+from tap.planning.hedge import RankerSkill, paired_gain
+
+
+def _eval(correct: list[bool], gold: float, uids=None) -> Evaluation:
+    uids = uids or list(range(len(correct)))
+    return Evaluation([ExampleResult(u, "", "", c, True, gold) for u, c in zip(uids, correct)], 0, 0, "val",
+                      "generate", 0)
+
+
+def test_paired_gain_is_accuracy_plus_weighted_gold_probability_on_the_same_examples():
+    child, parent = _eval([True, True, False, False], 0.6), _eval([True, False, False, False], 0.2)
+    assert paired_gain(child, parent, 0.25) == pytest.approx(0.25 + 0.25 * 0.4)
+    with pytest.raises(TapError, match="same examples"):
+        paired_gain(child, _eval([True] * 4, 0.2, uids=[9, 8, 7, 6]), 0.25)
+
+
+def test_the_share_starts_at_the_search_explore_share_and_follows_the_evidence():
+    skill = RankerSkill(8, 0.125)
+    assert skill.probability() is None and skill.random_slots(8) == 1  # 7 ranked, as without hedging
+    skill.add("ranked", 0.5)
+    assert skill.random_slots(8) == 1  # no random entrant measured yet
+    for _ in range(6):
+        skill.add("ranked", 0.5)
+        skill.add("random", 0.0)
+    assert skill.probability() > 0.99 and skill.random_slots(8) == 1  # at least one random entrant stays
+    worse = RankerSkill(8, 0.125)
+    for _ in range(6):
+        worse.add("ranked", -0.25)
+        worse.add("random", 0.25)
+    assert worse.probability() < 0.01 and worse.random_slots(8) == 7  # at least one ranked entrant stays
+    even = RankerSkill(8, 0.125)
+    for g in (0.0, 0.25, -0.25):
+        even.add("ranked", g)
+        even.add("random", g)
+    assert even.probability() == pytest.approx(0.5) and even.random_slots(8) == 4
+    assert even.random_slots(1) == 0 and even.summary()["p_ranked_better"] == 0.5
+
+
+def test_equal_gains_do_not_look_certain():
+    skill = RankerSkill(8, 0.125, floor=0.01)
+    skill.add("ranked", 0.05)
+    skill.add("random", 0.0)  # one each, no spread: the floor keeps the verdict soft
+    assert 0.5 < skill.probability() < 0.8
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(TapError, match="enter >= 2"):
+        RankerSkill(1, 0.125)
+    with pytest.raises(TapError, match="floor"):
+        RankerSkill(8, 0.125, floor=0.0)
