@@ -14,7 +14,8 @@ val examples, and is charged the same way: one chain evaluation per chain scored
   that beat the incumbent into the next round (``carry=2``); ``prior-sh-e4`` and ``random-sh-e4`` verify 4 entrants a
   round instead of 8 (48 calls a round at 32 examples instead of 80: twice the rounds at a budget);
   ``prior-sh-hedge`` sets each round's random share from the ranker's measured skill (``tap.planning.hedge``),
-  ``prior-sh-e4-hedge`` does so with 4 entrants a round;
+  ``prior-sh-e4-hedge`` does so with 4 entrants a round, ``prior-sh-hedge-x50`` from a first round of 4 ranked and
+  4 random entrants;
 - ``tap-gradient``, ``tap-policy``: the planner (``tap.planning``) with the world model / imagination policy;
 - ``random``, ``grips``, ``ape``, ``opro``, ``evoprompt``, ``demos``: ``tap.baselines``;
 - ``promptolution-evoprompt`` (not in the default list): the maintained ``promptolution`` library's EvoPrompt-GA
@@ -78,7 +79,9 @@ SH_VARIANTS: dict[str, tuple[str, dict]] = {
     "random-sh-e4": ("random", {"enter": 4}),          # calls a round instead of 80, so twice the rounds per budget
     "prior-sh-hedge": ("prior", {"hedge": True}),      # random share set online by the ranker's measured skill
     "prior-sh-e4-hedge": ("prior", {"enter": 4, "explore": 0.25, "hedge": True}),  # both: more rounds, and a
-}                                                                                    # ranker that misleads loses slots
+                                                                                    # ranker that misleads loses slots
+    "prior-sh-hedge-x50": ("prior", {"explore": 0.5, "hedge": True}),  # hedged from a 4 + 4 first round
+}
 SH = tuple(SH_VARIANTS)
 MODEL_FREE = tuple(m for m, (scorer, _) in SH_VARIANTS.items() if scorer == "random")  # need no world model
 REFERENCE = ("promptolution-evoprompt",)  # a maintained library's implementation (optional dependency)
@@ -396,7 +399,8 @@ def plot(runs: list[dict], path: Path) -> Path | None:
                    "prior-sh-adapt": "tab:blue", "gradient-sh": "dimgray",
                    "prior-sh": "tab:cyan", "random-sh": "darkgoldenrod", "prior-sh-carry": "tab:green",
                    "random-sh-carry": "goldenrod", "prior-sh-e4": "tab:purple", "random-sh-e4": "khaki",
-                   "prior-sh-hedge": "tab:red", "prior-sh-e4-hedge": "tab:pink"})
+                   "prior-sh-hedge": "tab:red", "prior-sh-e4-hedge": "tab:pink",
+                   "prior-sh-hedge-x50": "tab:olive"})
     for ax, task in zip(axes[0], tasks):
         title = task_slug(task)
         for method in METHODS:
