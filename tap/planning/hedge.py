@@ -38,20 +38,21 @@ class RankerSkill:
     """Paired first-rung gains of ranked and random entrants, and the ranked share they imply (module docstring).
 
     Args:
-        enter: entrants per round.
         explore: the search's random share before any evidence.
         floor: lowest variance of a gain (keeps a few equal gains from looking certain).
     """
 
-    def __init__(self, enter: int, explore: float, floor: float = 0.01) -> None:
-        if enter < 2:
-            raise TapError(f"weighing the ranker against random draws needs enter >= 2 (one of each), got {enter}.")
-        if floor <= 0:
-            raise TapError(f"the variance floor must be > 0, got {floor}.")
-        self.enter, self.explore, self.floor = enter, explore, floor
+    def __init__(self, explore: float, floor: float = 0.01) -> None:
+        if not 0 <= explore <= 1 or floor <= 0:
+            raise TapError(f"invalid hedge settings: explore ({explore}) must be in [0, 1] and the variance floor "
+                           f"({floor}) > 0.")
+        self.explore, self.floor = explore, floor
         self.gains: dict[str, list[float]] = {"ranked": [], "random": []}
 
     def add(self, source: str, gain: float) -> None:
+        """One entrant's first-rung gain; ``source`` is ``ranked`` or ``random``."""
+        if source not in self.gains:
+            raise TapError(f"an entrant is 'ranked' or 'random', got {source!r}.")
         self.gains[source].append(float(gain))
 
     def probability(self) -> float | None:
@@ -77,6 +78,7 @@ class RankerSkill:
         return slots - ranked
 
     def summary(self) -> dict:
+        """What was measured so far, for the round's record."""
         r, u = self.gains["ranked"], self.gains["random"]
         p = self.probability()
         return {"ranked": len(r), "random": len(u),

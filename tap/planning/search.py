@@ -166,7 +166,7 @@ class SuccessiveHalvingSearch(Search):
         if hedge:
             from tap.planning.hedge import RankerSkill
 
-            self._skill = RankerSkill(enter, explore)
+            self._skill = RankerSkill(explore)
         self._source: dict[int, str] = {}  # this round's entrant (menu index) -> "ranked" | "random"
         self._change: list[float] = []  # the ranker's predicted accuracy change of the current menu
         self._at_rung: dict[tuple[str, int], Evaluation] = {}  # (incumbent, n) -> its evaluation on n examples

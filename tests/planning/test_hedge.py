@@ -23,7 +23,7 @@ def test_paired_gain_is_accuracy_plus_weighted_gold_probability_on_the_same_exam
 
 
 def test_the_share_starts_at_the_search_explore_share_and_follows_the_evidence():
-    skill = RankerSkill(8, 0.125)
+    skill = RankerSkill(0.125)
     assert skill.probability() is None and skill.random_slots(8) == 1  # 7 ranked, as without hedging
     skill.add("ranked", 0.5)
     assert skill.random_slots(8) == 1  # no random entrant measured yet
@@ -31,12 +31,12 @@ def test_the_share_starts_at_the_search_explore_share_and_follows_the_evidence()
         skill.add("ranked", 0.5)
         skill.add("random", 0.0)
     assert skill.probability() > 0.99 and skill.random_slots(8) == 1  # at least one random entrant stays
-    worse = RankerSkill(8, 0.125)
+    worse = RankerSkill(0.125)
     for _ in range(6):
         worse.add("ranked", -0.25)
         worse.add("random", 0.25)
     assert worse.probability() < 0.01 and worse.random_slots(8) == 7  # at least one ranked entrant stays
-    even = RankerSkill(8, 0.125)
+    even = RankerSkill(0.125)
     for g in (0.0, 0.25, -0.25):
         even.add("ranked", g)
         even.add("random", g)
@@ -45,14 +45,16 @@ def test_the_share_starts_at_the_search_explore_share_and_follows_the_evidence()
 
 
 def test_equal_gains_do_not_look_certain():
-    skill = RankerSkill(8, 0.125, floor=0.01)
+    skill = RankerSkill(0.125, floor=0.01)
     skill.add("ranked", 0.05)
     skill.add("random", 0.0)  # one each, no spread: the floor keeps the verdict soft
     assert 0.5 < skill.probability() < 0.8
 
 
 def test_bad_settings_are_named():
-    with pytest.raises(TapError, match="enter >= 2"):
-        RankerSkill(1, 0.125)
     with pytest.raises(TapError, match="floor"):
-        RankerSkill(8, 0.125, floor=0.0)
+        RankerSkill(0.125, floor=0.0)
+    with pytest.raises(TapError, match="explore"):
+        RankerSkill(1.5)
+    with pytest.raises(TapError, match="'ranked' or 'random'"):
+        RankerSkill(0.125).add("carried", 0.1)
