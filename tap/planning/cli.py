@@ -60,9 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--carry", type=int, default=0,
                    help="sh: carry up to this many entrants that beat the incumbent without being accepted into the "
                         "next round, ahead of the acquisition (0: off)")
-    p.add_argument("--hedge", action="store_true",
+    p.add_argument("--hedge", action=argparse.BooleanOptionalAction, default=None,
                    help="sh: set each round's share of uniformly drawn entrants from how the ranker's entrants fare "
-                        "against them on this task (a ranker that misleads hands its slots to random draws)")
+                        "against them on this task, so a ranker that misleads hands its slots to random draws "
+                        "(default: on for every ranked search, off for random-sh; --no-hedge: a fixed 1 in 8)")
     p.add_argument("--initial", help="starting chain: a JSON file written by Chain.to_json / final_chain.json")
     p.add_argument("--out", help="output folder (default runs/plan/<task>-<method>-s<seed>)")
     p.add_argument("--candidates", type=int, default=d.candidates, help="candidate edits per step (K)")
@@ -205,7 +206,8 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
         planner = Planner.from_checkpoint(args.checkpoint, config=config, model=args.model, cache=args.cache)
     task = load_task(args.task, seed=args.seed)  # before the LLM is loaded (on first use)
     induction = _induction(args, task, planner.llm)
-    print(f"searching {args.task} ({args.method}, seed {args.seed}"
+    hedged = ", ranker hedged against random draws" if config.hedge_for(args.method) else ""
+    print(f"searching {args.task} ({args.method}{hedged}, seed {args.seed}"
           + (f", world model {planner.checkpoint})" if planner.checkpoint else ")"))
     result = planner.optimize(task, budget=args.budget, budget_calls=args.budget_calls, seed=args.seed,
                               initial=initial, progress=not args.quiet, out_dir=out, induction=induction)

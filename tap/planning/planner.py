@@ -75,7 +75,8 @@ class PlanConfig:
         carry: sh: most entrants of a round that beat the incumbent on the same examples without being accepted,
             carried into the next round ahead of the acquisition (0: off; every ranker).
         hedge: sh: set each round's share of uniformly drawn entrants from the ranker's measured skill on the
-            task (``tap.planning.hedge``; every ranker but ``random-sh``).
+            task (``tap.planning.hedge``). None (the default): on for every ranked search (``prior-sh``, ``sh``,
+            ``gradient-sh``, ``policy-sh``), off for ``random-sh``, which has no ranker to weigh.
         refine_steps: refinement steps on verified transitions after each step (0: off; None: the
             method's default, 10 for the verify-top-k planner's Dyna refinement and 0 for ``sh``, whose
             online learning is the ablation ``tap-sh-online`` in ``benchmarks/compare.py``).
@@ -96,7 +97,7 @@ class PlanConfig:
     beta: float = 1.0
     adapt: float = 0.0
     carry: int = 0
-    hedge: bool = False
+    hedge: bool | None = None
     refine_steps: int | None = None
     refine_lr: float = 1e-4
     eval_examples: int = 16
@@ -121,6 +122,12 @@ class PlanConfig:
                            f"{self.method!r}.")
         if self.hedge and self.method == "random-sh":
             raise TapError("hedge weighs a ranker against uniform draws; random-sh has no ranker. Use prior-sh or sh.")
+
+    def hedge_for(self, method: str) -> bool:
+        """Whether a run of ``method`` hedges its ranker (``hedge``, or on for every ranked search)."""
+        if self.hedge is not None:
+            return self.hedge
+        return method in SH_METHODS and method != "random-sh"
 
     def refine_for(self, method: str) -> int:
         """Refinement steps a run of ``method`` takes (``refine_steps``, or the method's default)."""
@@ -305,7 +312,7 @@ class Planner:
                                          training_data=self.training_data, menu=cfg.menu, enter=cfg.enter,
                                          beta=cfg.beta, refine_steps=cfg.refine_for(method) if scorer == "model" else 0,
                                          refine_lr=cfg.refine_lr, adapt=cfg.adapt, carry=cfg.carry,
-                                         hedge=cfg.hedge)
+                                         hedge=cfg.hedge_for(method))
         result = search.run()
         result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)
         result.config = {**asdict(cfg), **result.config, "method": method}

@@ -155,7 +155,7 @@ class SuccessiveHalvingSearch(Search):
         self.task_pairs, self.max_rounds = task_pairs, max_rounds
         self.training_data = dict(training_data or {}) if scorer != "random" else {}
         self.rounds: list[dict] = []  # what each round imagined, picked and verified (the "why")
-        self.adapt, self.carry = adapt, carry
+        self.adapt, self.carry, self.hedge = adapt, carry, hedge
         self._carried: list[tuple[Edit, ...]] = []  # edits of the entrants carried into the next round
         self._correction = None
         if adapt:

@@ -298,10 +298,11 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
     code, out = _plan(["--task", task_file, "--checkpoint", str(ckpt), "--method", method, "--budget-calls", "60",
                        "--eval-examples", "8", "--menu", "16", "--enter", "4", "--refine-steps", "1",
                        "--test-examples", "6", "--carry", "1", "--out", str(out_dir), "--quiet",
-                       *(["--hedge"] if method != "random-sh" else [])], capsys)
+                       *(["--no-hedge"] if method == "gradient-sh" else [])], capsys)
     assert code == 0, out.err
     config = json.loads((out_dir / "plan.json").read_text())["config"]
-    assert config["carry"] == 1 and config["hedge"] == (method != "random-sh")
+    assert config["carry"] == 1 and config["hedge"] == (method in ("sh", "prior-sh"))  # on by default if ranked
+    assert ("ranker hedged" in out.out) == config["hedge"]
     assert "== verified chains" in out.out and "held-out test accuracy" in out.out
     assert ("predicted" in out.out) == (method != "random-sh")
     summary = json.loads(out.out.strip().splitlines()[-1])
@@ -319,6 +320,9 @@ def test_the_python_api_runs_the_successive_halving_search_by_default(task, tmp_
     from tests.planning.test_search import _strip
 
     assert PlanConfig().method == "prior-sh" and PlanConfig().refine_for("prior-sh") == 0
+    default = PlanConfig()
+    assert default.hedge_for("prior-sh") and default.hedge_for("sh") and not default.hedge_for("random-sh")
+    assert not PlanConfig(hedge=False).hedge_for("prior-sh")
     assert PlanConfig().refine_for("sh") == 0 and PlanConfig().refine_for("gradient")
     wm = tiny_world_model()
     config = PlanConfig(eval_examples=8, test_examples=6, menu=24, enter=4)
@@ -326,32 +330,33 @@ def test_the_python_api_runs_the_successive_halving_search_by_default(task, tmp_
                                                                 out_dir=tmp_path / "run")
     assert result.method == "prior-sh" and result.costs["search"]["example_evals"] <= 60
     assert set(result.test) == {"initial", "final"} and result.config["menu"] == 24
-    assert result.config["method"] == "prior-sh" and result.config["refine_steps"] == 0
+    assert result.config["method"] == "prior-sh" and result.config["refine_steps"] == 0 and result.config["hedge"]
     direct = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=60, eval_examples=8, progress=False,
-                                     world_model=wm, menu=24, enter=4, scorer="prior").run()
+                                     world_model=wm, menu=24, enter=4, scorer="prior", hedge=True).run()
     assert [r.chain for r in result.records] == [r.chain for r in direct.records]
     assert _strip(result)["records"] == _strip(direct)["records"]
     model = Planner(wm, config=PlanConfig(method="sh", eval_examples=8, test_examples=0, menu=24, enter=4),
                     llm=RuleLLM()).optimize(task, budget_calls=60, seed=1, progress=False)
     ranked = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=60, eval_examples=8, progress=False,
-                                     world_model=wm, menu=24, enter=4).run()
+                                     world_model=wm, menu=24, enter=4, hedge=True).run()
     assert model.method == "tap-sh" and _strip(model)["records"] == _strip(ranked)["records"]
     assert PlanResult.load(tmp_path / "run").final_chain == result.final_chain
     uniform = Planner(None, config=PlanConfig(method="random-sh", eval_examples=8, test_examples=0, menu=24, enter=4),
                       llm=RuleLLM()).optimize(task, budget_calls=40, seed=1, progress=False)
     assert uniform.method == "random-sh" and uniform.costs["search"]["example_evals"] <= 40
+    assert uniform.config["hedge"] is False  # no ranker to weigh
     carried = Planner(None, config=PlanConfig(method="random-sh", eval_examples=8, test_examples=0, menu=24, enter=4,
                                               carry=1), llm=RuleLLM()).optimize(task, budget_calls=150, seed=1,
                                                                                 progress=False)
     direct = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=150, eval_examples=8, progress=False,
                                      menu=24, enter=4, scorer="random", carry=1).run()
     assert carried.config["carry"] == 1 and _strip(carried)["records"] == _strip(direct)["records"]
-    hedged = Planner(wm, config=PlanConfig(eval_examples=8, test_examples=0, menu=24, enter=4, hedge=True),
-                     llm=RuleLLM()).optimize(task, budget_calls=150, seed=1, progress=False)
+    fixed = Planner(wm, config=PlanConfig(eval_examples=8, test_examples=0, menu=24, enter=4, hedge=False),
+                    llm=RuleLLM()).optimize(task, budget_calls=150, seed=1, progress=False)
     direct = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=150, eval_examples=8, progress=False,
-                                     world_model=wm, menu=24, enter=4, scorer="prior", hedge=True).run()
-    assert hedged.config["hedge"] and _strip(hedged)["records"] == _strip(direct)["records"]
-    assert "hedge" in hedged.config["rounds"][-1]
+                                     world_model=wm, menu=24, enter=4, scorer="prior").run()
+    assert fixed.config["hedge"] is False and _strip(fixed)["records"] == _strip(direct)["records"]
+    assert "hedge" not in fixed.config["rounds"][-1]  # --no-hedge: a fixed share, as the benchmark's prior-sh
     with pytest.raises(TapError, match="needs a world model"):
         Planner(None, llm=RuleLLM())
     with pytest.raises(TapError, match="needs a world model"):
