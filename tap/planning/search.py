@@ -25,7 +25,9 @@ Each round, from the incumbent chain:
 6. **Weigh the ranker against chance** (``hedge``): every round's ranked and random entrants are measured on
    the first rung against the incumbent on the same examples; the ranked share of the next round's entrants
    is the posterior probability that ranked entrants gain more (``tap.planning.hedge``). A ranker that
-   misleads on this task hands its slots to uniform draws, and the search tends to ``random-sh``.
+   misleads on this task hands its slots to uniform draws, and the search tends to ``random-sh``. Off in
+   this class (the benchmark's ``prior-sh`` rows), on by default in ``plan.py`` and the Python API
+   (``PlanConfig.hedge``).
 7. **Learn online**, two ways, both off by default:
    - ``adapt`` > 0: every verified candidate's measured change against the incumbent (same examples,
      at the highest rung it reached) corrects the ranker's predictions per edit operation for the
