@@ -76,7 +76,8 @@ class PlanConfig:
             carried into the next round ahead of the acquisition (0: off; every ranker).
         hedge: sh: set each round's share of uniformly drawn entrants from the ranker's measured skill on the
             task (``tap.planning.hedge``). None (the default): on for every ranked search (``prior-sh``, ``sh``,
-            ``gradient-sh``, ``policy-sh``), off for ``random-sh``, which has no ranker to weigh.
+            ``gradient-sh``, ``policy-sh``) with ``enter`` >= 2, off for ``random-sh``, which has no ranker to
+            weigh.
         refine_steps: refinement steps on verified transitions after each step (0: off; None: the
             method's default, 10 for the verify-top-k planner's Dyna refinement and 0 for ``sh``, whose
             online learning is the ablation ``tap-sh-online`` in ``benchmarks/compare.py``).
@@ -127,7 +128,7 @@ class PlanConfig:
         """Whether a run of ``method`` hedges its ranker (``hedge``, or on for every ranked search)."""
         if self.hedge is not None:
             return self.hedge
-        return method in SH_METHODS and method != "random-sh"
+        return method in SH_METHODS and method != "random-sh" and self.enter >= 2  # one ranked, one random
 
     def refine_for(self, method: str) -> int:
         """Refinement steps a run of ``method`` takes (``refine_steps``, or the method's default)."""

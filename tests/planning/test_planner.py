@@ -322,7 +322,7 @@ def test_the_python_api_runs_the_successive_halving_search_by_default(task, tmp_
     assert PlanConfig().method == "prior-sh" and PlanConfig().refine_for("prior-sh") == 0
     default = PlanConfig()
     assert default.hedge_for("prior-sh") and default.hedge_for("sh") and not default.hedge_for("random-sh")
-    assert not PlanConfig(hedge=False).hedge_for("prior-sh")
+    assert not PlanConfig(hedge=False).hedge_for("prior-sh") and not PlanConfig(enter=1).hedge_for("prior-sh")
     assert PlanConfig().refine_for("sh") == 0 and PlanConfig().refine_for("gradient")
     wm = tiny_world_model()
     config = PlanConfig(eval_examples=8, test_examples=6, menu=24, enter=4)
