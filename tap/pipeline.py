@@ -53,6 +53,17 @@ def _fit(config: str, args: argparse.Namespace, tasks: list[str], epochs: int, c
         sys.argv = argv
 
 
+def _trained_against(d: Path, frozen: str | None = None) -> str | None:
+    """The frozen LLM whose answers trained the checkpoint in ``d`` (``frozen_model.txt``; None if unrecorded);
+    with ``frozen``, record it.
+    """
+    marker = d / "frozen_model.txt"
+    if frozen is not None:
+        marker.write_text(frozen + "\n")
+        return frozen
+    return marker.read_text().strip() if marker.exists() else None
+
+
 def _training_tasks() -> list[str]:
     import yaml
 
@@ -94,13 +105,31 @@ def main(argv: list[str] | None = None) -> int:
         if args.budget_calls < args.eval_examples:
             raise TapError(f"--budget-calls {args.budget_calls} cannot pay one full evaluation "
                            f"(--eval-examples {args.eval_examples}); raise it.")
+        from tap.planning import PlanConfig, Planner
         from tap.systems.checkpoints import find_checkpoint
+
+        frozen = Planner(None, config=PlanConfig(method="random-sh")).llm.name  # model@dtype: one frozen model
 
         def have(d: Path) -> bool:
             try:
-                return not args.force and find_checkpoint(d).exists()
+                found = not args.force and find_checkpoint(d).exists()
             except TapError:
                 return False
+            before = _trained_against(d)
+            if found and before not in (None, frozen):
+                raise TapError(f"{d} holds a model trained on data from {before}, but this run's frozen LLM is "
+                               f"{frozen} (another dtype answers differently: it is another frozen model). Fix: "
+                               "--force to train again against this one (its data is collected apart), or --out "
+                               "another folder.")
+            return found
+
+        def fresh(d: Path) -> Path:
+            """``d`` with no checkpoint left from an earlier fit (``--force``): a new fit's best.ckpt must not come
+            out as best-v1.ckpt beside the old one, which ``find_checkpoint`` would still pick.
+            """
+            for old in d.rglob("*.ckpt") if d.is_dir() else []:
+                old.unlink()
+            return d
 
         extra = [f"--data.init_args.trajectories={args.trajectories}"] if args.trajectories else []
         start = time.time()
@@ -110,14 +139,16 @@ def main(argv: list[str] | None = None) -> int:
             if not have(out / "encoder"):
                 print(f"== 1/4 collect on {', '.join(train_tasks)} (if not cached), train the contrastive encoder ==",
                       flush=True)
-                _fit("encoder.yaml", args, train_tasks, args.encoder_epochs, out / "encoder",
+                _fit("encoder.yaml", args, train_tasks, args.encoder_epochs, fresh(out / "encoder"),
                      f"--model.init_args.backbone={args.backbone}", *extra)
+                _trained_against(out / "encoder", frozen)
         if not have(out / "world_model"):
             print(f"== 1/4 collect sibling edits on {', '.join(train_tasks)} (if not cached) and meta-train the world "
                   "model ==", flush=True)
-            _fit("world_model.yaml", args, train_tasks, args.world_model_epochs, out / "world_model",
+            _fit("world_model.yaml", args, train_tasks, args.world_model_epochs, fresh(out / "world_model"),
                  f"--model.init_args.encoder={encoder}", "--model.init_args.effect_prior=true",
                  "--checkpoint.monitor=val/sibling/spearman", "--checkpoint.mode=max", *extra)
+            _trained_against(out / "world_model", frozen)
         times["collect + train"] = time.time() - start
 
         from tap.planning import cli as plan
@@ -162,8 +193,9 @@ def _compare(args: argparse.Namespace, target, results: dict) -> None:
         env = Environment(Planner(None, config=PlanConfig(method="random-sh")).llm, target, dense_reward=False)
 
     print(f"\n== TaP against random-sh on {target.name}, a task the world model never saw (seed {args.seed}) ==")
-    print("prior-sh: TaP's default, ranked by the operation prior learnt on the training tasks; tap-sh: ranked by "
-          "the world model (prior + learned residual); random-sh: ranked uniformly")
+    print("prior-sh: TaP's default, ranked by the operation prior learnt on the training tasks and hedged against "
+          "random draws; tap-sh: ranked by the world model (prior + learned residual), hedged too; random-sh: ranked "
+          "uniformly")
     print(f"search: accuracy on the search's val examples; test: on {len(held_out)} held-out test examples")
     print("| method | " + " | ".join(f"search @{m}" for m in marks) + f" | test: initial | test @{half} | "
           f"test @{args.budget_calls} | accepted edits |")

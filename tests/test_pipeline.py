@@ -43,6 +43,18 @@ def test_pipeline_trains_on_some_tasks_plans_another_against_random_sh_then_resu
     assert pipeline.main(argv) == 0
     again = capsys.readouterr().out
     assert "1/4" not in again and all(f"{i}/4" in again for i in (2, 3, 4))
+    # a checkpoint trained against another frozen model (say, another dtype) is refused, not mixed in
+    marker = tmp_path / "ckpt" / "world_model" / "frozen_model.txt"
+    ours = marker.read_text().strip()
+    marker.write_text("smollm2-135m-instruct-q4_1@float32\n")
+    assert pipeline.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "smollm2-135m-instruct-q4_1@float32" in err and ours in err and "--force" in err
+    assert pipeline.main([*argv, "--force"]) == 0  # trains again against this one, in place of the old
+    assert "1/4" in capsys.readouterr().out and marker.read_text().strip() == ours
+    assert [f.name for f in (tmp_path / "ckpt" / "world_model").rglob("*.ckpt")] in (["best.ckpt", "last.ckpt"],
+                                                                                       ["last.ckpt", "best.ckpt"],
+                                                                                       ["best.ckpt"])
 
 
 def test_pipeline_refuses_a_target_it_trains_on(tmp_path, fake_llm, capsys):
