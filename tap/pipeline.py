@@ -13,7 +13,8 @@ Stages, each the command a user would run by hand:
    edits best on validation trajectories); ``--encoder-epochs N`` first trains the contrastive
    encoder (``configs/encoder.yaml``) and builds the world model on it;
 2. ``plan.py`` (``--method prior-sh``, the default): TaP's successive-halving search on ``--task``, with no
-   data collected there, its candidates ranked by the operation prior learnt on the training tasks;
+   data collected there, its candidates ranked by the operation prior learnt on the training tasks and
+   hedged against random draws (``tap.planning.hedge``);
 3. ``plan.py --method sh``: the same search ranked by the world model's predicted effect and uncertainty
    (the prior plus the learned residual), the network the default does not use yet: on the transfer set
    it ranks worse than the prior alone (``benchmarks/README.md``);
@@ -21,8 +22,9 @@ Stages, each the command a user would run by hand:
    by a uniform choice (the baseline that isolates what the learning adds), same calls and seed;
 
 then a table of the three. Checkpoints go under ``checkpoints/quickstart/``, logs and plans under
-``runs/quickstart/``. A stage whose checkpoint exists is skipped and every LLM call is cached, so a rerun
-or an interrupted run resumes. One seed is one draw: ``benchmarks/README.md`` has the comparison over
+``runs/quickstart/``. A stage whose checkpoint exists is skipped (if it was trained against the same frozen
+LLM, recorded in ``frozen_model.txt``) and every LLM call is cached, so a rerun or an interrupted run
+resumes. One seed is one draw: ``benchmarks/README.md`` has the comparison over
 tasks and seeds, with intervals.
 """
 
