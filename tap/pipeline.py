@@ -55,14 +55,12 @@ def _fit(config: str, args: argparse.Namespace, tasks: list[str], epochs: int, c
         sys.argv = argv
 
 
-def _trained_against(d: Path, frozen: str | None = None) -> str | None:
-    """The frozen LLM whose answers trained the checkpoint in ``d`` (``frozen_model.txt``; None if unrecorded);
-    with ``frozen``, record it.
-    """
-    marker = d / "frozen_model.txt"
-    if frozen is not None:
-        marker.write_text(frozen + "\n")
-        return frozen
+FROZEN_MODEL = "frozen_model.txt"  # beside a checkpoint: the frozen LLM (model@dtype) whose answers trained it
+
+
+def _trained_against(d: Path) -> str | None:
+    """The frozen LLM recorded beside the checkpoint in ``d`` (None if unrecorded: written before the record)."""
+    marker = d / FROZEN_MODEL
     return marker.read_text().strip() if marker.exists() else None
 
 
@@ -110,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         from tap.planning import PlanConfig, Planner
         from tap.systems.checkpoints import find_checkpoint
 
-        frozen = Planner(None, config=PlanConfig(method="random-sh")).llm.name  # model@dtype: one frozen model
+        llm = Planner(None, config=PlanConfig(method="random-sh")).llm  # weights load on first use
+        frozen = llm.name  # model@dtype: one frozen model
 
         def have(d: Path) -> bool:
             try:
@@ -143,14 +142,14 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
                 _fit("encoder.yaml", args, train_tasks, args.encoder_epochs, fresh(out / "encoder"),
                      f"--model.init_args.backbone={args.backbone}", *extra)
-                _trained_against(out / "encoder", frozen)
+                (out / "encoder" / FROZEN_MODEL).write_text(frozen + "\n")
         if not have(out / "world_model"):
             print(f"== 1/4 collect sibling edits on {', '.join(train_tasks)} (if not cached) and meta-train the world "
                   "model ==", flush=True)
             _fit("world_model.yaml", args, train_tasks, args.world_model_epochs, fresh(out / "world_model"),
                  f"--model.init_args.encoder={encoder}", "--model.init_args.effect_prior=true",
                  "--checkpoint.monitor=val/sibling/spearman", "--checkpoint.mode=max", *extra)
-            _trained_against(out / "world_model", frozen)
+            (out / "world_model" / FROZEN_MODEL).write_text(frozen + "\n")
         times["collect + train"] = time.time() - start
 
         from tap.planning import cli as plan
@@ -172,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
             results[method] = PlanResult.load(run_dir)
             times[method] = time.time() - start
-        _compare(args, target, results)
+        _compare(args, target, results, llm)
     except TapError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -180,9 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _compare(args: argparse.Namespace, target, results: dict) -> None:
+def _compare(args: argparse.Namespace, target, results: dict, llm) -> None:
     """Both searches side by side: search accuracy along the calls, and the held-out test accuracy of the
-    chain each held at half the calls (scored here) and at the end (``plan.py`` scored it already).
+    chain each held at half the calls (scored here with ``llm``, the frozen LLM) and at the end (``plan.py``
+    scored it already).
     """
     half = args.budget_calls // 2
     marks = sorted({max(args.eval_examples, args.budget_calls // 4), half, args.budget_calls})
@@ -190,9 +190,8 @@ def _compare(args: argparse.Namespace, target, results: dict) -> None:
     env = None
     if held_out:
         from tap.env import Environment
-        from tap.planning import PlanConfig, Planner
 
-        env = Environment(Planner(None, config=PlanConfig(method="random-sh")).llm, target, dense_reward=False)
+        env = Environment(llm, target, dense_reward=False)
 
     print(f"\n== TaP against random-sh on {target.name}, a task the world model never saw (seed {args.seed}) ==")
     print("prior-sh: TaP's default, ranked by the operation prior learnt on the training tasks and hedged against "

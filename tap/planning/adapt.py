@@ -32,14 +32,19 @@ from tap.errors import TapError
 OP_NAMES = {i: f"{scale}.{op}" for (scale, op), i in OP_IDS.items()}
 
 
+def require_same_examples(child: Evaluation, parent: Evaluation) -> None:
+    """Refuse a paired comparison of two evaluations that do not cover the same examples in the same order."""
+    if [r.uid for r in child.results] != [r.uid for r in parent.results]:
+        raise TapError("a paired change needs both chains evaluated on the same examples (evaluate_at, same n).")
+
+
 def paired_residual_noise(child: Evaluation, parent: Evaluation) -> tuple[float, float]:
     """The measured accuracy change of ``child`` over ``parent`` on the same examples, and its variance.
 
     Both evaluations must cover the same examples in the same order (``Environment.evaluate_at`` with
     the same ``n``).
     """
-    if [r.uid for r in child.results] != [r.uid for r in parent.results]:
-        raise TapError("a paired change needs both chains evaluated on the same examples (evaluate_at, same n).")
+    require_same_examples(child, parent)
     n = len(child.results)
     d = [float(c.correct) - float(p.correct) for c, p in zip(child.results, parent.results)]  # (n,) in {-1, 0, 1}
     mean = sum(d) / n

@@ -25,12 +25,12 @@ import math
 
 from tap.env import Evaluation
 from tap.errors import TapError
+from tap.planning.adapt import require_same_examples
 
 
 def paired_gain(child: Evaluation, parent: Evaluation, dense_weight: float) -> float:
     """``child``'s change over ``parent`` on the same examples: accuracy plus ``dense_weight`` x gold probability."""
-    if [r.uid for r in child.results] != [r.uid for r in parent.results]:
-        raise TapError("a paired gain needs both chains evaluated on the same examples (evaluate_at, same n).")
+    require_same_examples(child, parent)
     return (child.accuracy - parent.accuracy) + dense_weight * (child.dense - parent.dense)
 
 
@@ -60,9 +60,8 @@ class RankerSkill:
         r, u = self.gains["ranked"], self.gains["random"]
         if not r or not u:
             return None
-        every = r + u
         mr, mu = sum(r) / len(r), sum(u) / len(u)
-        dof = len(every) - 2
+        dof = len(r) + len(u) - 2
         ss = sum((x - mr) ** 2 for x in r) + sum((x - mu) ** 2 for x in u)
         var = max(ss / dof if dof > 0 else 0.0, self.floor)
         z = (mr - mu) / math.sqrt(var * (1 / len(r) + 1 / len(u)))

@@ -123,6 +123,8 @@ class PlanConfig:
                            f"{self.method!r}.")
         if self.hedge and self.method == "random-sh":
             raise TapError("hedge weighs a ranker against uniform draws; random-sh has no ranker. Use prior-sh or sh.")
+        if self.hedge and self.enter < 2:
+            raise TapError(f"hedge needs enter >= 2 (one ranked and one random entrant a round), got {self.enter}.")
 
     def hedge_for(self, method: str) -> bool:
         """Whether a run of ``method`` hedges its ranker (``hedge``, or on for every ranked search)."""

@@ -58,6 +58,7 @@ from tap.chains.edits import Edit, apply_edit
 from tap.collection.schema import task_pair_texts
 from tap.env import Evaluation
 from tap.errors import TapError
+from tap.planning.hedge import RankerSkill, paired_gain
 from tap.search import Search, search_key
 
 Scorer = Literal["model", "gradient", "policy", "prior", "random"]
@@ -164,11 +165,7 @@ class SuccessiveHalvingSearch(Search):
             from tap.planning.adapt import OpCorrection
 
             self._correction = OpCorrection(adapt)
-        self._skill = None
-        if hedge:
-            from tap.planning.hedge import RankerSkill
-
-            self._skill = RankerSkill(explore)
+        self._skill = RankerSkill(explore) if hedge else None
         self._source: dict[int, str] = {}  # this round's entrant (menu index) -> "ranked" | "random"
         self._change: list[float] = []  # the ranker's predicted accuracy change of the current menu
         self._at_rung: dict[tuple[str, int], Evaluation] = {}  # (incumbent, n) -> its evaluation on n examples
@@ -329,8 +326,6 @@ class SuccessiveHalvingSearch(Search):
                 if len(edits) == 1:
                     self._learn_from(parent, edits[0], chain, n, ev)
                 if level == 0 and self._skill is not None and i in self._source:
-                    from tap.planning.hedge import paired_gain
-
                     self._skill.add(self._source[i], paired_gain(ev, self._incumbent_at(parent, n), self.dense_weight))
             if level == len(self.rungs) - 1:
                 break

@@ -190,6 +190,8 @@ def test_bad_settings_fail_clearly(task):
         Planner(None, config=PlanConfig(method="random-sh", hedge=True))
     with pytest.raises(TapError, match="hedge is a setting of the successive-halving searches"):
         Planner(None, config=PlanConfig(method="random", hedge=True))
+    with pytest.raises(TapError, match="hedge needs enter >= 2"):
+        Planner(None, config=PlanConfig(method="prior-sh", hedge=True, enter=1))
 
 
 def test_from_checkpoint_loads_a_world_model_and_accounts_for_its_data(task, tmp_path):
