@@ -78,6 +78,8 @@ class PlanConfig:
             task (``tap.planning.hedge``). None (the default): on for every ranked search (``prior-sh``, ``sh``,
             ``gradient-sh``, ``policy-sh``) with ``enter`` >= 2, off for ``random-sh``, which has no ranker to
             weigh.
+        compose: sh: edits per plan that the ranker composes from its best-ranked single edits (up to ``enter``
+            such plans join each round's menu; 0: off; not with ``gradient-sh`` or ``policy-sh``).
         refine_steps: refinement steps on verified transitions after each step (0: off; None: the
             method's default, 10 for the verify-top-k planner's Dyna refinement and 0 for ``sh``, whose
             online learning is the ablation ``tap-sh-online`` in ``benchmarks/compare.py``).
@@ -99,6 +101,7 @@ class PlanConfig:
     adapt: float = 0.0
     carry: int = 0
     hedge: bool | None = None
+    compose: int = 0
     refine_steps: int | None = None
     refine_lr: float = 1e-4
     eval_examples: int = 16
@@ -125,6 +128,12 @@ class PlanConfig:
             raise TapError("hedge weighs a ranker against uniform draws; random-sh has no ranker. Use prior-sh or sh.")
         if self.hedge and self.enter < 2:
             raise TapError(f"hedge needs enter >= 2 (one ranked and one random entrant a round), got {self.enter}.")
+
+        if self.compose < 0:
+            raise TapError(f"compose (edits per composed plan) must be >= 0, got {self.compose}.")
+        if self.compose > 1 and self.method not in ("sh", "prior-sh", "random-sh"):
+            raise TapError(f"compose is a setting of the sh, prior-sh and random-sh searches (gradient-sh and "
+                           f"policy-sh rank single edits only), not of {self.method!r}; use --compose 0.")
 
     def hedge_for(self, method: str) -> bool:
         """Whether a run of ``method`` hedges its ranker (``hedge``, or on for every ranked search)."""
@@ -315,7 +324,7 @@ class Planner:
                                          training_data=self.training_data, menu=cfg.menu, enter=cfg.enter,
                                          beta=cfg.beta, refine_steps=cfg.refine_for(method) if scorer == "model" else 0,
                                          refine_lr=cfg.refine_lr, adapt=cfg.adapt, carry=cfg.carry,
-                                         hedge=cfg.hedge_for(method))
+                                         hedge=cfg.hedge_for(method), compose=cfg.compose)
         result = search.run()
         result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)
         result.config = {**asdict(cfg), **result.config, "method": method}

@@ -4,7 +4,9 @@ Each round, from the incumbent chain:
 
 1. **Menu.** Propose ``menu`` distinct candidates: single edits across the three scales
    (``EditSpace.propose``) and, for a ``plans`` share, two-edit plans (a single edit followed by a
-   random one).
+   random one). With ``compose`` > 1, also plans the ranker builds itself: its best-ranked single edits
+   taken in rank order, ``compose`` at a time, applied together (disjoint groups, so no two share an
+   edit), which lets a right ranker take several of its steps in one verified round.
 2. **Imagine.** Score every candidate with the world model, without the LLM: the predicted change
    of accuracy (plus ``dense_weight`` times the change of the gold-answer probability) and its
    calibrated uncertainty (``WorldModel.edit_effect``), from the task's train pairs alone on a task
@@ -102,6 +104,9 @@ class SuccessiveHalvingSearch(Search):
         task_pairs: train pairs that describe the task to the world model (as it was trained).
         training_data: the world model's data settings (``load_world_model``), to report what collecting
             its data cost on this task (``costs["collection"]``; 0 on a task it never saw).
+        compose: edits per composed plan (module docstring, step 1; 0 or 1: off): up to ``enter`` plans made
+            of the ranker's best single edits, scored like every other candidate (every scorer but
+            ``gradient`` and ``policy``, which rank single edits only).
         carry: most entrants of a round carried into the next (module docstring, step 5; 0: off). Applies to
             every scorer, ``random`` included: it uses measurements, not the model.
         hedge: set each round's random share from the ranker's measured skill on this task (module docstring,
@@ -116,7 +121,8 @@ class SuccessiveHalvingSearch(Search):
                  plans: float = 0.25, enter: int = 8, rungs: tuple[int, ...] | None = None, beta: float = 1.0,
                  explore: float = 0.125, dense_weight: float = 0.25, fluency_weight: float = 0.0,
                  refine_steps: int = 0, refine_lr: float = 1e-4, adapt: float = 0.0, task_pairs: int = 4,
-                 training_data: dict | None = None, carry: int = 0, hedge: bool = False, max_rounds: int = 1000,
+                 training_data: dict | None = None, carry: int = 0, hedge: bool = False, compose: int = 0,
+                 max_rounds: int = 1000,
                  **kwargs) -> None:
         # every ranker starts from the same random stream (seeded by the class name): with one seed, tap-sh
         # and random-sh draw the same first menu, so their comparison is paired where it can be
@@ -144,6 +150,9 @@ class SuccessiveHalvingSearch(Search):
         if hedge and scorer == "random":
             raise TapError("hedge weighs a ranker against uniform draws; the 'random' scorer has no ranker to weigh. "
                            "Use another scorer, or hedge=False.")
+        if compose < 0 or (compose > 1 and scorer in ("gradient", "policy")):
+            raise TapError(f"compose ({compose}) must be >= 0, and the {scorer!r} scorer ranks single edits only: "
+                           "use compose=0 with it, or another scorer.")
         if hedge and enter < 2:
             raise TapError(f"hedge needs enter >= 2 (one ranked and one random entrant a round), got {enter}.")
         full = len(self.examples)
@@ -158,7 +167,7 @@ class SuccessiveHalvingSearch(Search):
         self.task_pairs, self.max_rounds = task_pairs, max_rounds
         self.training_data = dict(training_data or {}) if scorer != "random" else {}
         self.rounds: list[dict] = []  # what each round imagined, picked and verified (the "why")
-        self.adapt, self.carry, self.hedge = adapt, carry, hedge
+        self.adapt, self.carry, self.hedge, self.compose = adapt, carry, hedge, compose
         self._carried: list[tuple[Edit, ...]] = []  # edits of the entrants carried into the next round
         self._correction = None
         if adapt:
@@ -203,6 +212,32 @@ class SuccessiveHalvingSearch(Search):
                 seen.add(chain.to_json())
                 if not self.known(chain):
                     out.append(((first, second), chain))
+        return out
+
+    def _composed(self, parent: Chain, menu: list, score: list[float]) -> list[tuple[tuple[Edit, ...], Chain]]:
+        """Up to ``enter`` plans of ``compose`` edits each: the menu's single edits in the ranker's order (ties by
+        menu order), each group started afresh from ``parent`` and filled with the next edits that still apply
+        and change the chain; no edit is in two groups. Plans equal to a menu chain or a fully evaluated one
+        are dropped.
+        """
+        singles = sorted((i for i, (edits, _) in enumerate(menu) if len(edits) == 1), key=lambda i: (-score[i], i))
+        seen = {parent.to_json(), *(c.to_json() for _, c in menu)}
+        out, group, chain = [], [], parent
+        for i in singles:
+            if len(out) >= self.enter:
+                break
+            try:
+                nxt = apply_edit(chain, menu[i][0][0]).validate()
+            except Exception:  # noqa: BLE001 - an edit that no longer applies after the group's others is skipped
+                continue
+            if nxt.to_json() == chain.to_json():
+                continue
+            group, chain = [*group, menu[i][0][0]], nxt
+            if len(group) == self.compose:
+                if chain.to_json() not in seen and not self.known(chain):
+                    seen.add(chain.to_json())
+                    out.append((tuple(group), chain))
+                group, chain = [], parent
         return out
 
     def _carried_menu(self, parent: Chain, menu: list) -> list[tuple[tuple[Edit, ...], Chain]]:
@@ -263,6 +298,17 @@ class SuccessiveHalvingSearch(Search):
         self._change = mean[:, 0].tolist()
         score = mean[:, 0] + self.dense_weight * mean[:, 1]
         return score.tolist(), std[:, 0].tolist()
+
+    def _rank(self, parent: Chain, menu: list) -> tuple[list[float], list[float]]:
+        """What the acquisition reads for every candidate: the ranker's score (plus the online correction and
+        the fluency term when they are on) and its uncertainty.
+        """
+        score, sigma = self._imagine(parent, menu)
+        if self._correction is not None and self._correction.observations:
+            score = [s + c for s, c in zip(score, self._correction.correct([e for e, _ in menu]))]
+        if self.fluency_weight:
+            score = self._add_fluency(parent, menu, score)
+        return score, sigma
 
     def _add_fluency(self, parent: Chain, menu: list, score: list[float]) -> list[float]:
         """``score + fluency_weight * (fluency(candidate) - fluency(parent))``; a text with no words counts as
@@ -395,19 +441,22 @@ class SuccessiveHalvingSearch(Search):
             menu = carried + menu  # carried entrants first: they enter ahead of the acquisition
             if not menu:
                 return
-            score, sigma = self._imagine(parent, menu)
+            score, sigma = self._rank(parent, menu)
+            composed = self._composed(parent, menu, score) if self.compose > 1 else []
+            if composed:  # ranked the same way, after the menu (carried entrants stay first)
+                change = self._change
+                more, more_sigma = self._rank(parent, composed)
+                self._change = change + self._change
+                menu, score, sigma = menu + composed, score + more, sigma + more_sigma
             adapted = {}
             if self._correction is not None and self._correction.observations:
-                score = [s + c for s, c in zip(score, self._correction.correct([e for e, _ in menu]))]
                 adapted = {"adapt": self._correction.summary()}  # what this task taught so far, per operation
-            if self.fluency_weight:
-                score = self._add_fluency(parent, menu, score)
             k = len(carried)
             hedged = {"hedge": self._skill.summary()} if self._skill is not None else {}  # what set the shares
             picks = list(range(k)) + [k + i for i in self._acquire(score[k:], sigma[k:], self.enter - k)]
             self._source = {k + i: source for i, source in self._source.items()}  # menu indices, carried first
             entry = {"round": len(self.rounds), "menu": len(menu), "entrants": len(picks), "carried": k,
-                     "plans_in_menu": sum(len(e) > 1 for e, _ in menu),
+                     "plans_in_menu": sum(len(e) > 1 for e, _ in menu), "composed": len(composed),
                      "random_entrants": sum(s == "random" for s in self._source.values()),
                      "planning_seconds": round(time.perf_counter() - t0, 4), **adapted, **hedged}  # menu to acquisition
             self.rounds.append(entry)

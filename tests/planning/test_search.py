@@ -7,7 +7,9 @@ import copy
 import json
 
 import pytest
+import torch
 
+from tap.chains.edits import apply_edit
 from tap.env import Evaluation, ExampleResult
 from tap.errors import TapError
 from tap.planning.search import SuccessiveHalvingSearch, halving_rungs, planning_cost, random_sh
@@ -311,3 +313,44 @@ def test_hedge_hands_the_slots_of_a_misleading_ranker_to_random_draws(task, wm):
         _search(task, wm, "random", calls=10, hedge=True)
     with pytest.raises(TapError, match="hedge"):
         _search(task, wm, "prior", calls=10, hedge=True, enter=1)
+
+
+def test_composed_plans_take_the_rankers_best_single_edits_in_rank_order(task, wm):
+    s = _search(task, wm, "prior", calls=10_000, compose=3, enter=4)
+    menu = s._menu(s.start)
+    singles = [i for i, (edits, _) in enumerate(menu) if len(edits) == 1]
+    score = [0.0] * len(menu)
+    for rank, i in enumerate(reversed(singles)):  # the ranker prefers the menu's last single edits
+        score[i] = float(len(singles) - rank)
+    composed = s._composed(s.start, menu, score)
+    assert 1 <= len(composed) <= 4
+    order = [menu[i][0][0] for i in reversed(singles)]
+    used = [e for edits, _ in composed for e in edits]
+    assert all(len(edits) == 3 for edits, _ in composed) and len(set(map(repr, used))) == len(used)  # disjoint
+    assert [order.index(e) for e in used] == sorted(order.index(e) for e in used)  # taken in rank order
+    assert order.index(used[0]) == 0  # the best single edit leads the first plan
+    menu_chains = {c.to_json() for _, c in menu}
+    for edits, chain in composed:
+        expected = s.start
+        for e in edits:
+            expected = apply_edit(expected, e)
+        assert chain == expected and chain.to_json() not in menu_chains
+    # the prior scores a composed plan as every other plan: the sum of its edits' operation priors
+    prior = wm.op_prior(torch.tensor([e.op_id for e in used])).tolist()
+    assert s._rank(s.start, composed)[0] == pytest.approx([sum(prior[3 * k: 3 * k + 3]) for k in range(len(composed))])
+
+
+@pytest.mark.parametrize("scorer", SCORERS)
+def test_a_search_with_composed_plans_verifies_them_within_budget_and_repeats(task, wm, scorer):
+    result = _search(task, wm, scorer, calls=200, seed=1, compose=2).run()
+    rounds = result.config["rounds"]
+    assert result.costs["search"]["example_evals"] <= 200 and all(r["composed"] >= 1 for r in rounds)
+    assert all(r["menu"] <= 24 + 4 for r in rounds)  # the menu and at most one composed plan per entrant
+    result.check_replay()
+    assert _strip(result) == _strip(_search(task, wm, scorer, calls=200, seed=1, compose=2).run())
+    plain = _search(task, wm, scorer, calls=200, seed=1).run()
+    assert all(r["composed"] == 0 for r in plain.config["rounds"])
+    with pytest.raises(TapError, match="compose"):
+        _search(task, wm, "gradient", calls=10, compose=2)
+    with pytest.raises(TapError, match="compose"):
+        _search(task, wm, "prior", calls=10, compose=-1)
