@@ -137,7 +137,6 @@ class PlanConfig:
         if self.compose > 1 and self.method not in ("sh", "prior-sh", "random-sh"):
             raise TapError(f"compose is a setting of the sh, prior-sh and random-sh searches (gradient-sh and "
                            f"policy-sh rank single edits only), not of {self.method!r}; use --compose 0.")
-
         if self.compose_hedge and (self.compose < 2 or self.method not in ("sh", "prior-sh")):
             raise TapError(f"compose_hedge weighs the plans a ranker composes against its other picks: it needs "
                            f"compose >= 2 (got {self.compose}) and a ranked search, sh or prior-sh (got "
