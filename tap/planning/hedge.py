@@ -35,29 +35,33 @@ def paired_gain(child: Evaluation, parent: Evaluation, dense_weight: float) -> f
 
 
 class RankerSkill:
-    """Paired first-rung gains of ranked and random entrants, and the ranked share they imply (module docstring).
+    """Paired first-rung gains of two kinds of entrants (by default ranked and random), and the share of the
+    first kind they imply (module docstring).
 
     Args:
-        explore: the search's random share before any evidence.
+        explore: the second kind's share before any evidence (the search's random share).
         floor: lowest variance of a gain (keeps a few equal gains from looking certain).
+        arms: the two kinds of entrant: the first is weighed against the second (``("ranked", "composed")``
+            weighs the ranker's plain picks against the plans it composes, ``SuccessiveHalvingSearch``'s
+            ``compose_hedge``).
     """
 
-    def __init__(self, explore: float, floor: float = 0.01) -> None:
-        if not 0 <= explore <= 1 or floor <= 0:
-            raise TapError(f"invalid hedge settings: explore ({explore}) must be in [0, 1] and the variance floor "
-                           f"({floor}) > 0.")
-        self.explore, self.floor = explore, floor
-        self.gains: dict[str, list[float]] = {"ranked": [], "random": []}
+    def __init__(self, explore: float, floor: float = 0.01, arms: tuple[str, str] = ("ranked", "random")) -> None:
+        if not 0 <= explore <= 1 or floor <= 0 or len(arms) != 2 or arms[0] == arms[1]:
+            raise TapError(f"invalid hedge settings: explore ({explore}) must be in [0, 1], the variance floor "
+                           f"({floor}) > 0, and the arms ({arms}) two different kinds.")
+        self.explore, self.floor, self.arms = explore, floor, tuple(arms)
+        self.gains: dict[str, list[float]] = {a: [] for a in self.arms}
 
     def add(self, source: str, gain: float) -> None:
-        """One entrant's first-rung gain; ``source`` is ``ranked`` or ``random``."""
+        """One entrant's first-rung gain; ``source`` is one of ``arms``."""
         if source not in self.gains:
-            raise TapError(f"an entrant is 'ranked' or 'random', got {source!r}.")
+            raise TapError(f"an entrant is {' or '.join(repr(a) for a in self.arms)}, got {source!r}.")
         self.gains[source].append(float(gain))
 
     def probability(self) -> float | None:
-        """P(ranked entrants gain more than random ones); None before both were measured."""
-        r, u = self.gains["ranked"], self.gains["random"]
+        """P(the first kind gains more than the second); None before both were measured."""
+        r, u = self.gains[self.arms[0]], self.gains[self.arms[1]]
         if not r or not u:
             return None
         mr, mu = sum(r) / len(r), sum(u) / len(u)
@@ -68,7 +72,9 @@ class RankerSkill:
         return 0.5 * (1 + math.erf(z / math.sqrt(2)))
 
     def random_slots(self, slots: int) -> int:
-        """How many of ``slots`` entrants to draw uniformly (the rest by the ranker's order)."""
+        """How many of ``slots`` entrants to give the second kind (by default: to draw uniformly; the rest by the
+        ranker's order); at least one of each.
+        """
         if slots < 2:
             return 0
         p = self.probability()
@@ -78,12 +84,11 @@ class RankerSkill:
 
     def summary(self) -> dict:
         """What was measured so far, for the round's record."""
-        r, u = self.gains["ranked"], self.gains["random"]
-        p = self.probability()
-        return {"ranked": len(r), "random": len(u),
-                "ranked_mean": round(sum(r) / len(r), 4) if r else None,
-                "random_mean": round(sum(u) / len(u), 4) if u else None,
-                "p_ranked_better": None if p is None else round(p, 4)}
+        (a, b), p = self.arms, self.probability()
+        r, u = self.gains[a], self.gains[b]
+        return {a: len(r), b: len(u), f"{a}_mean": round(sum(r) / len(r), 4) if r else None,
+                f"{b}_mean": round(sum(u) / len(u), 4) if u else None,
+                f"p_{a}_better": None if p is None else round(p, 4)}
 
 
 __all__ = ["RankerSkill", "paired_gain"]

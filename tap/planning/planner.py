@@ -80,6 +80,8 @@ class PlanConfig:
             weigh.
         compose: sh: edits per plan that the ranker composes from its best-ranked single edits (up to ``enter``
             such plans join each round's menu; 0: off; not with ``gradient-sh`` or ``policy-sh``).
+        compose_hedge: sh: measure the composed plans against the ranker's other picks and set their share of
+            its entrants from that (one to start with; needs ``compose`` >= 2; not with ``random-sh``).
         refine_steps: refinement steps on verified transitions after each step (0: off; None: the
             method's default, 10 for the verify-top-k planner's Dyna refinement and 0 for ``sh``, whose
             online learning is the ablation ``tap-sh-online`` in ``benchmarks/compare.py``).
@@ -102,6 +104,7 @@ class PlanConfig:
     carry: int = 0
     hedge: bool | None = None
     compose: int = 0
+    compose_hedge: bool = False
     refine_steps: int | None = None
     refine_lr: float = 1e-4
     eval_examples: int = 16
@@ -134,6 +137,10 @@ class PlanConfig:
         if self.compose > 1 and self.method not in ("sh", "prior-sh", "random-sh"):
             raise TapError(f"compose is a setting of the sh, prior-sh and random-sh searches (gradient-sh and "
                            f"policy-sh rank single edits only), not of {self.method!r}; use --compose 0.")
+        if self.compose_hedge and (self.compose < 2 or self.method not in ("sh", "prior-sh")):
+            raise TapError(f"compose_hedge weighs the plans a ranker composes against its other picks: it needs "
+                           f"compose >= 2 (got {self.compose}) and a ranked search, sh or prior-sh (got "
+                           f"{self.method!r}).")
 
     def hedge_for(self, method: str) -> bool:
         """Whether a run of ``method`` hedges its ranker (``hedge``, or on for every ranked search)."""
@@ -324,7 +331,8 @@ class Planner:
                                          training_data=self.training_data, menu=cfg.menu, enter=cfg.enter,
                                          beta=cfg.beta, refine_steps=cfg.refine_for(method) if scorer == "model" else 0,
                                          refine_lr=cfg.refine_lr, adapt=cfg.adapt, carry=cfg.carry,
-                                         hedge=cfg.hedge_for(method), compose=cfg.compose)
+                                         hedge=cfg.hedge_for(method), compose=cfg.compose,
+                                         compose_hedge=cfg.compose_hedge)
         result = search.run()
         result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)
         result.config = {**asdict(cfg), **result.config, "method": method}

@@ -6,7 +6,9 @@ Each round, from the incumbent chain:
    (``EditSpace.propose``) and, for a ``plans`` share, two-edit plans (a single edit followed by a
    random one). With ``compose`` > 1, also plans the ranker builds itself: its best-ranked single edits
    taken in rank order, ``compose`` at a time, applied together (disjoint groups, so no two share an
-   edit), which lets a right ranker take several of its steps in one verified round.
+   edit), which lets a right ranker take several of its steps in one verified round. With
+   ``compose_hedge``, how many of the ranker's entrants are composed plans is measured, not assumed
+   (step 6).
 2. **Imagine.** Score every candidate with the world model, without the LLM: the predicted change
    of accuracy (plus ``dense_weight`` times the change of the gold-answer probability) and its
    calibrated uncertainty (``WorldModel.edit_effect``), from the task's train pairs alone on a task
@@ -29,7 +31,10 @@ Each round, from the incumbent chain:
    is the posterior probability that ranked entrants gain more (``tap.planning.hedge``). A ranker that
    misleads on this task hands its slots to uniform draws, and the search tends to ``random-sh``. Off in
    this class (the benchmark's ``prior-sh`` rows), on by default in ``plan.py`` and the Python API
-   (``PlanConfig.hedge``).
+   (``PlanConfig.hedge``). ``compose_hedge`` weighs the composed plans against the ranker's other picks the
+   same way: one composed entrant a round to start with, then the posterior probability that they gain more
+   sets their share of the ranked slots (at least one each), so a ranker whose several steps at once mislead
+   (more demonstrations on arithmetic) takes them one at a time again.
 7. **Learn online**, two ways, both off by default:
    - ``adapt`` > 0: every verified candidate's measured change against the incumbent (same examples,
      at the highest rung it reached) corrects the ranker's predictions per edit operation for the
@@ -107,6 +112,9 @@ class SuccessiveHalvingSearch(Search):
         compose: edits per composed plan (module docstring, step 1; 0 or 1: off): up to ``enter`` plans made
             of the ranker's best single edits, scored like every other candidate (every scorer but
             ``gradient`` and ``policy``, which rank single edits only).
+        compose_hedge: set the composed plans' share of the ranker's entrants from how they fare against its
+            other picks (module docstring, step 6; starts at one; needs ``compose`` > 1). Off: composed plans
+            compete with the rest of the menu by score alone.
         carry: most entrants of a round carried into the next (module docstring, step 5; 0: off). Applies to
             every scorer, ``random`` included: it uses measurements, not the model.
         hedge: set each round's random share from the ranker's measured skill on this task (module docstring,
@@ -122,7 +130,7 @@ class SuccessiveHalvingSearch(Search):
                  explore: float = 0.125, dense_weight: float = 0.25, fluency_weight: float = 0.0,
                  refine_steps: int = 0, refine_lr: float = 1e-4, adapt: float = 0.0, task_pairs: int = 4,
                  training_data: dict | None = None, carry: int = 0, hedge: bool = False, compose: int = 0,
-                 max_rounds: int = 1000,
+                 compose_hedge: bool = False, max_rounds: int = 1000,
                  **kwargs) -> None:
         # every ranker starts from the same random stream (seeded by the class name): with one seed, tap-sh
         # and random-sh draw the same first menu, so their comparison is paired where it can be
@@ -153,6 +161,13 @@ class SuccessiveHalvingSearch(Search):
         if compose < 0 or (compose > 1 and scorer in ("gradient", "policy")):
             raise TapError(f"compose ({compose}) must be >= 0, and the {scorer!r} scorer ranks single edits only: "
                            "use compose=0 with it, or another scorer.")
+        if compose_hedge and scorer == "random":
+            raise TapError("compose_hedge weighs composed plans against the ranker's other picks; the 'random' "
+                           "scorer has no ranker. Use another scorer, or compose_hedge=False.")
+        if compose_hedge and (compose < 2 or enter < 3):
+            raise TapError(f"compose_hedge weighs composed plans against the ranker's other picks: it needs compose "
+                           f">= 2 (got {compose}) and enter >= 3 (got {enter}: a composed, a ranked and a random "
+                           "entrant a round).")
         if hedge and enter < 2:
             raise TapError(f"hedge needs enter >= 2 (one ranked and one random entrant a round), got {enter}.")
         full = len(self.examples)
@@ -175,7 +190,10 @@ class SuccessiveHalvingSearch(Search):
 
             self._correction = OpCorrection(adapt)
         self._skill = RankerSkill(explore) if hedge else None
-        self._source: dict[int, str] = {}  # this round's entrant (menu index) -> "ranked" | "random"
+        self._mix = RankerSkill(explore, arms=("ranked", "composed")) if compose_hedge else None
+        self.compose_hedge = compose_hedge
+        self._n_composed = 0  # composed plans at the end of this round's menu
+        self._source: dict[int, str] = {}  # this round's entrant (menu index) -> "ranked" | "random" | "composed"
         self._change: list[float] = []  # the ranker's predicted accuracy change of the current menu
         self._at_rung: dict[tuple[str, int], Evaluation] = {}  # (incumbent, n) -> its evaluation on n examples
         self._refiner = None
@@ -346,6 +364,16 @@ class SuccessiveHalvingSearch(Search):
             n_random = min(round(n * self.explore), n - 1) if n > 1 else 0
         ucb = [m + self.beta * s for m, s in zip(score, sigma)]
         order = sorted(range(len(score)), key=lambda i: (-ucb[i], i))
+        if self._mix is not None:  # composed plans take a measured share of the ranked slots
+            first = len(score) - self._n_composed
+            plain = [i for i in order if i < first]
+            composed = [i for i in order if i >= first]
+            n_composed = min(self._mix.random_slots(n - n_random), len(composed))
+            picks = plain[: n - n_random - n_composed]
+            drawn = self.rng.sample(plain[len(picks):], min(n_random, len(plain) - len(picks)))
+            self._source = {**{i: "ranked" for i in picks}, **{i: "composed" for i in composed[:n_composed]},
+                            **{i: "random" for i in drawn}}
+            return picks + composed[:n_composed] + drawn
         picks = order[: n - n_random]
         rest = order[n - n_random:]
         drawn = self.rng.sample(rest, n_random)
@@ -371,8 +399,8 @@ class SuccessiveHalvingSearch(Search):
                 last[i] = (n, ev)
                 if len(edits) == 1:
                     self._learn_from(parent, edits[0], chain, n, ev)
-                if level == 0 and self._skill is not None and i in self._source:
-                    self._skill.add(self._source[i], paired_gain(ev, self._incumbent_at(parent, n), self.dense_weight))
+                if level == 0 and i in self._source:
+                    self._weigh(self._source[i], paired_gain(ev, self._incumbent_at(parent, n), self.dense_weight))
             if level == len(self.rungs) - 1:
                 break
             keep = max(1, math.ceil(len(alive) / 2))
@@ -383,6 +411,15 @@ class SuccessiveHalvingSearch(Search):
             self._carry_from(parent, menu, last)
         return [{"edits": [e.to_dict() for e in menu[i][0]], "predicted": score[i], "uncertainty": sigma[i], **m}
                 for i, m in measured.items()]
+
+    def _weigh(self, source: str, gain: float) -> None:
+        """One entrant's first-rung gain into the hedges: a composed plan is the ranker's pick against random
+        draws, and a composed plan against the ranker's other picks.
+        """
+        if self._skill is not None:
+            self._skill.add("random" if source == "random" else "ranked", gain)
+        if self._mix is not None and source != "random":
+            self._mix.add(source, gain)
 
     # ---- 5. carrying the evidence over ---------------------------------------------------------------
     def _carry_from(self, parent: Chain, menu: list, last: dict[int, tuple[int, object]]) -> None:
@@ -448,13 +485,18 @@ class SuccessiveHalvingSearch(Search):
                 more, more_sigma = self._rank(parent, composed)
                 self._change = change + self._change
                 menu, score, sigma = menu + composed, score + more, sigma + more_sigma
+            self._n_composed = len(composed)
             adapted = {}
             if self._correction is not None and self._correction.observations:
                 adapted = {"adapt": self._correction.summary()}  # what this task taught so far, per operation
             k = len(carried)
             hedged = {"hedge": self._skill.summary()} if self._skill is not None else {}  # what set the shares
+            if self._mix is not None:
+                hedged["compose_hedge"] = self._mix.summary()  # what set the composed plans' share
             picks = list(range(k)) + [k + i for i in self._acquire(score[k:], sigma[k:], self.enter - k)]
             self._source = {k + i: source for i, source in self._source.items()}  # menu indices, carried first
+            if self._mix is not None:
+                hedged["compose_hedge"]["entrants"] = sum(s == "composed" for s in self._source.values())
             entry = {"round": len(self.rounds), "menu": len(menu), "entrants": len(picks), "carried": k,
                      "plans_in_menu": sum(len(e) > 1 for e, _ in menu), "composed": len(composed),
                      "random_entrants": sum(s == "random" for s in self._source.values()),

@@ -58,3 +58,17 @@ def test_bad_settings_are_named():
         RankerSkill(1.5)
     with pytest.raises(TapError, match="'ranked' or 'random'"):
         RankerSkill(0.125).add("carried", 0.1)
+
+
+def test_two_other_kinds_can_be_weighed():
+    mix = RankerSkill(0.125, arms=("ranked", "composed"))
+    assert mix.random_slots(7) == 1  # one composed entrant of 7 ranked slots before any evidence
+    for _ in range(6):
+        mix.add("ranked", 0.0)
+        mix.add("composed", 0.5)
+    assert mix.probability() < 0.01 and mix.random_slots(7) == 6
+    assert set(mix.summary()) == {"ranked", "composed", "ranked_mean", "composed_mean", "p_ranked_better"}
+    with pytest.raises(TapError, match="'ranked' or 'composed'"):
+        mix.add("random", 0.1)
+    with pytest.raises(TapError, match="arms"):
+        RankerSkill(0.125, arms=("ranked", "ranked"))

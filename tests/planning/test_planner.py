@@ -196,6 +196,10 @@ def test_bad_settings_fail_clearly(task):
         Planner(None, config=PlanConfig(method="random-sh", compose=-2))
     with pytest.raises(TapError, match="compose is a setting of the sh, prior-sh and random-sh searches"):
         Planner(None, config=PlanConfig(method="gradient-sh", compose=4))
+    with pytest.raises(TapError, match="compose_hedge .* needs compose >= 2"):
+        Planner(None, config=PlanConfig(method="prior-sh", compose_hedge=True))
+    with pytest.raises(TapError, match="compose_hedge"):
+        Planner(None, config=PlanConfig(method="random-sh", compose=4, compose_hedge=True))
 
 
 def test_from_checkpoint_loads_a_world_model_and_accounts_for_its_data(task, tmp_path):
@@ -304,11 +308,13 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
     code, out = _plan(["--task", task_file, "--checkpoint", str(ckpt), "--method", method, "--budget-calls", "60",
                        "--eval-examples", "8", "--menu", "16", "--enter", "4", "--refine-steps", "1",
                        "--test-examples", "6", "--carry", "1", "--out", str(out_dir), "--quiet",
-                       *(["--no-hedge"] if method == "gradient-sh" else ["--compose", "2"])], capsys)
+                       *(["--no-hedge"] if method == "gradient-sh" else ["--compose", "2"]),
+                       *(["--compose-hedge"] if method in ("sh", "prior-sh") else [])], capsys)
     assert code == 0, out.err
     config = json.loads((out_dir / "plan.json").read_text())["config"]
     assert config["carry"] == 1 and config["hedge"] == (method in ("sh", "prior-sh"))  # on by default if ranked
     assert config["compose"] == (0 if method == "gradient-sh" else 2)
+    assert config["compose_hedge"] == ("compose_hedge" in config["rounds"][0]) == (method in ("sh", "prior-sh"))
     assert all(("composed" in r) for r in config["rounds"]) and (method == "gradient-sh") == all(
         r["composed"] == 0 for r in config["rounds"])
     assert ("ranker hedged" in out.out) == config["hedge"]

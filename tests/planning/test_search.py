@@ -354,3 +354,46 @@ def test_a_search_with_composed_plans_verifies_them_within_budget_and_repeats(ta
         _search(task, wm, "gradient", calls=10, compose=2)
     with pytest.raises(TapError, match="compose"):
         _search(task, wm, "prior", calls=10, compose=-1)
+
+
+def test_compose_hedge_gives_composed_plans_the_share_they_earn(task, wm):
+    s = _search(task, wm, "prior", calls=10_000, hedge=True, compose=2, compose_hedge=True, enter=8)
+    s._n_composed = 4  # the menu's last 4 are composed plans; the ranker scores them highest
+    score, sigma = [float(-i) for i in range(20)] + [100.0, 99.0, 98.0, 97.0], [0.0] * 24
+    picks = s._acquire(score, sigma)
+    sources = [s._source[i] for i in picks]
+    assert sources.count("composed") == 1 and sources.count("random") == 1  # no evidence: one of each
+    assert picks[:6] == [0, 1, 2, 3, 4, 5] and 20 in picks  # the best plain picks and the best composed plan
+    assert all(i < 20 for i, src in s._source.items() if src == "random")  # random draws stay plain
+    for _ in range(8):  # composed plans measured far better than the ranker's other picks
+        s._weigh("composed", 0.5)
+        s._weigh("ranked", 0.0)
+        s._weigh("random", 0.0)
+    sources = [s._source[i] for i in s._acquire(score, sigma)]
+    assert sources.count("composed") == 4 and sources.count("ranked") >= 1  # all 4 on the menu; one plain stays
+    assert s._skill.gains["ranked"] == [0.5, 0.0] * 8  # to the ranked-vs-random hedge, composed is ranked
+    worse = _search(task, wm, "prior", calls=10_000, hedge=True, compose=2, compose_hedge=True, enter=8)
+    worse._n_composed = 4
+    for _ in range(8):
+        worse._weigh("composed", -0.5)
+        worse._weigh("ranked", 0.25)
+    assert [worse._source[i] for i in worse._acquire(score, sigma)].count("composed") == 1  # the floor of one
+
+
+def test_a_search_with_compose_hedge_records_the_shares_and_repeats(task, wm):
+    result = _search(task, wm, "prior", calls=300, seed=3, hedge=True, compose=2, compose_hedge=True).run()
+    rounds = result.config["rounds"]
+    assert result.costs["search"]["example_evals"] <= 300 and len(rounds) > 2
+    result.check_replay()
+    assert rounds[0]["compose_hedge"]["ranked"] == rounds[0]["compose_hedge"]["composed"] == 0
+    assert rounds[0]["compose_hedge"]["entrants"] == 1  # enter 4: 2 ranked, 1 composed, 1 random
+    for k, r in enumerate(rounds[1:], 1):  # every non-random entrant before was weighed once
+        c = r["compose_hedge"]
+        assert c["ranked"] + c["composed"] == sum(p["entrants"] - p["random_entrants"] for p in rounds[:k])
+    assert _strip(result) == _strip(_search(task, wm, "prior", calls=300, seed=3, hedge=True, compose=2,
+                                            compose_hedge=True).run())
+    for bad in ({"compose": 0, "compose_hedge": True}, {"compose": 2, "compose_hedge": True, "enter": 2}):
+        with pytest.raises(TapError, match="compose_hedge"):
+            _search(task, wm, "prior", calls=10, **bad)
+    with pytest.raises(TapError, match="compose_hedge"):
+        _search(task, wm, "random", calls=10, compose=2, compose_hedge=True)
