@@ -17,7 +17,8 @@ val examples, and is charged the same way: one chain evaluation per chain scored
   ``prior-sh-e4-hedge`` does so with 4 entrants a round, ``prior-sh-hedge-x50`` from a first round of 4 ranked and
   4 random entrants; ``prior-sh-hedge-c4`` adds plans the ranker composes from its best single edits, 4 to a plan
   (``compose=4``), ``random-sh-c4`` the same composition in a uniform order, ``prior-sh-hedge-mix4`` gives the
-  composed plans the share of the ranker's entrants they earn against its other picks (``compose_hedge``);
+  composed plans the share of the ranker's entrants they earn against its other picks (``compose_hedge``),
+  ``prior-sh-hedge-w1`` hedges on the last round's entrants only (``hedge_window=1``);
 - ``tap-gradient``, ``tap-policy``: the planner (``tap.planning``) with the world model / imagination policy;
 - ``random``, ``grips``, ``ape``, ``opro``, ``evoprompt``, ``demos``: ``tap.baselines``;
 - ``promptolution-evoprompt`` (not in the default list): the maintained ``promptolution`` library's EvoPrompt-GA
@@ -85,6 +86,7 @@ SH_VARIANTS: dict[str, tuple[str, dict]] = {
     "prior-sh-hedge-x50": ("prior", {"explore": 0.5, "hedge": True}),  # hedged from a 4 + 4 first round
     "prior-sh-hedge-c4": ("prior", {"hedge": True, "compose": 4}),  # the ranker's best single edits, 4 to a plan
     "random-sh-c4": ("random", {"compose": 4}),        # the same with a uniform order: random 4-edit plans
+    "prior-sh-hedge-w1": ("prior", {"hedge": True, "hedge_window": 1}),  # the hedge weighs the last round only
     "prior-sh-hedge-mix4": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True}),  # composed plans
                                                        # get the share of the ranker's slots they earn
 }
@@ -407,7 +409,8 @@ def plot(runs: list[dict], path: Path) -> Path | None:
                    "random-sh-carry": "goldenrod", "prior-sh-e4": "tab:purple", "random-sh-e4": "khaki",
                    "prior-sh-hedge": "tab:red", "prior-sh-e4-hedge": "tab:pink",
                    "prior-sh-hedge-x50": "tab:olive", "prior-sh-hedge-c4": "darkred",
-                   "random-sh-c4": "silver", "prior-sh-hedge-mix4": "tab:brown"})
+                   "random-sh-c4": "silver", "prior-sh-hedge-mix4": "tab:brown",
+                   "prior-sh-hedge-w1": "orangered"})
     for ax, task in zip(axes[0], tasks):
         title = task_slug(task)
         for method in METHODS:

@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="sh: set each round's share of uniformly drawn entrants from how the ranker's entrants fare "
                         "against them on this task, so a ranker that misleads hands its slots to random draws "
                         "(default: on for every ranked search, off for random-sh; --no-hedge: a fixed 1 in 8)")
+    p.add_argument("--hedge-window", type=int, default=0,
+                   help="sh: with the hedge on, weigh only the entrants of the last this many rounds (0: every round)")
     p.add_argument("--compose", type=int, default=0,
                    help="sh, prior-sh, random-sh: also let the ranker compose plans of this many of its best-ranked "
                         "single edits, applied together, up to one per entrant a round (0: off)")
@@ -204,7 +206,7 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
     from tap.tasks import load_task
 
     config = PlanConfig(method=args.method, menu=args.menu, enter=args.enter, beta=args.beta, adapt=args.adapt,
-                        carry=args.carry, hedge=args.hedge, compose=args.compose,
+                        carry=args.carry, hedge=args.hedge, hedge_window=args.hedge_window, compose=args.compose,
                         compose_hedge=args.compose_hedge, refine_steps=args.refine_steps,
                         refine_lr=args.refine_lr, eval_examples=args.eval_examples, test_examples=args.test_examples)
     if args.method == "random-sh":  # the uniform ranker needs no world model

@@ -44,24 +44,43 @@ class RankerSkill:
         arms: the two kinds of entrant: the first is weighed against the second (``("ranked", "composed")``
             weighs the ranker's plain picks against the plans it composes, ``SuccessiveHalvingSearch``'s
             ``compose_hedge``).
+        window: weigh only the gains of the last ``window`` rounds (``next_round`` closes a round); None:
+            every round. A ranker's skill need not last a search: the operation prior's edge over random
+            draws is in its first round on every task measured (its best edits, added demonstrations, get
+            used up), so evidence from the start keeps trusting it after it has stopped being right.
     """
 
-    def __init__(self, explore: float, floor: float = 0.01, arms: tuple[str, str] = ("ranked", "random")) -> None:
+    def __init__(self, explore: float, floor: float = 0.01, arms: tuple[str, str] = ("ranked", "random"),
+                 window: int | None = None) -> None:
         if not 0 <= explore <= 1 or floor <= 0 or len(arms) != 2 or arms[0] == arms[1]:
             raise TapError(f"invalid hedge settings: explore ({explore}) must be in [0, 1], the variance floor "
                            f"({floor}) > 0, and the arms ({arms}) two different kinds.")
-        self.explore, self.floor, self.arms = explore, floor, tuple(arms)
+        if window is not None and window < 1:
+            raise TapError(f"the hedge's window counts rounds and must be >= 1 (or None: every round), got {window}.")
+        self.explore, self.floor, self.arms, self.window = explore, floor, tuple(arms), window
         self.gains: dict[str, list[float]] = {a: [] for a in self.arms}
+        self._rounds: list[dict[str, list[float]]] = [{a: [] for a in self.arms}]  # the gains of each round
 
     def add(self, source: str, gain: float) -> None:
         """One entrant's first-rung gain; ``source`` is one of ``arms``."""
         if source not in self.gains:
             raise TapError(f"an entrant is {' or '.join(repr(a) for a in self.arms)}, got {source!r}.")
         self.gains[source].append(float(gain))
+        self._rounds[-1][source].append(float(gain))
+
+    def next_round(self) -> None:
+        """Close the current round: with a ``window``, the oldest round's gains stop counting once it is full."""
+        self._rounds.append({a: [] for a in self.arms})
+
+    def weighed(self, source: str) -> list[float]:
+        """The gains of ``source`` that count now (the last ``window`` closed rounds and the open one, or all)."""
+        if self.window is None:
+            return self.gains[source]
+        return [g for r in self._rounds[-(self.window + 1):] for g in r[source]]
 
     def probability(self) -> float | None:
         """P(the first kind gains more than the second); None before both were measured."""
-        r, u = self.gains[self.arms[0]], self.gains[self.arms[1]]
+        r, u = self.weighed(self.arms[0]), self.weighed(self.arms[1])
         if not r or not u:
             return None
         mr, mu = sum(r) / len(r), sum(u) / len(u)
@@ -85,7 +104,7 @@ class RankerSkill:
     def summary(self) -> dict:
         """What was measured so far, for the round's record."""
         (a, b), p = self.arms, self.probability()
-        r, u = self.gains[a], self.gains[b]
+        r, u = self.weighed(a), self.weighed(b)
         return {a: len(r), b: len(u), f"{a}_mean": round(sum(r) / len(r), 4) if r else None,
                 f"{b}_mean": round(sum(u) / len(u), 4) if u else None,
                 f"p_{a}_better": None if p is None else round(p, 4)}

@@ -78,6 +78,8 @@ class PlanConfig:
             task (``tap.planning.hedge``). None (the default): on for every ranked search (``prior-sh``, ``sh``,
             ``gradient-sh``, ``policy-sh``) with ``enter`` >= 2, off for ``random-sh``, which has no ranker to
             weigh.
+        hedge_window: sh: with the hedge on, weigh only the entrants of the last this many rounds (0: every
+            round since the start).
         compose: sh: edits per plan that the ranker composes from its best-ranked single edits (up to ``enter``
             such plans join each round's menu; 0: off; not with ``gradient-sh`` or ``policy-sh``).
         compose_hedge: sh: measure the composed plans against the ranker's other picks and set their share of
@@ -103,6 +105,7 @@ class PlanConfig:
     adapt: float = 0.0
     carry: int = 0
     hedge: bool | None = None
+    hedge_window: int = 0
     compose: int = 0
     compose_hedge: bool = False
     refine_steps: int | None = None
@@ -132,6 +135,9 @@ class PlanConfig:
         if self.hedge and self.enter < 2:
             raise TapError(f"hedge needs enter >= 2 (one ranked and one random entrant a round), got {self.enter}.")
 
+        if self.hedge_window < 0 or (self.hedge_window and self.hedge is False):
+            raise TapError(f"hedge_window ({self.hedge_window}) counts the rounds the hedge weighs: >= 0, and only "
+                           "with the hedge on (drop --no-hedge, or use --hedge-window 0).")
         if self.compose < 0:
             raise TapError(f"compose (edits per composed plan) must be >= 0, got {self.compose}.")
         if self.compose > 1 and self.method not in ("sh", "prior-sh", "random-sh"):
@@ -332,6 +338,7 @@ class Planner:
                                          beta=cfg.beta, refine_steps=cfg.refine_for(method) if scorer == "model" else 0,
                                          refine_lr=cfg.refine_lr, adapt=cfg.adapt, carry=cfg.carry,
                                          hedge=cfg.hedge_for(method), compose=cfg.compose,
+                                         hedge_window=cfg.hedge_window,
                                          compose_hedge=cfg.compose_hedge)
         result = search.run()
         result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)

@@ -31,7 +31,9 @@ Each round, from the incumbent chain:
    is the posterior probability that ranked entrants gain more (``tap.planning.hedge``). A ranker that
    misleads on this task hands its slots to uniform draws, and the search tends to ``random-sh``. Off in
    this class (the benchmark's ``prior-sh`` rows), on by default in ``plan.py`` and the Python API
-   (``PlanConfig.hedge``). ``compose_hedge`` weighs the composed plans against the ranker's other picks the
+   (``PlanConfig.hedge``). With ``hedge_window`` = W it weighs only the last W rounds' entrants: a ranker's
+   edge can be used up (the prior's is in its first round), and old evidence would keep trusting it.
+   ``compose_hedge`` weighs the composed plans against the ranker's other picks the
    same way: one composed entrant a round to start with, then the posterior probability that they gain more
    sets their share of the ranked slots (at least one each), so a ranker whose several steps at once mislead
    (more demonstrations on arithmetic) takes them one at a time again.
@@ -117,6 +119,8 @@ class SuccessiveHalvingSearch(Search):
             compete with the rest of the menu by score alone.
         carry: most entrants of a round carried into the next (module docstring, step 5; 0: off). Applies to
             every scorer, ``random`` included: it uses measurements, not the model.
+        hedge_window: with ``hedge``, weigh only the entrants of the last ``hedge_window`` rounds (0: every
+            round since the start; ``tap.planning.hedge.RankerSkill``'s ``window``).
         hedge: set each round's random share from the ranker's measured skill on this task (module docstring,
             step 6; starts at ``explore``; every scorer but ``random``).
         max_rounds: most rounds (the budget normally ends the search first).
@@ -130,7 +134,7 @@ class SuccessiveHalvingSearch(Search):
                  explore: float = 0.125, dense_weight: float = 0.25, fluency_weight: float = 0.0,
                  refine_steps: int = 0, refine_lr: float = 1e-4, adapt: float = 0.0, task_pairs: int = 4,
                  training_data: dict | None = None, carry: int = 0, hedge: bool = False, compose: int = 0,
-                 compose_hedge: bool = False, max_rounds: int = 1000,
+                 compose_hedge: bool = False, hedge_window: int = 0, max_rounds: int = 1000,
                  **kwargs) -> None:
         # every ranker starts from the same random stream (seeded by the class name): with one seed, tap-sh
         # and random-sh draw the same first menu, so their comparison is paired where it can be
@@ -168,6 +172,9 @@ class SuccessiveHalvingSearch(Search):
             raise TapError(f"compose_hedge weighs composed plans against the ranker's other picks: it needs compose "
                            f">= 2 (got {compose}) and enter >= 3 (got {enter}: a composed, a ranked and a random "
                            "entrant a round).")
+        if hedge_window < 0 or (hedge_window and not hedge):
+            raise TapError(f"hedge_window ({hedge_window}) counts the rounds the hedge weighs: >= 0, and only with "
+                           "hedge=True (0: every round).")
         if hedge and enter < 2:
             raise TapError(f"hedge needs enter >= 2 (one ranked and one random entrant a round), got {enter}.")
         full = len(self.examples)
@@ -189,7 +196,8 @@ class SuccessiveHalvingSearch(Search):
             from tap.planning.adapt import OpCorrection
 
             self._correction = OpCorrection(adapt)
-        self._skill = RankerSkill(explore) if hedge else None
+        self.hedge_window = hedge_window
+        self._skill = RankerSkill(explore, window=hedge_window or None) if hedge else None
         self._mix = RankerSkill(explore, arms=("ranked", "composed")) if compose_hedge else None
         self.compose_hedge = compose_hedge
         self._n_composed = 0  # composed plans at the end of this round's menu
@@ -506,6 +514,8 @@ class SuccessiveHalvingSearch(Search):
                 entry["verified"] = self._halve(parent, parent_edits, menu, picks, score, sigma)
             finally:
                 entry["accepted"] = self.best.to_json() != parent.to_json()
+                if self._skill is not None:
+                    self._skill.next_round()
                 if self._refiner is not None:
                     entry["refinement"] = self._refiner.refine()
 

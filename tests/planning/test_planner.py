@@ -196,6 +196,10 @@ def test_bad_settings_fail_clearly(task):
         Planner(None, config=PlanConfig(method="random-sh", compose=-2))
     with pytest.raises(TapError, match="compose is a setting of the sh, prior-sh and random-sh searches"):
         Planner(None, config=PlanConfig(method="gradient-sh", compose=4))
+    with pytest.raises(TapError, match="hedge_window .* only with the hedge on"):
+        Planner(None, config=PlanConfig(method="prior-sh", hedge=False, hedge_window=1))
+    with pytest.raises(TapError, match="hedge_window"):
+        Planner(None, config=PlanConfig(method="random-sh", hedge_window=1)).optimize(task, budget=3, progress=False)
     with pytest.raises(TapError, match="compose_hedge .* needs compose >= 2"):
         Planner(None, config=PlanConfig(method="prior-sh", compose_hedge=True))
     with pytest.raises(TapError, match="compose_hedge"):
@@ -309,11 +313,13 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
                        "--eval-examples", "8", "--menu", "16", "--enter", "4", "--refine-steps", "1",
                        "--test-examples", "6", "--carry", "1", "--out", str(out_dir), "--quiet",
                        *(["--no-hedge"] if method == "gradient-sh" else ["--compose", "2"]),
-                       *(["--compose-hedge"] if method in ("sh", "prior-sh") else [])], capsys)
+                       *(["--compose-hedge", "--hedge-window", "1"] if method in ("sh", "prior-sh") else [])],
+                      capsys)
     assert code == 0, out.err
     config = json.loads((out_dir / "plan.json").read_text())["config"]
     assert config["carry"] == 1 and config["hedge"] == (method in ("sh", "prior-sh"))  # on by default if ranked
     assert config["compose"] == (0 if method == "gradient-sh" else 2)
+    assert config["hedge_window"] == (1 if method in ("sh", "prior-sh") else 0)
     assert config["compose_hedge"] == ("compose_hedge" in config["rounds"][0]) == (method in ("sh", "prior-sh"))
     assert all(("composed" in r) for r in config["rounds"]) and (method == "gradient-sh") == all(
         r["composed"] == 0 for r in config["rounds"])

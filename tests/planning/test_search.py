@@ -397,3 +397,17 @@ def test_a_search_with_compose_hedge_records_the_shares_and_repeats(task, wm):
             _search(task, wm, "prior", calls=10, **bad)
     with pytest.raises(TapError, match="compose_hedge"):
         _search(task, wm, "random", calls=10, compose=2, compose_hedge=True)
+
+
+def test_a_windowed_hedge_weighs_the_last_round_and_repeats(task, wm):
+    result = _search(task, wm, "prior", calls=400, seed=2, hedge=True, hedge_window=1).run()
+    rounds = result.config["rounds"]
+    assert len(rounds) > 3 and result.config["hedge_window"] == 1
+    for k, r in enumerate(rounds[1:], 1):  # each round weighs exactly the entrants of the round before
+        assert r["hedge"]["ranked"] + r["hedge"]["random"] == rounds[k - 1]["entrants"]
+    pooled = _search(task, wm, "prior", calls=400, seed=2, hedge=True).run().config["rounds"]
+    assert pooled[1]["hedge"] == rounds[1]["hedge"]  # round 2 weighs the same evidence either way
+    assert _strip(result) == _strip(_search(task, wm, "prior", calls=400, seed=2, hedge=True, hedge_window=1).run())
+    for bad in ({"hedge_window": 1}, {"hedge": True, "hedge_window": -1}):
+        with pytest.raises(TapError, match="hedge_window"):
+            _search(task, wm, "prior", calls=10, **bad)
