@@ -47,7 +47,9 @@ class RankerSkill:
         window: weigh only the gains of the last ``window`` rounds (``next_round`` closes a round); None:
             every round. A ranker's skill need not last a search: the operation prior's edge over random
             draws is in its first round on every task measured (its best edits, added demonstrations, get
-            used up), so evidence from the start keeps trusting it after it has stopped being right.
+            used up), so evidence from the start keeps trusting it after it has stopped being right. Measured
+            with ``window=1``: it moves the slots to random draws, not test accuracy (benchmarks/README.md, "A
+            hedge that weighs only the last round"), so the searches default to every round.
     """
 
     def __init__(self, explore: float, floor: float = 0.01, arms: tuple[str, str] = ("ranked", "random"),
@@ -69,7 +71,7 @@ class RankerSkill:
         self._rounds[-1][source].append(float(gain))
 
     def next_round(self) -> None:
-        """Close the current round: with a ``window``, the oldest round's gains stop counting once it is full."""
+        """Close the current round: with a ``window``, gains older than the last ``window`` rounds stop counting."""
         self._rounds.append({a: [] for a in self.arms})
 
     def weighed(self, source: str) -> list[float]:
