@@ -46,8 +46,8 @@ class RankerSkill:
             ``compose_hedge``).
         window: weigh only the gains of the last ``window`` rounds (``next_round`` closes a round); None:
             every round. A ranker's skill need not last a search: the operation prior's edge over random
-            draws is in its first round on every task measured (its best edits, added demonstrations, get
-            used up), so evidence from the start keeps trusting it after it has stopped being right. Measured
+            draws is mostly in its first round on every task measured (its best edits, added demonstrations,
+            get used up), so evidence from the start keeps trusting it after it has stopped being right. Measured
             with ``window=1``: it moves the slots to random draws, not test accuracy (benchmarks/README.md, "A
             hedge that weighs only the last round"), so the searches default to every round.
     """
@@ -60,14 +60,17 @@ class RankerSkill:
         if window is not None and window < 1:
             raise TapError(f"the hedge's window counts rounds and must be >= 1 (or None: every round), got {window}.")
         self.explore, self.floor, self.arms, self.window = explore, floor, tuple(arms), window
-        self.gains: dict[str, list[float]] = {a: [] for a in self.arms}
         self._rounds: list[dict[str, list[float]]] = [{a: [] for a in self.arms}]  # the gains of each round
+
+    @property
+    def gains(self) -> dict[str, list[float]]:
+        """Every gain added so far, per kind, in order (whatever the window)."""
+        return {a: [g for r in self._rounds for g in r[a]] for a in self.arms}
 
     def add(self, source: str, gain: float) -> None:
         """One entrant's first-rung gain; ``source`` is one of ``arms``."""
-        if source not in self.gains:
+        if source not in self.arms:
             raise TapError(f"an entrant is {' or '.join(repr(a) for a in self.arms)}, got {source!r}.")
-        self.gains[source].append(float(gain))
         self._rounds[-1][source].append(float(gain))
 
     def next_round(self) -> None:
@@ -76,9 +79,8 @@ class RankerSkill:
 
     def weighed(self, source: str) -> list[float]:
         """The gains of ``source`` that count now (the last ``window`` closed rounds and the open one, or all)."""
-        if self.window is None:
-            return self.gains[source]
-        return [g for r in self._rounds[-(self.window + 1):] for g in r[source]]
+        rounds = self._rounds if self.window is None else self._rounds[-(self.window + 1):]
+        return [g for r in rounds for g in r[source]]
 
     def probability(self) -> float | None:
         """P(the first kind gains more than the second); None before both were measured."""

@@ -134,7 +134,6 @@ class PlanConfig:
             raise TapError("hedge weighs a ranker against uniform draws; random-sh has no ranker. Use prior-sh or sh.")
         if self.hedge and self.enter < 2:
             raise TapError(f"hedge needs enter >= 2 (one ranked and one random entrant a round), got {self.enter}.")
-
         if self.hedge_window < 0 or (self.hedge_window and self.hedge is False):
             raise TapError(f"hedge_window ({self.hedge_window}) counts the rounds the hedge weighs: >= 0, and only "
                            "with the hedge on (drop --no-hedge, or use --hedge-window 0).")

@@ -32,7 +32,7 @@ Each round, from the incumbent chain:
    misleads on this task hands its slots to uniform draws, and the search tends to ``random-sh``. Off in
    this class (the benchmark's ``prior-sh`` rows), on by default in ``plan.py`` and the Python API
    (``PlanConfig.hedge``). With ``hedge_window`` = W it weighs only the last W rounds' entrants: a ranker's
-   edge can be used up (the prior's is in its first round), and old evidence would keep trusting it.
+   edge can be used up (the prior's is mostly in its first round), and old evidence would keep trusting it.
    ``compose_hedge`` weighs the composed plans against the ranker's other picks the
    same way: one composed entrant a round to start with, then the posterior probability that they gain more
    sets their share of the ranked slots (at least one each), so a ranker whose several steps at once mislead
