@@ -89,8 +89,12 @@ SH_VARIANTS: dict[str, tuple[str, dict]] = {
     "prior-sh-hedge-w1": ("prior", {"hedge": True, "hedge_window": 1}),  # the hedge weighs the last round only
     "prior-sh-hedge-mix4": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True}),  # composed plans
                                                        # get the share of the ranker's slots they earn
+    "prior-sh-hedge-race": ("prior", {"hedge": True, "early_accept": 0.05}),  # accepts below the top rung on
+    "random-sh-race": ("random", {"early_accept": 0.05}),  # a paired sign test at level 0.05 (search.py, step 4)
 }
 SH = tuple(SH_VARIANTS)
+#: the searches every method is paired against, where they ran: random-sh, and random-sh with the race's acceptance
+PAIRED_BASES = ("random-sh", "random-sh-race")
 MODEL_FREE = tuple(m for m, (scorer, _) in SH_VARIANTS.items() if scorer == "random")  # need no world model
 REFERENCE = ("promptolution-evoprompt",)  # a maintained library's implementation (optional dependency)
 BASELINES = ("random", "grips", "ape", "opro", "evoprompt", "demos", *REFERENCE)
@@ -156,6 +160,7 @@ def search(method: str, task, budget: int, seed: int, args, llm, planners: dict,
 
 
 def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, proposer) -> dict:
+    from tap.chains.chain import Chain
     from tap.env import Environment
     from tap.tasks import load_task
 
@@ -174,6 +179,12 @@ def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, p
         return scored[key]
 
     unit = getattr(args, "unit", "evals")
+    accepted = []  # every chain the run held, from the LLM call that made it the incumbent (calls budgets)
+    if unit == "calls":
+        for r in result.records:
+            if r.accepted and r.calls <= max(args.budgets):
+                chain = Chain.from_dict(r.chain) if r.chain else result.initial_chain
+                accepted.append({"calls": r.calls, "examples": r.examples, "test": test(chain)})
     curve = []
     for b in grid(args.budgets, unit):
         chain, edits, search_acc = result.best_at(calls=b) if unit == "calls" else result.best_at(b)
@@ -194,7 +205,8 @@ def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, p
             "llm_calls": costs["search"]["llm_calls"], "proposer": costs.get("proposer", {"requests": 0}),
             "seconds": round(search_seconds, 1), "test_seconds": round(time.time() - t0 - search_seconds, 1),
             "config": result.config, "model": getattr(llm, "name", ""), "machine": machine_info(),
-            "fluency": {"initial": readable[0], "final": readable[1]}, "planning": costs.get("planning", {})}
+            "fluency": {"initial": readable[0], "final": readable[1]}, "planning": costs.get("planning", {}),
+            **({"accepted": accepted} if accepted else {})}
     return {**run, "unit": unit} if unit != "evals" else run  # runs without "unit" are in chain evaluations
 
 
@@ -211,7 +223,12 @@ def at(run: dict, budget: int) -> float:
 
 
 def calls_to(run: dict, target: float) -> int | None:
-    """Fewest chain evaluations (on the grid) after which the held chain's test accuracy reaches ``target``."""
+    """Fewest LLM calls after which the held chain's test accuracy reaches ``target``: exact (the call that made
+    it the incumbent) where the run recorded its acceptances, else the first grid budget (chain evaluations for
+    runs in that unit, and runs written before acceptances were recorded).
+    """
+    if "accepted" in run:
+        return next((a["calls"] for a in run["accepted"] if a["test"] >= target - 1e-9), None)
     return next((p["budget"] for p in run["curve"] if p["test"] >= target - 1e-9), None)
 
 
@@ -277,7 +294,8 @@ def report(runs: list[dict]) -> str:
                         else " - |")
             lines.append(row)
     text = "\n".join(lines) + "\n\n" + "\n".join(notes)
-    for extra in (paired_report(runs, budgets), ablation_report(runs, budgets), planning_report(runs)):
+    paired = [paired_report(runs, budgets, base) for base in PAIRED_BASES]
+    for extra in (*paired, ablation_report(runs, budgets), planning_report(runs)):
         if extra:
             text += ("" if text.endswith("\n\n") else "\n\n") + extra.lstrip("\n")
     return text
@@ -310,6 +328,7 @@ def paired_report(runs: list[dict], budgets: list[int], base: str = "random-sh")
                             if min(r["budget"], ref[r["seed"]]["budget"]) >= b], len(rs)) for b in budgets]
             hit = [h for h in (calls_to(r, target) for r in rs) if h is not None]
             reach = f"{len(hit)}/{len(rs)} runs" + (f"; median {statistics.median(hit):g}" if hit else "")
+            reach += f"; {sum(h <= top / 3 for h in hit)}/{len(rs)} within {top / 3:.0f}"  # the 1/3 target
             lines.append(f"| {task_slug(task)} | {method} | {len(rs)} | " + " | ".join(cells) + f" | {reach} |")
     return "\n".join(lines)
 

@@ -293,6 +293,8 @@ class Search(ABC):
         key = chain.to_json()
         if full and key in self._full:
             return self._full[key][0]
+        if full and self.incumbent_partial and key != self.best.to_json():
+            self.complete_incumbent()  # a full evaluation is compared with the incumbent on the same examples
         before = self._progress()
         ev = self.env.evaluate_at(chain, n)
         self._stall = 0 if ev.example_evals > 0 else self._stall
@@ -309,6 +311,40 @@ class Search(ABC):
                 self.best, self.best_eval, self.best_edits = chain, ev, path
                 if self._bar is not None:
                     self._bar.set_postfix(best=f"{ev.accuracy:.3f}")
+        return ev
+
+    @property
+    def incumbent_partial(self) -> bool:
+        """Whether the incumbent was accepted early, on fewer than all search examples (``accept_early``)."""
+        return self.best_eval is not None and len(self.best_eval.results) < len(self.examples)
+
+    def accept_early(self, chain: Chain, ev: Evaluation, record: SearchRecord) -> None:
+        """Make ``chain`` the incumbent on a partial evaluation ``ev`` (its ``record``, already paid): for a
+        search whose own test says it beats the incumbent decisively on the same examples (successive
+        halving's ``early_accept``). The rest of its examples are paid when a full evaluation of another chain
+        needs them (``complete_incumbent``), so acceptance stays paired.
+        """
+        record.accepted = True
+        self.best, self.best_eval, self.best_edits = chain, ev, list(record.edits)
+        if self._bar is not None:
+            self._bar.set_postfix(best=f"{ev.accuracy:.3f} (n={len(ev.results)})")
+
+    def complete_incumbent(self) -> Evaluation:
+        """Evaluate an early-accepted incumbent on all search examples, paying the ones not paid yet
+        (``BudgetExhausted`` if the budget cannot); it stays the incumbent whatever the rest shows.
+        """
+        if not self.incumbent_partial:
+            assert self.best_eval is not None
+            return self.best_eval
+        before = self._progress()
+        ev = self.env.evaluate_at(self.best, None)
+        if self._bar is not None:
+            self._bar.update(self._progress() - before)
+        self.records.append(SearchRecord(round(self.env.chain_evals, 6), self.best.to_dict(), list(self.best_edits),
+                                         len(self.examples), ev.accuracy, ev.dense, "incumbent completed",
+                                         calls=self.env.example_evals))
+        self._full[self.best.to_json()] = (ev, list(self.best_edits))
+        self.best_eval = ev
         return ev
 
     def propose(self, requests: Sequence[list[dict[str, str]]]) -> list[str | None]:
@@ -404,7 +440,8 @@ class Search(ABC):
         }
         result = SearchResult(self.task.name, self.name, self.seed, self.budget, self.start, self.best,
                               {"accuracy": first.accuracy, "dense": first.dense},
-                              {"accuracy": self.best_eval.accuracy, "dense": self.best_eval.dense},
+                              {"accuracy": self.best_eval.accuracy, "dense": self.best_eval.dense,
+                               "examples": len(self.best_eval.results)},
                               self.records, self.best_edits, costs, self.config())
         result.check_replay()
         return result

@@ -84,6 +84,8 @@ class PlanConfig:
             such plans join each round's menu; 0: off; not with ``gradient-sh`` or ``policy-sh``).
         compose_hedge: sh: measure the composed plans against the ranker's other picks and set their share of
             its entrants from that (one to start with; needs ``compose`` >= 2; not with ``random-sh``).
+        early_accept: sh: level of the paired sign test that accepts an entrant below the top rung of the
+            halving and ends its round (``tap.planning.search``, step 4; 0: off; every successive-halving search).
         refine_steps: refinement steps on verified transitions after each step (0: off; None: the
             method's default, 10 for the verify-top-k planner's Dyna refinement and 0 for ``sh``, whose
             online learning is the ablation ``tap-sh-online`` in ``benchmarks/compare.py``).
@@ -108,6 +110,7 @@ class PlanConfig:
     hedge_window: int = 0
     compose: int = 0
     compose_hedge: bool = False
+    early_accept: float = 0.0
     refine_steps: int | None = None
     refine_lr: float = 1e-4
     eval_examples: int = 16
@@ -137,6 +140,11 @@ class PlanConfig:
         if self.hedge_window < 0 or (self.hedge_window and self.hedge is False):
             raise TapError(f"hedge_window ({self.hedge_window}) counts the rounds the hedge weighs: >= 0, and only "
                            "with the hedge on (drop --no-hedge, or use --hedge-window 0).")
+        if not 0 <= self.early_accept < 1:
+            raise TapError(f"early_accept ({self.early_accept}) is the level of a sign test: in [0, 1) (0: off).")
+        if self.early_accept and self.method not in SH_METHODS:
+            raise TapError(f"early_accept is a setting of the successive-halving searches ({list(SH_METHODS)}), not "
+                           f"of {self.method!r}.")
         if self.compose < 0:
             raise TapError(f"compose (edits per composed plan) must be >= 0, got {self.compose}.")
         if self.compose > 1 and self.method not in ("sh", "prior-sh", "random-sh"):
@@ -337,7 +345,7 @@ class Planner:
                                          beta=cfg.beta, refine_steps=cfg.refine_for(method) if scorer == "model" else 0,
                                          refine_lr=cfg.refine_lr, adapt=cfg.adapt, carry=cfg.carry,
                                          hedge=cfg.hedge_for(method), compose=cfg.compose,
-                                         hedge_window=cfg.hedge_window,
+                                         hedge_window=cfg.hedge_window, early_accept=cfg.early_accept,
                                          compose_hedge=cfg.compose_hedge)
         result = search.run()
         result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)

@@ -21,6 +21,12 @@ Each round, from the incumbent chain:
    examples, up to the full ``eval_examples``. A candidate replaces the incumbent only if it beats it
    on the same examples at the top rung (GEPA's acceptance); the incumbent's own evaluation is
    always at full fidelity, so a lucky small-rung score never becomes the incumbent (winner's curse).
+   With ``early_accept`` = alpha > 0 the halving races instead (F-Race, Hoeffding races): after each rung
+   below the top, the entrant that beats the incumbent on the same examples by an exact one-sided paired
+   sign test at level alpha (wins against losses, ties dropped) becomes the incumbent at once and the
+   round ends, so an obvious gain does not pay for the upper rungs of every survivor. The rest of its
+   examples are paid when a full evaluation of another chain is compared with it
+   (``Search.complete_incumbent``), so acceptance stays paired on the same examples.
 5. **Carry the evidence over** (``carry`` > 0): entrants that beat the incumbent on the same examples at
    the highest rung they reached but were not accepted re-enter the next round first, ahead of the
    acquisition, their edits re-applied to the new incumbent (or, when nothing was accepted, as they
@@ -123,6 +129,8 @@ class SuccessiveHalvingSearch(Search):
             round since the start; ``tap.planning.hedge.RankerSkill``'s ``window``).
         hedge: set each round's random share from the ranker's measured skill on this task (module docstring,
             step 6; starts at ``explore``; every scorer but ``random``).
+        early_accept: level of the paired sign test that accepts an entrant below the top rung (module
+            docstring, step 4; 0: off, acceptance only at the top rung). Every scorer, ``random`` included.
         max_rounds: most rounds (the budget normally ends the search first).
         **kwargs: ``Search`` arguments (llm, task, budget, seed, budget_calls, eval_examples, ...).
     """
@@ -134,8 +142,8 @@ class SuccessiveHalvingSearch(Search):
                  explore: float = 0.125, dense_weight: float = 0.25, fluency_weight: float = 0.0,
                  refine_steps: int = 0, refine_lr: float = 1e-4, adapt: float = 0.0, task_pairs: int = 4,
                  training_data: dict | None = None, carry: int = 0, hedge: bool = False, compose: int = 0,
-                 compose_hedge: bool = False, hedge_window: int = 0, max_rounds: int = 1000,
-                 **kwargs) -> None:
+                 compose_hedge: bool = False, hedge_window: int = 0, early_accept: float = 0.0,
+                 max_rounds: int = 1000, **kwargs) -> None:
         # every ranker starts from the same random stream (seeded by the class name): with one seed, tap-sh
         # and random-sh draw the same first menu, so their comparison is paired where it can be
         super().__init__(*args, **kwargs)
@@ -175,6 +183,8 @@ class SuccessiveHalvingSearch(Search):
         if hedge_window < 0 or (hedge_window and not hedge):
             raise TapError(f"hedge_window ({hedge_window}) counts the rounds the hedge weighs: >= 0, and only with "
                            "hedge=True (0: every round).")
+        if not 0 <= early_accept < 1:
+            raise TapError(f"early_accept ({early_accept}) is the level of a sign test: in [0, 1) (0: off).")
         if hedge and enter < 2:
             raise TapError(f"hedge needs enter >= 2 (one ranked and one random entrant a round), got {enter}.")
         full = len(self.examples)
@@ -196,7 +206,7 @@ class SuccessiveHalvingSearch(Search):
             from tap.planning.adapt import OpCorrection
 
             self._correction = OpCorrection(adapt)
-        self.hedge_window = hedge_window
+        self.hedge_window, self.early_accept = hedge_window, early_accept
         self._skill = RankerSkill(explore, window=hedge_window or None) if hedge else None
         self._mix = RankerSkill(explore, arms=("ranked", "composed")) if compose_hedge else None
         self.compose_hedge = compose_hedge
@@ -396,13 +406,15 @@ class SuccessiveHalvingSearch(Search):
         measured: dict[int, dict] = {}
         last: dict[int, tuple[int, object]] = {}  # entrant -> (rung, evaluation) at the highest rung it reached
         for level, n in enumerate(self.rungs):
-            keys = {}
+            keys, record = {}, {}
             for i in alive:
                 edits, chain = menu[i]
                 guess = {"predicted": score[i], "uncertainty": sigma[i]} if self.scorer != "random" else {}
                 ev = self.evaluate(chain, [*parent_edits, *(e.to_dict() for e in edits)], n=n,
                                    note=f"rung {n}: " + " + ".join(f"{e.scale}.{e.op}" for e in edits), **guess)
                 keys[i] = search_key(ev)
+                if self.early_accept:
+                    record[i] = self.records[-1]  # this evaluation's record: the one an early acceptance marks
                 measured[i] = {"rung": n, "accuracy": ev.accuracy, "dense": ev.dense}
                 last[i] = (n, ev)
                 if len(edits) == 1:
@@ -410,6 +422,8 @@ class SuccessiveHalvingSearch(Search):
                 if level == 0 and i in self._source:
                     self._weigh(self._source[i], paired_gain(ev, self._incumbent_at(parent, n), self.dense_weight))
             if level == len(self.rungs) - 1:
+                break
+            if self.early_accept and self._race(parent, menu, alive, last, record, measured):
                 break
             keep = max(1, math.ceil(len(alive) / 2))
             alive = sorted(alive, key=lambda i: (keys[i], -i), reverse=True)[:keep]
@@ -419,6 +433,24 @@ class SuccessiveHalvingSearch(Search):
             self._carry_from(parent, menu, last)
         return [{"edits": [e.to_dict() for e in menu[i][0]], "predicted": score[i], "uncertainty": sigma[i], **m}
                 for i, m in measured.items()]
+
+    def _race(self, parent: Chain, menu: list, alive: list[int], last: dict, record: dict, measured: dict) -> bool:
+        """Accept the best entrant of this rung (accuracy, then gold-answer probability) among those that beat the
+        incumbent by the paired sign test at level ``early_accept`` on the same examples; True if one was.
+        """
+        winners = []
+        for i in alive:
+            n, ev = last[i]
+            wins, losses, p = sign_test(ev, self._incumbent_at(parent, n))
+            measured[i]["sign_test"] = {"wins": wins, "losses": losses, "p": round(p, 6)}
+            if p <= self.early_accept:
+                winners.append((search_key(ev), -i))
+        if not winners:
+            return False
+        i = -max(winners)[1]
+        measured[i]["accepted_early"] = True
+        self.accept_early(menu[i][1], last[i][1], record[i])
+        return True
 
     def _weigh(self, source: str, gain: float) -> None:
         """One entrant's first-rung gain into the hedges: a composed plan is the ranker's pick against random
@@ -460,9 +492,16 @@ class SuccessiveHalvingSearch(Search):
         """The incumbent's evaluation on the first ``n`` examples, the paired reference of a rung-``n`` entrant:
         already paid (no budget), run once per (incumbent, rung) and kept for both ways of learning online.
         (Not a slice of its full evaluation: in score mode the label-bias correction depends on the examples.)
+        An incumbent accepted early on fewer examples first pays the ones it lacks, as a recorded evaluation.
         """
         key = (parent.to_json(), n)
         if key not in self._at_rung:
+            held = self.best_eval
+            if parent.to_json() == self.best.to_json() and held is not None and n > len(held.results):
+                if n == len(self.examples):
+                    self.complete_incumbent()
+                else:
+                    self.evaluate(parent, self.best_edits, n=n, note=f"incumbent at rung {n}")
             self._at_rung[key] = self.env.evaluate_at(parent, n)
         return self._at_rung[key]
 
@@ -536,6 +575,21 @@ class SuccessiveHalvingSearch(Search):
         return result
 
 
+def sign_test(child: Evaluation, parent: Evaluation) -> tuple[int, int, float]:
+    """Exact one-sided paired sign test that ``child`` is more accurate than ``parent`` on the same examples:
+    (examples only ``child`` gets right, examples only ``parent`` gets right, p-value); ties are dropped, and
+    with no untied example p is 1.
+    """
+    from tap.planning.adapt import require_same_examples
+
+    require_same_examples(child, parent)
+    wins = sum(c.correct and not p.correct for c, p in zip(child.results, parent.results))
+    losses = sum(p.correct and not c.correct for c, p in zip(child.results, parent.results))
+    m = wins + losses
+    p = sum(math.comb(m, k) for k in range(wins, m + 1)) / 2**m if m else 1.0
+    return wins, losses, p
+
+
 def planning_cost(rounds: list[dict], search: dict, full: int) -> dict:
     """What planning (menu, imagination, acquisition) cost per round, and its ratio to one real evaluation
     at full fidelity (the rest of the search time, spent evaluating, per ``full`` example evaluations).
@@ -568,4 +622,5 @@ def random_sh(*args, **kwargs) -> SuccessiveHalvingSearch:
     return SuccessiveHalvingSearch(*args, scorer="random", **kwargs)
 
 
-__all__ = ["SuccessiveHalvingSearch", "halving_rungs", "load_world_model", "planning_cost", "random_sh"]
+__all__ = ["SuccessiveHalvingSearch", "halving_rungs", "load_world_model", "planning_cost", "random_sh",
+           "sign_test"]

@@ -43,7 +43,21 @@ def test_report_cells_use_only_the_runs_that_reached_the_budget():
     assert "| rhymes | random-sh | baseline | 3 | 0.000 ± 0.000 | 0.400 ± 0.497 | 0.500 ± 1.271 (n=2) |" in table
     # paired: tap-sh - random-sh per seed = +0.3, +0.1, +0.3 at 256; +0.1, +0.1 at 512; random-sh's final
     # accuracy is the mean of the runs that reached the top budget (0.5), not of all three
-    assert "| rhymes | tap-sh | 3 | 0.233 ± 0.287 | 0.100 ± 0.000 (n=2) | 3/3 runs; median 256 |" in table
+    assert ("| rhymes | tap-sh | 3 | 0.233 ± 0.287 | 0.100 ± 0.000 (n=2) | 3/3 runs; median 256; 0/3 within 171 |"
+            in table)
+
+
+def test_calls_to_target_are_exact_where_a_run_recorded_its_acceptances():
+    compare = import_benchmark("compare")
+    exact = _curve_run("prior-sh-hedge-race", 0, {128: 0.5, 256: 0.7})
+    exact["accepted"] = [{"calls": 32, "examples": 32, "test": 0.0}, {"calls": 80, "examples": 16, "test": 0.5},
+                         {"calls": 200, "examples": 32, "test": 0.7}]
+    assert compare.calls_to(exact, 0.5) == 80 and compare.calls_to(exact, 0.6) == 200  # the call of each acceptance
+    assert compare.calls_to(exact, 0.8) is None
+    assert compare.calls_to(_curve_run("random-sh", 0, {128: 0.5, 256: 0.7}), 0.5) == 128  # older runs: the grid
+    runs = [_curve_run("random-sh-race", 0, {128: 0.1, 256: 0.5}), exact]
+    table = compare.paired_report(runs, [128, 256], "random-sh-race")
+    assert "| rhymes | prior-sh-hedge-race | 1 | 0.400 | 0.200 | 1/1 runs; median 80; 1/1 within 85 |" in table
 
 
 def test_each_variant_is_paired_with_the_search_it_modifies():

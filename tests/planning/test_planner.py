@@ -204,6 +204,10 @@ def test_bad_settings_fail_clearly(task):
         Planner(None, config=PlanConfig(method="prior-sh", compose_hedge=True))
     with pytest.raises(TapError, match="compose_hedge"):
         Planner(None, config=PlanConfig(method="random-sh", compose=4, compose_hedge=True))
+    with pytest.raises(TapError, match="early_accept .* level of a sign test"):
+        Planner(None, config=PlanConfig(method="prior-sh", early_accept=1.5))
+    with pytest.raises(TapError, match="early_accept is a setting of the successive-halving searches"):
+        Planner(None, config=PlanConfig(method="gradient", early_accept=0.05))
 
 
 def test_from_checkpoint_loads_a_world_model_and_accounts_for_its_data(task, tmp_path):

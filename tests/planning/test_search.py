@@ -12,8 +12,8 @@ import torch
 from tap.chains.edits import apply_edit
 from tap.env import Evaluation, ExampleResult
 from tap.errors import TapError
-from tap.planning.search import SuccessiveHalvingSearch, halving_rungs, planning_cost, random_sh
-from tap.search import search_key
+from tap.planning.search import SuccessiveHalvingSearch, halving_rungs, planning_cost, random_sh, sign_test
+from tap.search import SearchRecord, search_key
 from tests.helpers import RuleLLM, arithmetic_task, tiny_world_model
 
 SCORERS = ("model", "prior", "random")
@@ -30,8 +30,8 @@ def wm():
 
 
 def _search(task, wm, scorer="model", budget=None, calls=None, seed=0, llm=None, **kw):
-    kw = {"menu": 24, "enter": 4, **kw}
-    return SuccessiveHalvingSearch(llm or RuleLLM(), task, budget, seed, eval_examples=8, progress=False,
+    kw = {"menu": 24, "enter": 4, "eval_examples": 8, **kw}
+    return SuccessiveHalvingSearch(llm or RuleLLM(), task, budget, seed, progress=False,
                                    budget_calls=calls, world_model=None if scorer == "random" else wm,
                                    scorer=scorer, **kw)
 
@@ -411,3 +411,83 @@ def test_a_windowed_hedge_weighs_the_last_round_and_repeats(task, wm):
     for bad in ({"hedge_window": 1}, {"hedge": True, "hedge_window": -1}):
         with pytest.raises(TapError, match="hedge_window"):
             _search(task, wm, "prior", calls=10, **bad)
+
+
+def _results(correct: str) -> Evaluation:
+    """An evaluation from a string of 0/1, one per example (uids 0, 1, ...)."""
+    results = [ExampleResult(i, "", "", c == "1", True, float(c)) for i, c in enumerate(correct)]
+    return Evaluation(results, 0, 0, "val", "generate", 0)
+
+
+def test_sign_test_on_hand_made_cases():
+    assert sign_test(_results("11111000"), _results("00000000")) == (5, 0, 1 / 32)
+    wins, losses, p = sign_test(_results("1110"), _results("0101"))  # ties (examples 1 and 2 right / wrong) dropped
+    assert (wins, losses) == (2, 1) and p == pytest.approx(4 / 8)
+    assert sign_test(_results("1010"), _results("1010")) == (0, 0, 1.0)  # nothing untied: no evidence
+    assert sign_test(_results("0000"), _results("1111"))[2] == 1.0
+    with pytest.raises(TapError, match="same examples"):
+        sign_test(_results("11"), _results("111"))
+
+
+def _race_setup(task, wm, monkeypatch, early_accept):
+    s = _search(task, wm, "random", calls=10_000, rungs=(2, 4, 8), early_accept=early_accept)
+    s.best_eval = _results("0" * 8)  # the incumbent gets nothing right
+    menu = s._menu(s.start)[:4]
+    quality = {c.to_json(): q for (_, c), q in zip(menu, ["00000000", "11111111", "10100000", "11000000"])}
+    seen: list[tuple[int, int]] = []
+    key = {c.to_json(): i for i, (_, c) in enumerate(menu)}
+
+    def fake_evaluate(chain, edits, n=None, note="", predicted=None, uncertainty=None):
+        seen.append((key[chain.to_json()], n))
+        ev = _results(quality[chain.to_json()][:n])
+        s.records.append(SearchRecord(0.0, chain.to_dict(), [], n, ev.accuracy, ev.dense, note))
+        return ev
+
+    monkeypatch.setattr(s, "evaluate", fake_evaluate)
+    monkeypatch.setattr(s, "_incumbent_at", lambda parent, n: _results("0" * n))
+    verified = s._halve(s.start, [], menu, list(range(4)), [0.0] * 4, [0.0] * 4)
+    return s, menu, seen, verified
+
+
+def test_early_acceptance_races_a_decisive_winner_and_ends_the_round(task, wm, monkeypatch):
+    # at level 0.1: 2 of 2 (p 0.25) is not enough, 4 of 4 (p 0.0625) is: accepted at rung 4, rung 8 never paid
+    s, menu, seen, verified = _race_setup(task, wm, monkeypatch, 0.1)
+    assert s.best == menu[1][1] and s.incumbent_partial and len(s.best_eval.results) == 4
+    assert max(n for _, n in seen) == 4 and sorted(i for i, n in seen if n == 4) == [1, 3]
+    assert [r.accepted for r in s.records] == [r.examples == 4 and r.accuracy == 1.0 for r in s.records]
+    early = [v for v in verified if v.get("accepted_early")]
+    assert len(early) == 1 and early[0]["sign_test"] == {"wins": 4, "losses": 0, "p": 0.0625}
+    # at level 0.05 nothing is decisive below the top rung: the halving runs to the end, nothing accepted early
+    s, menu, seen, verified = _race_setup(task, wm, monkeypatch, 0.05)
+    assert max(n for _, n in seen) == 8 and not any(r.accepted for r in s.records)
+    assert not any(v.get("accepted_early") for v in verified)
+
+
+@pytest.mark.parametrize("scorer", ["prior", "random"])
+def test_an_early_incumbent_is_completed_before_any_full_comparison_within_budget(task, wm, scorer):
+    run = {"eval_examples": 16, "early_accept": 0.3, "enter": 4}  # a loose level, so the fake LLM's gains pass
+    result = _search(task, wm, scorer, calls=400, seed=1, **run).run()
+    records, full = result.records, 16
+    assert any(r.accepted and r.examples < full for r in records)  # the race did accept early
+    held = None  # (chain, examples it was evaluated on) of the incumbent
+    for r in records:
+        chain = json.dumps(r.chain, sort_keys=True)
+        if r.examples == full and held and chain != held[0]:
+            assert held[1] == full, "a full evaluation was compared with a partially evaluated incumbent"
+        if r.accepted:
+            held = (chain, r.examples)
+        elif held and chain == held[0]:
+            held = (chain, max(held[1], r.examples))  # the incumbent's own later evaluations
+    search = result.costs["search"]
+    pairs = {(json.dumps(r.chain, sort_keys=True), i) for r in records for i in range(r.examples)}
+    assert len(pairs) == search["example_evals"] <= 400  # each pair paid once, every payment recorded
+    final = result.final_chain.to_dict()
+    assert result.final_search["examples"] == max(r.examples for r in records if r.chain == final)
+    for c in (60, 150):  # budget C is the first C calls of the longer run
+        short = _search(task, wm, scorer, calls=c, seed=1, **run).run()
+        chain, edits, acc = result.best_at(calls=c)
+        assert short.final_chain == chain and short.edits == edits and short.final_search["accuracy"] == acc
+    assert _strip(result) == _strip(_search(task, wm, scorer, calls=400, seed=1, **run).run())
+    result.check_replay()
+    with pytest.raises(TapError, match="early_accept"):
+        _search(task, wm, scorer, calls=10, early_accept=1.0)
