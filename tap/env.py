@@ -263,6 +263,19 @@ class Environment:
         self._charged.update((key, uid) for uid in new)
         return ev
 
+    def reread(self, chain: Chain, n: int) -> Evaluation:
+        """``chain`` on the first ``n`` search examples, every one of them paid before: nothing is charged and no
+        budget is read, so a search can still compare with what it paid for once its budget is spent (the
+        incumbent's examples, for a decision about evaluations already paid).
+        """
+        if not 1 <= n <= len(self.order):
+            raise TapError(f"fidelity {n} is outside 1..{len(self.order)} (the search examples of {self.task.name}).")
+        examples = self.order[:n]
+        key = chain.to_json()
+        if any((key, ex.uid) not in self._charged for ex in examples):
+            raise TapError(f"reread needs a chain already evaluated on its first {n} search examples; use evaluate_at.")
+        return self._run(chain, examples, self._check(chain, examples), 0.0, 0)
+
     def _run(self, chain: Chain, examples: Sequence[Example], split: str, cost: float, charged: int) -> Evaluation:
         calls0, hits0 = getattr(self.llm, "calls", 0), getattr(self.llm, "hits", 0)
         results = self._score(chain, examples) if self.mode == "score" else self._generate(chain, examples)

@@ -318,13 +318,17 @@ class Search(ABC):
         """Whether the incumbent was accepted early, on fewer than all search examples (``accept_early``)."""
         return self.best_eval is not None and len(self.best_eval.results) < len(self.examples)
 
-    def accept_early(self, chain: Chain, ev: Evaluation, record: SearchRecord) -> None:
+    def accept_early(self, chain: Chain, ev: Evaluation, record: SearchRecord, why: str = "") -> None:
         """Make ``chain`` the incumbent on a partial evaluation ``ev`` (its ``record``, already paid): for a
         search whose own test says it beats the incumbent decisively on the same examples (successive
-        halving's ``early_accept``). The rest of its examples are paid when a full evaluation of another chain
-        needs them (``complete_incumbent``), so acceptance stays paired.
+        halving's ``early_accept``). The acceptance is a record of its own at the budget spent when it was
+        decided (later than ``record`` when other evaluations came before the decision), so the chain held
+        after C calls stays what a run with budget C returns. The rest of its examples are paid when a full
+        evaluation of another chain needs them (``complete_incumbent``), so acceptance stays paired.
         """
-        record.accepted = True
+        self.records.append(replace(record, evals=round(self.env.chain_evals, 6), calls=self.env.example_evals,
+                                    note=f"accepted early ({why}): {record.note}" if why else
+                                    f"accepted early: {record.note}", accepted=True))
         self.best, self.best_eval, self.best_edits = chain, ev, list(record.edits)
         if self._bar is not None:
             self._bar.set_postfix(best=f"{ev.accuracy:.3f} (n={len(ev.results)})")

@@ -66,7 +66,7 @@ def test_call_budget_is_enforced_before_any_model_call():
     fake = FakeLLM()
     env = _env(llm=fake, eval_examples=8, budget_calls=10)
     a, b = _chains(2)
-    env.evaluate_at(a, 8)
+    first = env.evaluate_at(a, 8)
     with pytest.raises(BudgetExhausted, match="8 of 10 LLM calls"):
         env.evaluate_at(b, 4)  # would need 4 > 2 left
     calls = fake.generated
@@ -75,6 +75,11 @@ def test_call_budget_is_enforced_before_any_model_call():
     with pytest.raises(BudgetExhausted):
         env.evaluate_at(a, 1)  # spent: even a free read is refused, the search must stop
     assert env.exhausted()
+    again = env.reread(a, 8)  # ... unless asked for by name: what was paid can be compared with, for free
+    assert [(r.uid, r.correct) for r in again.results] == [(r.uid, r.correct) for r in first.results]
+    assert env.example_evals == 10 and again.example_evals == 0 and fake.generated == calls + 2
+    with pytest.raises(TapError, match="already evaluated on its first 4"):
+        env.reread(b, 4)  # b was paid on 2 examples only
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -449,7 +449,9 @@ class SuccessiveHalvingSearch(Search):
             return False
         i = -max(winners)[1]
         measured[i]["accepted_early"] = True
-        self.accept_early(menu[i][1], last[i][1], record[i])
+        test = measured[i]["sign_test"]
+        self.accept_early(menu[i][1], last[i][1], record[i],
+                          why=f"sign test {test['wins']}-{test['losses']}, p {test['p']:.4f} <= {self.early_accept}")
         return True
 
     def _weigh(self, source: str, gain: float) -> None:
@@ -502,7 +504,8 @@ class SuccessiveHalvingSearch(Search):
                     self.complete_incumbent()
                 else:
                     self.evaluate(parent, self.best_edits, n=n, note=f"incumbent at rung {n}")
-            self._at_rung[key] = self.env.evaluate_at(parent, n)
+            paid = self.env.cost_of(parent, n) == (0.0, 0)  # read again for free, even once the budget is spent
+            self._at_rung[key] = self.env.reread(parent, n) if paid else self.env.evaluate_at(parent, n)
         return self._at_rung[key]
 
     def _learn_from(self, parent: Chain, edit: Edit, child: Chain, n: int, ev_child) -> None:

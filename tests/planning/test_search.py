@@ -454,7 +454,9 @@ def test_early_acceptance_races_a_decisive_winner_and_ends_the_round(task, wm, m
     s, menu, seen, verified = _race_setup(task, wm, monkeypatch, 0.1)
     assert s.best == menu[1][1] and s.incumbent_partial and len(s.best_eval.results) == 4
     assert max(n for _, n in seen) == 4 and sorted(i for i, n in seen if n == 4) == [1, 3]
-    assert [r.accepted for r in s.records] == [r.examples == 4 and r.accuracy == 1.0 for r in s.records]
+    accepted = [r for r in s.records if r.accepted]  # one record of its own, after the rung's evaluations
+    assert len(accepted) == 1 and accepted[0] is s.records[-1] and accepted[0].examples == 4
+    assert accepted[0].accuracy == 1.0 and accepted[0].note.startswith("accepted early (sign test 4-0, p 0.0625")
     early = [v for v in verified if v.get("accepted_early")]
     assert len(early) == 1 and early[0]["sign_test"] == {"wins": 4, "losses": 0, "p": 0.0625}
     # at level 0.05 nothing is decisive below the top rung: the halving runs to the end, nothing accepted early
@@ -483,8 +485,9 @@ def test_an_early_incumbent_is_completed_before_any_full_comparison_within_budge
     assert len(pairs) == search["example_evals"] <= 400  # each pair paid once, every payment recorded
     final = result.final_chain.to_dict()
     assert result.final_search["examples"] == max(r.examples for r in records if r.chain == final)
-    for c in (60, 150):  # budget C is the first C calls of the longer run
-        short = _search(task, wm, scorer, calls=c, seed=1, **run).run()
+    early = [r.calls for r in records if r.accepted and r.examples < full]
+    for c in sorted({60, 150, *early, *(c - 1 for c in early)}):  # budget C is the first C calls of the longer run,
+        short = _search(task, wm, scorer, calls=c, seed=1, **run).run()  # also just before an early acceptance
         chain, edits, acc = result.best_at(calls=c)
         assert short.final_chain == chain and short.edits == edits and short.final_search["accuracy"] == acc
     assert _strip(result) == _strip(_search(task, wm, scorer, calls=400, seed=1, **run).run())
