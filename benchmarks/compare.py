@@ -429,7 +429,11 @@ def plot(runs: list[dict], path: Path) -> Path | None:
                    "prior-sh-hedge": "tab:red", "prior-sh-e4-hedge": "tab:pink",
                    "prior-sh-hedge-x50": "tab:olive", "prior-sh-hedge-c4": "darkred",
                    "random-sh-c4": "silver", "prior-sh-hedge-mix4": "tab:brown",
-                   "prior-sh-hedge-w1": "orangered"})
+                   "prior-sh-hedge-w1": "orangered", "prior-sh-hedge-race": "magenta",
+                   "random-sh-race": "tan"})
+    spare = iter(plt.get_cmap("tab20").colors)
+    for method in METHODS:  # a variant added without a colour still gets one of its own
+        colors.setdefault(method, next(spare, "gray"))
     for ax, task in zip(axes[0], tasks):
         title = task_slug(task)
         for method in METHODS:
