@@ -91,6 +91,8 @@ SH_VARIANTS: dict[str, tuple[str, dict]] = {
                                                        # get the share of the ranker's slots they earn
     "prior-sh-hedge-race": ("prior", {"hedge": True, "early_accept": 0.05}),  # accepts below the top rung on
     "random-sh-race": ("random", {"early_accept": 0.05}),  # a paired sign test at level 0.05 (search.py, step 4)
+    "prior-sh-hedge-mix4-race": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
+                                           "early_accept": 0.05}),  # a better first acceptance, sooner
 }
 SH = tuple(SH_VARIANTS)
 #: the searches every method is paired against, where they ran: random-sh, and random-sh with the race's acceptance
@@ -430,7 +432,7 @@ def plot(runs: list[dict], path: Path) -> Path | None:
                    "prior-sh-hedge-x50": "tab:olive", "prior-sh-hedge-c4": "darkred",
                    "random-sh-c4": "silver", "prior-sh-hedge-mix4": "tab:brown",
                    "prior-sh-hedge-w1": "orangered", "prior-sh-hedge-race": "magenta",
-                   "random-sh-race": "tan"})
+                   "prior-sh-hedge-mix4-race": "purple", "random-sh-race": "tan"})
     spare = iter(plt.get_cmap("tab20").colors)
     for method in METHODS:  # a variant added without a colour still gets one of its own
         colors.setdefault(method, next(spare, "gray"))
