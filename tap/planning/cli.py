@@ -66,16 +66,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default: on for every ranked search, off for random-sh; --no-hedge: a fixed 1 in 8)")
     p.add_argument("--hedge-window", type=int, default=0,
                    help="sh: with the hedge on, weigh only the entrants of the last this many rounds (0: every round)")
-    p.add_argument("--compose", type=int, default=0,
+    p.add_argument("--compose", type=int, default=None,
                    help="sh, prior-sh, random-sh: also let the ranker compose plans of this many of its best-ranked "
-                        "single edits, applied together, up to one per entrant a round (0: off)")
-    p.add_argument("--compose-hedge", action=argparse.BooleanOptionalAction, default=False,
+                        "single edits, applied together, up to one per entrant a round (default: 4 for sh and "
+                        "prior-sh, 0 for random-sh; 0: off)")
+    p.add_argument("--compose-hedge", action=argparse.BooleanOptionalAction, default=None,
                    help="sh, prior-sh: measure the composed plans against the ranker's other picks and set their "
-                        "share of its entrants from that, one to start with (needs --compose >= 2)")
-    p.add_argument("--early-accept", type=float, default=0.0,
+                        "share of its entrants from that, one to start with (needs --compose >= 2; default: on "
+                        "wherever plans are composed)")
+    p.add_argument("--early-accept", type=float, default=None,
                    help="sh, prior-sh, random-sh: accept an entrant below the top rung of the halving when it beats "
                         "the incumbent on the same examples by a paired sign test at this level, ending the round "
-                        "(0: off)")
+                        "(default 0.05; 0: off)")
     p.add_argument("--initial", help="starting chain: a JSON file written by Chain.to_json / final_chain.json")
     p.add_argument("--out", help="output folder (default runs/plan/<task>-<method>-s<seed>)")
     p.add_argument("--candidates", type=int, default=d.candidates, help="candidate edits per step (K)")
@@ -236,8 +238,10 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
     print("\n== final chain ==")
     print(result.final_chain.describe())
     s0, s1, c = result.initial_search, result.final_search, result.costs
+    on = s1.get("examples", c["search"]["examples_per_eval"])
     print(f"\nsearch accuracy ({c['search']['examples_per_eval']} val examples): {s0['accuracy']:.3f} -> "
-          f"{s1['accuracy']:.3f}")
+          f"{s1['accuracy']:.3f}" + (f" (on the first {on}: accepted early, below the top rung)"
+                                     if on < c['search']['examples_per_eval'] else ""))
     if test:
         print(f"held-out test accuracy ({test['initial']['n']} test examples, never seen by the search): "
               f"{test['initial']['accuracy']:.3f} -> {test['final']['accuracy']:.3f}")

@@ -81,11 +81,15 @@ class PlanConfig:
         hedge_window: sh: with the hedge on, weigh only the entrants of the last this many rounds (0: every
             round since the start).
         compose: sh: edits per plan that the ranker composes from its best-ranked single edits (up to ``enter``
-            such plans join each round's menu; 0: off; not with ``gradient-sh`` or ``policy-sh``).
+            such plans join each round's menu; 0: off; not with ``gradient-sh`` or ``policy-sh``). None (the
+            default): 4 for ``prior-sh`` and ``sh``, 0 for the others (``random-sh`` draws single edits and plans
+            as before, so it stays the search with the ranking replaced by a uniform choice).
         compose_hedge: sh: measure the composed plans against the ranker's other picks and set their share of
-            its entrants from that (one to start with; needs ``compose`` >= 2; not with ``random-sh``).
+            its entrants from that (one to start with; needs ``compose`` >= 2; not with ``random-sh``). None (the
+            default): on wherever plans are composed.
         early_accept: sh: level of the paired sign test that accepts an entrant below the top rung of the
-            halving and ends its round (``tap.planning.search``, step 4; 0: off; every successive-halving search).
+            halving and ends its round (``tap.planning.search``, step 4; 0: off). None (the default): 0.05 for
+            every successive-halving search, ``random-sh`` included.
         refine_steps: refinement steps on verified transitions after each step (0: off; None: the
             method's default, 10 for the verify-top-k planner's Dyna refinement and 0 for ``sh``, whose
             online learning is the ablation ``tap-sh-online`` in ``benchmarks/compare.py``).
@@ -108,9 +112,9 @@ class PlanConfig:
     carry: int = 0
     hedge: bool | None = None
     hedge_window: int = 0
-    compose: int = 0
-    compose_hedge: bool = False
-    early_accept: float = 0.0
+    compose: int | None = None
+    compose_hedge: bool | None = None
+    early_accept: float | None = None
     refine_steps: int | None = None
     refine_lr: float = 1e-4
     eval_examples: int = 16
@@ -140,19 +144,20 @@ class PlanConfig:
         if self.hedge_window < 0 or (self.hedge_window and self.hedge is False):
             raise TapError(f"hedge_window ({self.hedge_window}) counts the rounds the hedge weighs: >= 0, and only "
                            "with the hedge on (drop --no-hedge, or use --hedge-window 0).")
-        if not 0 <= self.early_accept < 1:
+        if self.early_accept is not None and not 0 <= self.early_accept < 1:
             raise TapError(f"early_accept ({self.early_accept}) is the level of a sign test: in [0, 1) (0: off).")
         if self.early_accept and self.method not in SH_METHODS:
             raise TapError(f"early_accept is a setting of the successive-halving searches ({list(SH_METHODS)}), not "
                            f"of {self.method!r}.")
-        if self.compose < 0:
-            raise TapError(f"compose (edits per composed plan) must be >= 0, got {self.compose}.")
-        if self.compose > 1 and self.method not in ("sh", "prior-sh", "random-sh"):
+        compose = self.compose_for(self.method)
+        if compose < 0:
+            raise TapError(f"compose (edits per composed plan) must be >= 0, got {compose}.")
+        if compose > 1 and self.method not in ("sh", "prior-sh", "random-sh"):
             raise TapError(f"compose is a setting of the sh, prior-sh and random-sh searches (gradient-sh and "
                            f"policy-sh rank single edits only), not of {self.method!r}; use --compose 0.")
-        if self.compose_hedge and (self.compose < 2 or self.method not in ("sh", "prior-sh")):
+        if self.compose_hedge and (compose < 2 or self.method not in ("sh", "prior-sh")):
             raise TapError(f"compose_hedge weighs the plans a ranker composes against its other picks: it needs "
-                           f"compose >= 2 (got {self.compose}) and a ranked search, sh or prior-sh (got "
+                           f"compose >= 2 (got {compose}) and a ranked search, sh or prior-sh (got "
                            f"{self.method!r}).")
 
     def hedge_for(self, method: str) -> bool:
@@ -160,6 +165,28 @@ class PlanConfig:
         if self.hedge is not None:
             return self.hedge
         return method in SH_METHODS and method != "random-sh" and self.enter >= 2  # one ranked, one random
+
+    def compose_for(self, method: str) -> int:
+        """Edits per composed plan in a run of ``method`` (``compose``, or 4 for the ranked searches that compose:
+        ``prior-sh`` and ``sh``; ``benchmarks/results/race/PLAN.md`` says why).
+        """
+        if self.compose is not None:
+            return self.compose
+        return 4 if method in ("sh", "prior-sh") and self.enter >= 3 else 0
+
+    def compose_hedge_for(self, method: str) -> bool:
+        """Whether a run of ``method`` weighs its composed plans against its other picks (``compose_hedge``, or on
+        wherever a ranked search composes).
+        """
+        if self.compose_hedge is not None:
+            return self.compose_hedge
+        return self.compose_for(method) >= 2 and method in ("sh", "prior-sh") and self.enter >= 3
+
+    def early_accept_for(self, method: str) -> float:
+        """The race's level in a run of ``method`` (``early_accept``, or 0.05 for every successive-halving search)."""
+        if self.early_accept is not None:
+            return self.early_accept
+        return 0.05 if method in SH_METHODS else 0.0
 
     def refine_for(self, method: str) -> int:
         """Refinement steps a run of ``method`` takes (``refine_steps``, or the method's default)."""
@@ -344,9 +371,9 @@ class Planner:
                                          training_data=self.training_data, menu=cfg.menu, enter=cfg.enter,
                                          beta=cfg.beta, refine_steps=cfg.refine_for(method) if scorer == "model" else 0,
                                          refine_lr=cfg.refine_lr, adapt=cfg.adapt, carry=cfg.carry,
-                                         hedge=cfg.hedge_for(method), compose=cfg.compose,
-                                         hedge_window=cfg.hedge_window, early_accept=cfg.early_accept,
-                                         compose_hedge=cfg.compose_hedge)
+                                         hedge=cfg.hedge_for(method), compose=cfg.compose_for(method),
+                                         hedge_window=cfg.hedge_window, early_accept=cfg.early_accept_for(method),
+                                         compose_hedge=cfg.compose_hedge_for(method))
         result = search.run()
         result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)
         result.config = {**asdict(cfg), **result.config, "method": method}

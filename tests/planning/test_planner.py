@@ -201,13 +201,30 @@ def test_bad_settings_fail_clearly(task):
     with pytest.raises(TapError, match="hedge_window"):
         Planner(None, config=PlanConfig(method="random-sh", hedge_window=1)).optimize(task, budget=3, progress=False)
     with pytest.raises(TapError, match="compose_hedge .* needs compose >= 2"):
-        Planner(None, config=PlanConfig(method="prior-sh", compose_hedge=True))
+        Planner(None, config=PlanConfig(method="prior-sh", compose=0, compose_hedge=True))
     with pytest.raises(TapError, match="compose_hedge"):
         Planner(None, config=PlanConfig(method="random-sh", compose=4, compose_hedge=True))
     with pytest.raises(TapError, match="early_accept .* level of a sign test"):
         Planner(None, config=PlanConfig(method="prior-sh", early_accept=1.5))
     with pytest.raises(TapError, match="early_accept is a setting of the successive-halving searches"):
         Planner(None, config=PlanConfig(method="gradient", early_accept=0.05))
+
+
+def test_the_default_search_composes_hedged_plans_and_races_and_random_sh_only_races():
+    cfg = PlanConfig()
+    assert cfg.method == "prior-sh" and cfg.hedge_for("prior-sh")
+    for method in ("prior-sh", "sh"):  # the ranked searches compose 4-edit plans, hedged, and race
+        assert (cfg.compose_for(method), cfg.compose_hedge_for(method), cfg.early_accept_for(method)) == (4, True, 0.05)
+    # random-sh keeps the same acceptance and nothing of a ranker: the baseline of the benchmark's rows
+    assert (cfg.compose_for("random-sh"), cfg.compose_hedge_for("random-sh"), cfg.hedge_for("random-sh")) == (0, False,
+                                                                                                             False)
+    assert cfg.early_accept_for("random-sh") == 0.05
+    assert (cfg.compose_for("gradient-sh"), cfg.early_accept_for("gradient-sh")) == (0, 0.05)
+    assert (cfg.compose_for("gradient"), cfg.early_accept_for("gradient")) == (0, 0.0)  # verify-top-k: no halving
+    off = PlanConfig(compose=0, early_accept=0.0)  # each is a setting: off when asked
+    assert (off.compose_for("prior-sh"), off.compose_hedge_for("prior-sh"), off.early_accept_for("prior-sh")) == (
+        0, False, 0.0)
+    assert PlanConfig(enter=2).compose_for("prior-sh") == 0  # too few entrants for a composed, ranked and random one
 
 
 def test_from_checkpoint_loads_a_world_model_and_accounts_for_its_data(task, tmp_path):
@@ -356,14 +373,16 @@ def test_the_python_api_runs_the_successive_halving_search_by_default(task, tmp_
     assert result.method == "prior-sh" and result.costs["search"]["example_evals"] <= 60
     assert set(result.test) == {"initial", "final"} and result.config["menu"] == 24
     assert result.config["method"] == "prior-sh" and result.config["refine_steps"] == 0 and result.config["hedge"]
+    assert (result.config["compose"], result.config["compose_hedge"], result.config["early_accept"]) == (4, True, 0.05)
+    default_search = {"hedge": True, "compose": 4, "compose_hedge": True, "early_accept": 0.05}
     direct = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=60, eval_examples=8, progress=False,
-                                     world_model=wm, menu=24, enter=4, scorer="prior", hedge=True).run()
+                                     world_model=wm, menu=24, enter=4, scorer="prior", **default_search).run()
     assert [r.chain for r in result.records] == [r.chain for r in direct.records]
     assert _strip(result)["records"] == _strip(direct)["records"]
     model = Planner(wm, config=PlanConfig(method="sh", eval_examples=8, test_examples=0, menu=24, enter=4),
                     llm=RuleLLM()).optimize(task, budget_calls=60, seed=1, progress=False)
     ranked = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=60, eval_examples=8, progress=False,
-                                     world_model=wm, menu=24, enter=4, hedge=True).run()
+                                     world_model=wm, menu=24, enter=4, **default_search).run()
     assert model.method == "tap-sh" and _strip(model)["records"] == _strip(ranked)["records"]
     assert PlanResult.load(tmp_path / "run").final_chain == result.final_chain
     uniform = Planner(None, config=PlanConfig(method="random-sh", eval_examples=8, test_examples=0, menu=24, enter=4),
@@ -374,9 +393,10 @@ def test_the_python_api_runs_the_successive_halving_search_by_default(task, tmp_
                                               carry=1), llm=RuleLLM()).optimize(task, budget_calls=150, seed=1,
                                                                                 progress=False)
     direct = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=150, eval_examples=8, progress=False,
-                                     menu=24, enter=4, scorer="random", carry=1).run()
+                                     menu=24, enter=4, scorer="random", carry=1, early_accept=0.05).run()
     assert carried.config["carry"] == 1 and _strip(carried)["records"] == _strip(direct)["records"]
-    fixed = Planner(wm, config=PlanConfig(eval_examples=8, test_examples=0, menu=24, enter=4, hedge=False),
+    fixed = Planner(wm, config=PlanConfig(eval_examples=8, test_examples=0, menu=24, enter=4, hedge=False, compose=0,
+                                          early_accept=0.0),  # the benchmark's prior-sh
                     llm=RuleLLM()).optimize(task, budget_calls=150, seed=1, progress=False)
     direct = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=150, eval_examples=8, progress=False,
                                      world_model=wm, menu=24, enter=4, scorer="prior").run()
