@@ -194,9 +194,10 @@ def _compare(args: argparse.Namespace, target, results: dict, llm) -> None:
         env = Environment(llm, target, dense_reward=False)
 
     print(f"\n== TaP against random-sh on {target.name}, a task the world model never saw (seed {args.seed}) ==")
-    print("prior-sh: TaP's default, ranked by the operation prior learnt on the training tasks and hedged against "
-          "random draws; tap-sh: ranked by the world model (prior + learned residual), hedged too; random-sh: ranked "
-          "uniformly")
+    print("prior-sh: TaP's default, ranked by the operation prior learnt on the training tasks, hedged against "
+          "random draws, composing plans of its best edits and accepting an obvious gain below the top rung of the "
+          "halving; tap-sh: the same ranked by the world model (prior + learned residual); random-sh: ranked "
+          "uniformly, with the same early acceptance")
     print(f"search: accuracy on the search's val examples; test: on {len(held_out)} held-out test examples")
     print("| method | " + " | ".join(f"search @{m}" for m in marks) + f" | test: initial | test @{half} | "
           f"test @{args.budget_calls} | accepted edits |")
