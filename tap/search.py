@@ -6,7 +6,9 @@ the budget: chain evaluations on the same ``eval_examples`` val examples (the en
 order), the first of which is the initial chain's, and/or LLM calls (example evaluations). A search
 that evaluates a chain on fewer examples (a minibatch, a lower rung of successive halving) pays the
 fraction it evaluates, and a (chain, example) pair is never paid twice. Only chains evaluated on all
-search examples can become the incumbent, which is what the search returns; a search reads its budget
+search examples can become the incumbent, which is what the search returns, unless the search's own
+paired test accepts one early (``accept_early``: successive halving's race), in which case the rest of its
+examples are paid before any full evaluation is compared with it; a search reads its budget
 only to stop, so the chain it held after B evaluations (or C calls) is exactly what a run with that
 budget returns (``SearchResult.best_at``).
 
