@@ -162,7 +162,6 @@ def search(method: str, task, budget: int, seed: int, args, llm, planners: dict,
 
 
 def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, proposer) -> dict:
-    from tap.chains.chain import Chain
     from tap.env import Environment
     from tap.tasks import load_task
 
@@ -185,8 +184,8 @@ def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, p
     if unit == "calls":
         for r in result.records:
             if r.accepted and r.calls <= max(args.budgets):
-                chain = Chain.from_dict(r.chain) if r.chain else result.initial_chain
-                accepted.append({"calls": r.calls, "examples": r.examples, "test": test(chain)})
+                accepted.append({"calls": r.calls, "examples": r.examples,
+                                 "test": test(result.best_at(calls=r.calls)[0])})
     curve = []
     for b in grid(args.budgets, unit):
         chain, edits, search_acc = result.best_at(calls=b) if unit == "calls" else result.best_at(b)

@@ -73,6 +73,7 @@ from tap.chains.edits import Edit, apply_edit
 from tap.collection.schema import task_pair_texts
 from tap.env import Evaluation
 from tap.errors import TapError
+from tap.planning.adapt import require_same_examples
 from tap.planning.hedge import RankerSkill, paired_gain
 from tap.search import Search, search_key
 
@@ -494,18 +495,17 @@ class SuccessiveHalvingSearch(Search):
         """The incumbent's evaluation on the first ``n`` examples, the paired reference of a rung-``n`` entrant:
         already paid (no budget), run once per (incumbent, rung) and kept for both ways of learning online.
         (Not a slice of its full evaluation: in score mode the label-bias correction depends on the examples.)
-        An incumbent accepted early on fewer examples first pays the ones it lacks, as a recorded evaluation.
+        An incumbent accepted early on fewer examples first pays the ones it lacks, as a recorded evaluation;
+        everything else was paid before and is read again for free, even once the budget is spent.
         """
         key = (parent.to_json(), n)
         if key not in self._at_rung:
             held = self.best_eval
             if parent.to_json() == self.best.to_json() and held is not None and n > len(held.results):
-                if n == len(self.examples):
-                    self.complete_incumbent()
-                else:
-                    self.evaluate(parent, self.best_edits, n=n, note=f"incumbent at rung {n}")
-            paid = self.env.cost_of(parent, n) == (0.0, 0)  # read again for free, even once the budget is spent
-            self._at_rung[key] = self.env.reread(parent, n) if paid else self.env.evaluate_at(parent, n)
+                self._at_rung[key] = (self.complete_incumbent() if n == len(self.examples) else
+                                      self.evaluate(parent, self.best_edits, n=n, note=f"incumbent at rung {n}"))
+            else:
+                self._at_rung[key] = self.env.reread(parent, n)
         return self._at_rung[key]
 
     def _learn_from(self, parent: Chain, edit: Edit, child: Chain, n: int, ev_child) -> None:
@@ -583,8 +583,6 @@ def sign_test(child: Evaluation, parent: Evaluation) -> tuple[int, int, float]:
     (examples only ``child`` gets right, examples only ``parent`` gets right, p-value); ties are dropped, and
     with no untied example p is 1.
     """
-    from tap.planning.adapt import require_same_examples
-
     require_same_examples(child, parent)
     wins = sum(c.correct and not p.correct for c, p in zip(child.results, parent.results))
     losses = sum(p.correct and not c.correct for c, p in zip(child.results, parent.results))
