@@ -93,6 +93,9 @@ SH_VARIANTS: dict[str, tuple[str, dict]] = {
     "random-sh-race": ("random", {"early_accept": 0.05}),  # a paired sign test at level 0.05 (search.py, step 4)
     "prior-sh-hedge-mix4-race": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
                                            "early_accept": 0.05}),  # a better first acceptance, sooner
+    "prior-sh-hedge-mix4-race-reached": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
+                                                   "early_accept": 0.05, "hedge_on": "reached"}),  # the hedges
+                                                   # weigh accuracy at the highest rung each entrant reached
 }
 SH = tuple(SH_VARIANTS)
 #: the searches every method is paired against, where they ran: random-sh, and random-sh with the race's acceptance
@@ -431,7 +434,8 @@ def plot(runs: list[dict], path: Path) -> Path | None:
                    "prior-sh-hedge-x50": "tab:olive", "prior-sh-hedge-c4": "darkred",
                    "random-sh-c4": "silver", "prior-sh-hedge-mix4": "tab:brown",
                    "prior-sh-hedge-w1": "orangered", "prior-sh-hedge-race": "magenta",
-                   "prior-sh-hedge-mix4-race": "purple", "random-sh-race": "tan"})
+                   "prior-sh-hedge-mix4-race": "purple", "random-sh-race": "tan",
+                   "prior-sh-hedge-mix4-race-reached": "darkcyan"})
     spare = iter(plt.get_cmap("tab20").colors)
     for method in METHODS:  # a variant added without a colour still gets one of its own
         colors.setdefault(method, next(spare, "gray"))

@@ -39,7 +39,11 @@ Each round, from the incumbent chain:
    this class (the benchmark's ``prior-sh`` rows), on by default in ``plan.py`` and the Python API
    (``PlanConfig.hedge``). With ``hedge_window`` = W it weighs only the last W rounds' entrants: a ranker's
    edge can be used up (the prior's is mostly in its first round), and old evidence would keep trusting it.
-   ``compose_hedge`` weighs the composed plans against the ranker's other picks the
+   With ``hedge_on`` = ``reached`` an entrant's evidence is instead its accuracy change at the highest rung
+   it reached (after the round's halving): what acceptance decides on, measured on the most examples the
+   search paid for it. The first rung's score can favour the ranker for a change acceptance never rewards
+   (more demonstrations raise the gold answer's probability on arithmetic and leave its accuracy at zero,
+   then lose at the upper rungs). ``compose_hedge`` weighs the composed plans against the ranker's other picks the
    same way: one composed entrant a round to start with, then the posterior probability that they gain more
    sets their share of the ranked slots (at least one each), so a ranker whose several steps at once mislead
    (more demonstrations on arithmetic) takes them one at a time again.
@@ -79,6 +83,7 @@ from tap.search import Search, search_key
 
 Scorer = Literal["model", "gradient", "policy", "prior", "random"]
 SCORERS = ("model", "gradient", "policy", "prior", "random")
+HEDGE_ON = ("first-rung", "reached")  # what the hedges weigh an entrant by (step 6)
 
 
 def halving_rungs(full: int, first: int = 4) -> tuple[int, ...]:
@@ -130,6 +135,9 @@ class SuccessiveHalvingSearch(Search):
             round since the start; ``tap.planning.hedge.RankerSkill``'s ``window``).
         hedge: set each round's random share from the ranker's measured skill on this task (module docstring,
             step 6; starts at ``explore``; every scorer but ``random``).
+        hedge_on: what the hedges weigh an entrant by (module docstring, step 6): ``first-rung`` (its change of
+            accuracy plus ``dense_weight`` x gold probability on the first rung) or ``reached`` (its accuracy
+            change at the highest rung it reached, weighed once the round's halving is over).
         early_accept: level of the paired sign test that accepts an entrant below the top rung (module
             docstring, step 4; 0: off, acceptance only at the top rung). Every scorer, ``random`` included.
         max_rounds: most rounds (the budget normally ends the search first).
@@ -143,7 +151,8 @@ class SuccessiveHalvingSearch(Search):
                  explore: float = 0.125, dense_weight: float = 0.25, fluency_weight: float = 0.0,
                  refine_steps: int = 0, refine_lr: float = 1e-4, adapt: float = 0.0, task_pairs: int = 4,
                  training_data: dict | None = None, carry: int = 0, hedge: bool = False, compose: int = 0,
-                 compose_hedge: bool = False, hedge_window: int = 0, early_accept: float = 0.0,
+                 compose_hedge: bool = False, hedge_window: int = 0, hedge_on: str = "first-rung",
+                 early_accept: float = 0.0,
                  max_rounds: int = 1000, **kwargs) -> None:
         # every ranker starts from the same random stream (seeded by the class name): with one seed, tap-sh
         # and random-sh draw the same first menu, so their comparison is paired where it can be
@@ -184,6 +193,8 @@ class SuccessiveHalvingSearch(Search):
         if hedge_window < 0 or (hedge_window and not hedge):
             raise TapError(f"hedge_window ({hedge_window}) counts the rounds the hedge weighs: >= 0, and only with "
                            "hedge=True (0: every round).")
+        if hedge_on not in HEDGE_ON:
+            raise TapError(f"hedge_on ({hedge_on!r}) is what the hedges weigh an entrant by: one of {list(HEDGE_ON)}.")
         if not 0 <= early_accept < 1:
             raise TapError(f"early_accept ({early_accept}) is the level of a sign test: in [0, 1) (0: off).")
         if hedge and enter < 2:
@@ -207,7 +218,7 @@ class SuccessiveHalvingSearch(Search):
             from tap.planning.adapt import OpCorrection
 
             self._correction = OpCorrection(adapt)
-        self.hedge_window, self.early_accept = hedge_window, early_accept
+        self.hedge_window, self.early_accept, self.hedge_on = hedge_window, early_accept, hedge_on
         self._skill = RankerSkill(explore, window=hedge_window or None) if hedge else None
         self._mix = RankerSkill(explore, arms=("ranked", "composed")) if compose_hedge else None
         self.compose_hedge = compose_hedge
@@ -420,7 +431,7 @@ class SuccessiveHalvingSearch(Search):
                 last[i] = (n, ev)
                 if len(edits) == 1:
                     self._learn_from(parent, edits[0], chain, n, ev)
-                if level == 0 and i in self._source:
+                if level == 0 and i in self._source and self.hedge_on == "first-rung":
                     self._weigh(self._source[i], paired_gain(ev, self._incumbent_at(parent, n), self.dense_weight))
             if level == len(self.rungs) - 1:
                 break
@@ -428,6 +439,10 @@ class SuccessiveHalvingSearch(Search):
                 break
             keep = max(1, math.ceil(len(alive) / 2))
             alive = sorted(alive, key=lambda i: (keys[i], -i), reverse=True)[:keep]
+        if self.hedge_on == "reached" and (self._skill is not None or self._mix is not None):
+            for i, (n, ev) in sorted(last.items()):  # accuracy at the highest rung reached (incumbent: already paid)
+                if i in self._source:
+                    self._weigh(self._source[i], paired_gain(ev, self._incumbent_at(parent, n), 0.0))
         if self._correction is not None:
             self._adapt_from(parent, menu, last)
         if self.carry:

@@ -413,6 +413,63 @@ def test_a_windowed_hedge_weighs_the_last_round_and_repeats(task, wm):
             _search(task, wm, "prior", calls=10, **bad)
 
 
+def _hedge_on_setup(task, wm, monkeypatch, hedge_on):
+    """Rungs (2, 4, 8), an incumbent that gets nothing right; two ranked entrants that raise the gold answer's
+    probability and get nothing right, a random one right on every other example, a random one that changes nothing.
+    """
+    s = _search(task, wm, "prior", calls=10_000, rungs=(2, 4, 8), hedge=True, hedge_on=hedge_on)
+    menu = s._menu(s.start)[:4]
+    quality = {c.to_json(): q for (_, c), q in zip(menu, [("0" * 8, 0.9), ("0" * 8, 0.8), ("10" * 4, 0.1),
+                                                         ("0" * 8, 0.0)])}
+
+    def evaluation(correct: str, dense: float) -> Evaluation:
+        results = [ExampleResult(i, "", "", c == "1", True, dense) for i, c in enumerate(correct)]
+        return Evaluation(results, 0, 0, "val", "generate", 0)
+
+    def fake_evaluate(chain, edits, n=None, note="", predicted=None, uncertainty=None):
+        correct, dense = quality[chain.to_json()]
+        return evaluation(correct[:n], dense)
+
+    monkeypatch.setattr(s, "evaluate", fake_evaluate)
+    monkeypatch.setattr(s, "_incumbent_at", lambda parent, n: evaluation("0" * n, 0.0))
+    s._source = {0: "ranked", 1: "ranked", 2: "random", 3: "random"}
+    verified = s._halve(s.start, [], menu, list(range(4)), [0.0] * 4, [0.0] * 4)
+    return s, {v["rung"] for v in verified}, verified
+
+
+def test_the_hedge_weighs_the_first_rung_or_the_accuracy_at_the_highest_rung_reached(task, wm, monkeypatch):
+    # first rung: accuracy + 0.25 x gold probability on 2 examples; the ranked entrants look as good as the random
+    s, _, _ = _hedge_on_setup(task, wm, monkeypatch, "first-rung")
+    assert s._skill.gains["ranked"] == pytest.approx([0.225, 0.2])
+    assert s._skill.gains["random"] == pytest.approx([0.5 + 0.025, 0.0])
+    # reached: the ranked entrants went out at rungs 4 and 2 with no accuracy gained; the random one that is right
+    # on half the examples reached rung 8 (+0.5), the other went out at rung 2 (0)
+    s, rungs, verified = _hedge_on_setup(task, wm, monkeypatch, "reached")
+    assert [v["rung"] for v in verified] == [4, 2, 8, 2] and rungs == {2, 4, 8}
+    assert s._skill.gains == {"ranked": [0.0, 0.0], "random": [0.5, 0.0]}
+    assert s._skill.probability() < 0.5
+    with pytest.raises(TapError, match="hedge_on"):
+        _search(task, wm, "prior", calls=10, hedge=True, hedge_on="top")
+
+
+def test_a_search_that_hedges_on_the_rung_reached_stays_within_budget_nests_and_repeats(task, wm):
+    run = {"eval_examples": 16, "early_accept": 0.3, "enter": 4, "hedge": True, "hedge_on": "reached",
+           "compose": 2, "compose_hedge": True}
+    result = _search(task, wm, "prior", calls=400, seed=1, **run).run()
+    rounds, records = result.config["rounds"], result.records
+    assert len(rounds) > 2 and result.config["hedge_on"] == "reached"
+    for k, r in enumerate(rounds[1:], 1):  # every entrant of the finished rounds weighed once, at the rung it reached
+        assert r["hedge"]["ranked"] + r["hedge"]["random"] == sum(p["entrants"] for p in rounds[:k])
+    pairs = {(json.dumps(r.chain, sort_keys=True), i) for r in records for i in range(r.examples)}
+    assert len(pairs) == result.costs["search"]["example_evals"] <= 400  # weighing pays nothing
+    for c in (60, 150, 260):
+        short = _search(task, wm, "prior", calls=c, seed=1, **run).run()
+        chain, edits, acc = result.best_at(calls=c)
+        assert short.final_chain == chain and short.edits == edits and short.final_search["accuracy"] == acc
+    assert _strip(result) == _strip(_search(task, wm, "prior", calls=400, seed=1, **run).run())
+    result.check_replay()
+
+
 def _results(correct: str) -> Evaluation:
     """An evaluation from a string of 0/1, one per example (uids 0, 1, ...)."""
     results = [ExampleResult(i, "", "", c == "1", True, float(c)) for i, c in enumerate(correct)]
