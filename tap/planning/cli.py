@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default: on for every ranked search, off for random-sh; --no-hedge: a fixed 1 in 8)")
     p.add_argument("--hedge-window", type=int, default=0,
                    help="sh: with the hedge on, weigh only the entrants of the last this many rounds (0: every round)")
+    p.add_argument("--hedge-on", choices=["first-rung", "reached"], default="first-rung",
+                   help="sh: what the hedges weigh each entrant by: its score on the first rung, or its accuracy "
+                        "change at the highest rung of the halving it reached")
     p.add_argument("--compose", type=int, default=None,
                    help="sh, prior-sh, random-sh: also let the ranker compose plans of this many of its best-ranked "
                         "single edits, applied together, up to one per entrant a round (default: 4 for sh and "
@@ -212,8 +215,8 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
     from tap.tasks import load_task
 
     config = PlanConfig(method=args.method, menu=args.menu, enter=args.enter, beta=args.beta, adapt=args.adapt,
-                        carry=args.carry, hedge=args.hedge, hedge_window=args.hedge_window, compose=args.compose,
-                        compose_hedge=args.compose_hedge, early_accept=args.early_accept,
+                        carry=args.carry, hedge=args.hedge, hedge_window=args.hedge_window, hedge_on=args.hedge_on,
+                        compose=args.compose, compose_hedge=args.compose_hedge, early_accept=args.early_accept,
                         refine_steps=args.refine_steps,
                         refine_lr=args.refine_lr, eval_examples=args.eval_examples, test_examples=args.test_examples)
     if args.method == "random-sh":  # the uniform ranker needs no world model

@@ -41,6 +41,7 @@ from tap.llm.base import GenerationSettings
 from tap.paths import ensure_writable
 from tap.planning.gradient import GradientConfig, GradientPlanner
 from tap.planning.refine import OnlineRefiner, transition_row
+from tap.planning.search import HEDGE_ON
 from tap.search import Search, SearchRecord, SearchResult
 from tap.systems.checkpoints import init_hparams, read_checkpoint
 from tap.tasks import Task, load_task
@@ -80,6 +81,9 @@ class PlanConfig:
             weigh.
         hedge_window: sh: with the hedge on, weigh only the entrants of the last this many rounds (0: every
             round since the start).
+        hedge_on: sh: what the hedges weigh each entrant by: ``first-rung`` (accuracy plus ``dense_weight`` x gold
+            probability on the first rung) or ``reached`` (its accuracy change at the highest rung it reached;
+            ``tap.planning.search``, step 6).
         compose: sh: edits per plan that the ranker composes from its best-ranked single edits (up to ``enter``
             such plans join each round's menu; 0: off; not with ``gradient-sh`` or ``policy-sh``). None (the
             default): 4 for ``prior-sh`` and ``sh``, 0 for the others (``random-sh`` draws single edits and plans
@@ -112,6 +116,7 @@ class PlanConfig:
     carry: int = 0
     hedge: bool | None = None
     hedge_window: int = 0
+    hedge_on: str = "first-rung"
     compose: int | None = None
     compose_hedge: bool | None = None
     early_accept: float | None = None
@@ -144,6 +149,9 @@ class PlanConfig:
         if self.hedge_window < 0 or (self.hedge_window and self.hedge is False):
             raise TapError(f"hedge_window ({self.hedge_window}) counts the rounds the hedge weighs: >= 0, and only "
                            "with the hedge on (drop --no-hedge, or use --hedge-window 0).")
+        if self.hedge_on not in HEDGE_ON:
+            raise TapError(f"hedge_on ({self.hedge_on!r}) is what the hedges weigh an entrant by: one of "
+                           f"{list(HEDGE_ON)}.")
         if self.early_accept is not None and not 0 <= self.early_accept < 1:
             raise TapError(f"early_accept ({self.early_accept}) is the level of a sign test: in [0, 1) (0: off).")
         if self.early_accept and self.method not in SH_METHODS:
@@ -372,7 +380,8 @@ class Planner:
                                          beta=cfg.beta, refine_steps=cfg.refine_for(method) if scorer == "model" else 0,
                                          refine_lr=cfg.refine_lr, adapt=cfg.adapt, carry=cfg.carry,
                                          hedge=cfg.hedge_for(method), compose=cfg.compose_for(method),
-                                         hedge_window=cfg.hedge_window, early_accept=cfg.early_accept_for(method),
+                                         hedge_window=cfg.hedge_window, hedge_on=cfg.hedge_on,
+                                         early_accept=cfg.early_accept_for(method),
                                          compose_hedge=cfg.compose_hedge_for(method))
         result = search.run()
         result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)

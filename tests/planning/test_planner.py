@@ -204,6 +204,8 @@ def test_bad_settings_fail_clearly(task):
         Planner(None, config=PlanConfig(method="prior-sh", compose=0, compose_hedge=True))
     with pytest.raises(TapError, match="compose_hedge"):
         Planner(None, config=PlanConfig(method="random-sh", compose=4, compose_hedge=True))
+    with pytest.raises(TapError, match="hedge_on .* one of"):
+        Planner(None, config=PlanConfig(method="prior-sh", hedge_on="top"))
     with pytest.raises(TapError, match="early_accept .* level of a sign test"):
         Planner(None, config=PlanConfig(method="prior-sh", early_accept=1.5))
     with pytest.raises(TapError, match="early_accept is a setting of the successive-halving searches"):
@@ -334,13 +336,15 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
                        "--eval-examples", "8", "--menu", "16", "--enter", "4", "--refine-steps", "1",
                        "--test-examples", "6", "--carry", "1", "--out", str(out_dir), "--quiet",
                        *(["--no-hedge"] if method == "gradient-sh" else ["--compose", "2"]),
-                       *(["--compose-hedge", "--hedge-window", "1"] if method in ("sh", "prior-sh") else [])],
+                       *(["--compose-hedge", "--hedge-window", "1", "--hedge-on", "reached"]
+                         if method in ("sh", "prior-sh") else [])],
                       capsys)
     assert code == 0, out.err
     config = json.loads((out_dir / "plan.json").read_text())["config"]
     assert config["carry"] == 1 and config["hedge"] == (method in ("sh", "prior-sh"))  # on by default if ranked
     assert config["compose"] == (0 if method == "gradient-sh" else 2)
     assert config["hedge_window"] == (1 if method in ("sh", "prior-sh") else 0)
+    assert config["hedge_on"] == ("reached" if method in ("sh", "prior-sh") else "first-rung")
     assert config["compose_hedge"] == ("compose_hedge" in config["rounds"][0]) == (method in ("sh", "prior-sh"))
     assert all(("composed" in r) for r in config["rounds"]) and (method == "gradient-sh") == all(
         r["composed"] == 0 for r in config["rounds"])
