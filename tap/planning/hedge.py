@@ -5,7 +5,8 @@ uniformly from the menu. All of them are measured on the first rung, on the same
 incumbent, so each has a paired change over the incumbent (accuracy, plus ``dense_weight`` times the
 gold-answer probability, the search's own score). The mean change of the ranked entrants minus that of
 the random ones is the ranker's measured skill on this task, paid for by the search's own
-verification: no extra LLM call.
+verification: no extra LLM call. (With the search's ``hedge_on="reached"`` the change added is instead the
+entrant's accuracy change at the highest rung it reached, once the round's halving is over.)
 
 ``RankerSkill`` keeps those changes and sets the ranked share of the next round's entrants by
 probability matching: the posterior probability that ranked entrants gain more than random ones,
