@@ -442,7 +442,7 @@ class SuccessiveHalvingSearch(Search):
         if self.hedge_on == "reached" and (self._skill is not None or self._mix is not None):
             for i, (n, ev) in sorted(last.items()):  # accuracy at the highest rung reached (incumbent: already paid)
                 if i in self._source:
-                    self._weigh(self._source[i], paired_gain(ev, self._incumbent_at(parent, n), 0.0))
+                    self._weigh(self._source[i], paired_gain(ev, self._incumbent_at(parent, n, pay=False), 0.0))
         if self._correction is not None:
             self._adapt_from(parent, menu, last)
         if self.carry:
@@ -506,17 +506,18 @@ class SuccessiveHalvingSearch(Search):
             change, noise = paired_residual_noise(ev, self._incumbent_at(parent, n))
             self._correction.add(menu[i][0], change - self._change[i], noise)
 
-    def _incumbent_at(self, parent: Chain, n: int) -> Evaluation:
+    def _incumbent_at(self, parent: Chain, n: int, pay: bool = True) -> Evaluation:
         """The incumbent's evaluation on the first ``n`` examples, the paired reference of a rung-``n`` entrant:
         already paid (no budget), run once per (incumbent, rung) and kept for both ways of learning online.
         (Not a slice of its full evaluation: in score mode the label-bias correction depends on the examples.)
         An incumbent accepted early on fewer examples first pays the ones it lacks, as a recorded evaluation;
-        everything else was paid before and is read again for free, even once the budget is spent.
+        everything else was paid before and is read again for free, even once the budget is spent. With
+        ``pay=False`` it never pays: an unpaid rung raises (``Environment.reread``).
         """
         key = (parent.to_json(), n)
         if key not in self._at_rung:
             held = self.best_eval
-            if parent.to_json() == self.best.to_json() and held is not None and n > len(held.results):
+            if pay and parent.to_json() == self.best.to_json() and held is not None and n > len(held.results):
                 self._at_rung[key] = (self.complete_incumbent() if n == len(self.examples) else
                                       self.evaluate(parent, self.best_edits, n=n, note=f"incumbent at rung {n}"))
             else:

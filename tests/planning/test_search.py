@@ -431,7 +431,7 @@ def _hedge_on_setup(task, wm, monkeypatch, hedge_on):
         return evaluation(correct[:n], dense)
 
     monkeypatch.setattr(s, "evaluate", fake_evaluate)
-    monkeypatch.setattr(s, "_incumbent_at", lambda parent, n: evaluation("0" * n, 0.0))
+    monkeypatch.setattr(s, "_incumbent_at", lambda parent, n, pay=True: evaluation("0" * n, 0.0))
     s._source = {0: "ranked", 1: "ranked", 2: "random", 3: "random"}
     verified = s._halve(s.start, [], menu, list(range(4)), [0.0] * 4, [0.0] * 4)
     return s, {v["rung"] for v in verified}, verified
@@ -461,7 +461,12 @@ def test_a_search_that_hedges_on_the_rung_reached_stays_within_budget_nests_and_
     for k, r in enumerate(rounds[1:], 1):  # every entrant of the finished rounds weighed once, at the rung it reached
         assert r["hedge"]["ranked"] + r["hedge"]["random"] == sum(p["entrants"] for p in rounds[:k])
     pairs = {(json.dumps(r.chain, sort_keys=True), i) for r in records for i in range(r.examples)}
-    assert len(pairs) == result.costs["search"]["example_evals"] <= 400  # weighing pays nothing
+    assert len(pairs) == result.costs["search"]["example_evals"] <= 400  # each pair paid once
+    # the weighing reads the incumbent with pay=False: a rung it never paid raises instead of being paid for
+    s = _search(task, wm, "prior", calls=400, seed=1, **run)
+    with pytest.raises(TapError, match="reread needs a chain already evaluated"):
+        s._incumbent_at(s.start, 4, pay=False)
+    assert s.env.example_evals == 0
     for c in (60, 150, 260):
         short = _search(task, wm, "prior", calls=c, seed=1, **run).run()
         chain, edits, acc = result.best_at(calls=c)
