@@ -4,6 +4,7 @@ same search ranked uniformly at the same number of LLM calls.
 
     python -m tap.pipeline                     # train on ii:sentiment + ii:cause_and_effect, plan ii:first_word_letter
     python -m tap.pipeline --task ii:rhymes --budget-calls 512 --seed 1
+    python -m tap.pipeline --methods prior-sh sh random-sh   # also the search ranked by the world model
 
 Stages, each the command a user would run by hand:
 
@@ -15,15 +16,16 @@ Stages, each the command a user would run by hand:
 2. ``plan.py`` (``--method prior-sh``, the default): TaP's successive-halving search on ``--task``, with no
    data collected there, its candidates ranked by the operation prior learnt on the training tasks and
    hedged against random draws (``tap.planning.hedge``);
-3. ``plan.py --method sh``: the same search ranked by the world model's predicted effect and uncertainty
-   (the prior plus the learned residual), the network the default does not use yet: on the transfer set
-   it ranks worse than the prior alone (``benchmarks/README.md``);
-4. ``plan.py --method random-sh``: the same search, menu, halving and acceptance with the ranking replaced
+3. ``plan.py --method random-sh``: the same search, menu, halving and acceptance with the ranking replaced
    by a uniform choice (the baseline that isolates what the learning adds), same calls and seed;
 
-then a table of the three. Checkpoints go under ``checkpoints/quickstart/``, logs and plans under
-``runs/quickstart/``. A stage whose checkpoint exists is skipped (if it was trained against the same frozen
-LLM, recorded in ``frozen_model.txt``) and every LLM call is cached, so a rerun or an interrupted run
+then a table of the searches. ``--methods`` adds ``sh`` (``plan.py --method sh``: the same search ranked
+by the world model's predicted effect and uncertainty, the prior plus the learned residual), the network
+the default does not use yet: on the transfer set it ranks worse than the prior alone
+(``benchmarks/README.md``). It is left out by default to keep the quickstart within 10 minutes on 2
+cores. Checkpoints go under ``checkpoints/quickstart/``, logs and plans under ``runs/quickstart/``. A
+stage whose checkpoint exists is skipped (if it was trained against the same frozen LLM, recorded in
+``frozen_model.txt``) and every LLM call is cached, so a rerun or an interrupted run
 resumes. One seed is one draw: ``benchmarks/README.md`` has the comparison over
 tasks and seeds, with intervals.
 """
@@ -40,6 +42,7 @@ from tap.errors import TapError
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "configs" / "data" / "quickstart.yaml"
 TARGET = "ii:first_word_letter"  # the default task to plan on: in the transfer set, never trained on
+METHODS = ("prior-sh", "sh", "random-sh")  # the searches a run may compare, in the order they run
 
 
 def _fit(config: str, args: argparse.Namespace, tasks: list[str], epochs: int, ckpt_dir: Path, *extra: str) -> None:
@@ -80,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-examples", type=int, default=16, help="val examples of a full evaluation (top rung)")
     p.add_argument("--test-examples", type=int, default=50, help="held-out test examples both results are scored on")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=["prior-sh", "random-sh"],
+                   help="the searches to run and compare (random-sh, the baseline, always runs); sh: ranked by the "
+                        "world model")
     p.add_argument("--world-model-epochs", type=int, default=20)
     p.add_argument("--encoder-epochs", type=int, default=0,
                    help="train the contrastive encoder first (0: the world model reads a frozen text encoder)")
@@ -92,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="retrain even if the checkpoints exist")
     args = p.parse_args(argv)
     out = Path(args.out)
+    methods = [m for m in METHODS if m in {*args.methods, "random-sh"}]  # the baseline always, last
+    stages = 1 + len(methods)  # training, then one search each
     times: dict[str, float] = {}
     try:
         from tap.tasks import load_task, task_slug
@@ -138,14 +146,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.encoder_epochs > 0:
             encoder = str(out / "encoder")
             if not have(out / "encoder"):
-                print(f"== 1/4 collect on {', '.join(train_tasks)} (if not cached), train the contrastive encoder ==",
-                      flush=True)
+                print(f"== 1/{stages} collect on {', '.join(train_tasks)} (if not cached), train the contrastive "
+                      "encoder ==", flush=True)
                 _fit("encoder.yaml", args, train_tasks, args.encoder_epochs, fresh(out / "encoder"),
                      f"--model.init_args.backbone={args.backbone}", *extra)
                 (out / "encoder" / FROZEN_MODEL).write_text(frozen + "\n")
         if not have(out / "world_model"):
-            print(f"== 1/4 collect sibling edits on {', '.join(train_tasks)} (if not cached) and meta-train the world "
-                  "model ==", flush=True)
+            print(f"== 1/{stages} collect sibling edits on {', '.join(train_tasks)} (if not cached) and meta-train "
+                  "the world model ==", flush=True)
             _fit("world_model.yaml", args, train_tasks, args.world_model_epochs, fresh(out / "world_model"),
                  f"--model.init_args.encoder={encoder}", "--model.init_args.effect_prior=true",
                  "--checkpoint.monitor=val/sibling/spearman", "--checkpoint.mode=max", *extra)
@@ -155,10 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         from tap.planning import cli as plan
 
         results = {}
-        for i, method in ((2, "prior-sh"), (3, "sh"), (4, "random-sh")):
+        for i, method in enumerate(methods, start=2):
             start = time.time()
-            print(f"\n== {i}/4 plan {args.task} (never trained on) with {method}: {args.budget_calls} LLM calls, "
-                  f"seed {args.seed} ==", flush=True)
+            print(f"\n== {i}/{stages} plan {args.task} (never trained on) with {method}: {args.budget_calls} LLM "
+                  f"calls, seed {args.seed} ==", flush=True)
             run_dir = f"{args.runs}/{task_slug(args.task)}-{method}-s{args.seed}"
             code = plan.run(plan.parse_args(["--task", args.task, "--method", method, "--checkpoint",
                                              str(out / "world_model"), "--budget-calls", str(args.budget_calls),
@@ -180,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _compare(args: argparse.Namespace, target, results: dict, llm) -> None:
-    """Both searches side by side: search accuracy along the calls, and the held-out test accuracy of the
+    """The searches side by side: search accuracy along the calls, and the held-out test accuracy of the
     chain each held at half the calls (scored here with ``llm``, the frozen LLM) and at the end (``plan.py``
     scored it already).
     """
@@ -194,10 +202,12 @@ def _compare(args: argparse.Namespace, target, results: dict, llm) -> None:
         env = Environment(llm, target, dense_reward=False)
 
     print(f"\n== TaP against random-sh on {target.name}, a task the world model never saw (seed {args.seed}) ==")
-    print("prior-sh: TaP's default, ranked by the operation prior learnt on the training tasks, hedged against "
-          "random draws, composing plans of its best edits and accepting an obvious gain below the top rung of the "
-          "halving; tap-sh: the same ranked by the world model (prior + learned residual); random-sh: ranked "
-          "uniformly, with the same early acceptance")
+    what = {"prior-sh": "TaP's default, ranked by the operation prior learnt on the training tasks, hedged against "
+                        "random draws, composing plans of its best edits and accepting an obvious gain below the top "
+                        "rung of the halving",
+            "sh": "the same ranked by the world model (prior + learned residual)",
+            "random-sh": "ranked uniformly, with the same early acceptance"}
+    print("; ".join(f"{results[m].method}: {what[m]}" for m in results))
     print(f"search: accuracy on the search's val examples; test: on {len(held_out)} held-out test examples")
     print("| method | " + " | ".join(f"search @{m}" for m in marks) + f" | test: initial | test @{half} | "
           f"test @{args.budget_calls} | accepted edits |")
@@ -209,10 +219,10 @@ def _compare(args: argparse.Namespace, target, results: dict, llm) -> None:
             at_half = env.evaluate(r.best_at(calls=half)[0], held_out).accuracy
             tests = [f"{v:.3f}" for v in (r.test["initial"]["accuracy"], at_half, r.test["final"]["accuracy"])]
         print(f"| {r.method} | {cells} | {' | '.join(tests)} | {len(r.edits)} |")
-    if env is not None:
+    ours = [m for m in results if m != "random-sh"]
+    if env is not None and ours:
         base = results["random-sh"].test["final"]["accuracy"]
-        diffs = ", ".join(f"{results[m].method} {results[m].test['final']['accuracy'] - base:+.3f}"
-                          for m in ("prior-sh", "sh"))
+        diffs = ", ".join(f"{results[m].method} {results[m].test['final']['accuracy'] - base:+.3f}" for m in ours)
         print(f"TaP - random-sh, test accuracy at {args.budget_calls} calls: {diffs} (one seed; "
               "benchmarks/README.md compares over tasks and seeds, with intervals)")
 
