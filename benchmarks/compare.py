@@ -96,6 +96,9 @@ SH_VARIANTS: dict[str, tuple[str, dict]] = {
     "prior-sh-hedge-mix4-race-reached": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
                                                    "early_accept": 0.05, "hedge_on": "reached"}),  # the hedges
                                                    # weigh accuracy at the highest rung each entrant reached
+    "prior-sh-hedge-mix4-race-adapt": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
+                                                 "early_accept": 0.05, "adapt": 0.1}),  # the default, learning
+                                                 # online a per-operation correction of the prior (adapt.py)
 }
 SH = tuple(SH_VARIANTS)
 #: the searches every method is paired against, where they ran: random-sh, and random-sh with the race's acceptance
@@ -435,7 +438,7 @@ def plot(runs: list[dict], path: Path) -> Path | None:
                    "random-sh-c4": "silver", "prior-sh-hedge-mix4": "tab:brown",
                    "prior-sh-hedge-w1": "orangered", "prior-sh-hedge-race": "magenta",
                    "prior-sh-hedge-mix4-race": "purple", "random-sh-race": "tan",
-                   "prior-sh-hedge-mix4-race-reached": "darkcyan"})
+                   "prior-sh-hedge-mix4-race-reached": "darkcyan", "prior-sh-hedge-mix4-race-adapt": "olive"})
     spare = iter(plt.get_cmap("tab20").colors)
     for method in METHODS:  # a variant added without a colour still gets one of its own
         colors.setdefault(method, next(spare, "gray"))
