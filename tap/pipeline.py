@@ -14,8 +14,9 @@ Stages, each the command a user would run by hand:
    edits best on validation trajectories); ``--encoder-epochs N`` first trains the contrastive
    encoder (``configs/encoder.yaml``) and builds the world model on it;
 2. ``plan.py`` (``--method prior-sh``, the default): TaP's successive-halving search on ``--task``, with no
-   data collected there, its candidates ranked by the operation prior learnt on the training tasks and
-   hedged against random draws (``tap.planning.hedge``);
+   data collected there, its candidates ranked by the operation prior learnt on the training tasks,
+   corrected online per operation by what the search measures (``tap.planning.adapt``) and hedged
+   against random draws (``tap.planning.hedge``);
 3. ``plan.py --method random-sh``: the same search, menu, halving and acceptance with the ranking replaced
    by a uniform choice (the baseline that isolates what the learning adds), same calls and seed;
 
@@ -202,9 +203,9 @@ def _compare(args: argparse.Namespace, target, results: dict, llm) -> None:
         env = Environment(llm, target, dense_reward=False)
 
     print(f"\n== TaP against random-sh on {target.name}, a task the world model never saw (seed {args.seed}) ==")
-    what = {"prior-sh": "TaP's default, ranked by the operation prior learnt on the training tasks, hedged against "
-                        "random draws, composing plans of its best edits and accepting an obvious gain below the top "
-                        "rung of the halving",
+    what = {"prior-sh": "TaP's default, ranked by the operation prior learnt on the training tasks, corrected online "
+                        "per operation by what this task measured, hedged against random draws, composing plans of "
+                        "its best edits and accepting an obvious gain below the top rung of the halving",
             "sh": "the same ranked by the world model (prior + learned residual)",
             "random-sh": "ranked uniformly, with the same early acceptance"}
     print("; ".join(f"{results[m].method}: {what[m]}" for m in results))

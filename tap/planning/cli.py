@@ -54,9 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--menu", type=int, default=256, help="sh: candidates scored in imagination per round")
     p.add_argument("--enter", type=int, default=8, help="sh: candidates verified by successive halving per round")
     p.add_argument("--beta", type=float, default=1.0, help="sh: weight of the uncertainty in the acquisition")
-    p.add_argument("--adapt", type=float, default=0.0,
+    p.add_argument("--adapt", type=float, default=None,
                    help="sh, prior-sh: learn online how this task departs from the ranker per edit operation, "
-                        "with this prior scale (accuracy change, e.g. 0.1; 0: off)")
+                        "with this prior scale (accuracy change; 0: off). Default: 0.1 for prior-sh and sh")
     p.add_argument("--carry", type=int, default=0,
                    help="sh: carry up to this many entrants that beat the incumbent without being accepted into the "
                         "next round, ahead of the acquisition (0: off)")
@@ -226,6 +226,8 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
     task = load_task(args.task, seed=args.seed)  # before the LLM is loaded (on first use)
     induction = _induction(args, task, planner.llm)
     hedged = ", ranker hedged against random draws" if config.hedge_for(args.method) else ""
+    if config.adapt_for(args.method):
+        hedged += f", corrected online per operation (adapt {config.adapt_for(args.method):g})"
     print(f"searching {args.task} ({args.method}{hedged}, seed {args.seed}"
           + (f", world model {planner.checkpoint})" if planner.checkpoint else ")"))
     result = planner.optimize(task, budget=args.budget, budget_calls=args.budget_calls, seed=args.seed,

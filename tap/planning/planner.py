@@ -72,7 +72,8 @@ class PlanConfig:
         enter: sh: candidates verified by successive halving per round.
         beta: sh: weight of the uncertainty in the acquisition (0: by the predicted mean).
         adapt: sh: prior scale of the task's per-operation departure from the ranker, learnt online from
-            every verified candidate (``tap.planning.adapt``; 0: off; ``sh`` and ``prior-sh``).
+            every verified candidate (``tap.planning.adapt``; 0: off; ``sh`` and ``prior-sh``). None (the
+            default): 0.1 for ``prior-sh`` and ``sh``, 0 for the others (``benchmarks/results/adapt/PLAN.md``).
         carry: sh: most entrants of a round that beat the incumbent on the same examples without being accepted,
             carried into the next round ahead of the acquisition (0: off; every ranker).
         hedge: sh: set each round's share of uniformly drawn entrants from the ranker's measured skill on the
@@ -112,7 +113,7 @@ class PlanConfig:
     menu: int = 256
     enter: int = 8
     beta: float = 1.0
-    adapt: float = 0.0
+    adapt: float | None = None
     carry: int = 0
     hedge: bool | None = None
     hedge_window: int = 0
@@ -134,7 +135,7 @@ class PlanConfig:
         if self.candidates < 1 or self.verify_top < 1 or self.eval_examples < 1 or self.test_examples < 0:
             raise TapError(f"invalid plan settings: candidates ({self.candidates}), verify_top ({self.verify_top}) "
                            f"and eval_examples ({self.eval_examples}) must be >= 1, test_examples >= 0.")
-        if self.adapt < 0:
+        if self.adapt is not None and self.adapt < 0:
             raise TapError(f"adapt (the correction's prior scale) must be >= 0, got {self.adapt}.")
         if not 0 <= self.carry < self.enter:
             raise TapError(f"carry ({self.carry}) must be in 0..enter-1 ({self.enter - 1}): carried entrants take "
@@ -189,6 +190,14 @@ class PlanConfig:
         if self.compose_hedge is not None:
             return self.compose_hedge
         return self.compose_for(method) >= 2 and method in ("sh", "prior-sh") and self.enter >= 3
+
+    def adapt_for(self, method: str) -> float:
+        """The online correction's prior scale in a run of ``method`` (``adapt``, or 0.1 for the ranked searches
+        whose ranker predicts an accuracy change: ``prior-sh`` and ``sh``; ``benchmarks/results/adapt/PLAN.md``).
+        """
+        if self.adapt is not None:
+            return self.adapt
+        return 0.1 if method in ("sh", "prior-sh") else 0.0
 
     def early_accept_for(self, method: str) -> float:
         """The race's level in a run of ``method`` (``early_accept``, or 0.05 for every successive-halving search)."""
@@ -335,7 +344,7 @@ class Planner:
             raise TapError(f"method {method!r} needs an imagination-policy checkpoint (configs/policy.yaml).")
         if self.wm is None and method != "random-sh":
             raise TapError(f"method {method!r} needs a world model: load a checkpoint with Planner.from_checkpoint.")
-        if cfg.adapt and method not in ("sh", "prior-sh"):
+        if cfg.adapt_for(method) and method not in ("sh", "prior-sh"):
             raise TapError(f"adapt corrects a ranker's predicted change online: it applies to methods 'sh' and "
                            f"'prior-sh', not {method!r}. Drop --adapt, or choose one of those methods.")
         check_budgets(budget, budget_calls)
@@ -378,7 +387,7 @@ class Planner:
                                          progress=progress, world_model=self.wm, scorer=scorer, policy=self.policy,
                                          training_data=self.training_data, menu=cfg.menu, enter=cfg.enter,
                                          beta=cfg.beta, refine_steps=cfg.refine_for(method) if scorer == "model" else 0,
-                                         refine_lr=cfg.refine_lr, adapt=cfg.adapt, carry=cfg.carry,
+                                         refine_lr=cfg.refine_lr, adapt=cfg.adapt_for(method), carry=cfg.carry,
                                          hedge=cfg.hedge_for(method), compose=cfg.compose_for(method),
                                          hedge_window=cfg.hedge_window, hedge_on=cfg.hedge_on,
                                          early_accept=cfg.early_accept_for(method),

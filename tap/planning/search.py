@@ -47,10 +47,13 @@ Each round, from the incumbent chain:
    same way: one composed entrant a round to start with, then the posterior probability that they gain more
    sets their share of the ranked slots (at least one each), so a ranker whose several steps at once mislead
    (more demonstrations on arithmetic) takes them one at a time again.
-7. **Learn online**, two ways, both off by default:
+7. **Learn online**, two ways, both off in this class:
    - ``adapt`` > 0: every verified candidate's measured change against the incumbent (same examples,
      at the highest rung it reached) corrects the ranker's predictions per edit operation for the
-     rest of the search (``tap.planning.adapt.OpCorrection``, a closed-form Bayesian update);
+     rest of the search (``tap.planning.adapt.OpCorrection``, a closed-form Bayesian update). On by
+     default in ``plan.py`` and the Python API (``PlanConfig.adapt``, 0.1 for ``prior-sh`` and ``sh``):
+     a ranker that keeps proposing an operation the task has refuted (added demonstrations on
+     arithmetic) stops ranking it first after one round (``benchmarks/results/adapt/PLAN.md``);
    - ``refine_steps`` > 0: every verified single-edit transition, at whatever rung, goes back into the
      world model (Dyna-style refinement, ``OnlineRefiner``) before the next round.
 

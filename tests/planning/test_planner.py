@@ -212,20 +212,22 @@ def test_bad_settings_fail_clearly(task):
         Planner(None, config=PlanConfig(method="gradient", early_accept=0.05))
 
 
-def test_the_default_search_composes_hedged_plans_and_races_and_random_sh_only_races():
+def test_the_default_search_composes_hedged_plans_races_and_adapts_and_random_sh_only_races():
     cfg = PlanConfig()
     assert cfg.method == "prior-sh" and cfg.hedge_for("prior-sh")
-    for method in ("prior-sh", "sh"):  # the ranked searches compose 4-edit plans, hedged, and race
-        assert (cfg.compose_for(method), cfg.compose_hedge_for(method), cfg.early_accept_for(method)) == (4, True, 0.05)
+    for method in ("prior-sh", "sh"):  # the ranked searches compose 4-edit plans, hedged, race, and correct the ranker
+        assert (cfg.compose_for(method), cfg.compose_hedge_for(method), cfg.early_accept_for(method),
+                cfg.adapt_for(method)) == (4, True, 0.05, 0.1)
     # random-sh keeps the same acceptance and nothing of a ranker: the baseline of the benchmark's rows
-    assert (cfg.compose_for("random-sh"), cfg.compose_hedge_for("random-sh"), cfg.hedge_for("random-sh")) == (0, False,
-                                                                                                             False)
+    assert (cfg.compose_for("random-sh"), cfg.compose_hedge_for("random-sh"), cfg.hedge_for("random-sh"),
+            cfg.adapt_for("random-sh")) == (0, False, False, 0.0)
     assert cfg.early_accept_for("random-sh") == 0.05
-    assert (cfg.compose_for("gradient-sh"), cfg.early_accept_for("gradient-sh")) == (0, 0.05)
+    assert (cfg.compose_for("gradient-sh"), cfg.early_accept_for("gradient-sh"), cfg.adapt_for("gradient-sh")) == (
+        0, 0.05, 0.0)  # its ranker predicts no accuracy change to correct
     assert (cfg.compose_for("gradient"), cfg.early_accept_for("gradient")) == (0, 0.0)  # verify-top-k: no halving
-    off = PlanConfig(compose=0, early_accept=0.0)  # each is a setting: off when asked
-    assert (off.compose_for("prior-sh"), off.compose_hedge_for("prior-sh"), off.early_accept_for("prior-sh")) == (
-        0, False, 0.0)
+    off = PlanConfig(compose=0, early_accept=0.0, adapt=0.0)  # each is a setting: off when asked
+    assert (off.compose_for("prior-sh"), off.compose_hedge_for("prior-sh"), off.early_accept_for("prior-sh"),
+            off.adapt_for("prior-sh")) == (0, False, 0.0, 0.0)
     assert PlanConfig(enter=2).compose_for("prior-sh") == 0  # too few entrants for a composed, ranked and random one
 
 
@@ -360,8 +362,9 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
 
 def test_the_python_api_runs_the_successive_halving_search_by_default(task, tmp_path):
     """``Planner.optimize`` with the default config is TaP's search (``tap.planning.search``) ranked by the
-    operation prior, exactly as built directly, with its test report, settings and no online learning unless
-    asked; ``sh`` is the same search ranked by the world model; ``random-sh`` needs no model."""
+    operation prior, exactly as built directly, with its test report, settings, the per-operation correction
+    and no gradient refinement unless asked; ``sh`` is the same search ranked by the world model; ``random-sh``
+    needs no model."""
     from tap.planning.search import SuccessiveHalvingSearch
     from tests.planning.test_search import _strip
 
@@ -377,8 +380,10 @@ def test_the_python_api_runs_the_successive_halving_search_by_default(task, tmp_
     assert result.method == "prior-sh" and result.costs["search"]["example_evals"] <= 60
     assert set(result.test) == {"initial", "final"} and result.config["menu"] == 24
     assert result.config["method"] == "prior-sh" and result.config["refine_steps"] == 0 and result.config["hedge"]
-    assert (result.config["compose"], result.config["compose_hedge"], result.config["early_accept"]) == (4, True, 0.05)
-    default_search = {"hedge": True, "compose": 4, "compose_hedge": True, "early_accept": 0.05}
+    assert (result.config["compose"], result.config["compose_hedge"], result.config["early_accept"],
+            result.config["adapt"]) == (4, True, 0.05, 0.1)
+    assert any("adapt" in r for r in result.config["rounds"])  # the correction learnt from the first round on
+    default_search = {"hedge": True, "compose": 4, "compose_hedge": True, "early_accept": 0.05, "adapt": 0.1}
     direct = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=60, eval_examples=8, progress=False,
                                      world_model=wm, menu=24, enter=4, scorer="prior", **default_search).run()
     assert [r.chain for r in result.records] == [r.chain for r in direct.records]
@@ -400,7 +405,7 @@ def test_the_python_api_runs_the_successive_halving_search_by_default(task, tmp_
                                      menu=24, enter=4, scorer="random", carry=1, early_accept=0.05).run()
     assert carried.config["carry"] == 1 and _strip(carried)["records"] == _strip(direct)["records"]
     fixed = Planner(wm, config=PlanConfig(eval_examples=8, test_examples=0, menu=24, enter=4, hedge=False, compose=0,
-                                          early_accept=0.0),  # the benchmark's prior-sh
+                                          early_accept=0.0, adapt=0.0),  # the benchmark's prior-sh
                     llm=RuleLLM()).optimize(task, budget_calls=150, seed=1, progress=False)
     direct = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=150, eval_examples=8, progress=False,
                                      world_model=wm, menu=24, enter=4, scorer="prior").run()
