@@ -226,8 +226,8 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
     task = load_task(args.task, seed=args.seed)  # before the LLM is loaded (on first use)
     induction = _induction(args, task, planner.llm)
     hedged = ", ranker hedged against random draws" if config.hedge_for(args.method) else ""
-    if config.adapt_for(args.method):
-        hedged += f", corrected online per operation (adapt {config.adapt_for(args.method):g})"
+    if adapt := config.adapt_for(args.method):
+        hedged += f", corrected online per operation (adapt {adapt:g})"
     print(f"searching {args.task} ({args.method}{hedged}, seed {args.seed}"
           + (f", world model {planner.checkpoint})" if planner.checkpoint else ")"))
     result = planner.optimize(task, budget=args.budget, budget_calls=args.budget_calls, seed=args.seed,

@@ -50,6 +50,9 @@ Method = Literal["sh", "prior-sh", "random-sh", "gradient-sh", "policy-sh", "gra
 #: the successive-halving search (``tap.planning.search``) and what ranks its menu: method -> scorer
 SH_METHODS = {"sh": "model", "prior-sh": "prior", "random-sh": "random", "gradient-sh": "gradient",
               "policy-sh": "policy"}
+#: the successive-halving searches whose ranker predicts an accuracy change (the world model, the operation prior):
+#: the ones that compose plans from it and correct it online by default
+PREDICTING = ("sh", "prior-sh")
 #: the verify-top-k planner (``PlanSearch``)
 TOPK_METHODS = ("gradient", "policy", "random")
 METHODS = (*SH_METHODS, *TOPK_METHODS)
@@ -164,7 +167,7 @@ class PlanConfig:
         if compose > 1 and self.method not in ("sh", "prior-sh", "random-sh"):
             raise TapError(f"compose is a setting of the sh, prior-sh and random-sh searches (gradient-sh and "
                            f"policy-sh rank single edits only), not of {self.method!r}; use --compose 0.")
-        if self.compose_hedge and (compose < 2 or self.method not in ("sh", "prior-sh")):
+        if self.compose_hedge and (compose < 2 or self.method not in PREDICTING):
             raise TapError(f"compose_hedge weighs the plans a ranker composes against its other picks: it needs "
                            f"compose >= 2 (got {compose}) and a ranked search, sh or prior-sh (got "
                            f"{self.method!r}).")
@@ -181,7 +184,7 @@ class PlanConfig:
         """
         if self.compose is not None:
             return self.compose
-        return 4 if method in ("sh", "prior-sh") and self.enter >= 3 else 0
+        return 4 if method in PREDICTING and self.enter >= 3 else 0
 
     def compose_hedge_for(self, method: str) -> bool:
         """Whether a run of ``method`` weighs its composed plans against its other picks (``compose_hedge``, or on
@@ -189,7 +192,7 @@ class PlanConfig:
         """
         if self.compose_hedge is not None:
             return self.compose_hedge
-        return self.compose_for(method) >= 2 and method in ("sh", "prior-sh") and self.enter >= 3
+        return self.compose_for(method) >= 2 and method in PREDICTING and self.enter >= 3
 
     def adapt_for(self, method: str) -> float:
         """The online correction's prior scale in a run of ``method`` (``adapt``, or 0.1 for the ranked searches
@@ -197,7 +200,7 @@ class PlanConfig:
         """
         if self.adapt is not None:
             return self.adapt
-        return 0.1 if method in ("sh", "prior-sh") else 0.0
+        return 0.1 if method in PREDICTING else 0.0
 
     def early_accept_for(self, method: str) -> float:
         """The race's level in a run of ``method`` (``early_accept``, or 0.05 for every successive-halving search)."""
@@ -344,7 +347,7 @@ class Planner:
             raise TapError(f"method {method!r} needs an imagination-policy checkpoint (configs/policy.yaml).")
         if self.wm is None and method != "random-sh":
             raise TapError(f"method {method!r} needs a world model: load a checkpoint with Planner.from_checkpoint.")
-        if cfg.adapt_for(method) and method not in ("sh", "prior-sh"):
+        if cfg.adapt_for(method) and method not in PREDICTING:
             raise TapError(f"adapt corrects a ranker's predicted change online: it applies to methods 'sh' and "
                            f"'prior-sh', not {method!r}. Drop --adapt, or choose one of those methods.")
         check_budgets(budget, budget_calls)
