@@ -99,10 +99,14 @@ SH_VARIANTS: dict[str, tuple[str, dict]] = {
     "prior-sh-hedge-mix4-race-adapt": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
                                                  "early_accept": 0.05, "adapt": 0.1}),  # the default, learning
                                                  # online a per-operation correction of the prior (adapt.py)
+    "prior-sh-hedge-mix4-race-adapt-lazy": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
+                                                      "early_accept": 0.05, "adapt": 0.1, "lazy_initial": True}),
+                                                      # the initial chain paid on the rungs it is compared on
+    "random-sh-race-lazy": ("random", {"early_accept": 0.05, "lazy_initial": True}),  # the same start, no model
 }
 SH = tuple(SH_VARIANTS)
 #: the searches every method is paired against, where they ran: random-sh, and random-sh with the race's acceptance
-PAIRED_BASES = ("random-sh", "random-sh-race")
+PAIRED_BASES = ("random-sh", "random-sh-race", "random-sh-race-lazy")
 MODEL_FREE = tuple(m for m, (scorer, _) in SH_VARIANTS.items() if scorer == "random")  # need no world model
 REFERENCE = ("promptolution-evoprompt",)  # a maintained library's implementation (optional dependency)
 BASELINES = ("random", "grips", "ape", "opro", "evoprompt", "demos", *REFERENCE)
@@ -438,7 +442,8 @@ def plot(runs: list[dict], path: Path) -> Path | None:
                    "random-sh-c4": "silver", "prior-sh-hedge-mix4": "tab:brown",
                    "prior-sh-hedge-w1": "orangered", "prior-sh-hedge-race": "magenta",
                    "prior-sh-hedge-mix4-race": "purple", "random-sh-race": "tan",
-                   "prior-sh-hedge-mix4-race-reached": "darkcyan", "prior-sh-hedge-mix4-race-adapt": "olive"})
+                   "prior-sh-hedge-mix4-race-reached": "darkcyan", "prior-sh-hedge-mix4-race-adapt": "olive",
+                   "prior-sh-hedge-mix4-race-adapt-lazy": "darkgreen", "random-sh-race-lazy": "peru"})
     spare = iter(plt.get_cmap("tab20").colors)
     for method in METHODS:  # a variant added without a colour still gets one of its own
         colors.setdefault(method, next(spare, "gray"))

@@ -263,6 +263,11 @@ class Environment:
         self._charged.update((key, uid) for uid in new)
         return ev
 
+    def paid_prefix(self, chain: Chain) -> int:
+        """How many of the first search examples ``chain`` was paid on, without a gap (0: none)."""
+        key = chain.to_json()
+        return next((i for i, ex in enumerate(self.order) if (key, ex.uid) not in self._charged), len(self.order))
+
     def reread(self, chain: Chain, n: int) -> Evaluation:
         """``chain`` on the first ``n`` search examples, every one of them paid before: nothing is charged and no
         budget is read, so a search can still compare with what it paid for once its budget is spent (the

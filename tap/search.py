@@ -132,15 +132,20 @@ class SearchResult:
     def best_at(self, evals: float | None = None, calls: int | None = None) -> tuple[Chain, list[dict], float]:
         """The incumbent after ``evals`` chain evaluations and/or ``calls`` LLM calls (what a run with that
         budget returns: every search reads its budget only to stop), its edits from the initial chain and
-        its search accuracy.
+        its search accuracy (on all search examples once an incumbent held on fewer was completed by then).
         """
-        held = [r for r in self.records if r.accepted and (evals is None or r.evals <= evals + _EPS)
-                and (calls is None or r.calls <= calls)]
+        def by(r: SearchRecord) -> bool:
+            return (evals is None or r.evals <= evals + _EPS) and (calls is None or r.calls <= calls)
+
+        held = [(i, r) for i, r in enumerate(self.records) if r.accepted and by(r)]
         if not held:
             return self.initial_chain, [], self.initial_search["accuracy"]
-        last = held[-1]
-        edits = last.edits if last.chain else [r.edit for r in held if r.edit]  # older planner records: no path
-        return replay(self.initial_chain, edits), edits, last.accuracy
+        at, last = held[-1]
+        edits = last.edits if last.chain else [r.edit for _, r in held if r.edit]  # older planner records: no path
+        full = self.costs.get("search", {}).get("examples_per_eval")
+        completed = [r for r in self.records[at + 1:] if by(r) and r.chain == last.chain and r.examples == full
+                     and r.examples > last.examples]  # Search.complete_incumbent
+        return replay(self.initial_chain, edits), edits, (completed[-1] if completed else last).accuracy
 
     def calls_at(self, evals: float) -> int:
         """LLM calls (example evaluations) the search had spent once ``evals`` chain evaluations were spent."""
@@ -391,6 +396,12 @@ class Search(ABC):
         return (rng or self.rng).sample(self.demo_pool, min(k, len(self.demo_pool)))
 
     @abstractmethod
+    def evaluate_initial(self) -> Evaluation:
+        """Evaluate the initial chain, the first incumbent: on every search example (a search that compares on
+        fewer, ``SuccessiveHalvingSearch(lazy_initial=True)``, pays only what its comparisons need).
+        """
+        return self.evaluate(self.start, [], note="initial")
+
     def search(self) -> None:
         """Spend the budget through ``evaluate``; return when done (or let ``BudgetExhausted`` end it)."""
 
@@ -420,7 +431,7 @@ class Search(ABC):
         self._bar = tqdm(total=self.budget or self.budget_calls, desc=f"{self.name} {self.task.name}", unit=unit,
                          disable=not self.progress, bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}{postfix}]")
         try:
-            first = self.evaluate(self.start, [], note="initial")
+            first = self.evaluate_initial()
             try:
                 self.search()
             except BudgetExhausted:
@@ -429,6 +440,8 @@ class Search(ABC):
             self._bar.close()
             self._bar = None
         assert self.best_eval is not None
+        if len(first.results) < len(self.examples):  # a lazy start: report it on every example it was paid on
+            first = self.env.reread(self.start, self.env.paid_prefix(self.start))
         total_calls = getattr(self.llm, "calls", 0) - llm_calls0
         total_hits = getattr(self.llm, "hits", 0) - hits0
         same = self.proposer is self.llm
@@ -445,7 +458,7 @@ class Search(ABC):
             "all_cache_hits": total_hits if same else total_hits + self.proposals["cache_hits"],
         }
         result = SearchResult(self.task.name, self.name, self.seed, self.budget, self.start, self.best,
-                              {"accuracy": first.accuracy, "dense": first.dense},
+                              {"accuracy": first.accuracy, "dense": first.dense, "examples": len(first.results)},
                               {"accuracy": self.best_eval.accuracy, "dense": self.best_eval.dense,
                                "examples": len(self.best_eval.results)},
                               self.records, self.best_edits, costs, self.config())

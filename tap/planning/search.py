@@ -26,7 +26,10 @@ Each round, from the incumbent chain:
    sign test at level alpha (wins against losses, ties dropped) becomes the incumbent at once and the
    round ends, so an obvious gain does not pay for the upper rungs of every survivor. The rest of its
    examples are paid when a full evaluation of another chain is compared with it
-   (``Search.complete_incumbent``), so acceptance stays paired on the same examples.
+   (``Search.complete_incumbent``), so acceptance stays paired on the same examples. With ``lazy_initial`` the
+   initial chain is held the same way from the start: evaluated on the first rung's examples only, it pays each
+   upper rung when an entrant first reaches it, so a round that accepts early has not paid for examples that no
+   comparison used.
 5. **Carry the evidence over** (``carry`` > 0): entrants that beat the incumbent on the same examples at
    the highest rung they reached but were not accepted re-enter the next round first, ahead of the
    acquisition, their edits re-applied to the new incumbent (or, when nothing was accepted, as they
@@ -143,6 +146,9 @@ class SuccessiveHalvingSearch(Search):
             change at the highest rung it reached, weighed once the round's halving is over).
         early_accept: level of the paired sign test that accepts an entrant below the top rung (module
             docstring, step 4; 0: off, acceptance only at the top rung). Every scorer, ``random`` included.
+        lazy_initial: evaluate the initial chain on the first rung's examples only (module docstring, step 4): the
+            halving pays its upper rungs when an entrant reaches them, and the rest when another chain's full
+            evaluation is compared with it. Every scorer, ``random`` included.
         max_rounds: most rounds (the budget normally ends the search first).
         **kwargs: ``Search`` arguments (llm, task, budget, seed, budget_calls, eval_examples, ...).
     """
@@ -155,7 +161,7 @@ class SuccessiveHalvingSearch(Search):
                  refine_steps: int = 0, refine_lr: float = 1e-4, adapt: float = 0.0, task_pairs: int = 4,
                  training_data: dict | None = None, carry: int = 0, hedge: bool = False, compose: int = 0,
                  compose_hedge: bool = False, hedge_window: int = 0, hedge_on: str = "first-rung",
-                 early_accept: float = 0.0,
+                 early_accept: float = 0.0, lazy_initial: bool = False,
                  max_rounds: int = 1000, **kwargs) -> None:
         # every ranker starts from the same random stream (seeded by the class name): with one seed, tap-sh
         # and random-sh draw the same first menu, so their comparison is paired where it can be
@@ -222,6 +228,7 @@ class SuccessiveHalvingSearch(Search):
 
             self._correction = OpCorrection(adapt)
         self.hedge_window, self.early_accept, self.hedge_on = hedge_window, early_accept, hedge_on
+        self.lazy_initial = lazy_initial
         self._skill = RankerSkill(explore, window=hedge_window or None) if hedge else None
         self._mix = RankerSkill(explore, arms=("ranked", "composed")) if compose_hedge else None
         self.compose_hedge = compose_hedge
@@ -239,6 +246,12 @@ class SuccessiveHalvingSearch(Search):
                          "policy": "policy-sh"}[scorer]
 
     # ---- 1. the menu -----------------------------------------------------------------------------
+    def _settled(self, chain: Chain) -> bool:
+        """Whether ``chain`` is no candidate: evaluated in full before, or the initial chain (the first incumbent,
+        held on whatever examples a lazy start paid for it, as an eager start holds it on all).
+        """
+        return self.known(chain) or (self.lazy_initial and chain.to_json() == self.start.to_json())
+
     def _menu(self, parent: Chain) -> list[tuple[tuple[Edit, ...], Chain]]:
         """Distinct candidates (edits from ``parent``, the chain they make), singles first, then plans."""
         n_plans = round(self.menu_size * self.plans)
@@ -247,7 +260,7 @@ class SuccessiveHalvingSearch(Search):
         for e in singles:
             chain = apply_edit(parent, e)
             seen.add(chain.to_json())
-            if not self.known(chain):  # a chain evaluated in full before cannot newly beat the incumbent
+            if not self._settled(chain):  # a chain evaluated in full before cannot newly beat the incumbent
                 out.append(((e,), chain))
         for _ in range(n_plans * 3):
             if len(out) >= self.menu_size or not singles:
@@ -261,7 +274,7 @@ class SuccessiveHalvingSearch(Search):
                 continue
             if chain.to_json() not in seen:
                 seen.add(chain.to_json())
-                if not self.known(chain):
+                if not self._settled(chain):
                     out.append(((first, second), chain))
         return out
 
@@ -285,7 +298,7 @@ class SuccessiveHalvingSearch(Search):
                 continue
             group, chain = [*group, menu[i][0][0]], nxt
             if len(group) == self.compose:
-                if chain.to_json() not in seen and not self.known(chain):
+                if chain.to_json() not in seen and not self._settled(chain):
                     seen.add(chain.to_json())
                     out.append((tuple(group), chain))
                 group, chain = [], parent
@@ -304,7 +317,7 @@ class SuccessiveHalvingSearch(Search):
                 chain.validate()
             except Exception:  # noqa: BLE001 - an edit that no longer applies is dropped
                 continue
-            if chain.to_json() not in seen and not self.known(chain):
+            if chain.to_json() not in seen and not self._settled(chain):
                 seen.add(chain.to_json())
                 out.append((edits, chain))
         self._carried = []
@@ -538,6 +551,18 @@ class SuccessiveHalvingSearch(Search):
                                          task_pair_texts(self.task, self.task_pairs)))
 
     # ---- the loop --------------------------------------------------------------------------------------
+    def evaluate_initial(self) -> Evaluation:
+        """The initial chain on every search example, or with ``lazy_initial`` on the first rung's only: the
+        first incumbent, held on the examples paid so far like one accepted early (``Search.accept_early``).
+        """
+        n = self.rungs[0]
+        if not self.lazy_initial or n == len(self.examples):
+            return super().evaluate_initial()
+        ev = self.evaluate(self.start, [], n=n, note=f"initial, on the first rung ({n} examples)")
+        self.records[-1].accepted = True
+        self.best, self.best_eval, self.best_edits = self.start, ev, []
+        return ev
+
     def search(self) -> None:
         for _ in range(self.max_rounds):
             parent, parent_edits = self.best, list(self.best_edits)

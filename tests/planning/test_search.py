@@ -11,7 +11,7 @@ import torch
 
 from tap.chains.edits import apply_edit
 from tap.env import Evaluation, ExampleResult
-from tap.errors import TapError
+from tap.errors import BudgetExhausted, TapError
 from tap.planning.search import SuccessiveHalvingSearch, halving_rungs, planning_cost, random_sh, sign_test
 from tap.search import SearchRecord, search_key
 from tests.helpers import RuleLLM, arithmetic_task, tiny_world_model
@@ -556,3 +556,46 @@ def test_an_early_incumbent_is_completed_before_any_full_comparison_within_budge
     result.check_replay()
     with pytest.raises(TapError, match="early_accept"):
         _search(task, wm, scorer, calls=10, early_accept=1.0)
+
+
+def _incumbent_full_at_every_full_comparison(records, full: int) -> None:
+    held = None  # (chain, examples it was evaluated on) of the incumbent
+    for r in records:
+        chain = json.dumps(r.chain, sort_keys=True)
+        if r.examples == full and held and chain != held[0]:
+            assert held[1] == full, "a full evaluation was compared with a partially evaluated incumbent"
+        if r.accepted:
+            held = (chain, r.examples)
+        elif held and chain == held[0]:
+            held = (chain, max(held[1], r.examples))  # the incumbent's own later evaluations
+
+
+@pytest.mark.parametrize("scorer", ["prior", "random"])
+def test_a_lazy_start_pays_the_initial_chain_only_on_the_rungs_it_is_compared_on(task, wm, scorer):
+    run = {"eval_examples": 16, "early_accept": 0.3, "enter": 4}
+    eager = _search(task, wm, scorer, calls=300, seed=2, **run).run()
+    lazy = _search(task, wm, scorer, calls=300, seed=2, lazy_initial=True, **run).run()
+    first = lazy.records[0]
+    assert first.examples == 4 and first.calls == 4 and first.accepted and not first.edits  # the first rung only
+    assert eager.records[0].examples == 16 and eager.records[0].calls == 16
+    # the same decisions on the same examples, taken with fewer calls: eager's acceptances are a prefix of lazy's
+    held = [(json.dumps(r.chain, sort_keys=True), r.calls) for r in eager.records if r.accepted]
+    held_lazy = [(json.dumps(r.chain, sort_keys=True), r.calls) for r in lazy.records if r.accepted]
+    assert len(held) >= 2 and [c for c, _ in held_lazy[: len(held)]] == [c for c, _ in held]
+    assert all(b <= a for (_, a), (_, b) in zip(held[1:], held_lazy[1:]))
+    assert held_lazy[1][1] < held[1][1]  # the first acceptance (early, on 8 examples) came sooner
+    _incumbent_full_at_every_full_comparison(lazy.records, 16)
+    search = lazy.costs["search"]
+    pairs = {(json.dumps(r.chain, sort_keys=True), i) for r in lazy.records for i in range(r.examples)}
+    assert len(pairs) == search["example_evals"] <= 300  # each pair paid once, every payment recorded
+    start = lazy.initial_chain.to_dict()  # reported on every example it was paid on
+    assert lazy.initial_search["examples"] == max(r.examples for r in lazy.records if r.chain == start) > 4
+    accepted = [r.calls for r in lazy.records if r.accepted]
+    for c in sorted({4, 5, 90, *accepted, *(c - 1 for c in accepted)} - {3}):  # budget C: the first C calls
+        short = _search(task, wm, scorer, calls=c, seed=2, lazy_initial=True, **run).run()
+        chain, edits, acc = lazy.best_at(calls=c)
+        assert short.final_chain == chain and short.edits == edits and short.final_search["accuracy"] == acc
+    assert _strip(lazy) == _strip(_search(task, wm, scorer, calls=300, seed=2, lazy_initial=True, **run).run())
+    lazy.check_replay()
+    with pytest.raises(BudgetExhausted, match="budget"):  # not even the first rung: named, as for an eager start
+        _search(task, wm, scorer, calls=3, seed=2, lazy_initial=True, **run).run()
