@@ -395,13 +395,13 @@ class Search(ABC):
         """``k`` distinct train demonstrations drawn with ``rng`` (default: the search's)."""
         return (rng or self.rng).sample(self.demo_pool, min(k, len(self.demo_pool)))
 
-    @abstractmethod
     def evaluate_initial(self) -> Evaluation:
         """Evaluate the initial chain, the first incumbent: on every search example (a search that compares on
         fewer, ``SuccessiveHalvingSearch(lazy_initial=True)``, pays only what its comparisons need).
         """
         return self.evaluate(self.start, [], note="initial")
 
+    @abstractmethod
     def search(self) -> None:
         """Spend the budget through ``evaluate``; return when done (or let ``BudgetExhausted`` end it)."""
 
