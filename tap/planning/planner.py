@@ -98,6 +98,9 @@ class PlanConfig:
         early_accept: sh: level of the paired sign test that accepts an entrant below the top rung of the
             halving and ends its round (``tap.planning.search``, step 4; 0: off). None (the default): 0.05 for
             every successive-halving search, ``random-sh`` included.
+        lazy_initial: sh: evaluate the initial chain on the first rung's examples only, paying the rest as the
+            halving compares with it (``tap.planning.search``, step 4). None (the default): off
+            (``benchmarks/results/lazy/PLAN.md``).
         refine_steps: refinement steps on verified transitions after each step (0: off; None: the
             method's default, 10 for the verify-top-k planner's Dyna refinement and 0 for ``sh``, whose
             online learning is the ablation ``tap-sh-online`` in ``benchmarks/compare.py``).
@@ -124,6 +127,7 @@ class PlanConfig:
     compose: int | None = None
     compose_hedge: bool | None = None
     early_accept: float | None = None
+    lazy_initial: bool | None = None
     refine_steps: int | None = None
     refine_lr: float = 1e-4
     eval_examples: int = 16
@@ -160,6 +164,9 @@ class PlanConfig:
             raise TapError(f"early_accept ({self.early_accept}) is the level of a sign test: in [0, 1) (0: off).")
         if self.early_accept and self.method not in SH_METHODS:
             raise TapError(f"early_accept is a setting of the successive-halving searches ({list(SH_METHODS)}), not "
+                           f"of {self.method!r}.")
+        if self.lazy_initial and self.method not in SH_METHODS:
+            raise TapError(f"lazy_initial is a setting of the successive-halving searches ({list(SH_METHODS)}), not "
                            f"of {self.method!r}.")
         compose = self.compose_for(self.method)
         if compose < 0:
@@ -207,6 +214,14 @@ class PlanConfig:
         if self.early_accept is not None:
             return self.early_accept
         return 0.05 if method in SH_METHODS else 0.0
+
+    def lazy_initial_for(self, method: str) -> bool:
+        """Whether a run of ``method`` pays the initial chain only on the rungs it is compared on (``lazy_initial``,
+        or off).
+        """
+        if self.lazy_initial is not None:
+            return self.lazy_initial
+        return False
 
     def refine_for(self, method: str) -> int:
         """Refinement steps a run of ``method`` takes (``refine_steps``, or the method's default)."""
@@ -394,6 +409,7 @@ class Planner:
                                          hedge=cfg.hedge_for(method), compose=cfg.compose_for(method),
                                          hedge_window=cfg.hedge_window, hedge_on=cfg.hedge_on,
                                          early_accept=cfg.early_accept_for(method),
+                                         lazy_initial=cfg.lazy_initial_for(method),
                                          compose_hedge=cfg.compose_hedge_for(method))
         result = search.run()
         result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)

@@ -210,6 +210,8 @@ def test_bad_settings_fail_clearly(task):
         Planner(None, config=PlanConfig(method="prior-sh", early_accept=1.5))
     with pytest.raises(TapError, match="early_accept is a setting of the successive-halving searches"):
         Planner(None, config=PlanConfig(method="gradient", early_accept=0.05))
+    with pytest.raises(TapError, match="lazy_initial is a setting of the successive-halving searches"):
+        Planner(None, config=PlanConfig(method="gradient", lazy_initial=True))
 
 
 def test_the_default_search_composes_hedged_plans_races_and_adapts_and_random_sh_only_races():
@@ -404,6 +406,13 @@ def test_the_python_api_runs_the_successive_halving_search_by_default(task, tmp_
     direct = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=150, eval_examples=8, progress=False,
                                      menu=24, enter=4, scorer="random", carry=1, early_accept=0.05).run()
     assert carried.config["carry"] == 1 and _strip(carried)["records"] == _strip(direct)["records"]
+    lazy = Planner(None, config=PlanConfig(method="random-sh", eval_examples=8, test_examples=0, menu=24, enter=4,
+                                           lazy_initial=True), llm=RuleLLM()).optimize(task, budget_calls=60, seed=1,
+                                                                                       progress=False)
+    direct = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=60, eval_examples=8, progress=False,
+                                     menu=24, enter=4, scorer="random", early_accept=0.05, lazy_initial=True).run()
+    assert lazy.config["lazy_initial"] and lazy.records[0].examples == 4  # the initial chain on the first rung
+    assert _strip(lazy)["records"] == _strip(direct)["records"]
     fixed = Planner(wm, config=PlanConfig(eval_examples=8, test_examples=0, menu=24, enter=4, hedge=False, compose=0,
                                           early_accept=0.0, adapt=0.0),  # the benchmark's prior-sh
                     llm=RuleLLM()).optimize(task, budget_calls=150, seed=1, progress=False)
