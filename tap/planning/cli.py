@@ -246,10 +246,12 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
     print("\n== final chain ==")
     print(result.final_chain.describe())
     s0, s1, c = result.initial_search, result.final_search, result.costs
-    on = s1.get("examples", c["search"]["examples_per_eval"])
-    print(f"\nsearch accuracy ({c['search']['examples_per_eval']} val examples): {s0['accuracy']:.3f} -> "
-          f"{s1['accuracy']:.3f}" + (f" (on the first {on}: accepted early, below the top rung)"
-                                     if on < c['search']['examples_per_eval'] else ""))
+    full = c["search"]["examples_per_eval"]
+    on, was = s1.get("examples", full), s0.get("examples", full)
+    print(f"\nsearch accuracy ({full} val examples): {s0['accuracy']:.3f}"
+          + (f" (on the first {was}: a lazy start, paid where compared)" if was < full else "")
+          + f" -> {s1['accuracy']:.3f}" + (f" (on the first {on}: accepted early, below the top rung)"
+                                          if on < full else ""))
     if test:
         print(f"held-out test accuracy ({test['initial']['n']} test examples, never seen by the search): "
               f"{test['initial']['accuracy']:.3f} -> {test['final']['accuracy']:.3f}")

@@ -341,7 +341,7 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
                        "--test-examples", "6", "--carry", "1", "--out", str(out_dir), "--quiet",
                        *(["--no-hedge"] if method == "gradient-sh" else ["--compose", "2"]),
                        *(["--compose-hedge", "--hedge-window", "1", "--hedge-on", "reached"]
-                         if method in ("sh", "prior-sh") else [])],
+                         if method in ("sh", "prior-sh") else ["--lazy-initial"])],
                       capsys)
     assert code == 0, out.err
     config = json.loads((out_dir / "plan.json").read_text())["config"]
@@ -349,6 +349,7 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
     assert config["compose"] == (0 if method == "gradient-sh" else 2)
     assert config["hedge_window"] == (1 if method in ("sh", "prior-sh") else 0)
     assert config["hedge_on"] == ("reached" if method in ("sh", "prior-sh") else "first-rung")
+    assert config["lazy_initial"] == (method not in ("sh", "prior-sh"))
     assert config["compose_hedge"] == ("compose_hedge" in config["rounds"][0]) == (method in ("sh", "prior-sh"))
     assert all(("composed" in r) for r in config["rounds"]) and (method == "gradient-sh") == all(
         r["composed"] == 0 for r in config["rounds"])
