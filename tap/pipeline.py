@@ -205,9 +205,10 @@ def _compare(args: argparse.Namespace, target, results: dict, llm) -> None:
     print(f"\n== TaP against random-sh on {target.name}, a task the world model never saw (seed {args.seed}) ==")
     what = {"prior-sh": "TaP's default, ranked by the operation prior learnt on the training tasks, corrected online "
                         "per operation by what this task measured, hedged against random draws, composing plans of "
-                        "its best edits and accepting an obvious gain below the top rung of the halving",
+                        "its best edits and accepting an obvious gain below the top rung of the halving (the "
+                        "initial chain paid only on the examples it is compared on)",
             "sh": "the same ranked by the world model (prior + learned residual)",
-            "random-sh": "ranked uniformly, with the same early acceptance"}
+            "random-sh": "ranked uniformly, with the same halving, early acceptance and lazy start"}
     print("; ".join(f"{results[m].method}: {what[m]}" for m in results))
     print(f"search: accuracy on the search's val examples; test: on {len(held_out)} held-out test examples")
     print("| method | " + " | ".join(f"search @{m}" for m in marks) + f" | test: initial | test @{half} | "

@@ -132,20 +132,20 @@ class SearchResult:
     def best_at(self, evals: float | None = None, calls: int | None = None) -> tuple[Chain, list[dict], float]:
         """The incumbent after ``evals`` chain evaluations and/or ``calls`` LLM calls (what a run with that
         budget returns: every search reads its budget only to stop), its edits from the initial chain and
-        its search accuracy (on all search examples once an incumbent held on fewer was completed by then).
+        its search accuracy (on the most search examples paid for it by then: an incumbent held on fewer, accepted
+        early or a lazy start, may have paid more since).
         """
         def by(r: SearchRecord) -> bool:
             return (evals is None or r.evals <= evals + _EPS) and (calls is None or r.calls <= calls)
 
-        held = [(i, r) for i, r in enumerate(self.records) if r.accepted and by(r)]
+        held = [r for r in self.records if r.accepted and by(r)]
         if not held:
             return self.initial_chain, [], self.initial_search["accuracy"]
-        at, last = held[-1]
-        edits = last.edits if last.chain else [r.edit for _, r in held if r.edit]  # older planner records: no path
-        full = self.costs.get("search", {}).get("examples_per_eval")
-        completed = [r for r in self.records[at + 1:] if by(r) and r.chain == last.chain and r.examples == full
-                     and r.examples > last.examples]  # Search.complete_incumbent
-        return replay(self.initial_chain, edits), edits, (completed[-1] if completed else last).accuracy
+        last = held[-1]
+        edits = last.edits if last.chain else [r.edit for r in held if r.edit]  # older planner records: no path
+        more = [r for r in self.records
+                if last.chain and by(r) and r.chain == last.chain and r.examples > last.examples]
+        return replay(self.initial_chain, edits), edits, max(more or [last], key=lambda r: r.examples).accuracy
 
     def calls_at(self, evals: float) -> int:
         """LLM calls (example evaluations) the search had spent once ``evals`` chain evaluations were spent."""
@@ -440,8 +440,11 @@ class Search(ABC):
             self._bar.close()
             self._bar = None
         assert self.best_eval is not None
-        if len(first.results) < len(self.examples):  # a lazy start: report it on every example it was paid on
-            first = self.env.reread(self.start, self.env.paid_prefix(self.start))
+        # chains held on fewer examples (a lazy start, an incumbent accepted early): reported on all that were paid
+        if len(first.results) < (paid := self.env.paid_prefix(self.start)):
+            first = self.env.reread(self.start, paid)
+        if len(self.best_eval.results) < (paid := self.env.paid_prefix(self.best)):
+            self.best_eval = self.env.reread(self.best, paid)
         total_calls = getattr(self.llm, "calls", 0) - llm_calls0
         total_hits = getattr(self.llm, "hits", 0) - hits0
         same = self.proposer is self.llm

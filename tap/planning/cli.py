@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default 0.05; 0: off)")
     p.add_argument("--lazy-initial", action=argparse.BooleanOptionalAction, default=None,
                    help="sh, prior-sh, random-sh: evaluate the initial chain on the first rung's examples only and pay "
-                        "the rest as the halving compares with it (default: off)")
+                        "the rest as the halving compares with it (default: on)")
     p.add_argument("--initial", help="starting chain: a JSON file written by Chain.to_json / final_chain.json")
     p.add_argument("--out", help="output folder (default runs/plan/<task>-<method>-s<seed>)")
     p.add_argument("--candidates", type=int, default=d.candidates, help="candidate edits per step (K)")

@@ -99,8 +99,8 @@ class PlanConfig:
             halving and ends its round (``tap.planning.search``, step 4; 0: off). None (the default): 0.05 for
             every successive-halving search, ``random-sh`` included.
         lazy_initial: sh: evaluate the initial chain on the first rung's examples only, paying the rest as the
-            halving compares with it (``tap.planning.search``, step 4). None (the default): off
-            (``benchmarks/results/lazy/PLAN.md``).
+            halving compares with it (``tap.planning.search``, step 4). None (the default): on for every
+            successive-halving search, ``random-sh`` included (``benchmarks/results/lazy/PLAN.md``).
         refine_steps: refinement steps on verified transitions after each step (0: off; None: the
             method's default, 10 for the verify-top-k planner's Dyna refinement and 0 for ``sh``, whose
             online learning is the ablation ``tap-sh-online`` in ``benchmarks/compare.py``).
@@ -217,11 +217,11 @@ class PlanConfig:
 
     def lazy_initial_for(self, method: str) -> bool:
         """Whether a run of ``method`` pays the initial chain only on the rungs it is compared on (``lazy_initial``,
-        or off).
+        or on for every successive-halving search).
         """
         if self.lazy_initial is not None:
             return self.lazy_initial
-        return False
+        return method in SH_METHODS
 
     def refine_for(self, method: str) -> int:
         """Refinement steps a run of ``method`` takes (``refine_steps``, or the method's default)."""

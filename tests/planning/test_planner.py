@@ -214,7 +214,7 @@ def test_bad_settings_fail_clearly(task):
         Planner(None, config=PlanConfig(method="gradient", lazy_initial=True))
 
 
-def test_the_default_search_composes_hedged_plans_races_and_adapts_and_random_sh_only_races():
+def test_the_default_search_composes_hedged_plans_races_adapts_starts_lazily_and_random_sh_only_races():
     cfg = PlanConfig()
     assert cfg.method == "prior-sh" and cfg.hedge_for("prior-sh")
     for method in ("prior-sh", "sh"):  # the ranked searches compose 4-edit plans, hedged, race, and correct the ranker
@@ -224,6 +224,8 @@ def test_the_default_search_composes_hedged_plans_races_and_adapts_and_random_sh
     assert (cfg.compose_for("random-sh"), cfg.compose_hedge_for("random-sh"), cfg.hedge_for("random-sh"),
             cfg.adapt_for("random-sh")) == (0, False, False, 0.0)
     assert cfg.early_accept_for("random-sh") == 0.05
+    assert all(cfg.lazy_initial_for(m) for m in ("prior-sh", "sh", "random-sh", "gradient-sh", "policy-sh"))
+    assert not cfg.lazy_initial_for("gradient") and not PlanConfig(lazy_initial=False).lazy_initial_for("prior-sh")
     assert (cfg.compose_for("gradient-sh"), cfg.early_accept_for("gradient-sh"), cfg.adapt_for("gradient-sh")) == (
         0, 0.05, 0.0)  # its ranker predicts no accuracy change to correct
     assert (cfg.compose_for("gradient"), cfg.early_accept_for("gradient")) == (0, 0.0)  # verify-top-k: no halving
@@ -341,7 +343,7 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
                        "--test-examples", "6", "--carry", "1", "--out", str(out_dir), "--quiet",
                        *(["--no-hedge"] if method == "gradient-sh" else ["--compose", "2"]),
                        *(["--compose-hedge", "--hedge-window", "1", "--hedge-on", "reached"]
-                         if method in ("sh", "prior-sh") else ["--lazy-initial"])],
+                         if method in ("sh", "prior-sh") else ["--no-lazy-initial"])],
                       capsys)
     assert code == 0, out.err
     config = json.loads((out_dir / "plan.json").read_text())["config"]
@@ -349,7 +351,7 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
     assert config["compose"] == (0 if method == "gradient-sh" else 2)
     assert config["hedge_window"] == (1 if method in ("sh", "prior-sh") else 0)
     assert config["hedge_on"] == ("reached" if method in ("sh", "prior-sh") else "first-rung")
-    assert config["lazy_initial"] == (method not in ("sh", "prior-sh"))
+    assert config["lazy_initial"] == (method in ("sh", "prior-sh"))  # on by default
     assert config["compose_hedge"] == ("compose_hedge" in config["rounds"][0]) == (method in ("sh", "prior-sh"))
     assert all(("composed" in r) for r in config["rounds"]) and (method == "gradient-sh") == all(
         r["composed"] == 0 for r in config["rounds"])
@@ -386,7 +388,8 @@ def test_the_python_api_runs_the_successive_halving_search_by_default(task, tmp_
     assert (result.config["compose"], result.config["compose_hedge"], result.config["early_accept"],
             result.config["adapt"]) == (4, True, 0.05, 0.1)
     assert any("adapt" in r for r in result.config["rounds"])  # the correction learnt from the first round on
-    default_search = {"hedge": True, "compose": 4, "compose_hedge": True, "early_accept": 0.05, "adapt": 0.1}
+    default_search = {"hedge": True, "compose": 4, "compose_hedge": True, "early_accept": 0.05, "adapt": 0.1,
+                      "lazy_initial": True}
     direct = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=60, eval_examples=8, progress=False,
                                      world_model=wm, menu=24, enter=4, scorer="prior", **default_search).run()
     assert [r.chain for r in result.records] == [r.chain for r in direct.records]
@@ -405,17 +408,19 @@ def test_the_python_api_runs_the_successive_halving_search_by_default(task, tmp_
                                               carry=1), llm=RuleLLM()).optimize(task, budget_calls=150, seed=1,
                                                                                 progress=False)
     direct = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=150, eval_examples=8, progress=False,
-                                     menu=24, enter=4, scorer="random", carry=1, early_accept=0.05).run()
+                                     menu=24, enter=4, scorer="random", carry=1, early_accept=0.05,
+                                     lazy_initial=True).run()
     assert carried.config["carry"] == 1 and _strip(carried)["records"] == _strip(direct)["records"]
-    lazy = Planner(None, config=PlanConfig(method="random-sh", eval_examples=8, test_examples=0, menu=24, enter=4,
-                                           lazy_initial=True), llm=RuleLLM()).optimize(task, budget_calls=60, seed=1,
-                                                                                       progress=False)
+    eager = Planner(None, config=PlanConfig(method="random-sh", eval_examples=8, test_examples=0, menu=24, enter=4,
+                                            lazy_initial=False), llm=RuleLLM()).optimize(task, budget_calls=60, seed=1,
+                                                                                         progress=False)
     direct = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=60, eval_examples=8, progress=False,
-                                     menu=24, enter=4, scorer="random", early_accept=0.05, lazy_initial=True).run()
-    assert lazy.config["lazy_initial"] and lazy.records[0].examples == 4  # the initial chain on the first rung
-    assert _strip(lazy)["records"] == _strip(direct)["records"]
+                                     menu=24, enter=4, scorer="random", early_accept=0.05).run()
+    assert not eager.config["lazy_initial"] and eager.records[0].examples == 8  # the initial chain on all examples
+    assert uniform.records[0].examples == 4  # by default: on the first rung
+    assert _strip(eager)["records"] == _strip(direct)["records"]
     fixed = Planner(wm, config=PlanConfig(eval_examples=8, test_examples=0, menu=24, enter=4, hedge=False, compose=0,
-                                          early_accept=0.0, adapt=0.0),  # the benchmark's prior-sh
+                                          early_accept=0.0, adapt=0.0, lazy_initial=False),  # the benchmark's prior-sh
                     llm=RuleLLM()).optimize(task, budget_calls=150, seed=1, progress=False)
     direct = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=150, eval_examples=8, progress=False,
                                      world_model=wm, menu=24, enter=4, scorer="prior").run()
