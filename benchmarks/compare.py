@@ -103,6 +103,10 @@ SH_VARIANTS: dict[str, tuple[str, dict]] = {
                                                       "early_accept": 0.05, "adapt": 0.1, "lazy_initial": True}),
                                                       # the initial chain paid on the rungs it is compared on
     "random-sh-race-lazy": ("random", {"early_accept": 0.05, "lazy_initial": True}),  # the same start, no model
+    "prior-sh-hedge-mix4-race-adapt-lazy-bonus": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
+                                                            "early_accept": 0.05, "adapt": 0.1, "lazy_initial": True,
+                                                            "op_bonus": True}),  # UCB over operations: the
+                                                            # correction's uncertainty in the acquisition
 }
 SH = tuple(SH_VARIANTS)
 #: the searches every method is paired against, where they ran: random-sh, and random-sh with the race's acceptance
@@ -443,7 +447,8 @@ def plot(runs: list[dict], path: Path) -> Path | None:
                    "prior-sh-hedge-w1": "orangered", "prior-sh-hedge-race": "magenta",
                    "prior-sh-hedge-mix4-race": "purple", "random-sh-race": "tan",
                    "prior-sh-hedge-mix4-race-reached": "darkcyan", "prior-sh-hedge-mix4-race-adapt": "olive",
-                   "prior-sh-hedge-mix4-race-adapt-lazy": "darkgreen", "random-sh-race-lazy": "peru"})
+                   "prior-sh-hedge-mix4-race-adapt-lazy": "darkgreen", "random-sh-race-lazy": "peru",
+                   "prior-sh-hedge-mix4-race-adapt-lazy-bonus": "teal"})
     spare = iter(plt.get_cmap("tab20").colors)
     for method in METHODS:  # a variant added without a colour still gets one of its own
         colors.setdefault(method, next(spare, "gray"))

@@ -96,6 +96,14 @@ class OpCorrection:
         w = self.weights()
         return [float(self.features(edits) @ w) for edits in candidates]
 
+    def spread(self, candidates: list[tuple[Edit, ...]]) -> list[float]:
+        """Per candidate, the mean over its edits of the posterior standard deviation of the edit's operation's
+        departure: ``tau`` for every candidate before any measurement, smaller where this task has measured its
+        operations (an exploration bonus over operations, ``SuccessiveHalvingSearch(op_bonus=True)``).
+        """
+        sd = torch.linalg.inv(self.precision).diagonal().sqrt()  # (D,)
+        return [float(sum(sd[e.op_id] for e in edits) / len(edits)) if edits else 0.0 for edits in candidates]
+
     def summary(self, digits: int = 4) -> dict[str, float]:
         """The operations measured so far -> their posterior mean departure (the record of the "why")."""
         if not self.observations:

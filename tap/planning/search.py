@@ -14,7 +14,12 @@ Each round, from the incumbent chain:
    calibrated uncertainty (``WorldModel.edit_effect``), from the task's train pairs alone on a task
    never trained on.
 3. **Acquire.** Pick ``enter`` candidates by an upper confidence bound, mean + ``beta`` x
-   uncertainty (INSTINCT / EASE pick by UCB); an ``explore`` share of them uniformly at random.
+   uncertainty (INSTINCT / EASE pick by UCB); an ``explore`` share of them uniformly at random. With
+   ``op_bonus`` (and ``adapt``) the uncertainty also holds how little this task has measured the candidate's
+   operations (step 7's posterior): the same for every candidate until something is measured, then an operation
+   the search has not tried outranks one it has tried at the same predicted mean, as optimism under
+   uncertainty asks (the non-learned prior has no uncertainty of its own, so without it the acquisition ranks
+   by the mean).
 4. **Successive halving on paired examples** (TRIPLE, HbBoPs' Hyperband, MIPROv2's minibatches):
    every entrant is evaluated on the first ``rungs[0]`` search examples, the better half (accuracy,
    then gold-answer probability, on the same examples) goes on to the next rung, paying only the new
@@ -149,6 +154,9 @@ class SuccessiveHalvingSearch(Search):
         lazy_initial: evaluate the initial chain on the first rung's examples only (module docstring, step 4): the
             halving pays its upper rungs when an entrant reaches them, and the rest when another chain's full
             evaluation is compared with it. Every scorer, ``random`` included.
+        op_bonus: add the online correction's uncertainty to every candidate's (module docstring, step 3): the
+            mean over its edits of the posterior standard deviation of each edit's operation's departure
+            (``OpCorrection.spread``), combined in quadrature with the ranker's own. Needs ``adapt`` > 0.
         max_rounds: most rounds (the budget normally ends the search first).
         **kwargs: ``Search`` arguments (llm, task, budget, seed, budget_calls, eval_examples, ...).
     """
@@ -161,7 +169,7 @@ class SuccessiveHalvingSearch(Search):
                  refine_steps: int = 0, refine_lr: float = 1e-4, adapt: float = 0.0, task_pairs: int = 4,
                  training_data: dict | None = None, carry: int = 0, hedge: bool = False, compose: int = 0,
                  compose_hedge: bool = False, hedge_window: int = 0, hedge_on: str = "first-rung",
-                 early_accept: float = 0.0, lazy_initial: bool = False,
+                 early_accept: float = 0.0, lazy_initial: bool = False, op_bonus: bool = False,
                  max_rounds: int = 1000, **kwargs) -> None:
         # every ranker starts from the same random stream (seeded by the class name): with one seed, tap-sh
         # and random-sh draw the same first menu, so their comparison is paired where it can be
@@ -183,6 +191,8 @@ class SuccessiveHalvingSearch(Search):
         if not 0 <= carry < enter:
             raise TapError(f"carry ({carry}) must be in 0..enter-1 ({enter - 1}): carried entrants take entry slots "
                            "and at least one must stay for a new candidate.")
+        if op_bonus and not adapt:
+            raise TapError("op_bonus reads the online correction's uncertainty per operation: it needs adapt > 0.")
         if adapt and scorer not in ("model", "prior"):
             raise TapError(f"adapt corrects a ranker's predicted accuracy change; the {scorer!r} scorer predicts "
                            "none. Use scorer 'model' or 'prior', or adapt=0.")
@@ -228,7 +238,7 @@ class SuccessiveHalvingSearch(Search):
 
             self._correction = OpCorrection(adapt)
         self.hedge_window, self.early_accept, self.hedge_on = hedge_window, early_accept, hedge_on
-        self.lazy_initial = lazy_initial
+        self.lazy_initial, self.op_bonus = lazy_initial, op_bonus
         self._skill = RankerSkill(explore, window=hedge_window or None) if hedge else None
         self._mix = RankerSkill(explore, arms=("ranked", "composed")) if compose_hedge else None
         self.compose_hedge = compose_hedge
@@ -260,7 +270,7 @@ class SuccessiveHalvingSearch(Search):
         for e in singles:
             chain = apply_edit(parent, e)
             seen.add(chain.to_json())
-            if not self._settled(chain):  # a chain evaluated in full before cannot newly beat the incumbent
+            if not self._settled(chain):  # evaluated in full before, or the initial chain: cannot newly beat it
                 out.append(((e,), chain))
         for _ in range(n_plans * 3):
             if len(out) >= self.menu_size or not singles:
@@ -370,6 +380,8 @@ class SuccessiveHalvingSearch(Search):
         score, sigma = self._imagine(parent, menu)
         if self._correction is not None and self._correction.observations:
             score = [s + c for s, c in zip(score, self._correction.correct([e for e, _ in menu]))]
+        if self.op_bonus:  # uniform before any measurement: the first round ranks as without it
+            sigma = [math.hypot(s, b) for s, b in zip(sigma, self._correction.spread([e for e, _ in menu]))]
         if self.fluency_weight:
             score = self._add_fluency(parent, menu, score)
         return score, sigma

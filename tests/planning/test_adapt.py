@@ -105,3 +105,30 @@ def test_adapt_needs_a_ranker_with_predictions():
                                 budget_calls=50, scorer="random", adapt=0.1)
     with pytest.raises(TapError, match="adapt"):
         _search("model", 50, adapt=-1.0)
+
+
+def test_spread_is_tau_before_any_measurement_and_shrinks_for_measured_operations():
+    c = OpCorrection(0.1)
+    assert c.spread([(ADD,), (TOK, FMT), (ADD, ADD, ADD, ADD)]) == pytest.approx([0.1, 0.1, 0.1])
+    for _ in range(3):
+        c.add((ADD,), 0.2, 0.01)
+    sd = torch.linalg.inv(c.precision).diagonal().sqrt()
+    assert sd[ADD.op_id] == pytest.approx((1 / (100 + 300)) ** 0.5)  # prior 1/0.1^2, three of precision 100
+    add, tok, both = c.spread([(ADD,), (TOK,), (ADD, TOK)])
+    assert add == pytest.approx(float(sd[ADD.op_id])) and tok == pytest.approx(0.1)
+    assert both == pytest.approx((add + tok) / 2) and add < both < tok
+
+
+def test_the_operation_bonus_leaves_the_first_round_and_explores_unmeasured_operations_after():
+    plain = _search("prior", 300, adapt=0.1, hedge=False)
+    bonus = _search("prior", 300, adapt=0.1, hedge=False, op_bonus=True)
+    a, b = plain.run(), bonus.run()
+    first = [[v["edits"] for v in r["verified"]] for r in (a.config["rounds"][0], b.config["rounds"][0])]
+    assert first[0] == first[1]  # the same bonus for every candidate before anything is measured
+    later = [v for r in b.config["rounds"][1:] for v in r.get("verified", [])]
+    assert later and all(v["uncertainty"] > 0 for v in later)  # the prior's own uncertainty is 0
+    assert b.config["op_bonus"] and b.costs["search"]["example_evals"] <= 300
+    assert [r.chain for r in _search("prior", 300, adapt=0.1, hedge=False, op_bonus=True).run().records] == [
+        r.chain for r in b.records]
+    with pytest.raises(TapError, match="op_bonus .* needs adapt"):
+        _search("prior", 50, op_bonus=True)
