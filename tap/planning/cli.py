@@ -84,6 +84,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lazy-initial", action=argparse.BooleanOptionalAction, default=None,
                    help="sh, prior-sh, random-sh: evaluate the initial chain on the first rung's examples only and pay "
                         "the rest as the halving compares with it (default: on)")
+    p.add_argument("--op-bonus", action=argparse.BooleanOptionalAction, default=None,
+                   help="sh, prior-sh: add the online correction's per-operation uncertainty to every candidate's, so "
+                        "the acquisition also explores operations this task has not measured (needs --adapt > 0; "
+                        "default: off)")
     p.add_argument("--initial", help="starting chain: a JSON file written by Chain.to_json / final_chain.json")
     p.add_argument("--out", help="output folder (default runs/plan/<task>-<method>-s<seed>)")
     p.add_argument("--candidates", type=int, default=d.candidates, help="candidate edits per step (K)")
@@ -220,7 +224,7 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
     config = PlanConfig(method=args.method, menu=args.menu, enter=args.enter, beta=args.beta, adapt=args.adapt,
                         carry=args.carry, hedge=args.hedge, hedge_window=args.hedge_window, hedge_on=args.hedge_on,
                         compose=args.compose, compose_hedge=args.compose_hedge, early_accept=args.early_accept,
-                        lazy_initial=args.lazy_initial, refine_steps=args.refine_steps,
+                        lazy_initial=args.lazy_initial, op_bonus=args.op_bonus, refine_steps=args.refine_steps,
                         refine_lr=args.refine_lr, eval_examples=args.eval_examples, test_examples=args.test_examples)
     if args.method == "random-sh":  # the uniform ranker needs no world model
         planner = Planner(None, config=config, model=args.model or "smollm2", cache=args.cache)

@@ -101,6 +101,9 @@ class PlanConfig:
         lazy_initial: sh: evaluate the initial chain on the first rung's examples only, paying the rest as the
             halving compares with it (``tap.planning.search``, step 4). None (the default): on for every
             successive-halving search, ``random-sh`` included (``benchmarks/results/lazy/PLAN.md``).
+        op_bonus: sh: add the online correction's per-operation uncertainty to every candidate's, so the
+            acquisition's UCB also explores operations this task has not measured (``tap.planning.search``, step
+            3; needs ``adapt`` > 0). None (the default): off (``benchmarks/results/bonus/PLAN.md``).
         refine_steps: refinement steps on verified transitions after each step (0: off; None: the
             method's default, 10 for the verify-top-k planner's Dyna refinement and 0 for ``sh``, whose
             online learning is the ablation ``tap-sh-online`` in ``benchmarks/compare.py``).
@@ -128,6 +131,7 @@ class PlanConfig:
     compose_hedge: bool | None = None
     early_accept: float | None = None
     lazy_initial: bool | None = None
+    op_bonus: bool | None = None
     refine_steps: int | None = None
     refine_lr: float = 1e-4
     eval_examples: int = 16
@@ -168,6 +172,10 @@ class PlanConfig:
         if self.lazy_initial and self.method not in SH_METHODS:
             raise TapError(f"lazy_initial is a setting of the successive-halving searches ({list(SH_METHODS)}), not "
                            f"of {self.method!r}.")
+        if self.op_bonus and not self.adapt_for(self.method):
+            raise TapError(f"op_bonus reads the online correction's per-operation uncertainty: it needs adapt > 0, and "
+                           f"{self.method!r} runs with adapt {self.adapt_for(self.method):g} (sh and prior-sh adapt "
+                           "by default).")
         compose = self.compose_for(self.method)
         if compose < 0:
             raise TapError(f"compose (edits per composed plan) must be >= 0, got {compose}.")
@@ -222,6 +230,14 @@ class PlanConfig:
         if self.lazy_initial is not None:
             return self.lazy_initial
         return method in SH_METHODS
+
+    def op_bonus_for(self, method: str) -> bool:
+        """Whether a run of ``method`` adds the correction's per-operation uncertainty to the acquisition
+        (``op_bonus``, or off).
+        """
+        if self.op_bonus is not None:
+            return self.op_bonus
+        return False
 
     def refine_for(self, method: str) -> int:
         """Refinement steps a run of ``method`` takes (``refine_steps``, or the method's default)."""
@@ -409,7 +425,7 @@ class Planner:
                                          hedge=cfg.hedge_for(method), compose=cfg.compose_for(method),
                                          hedge_window=cfg.hedge_window, hedge_on=cfg.hedge_on,
                                          early_accept=cfg.early_accept_for(method),
-                                         lazy_initial=cfg.lazy_initial_for(method),
+                                         lazy_initial=cfg.lazy_initial_for(method), op_bonus=cfg.op_bonus_for(method),
                                          compose_hedge=cfg.compose_hedge_for(method))
         result = search.run()
         result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)

@@ -212,6 +212,10 @@ def test_bad_settings_fail_clearly(task):
         Planner(None, config=PlanConfig(method="gradient", early_accept=0.05))
     with pytest.raises(TapError, match="lazy_initial is a setting of the successive-halving searches"):
         Planner(None, config=PlanConfig(method="gradient", lazy_initial=True))
+    with pytest.raises(TapError, match="op_bonus .* needs adapt > 0"):
+        Planner(None, config=PlanConfig(method="random-sh", op_bonus=True))
+    with pytest.raises(TapError, match="op_bonus .* needs adapt > 0"):
+        Planner(None, config=PlanConfig(method="prior-sh", adapt=0.0, op_bonus=True))
 
 
 def test_the_default_search_composes_hedged_plans_races_adapts_starts_lazily_and_random_sh_only_races():
@@ -343,7 +347,8 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
                        "--test-examples", "6", "--carry", "1", "--out", str(out_dir), "--quiet",
                        *(["--no-hedge"] if method == "gradient-sh" else ["--compose", "2"]),
                        *(["--compose-hedge", "--hedge-window", "1", "--hedge-on", "reached"]
-                         if method in ("sh", "prior-sh") else ["--no-lazy-initial"])],
+                         if method in ("sh", "prior-sh") else ["--no-lazy-initial"]),
+                       *(["--op-bonus"] if method == "prior-sh" else [])],
                       capsys)
     assert code == 0, out.err
     config = json.loads((out_dir / "plan.json").read_text())["config"]
@@ -352,6 +357,7 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
     assert config["hedge_window"] == (1 if method in ("sh", "prior-sh") else 0)
     assert config["hedge_on"] == ("reached" if method in ("sh", "prior-sh") else "first-rung")
     assert config["lazy_initial"] == (method in ("sh", "prior-sh"))  # on by default
+    assert config["op_bonus"] == (method == "prior-sh")
     assert config["compose_hedge"] == ("compose_hedge" in config["rounds"][0]) == (method in ("sh", "prior-sh"))
     assert all(("composed" in r) for r in config["rounds"]) and (method == "gradient-sh") == all(
         r["composed"] == 0 for r in config["rounds"])
