@@ -204,7 +204,8 @@ def _compare(args: argparse.Namespace, target, results: dict, llm) -> None:
 
     print(f"\n== TaP against random-sh on {target.name}, a task the world model never saw (seed {args.seed}) ==")
     what = {"prior-sh": "TaP's default, ranked by the operation prior learnt on the training tasks, corrected online "
-                        "per operation by what this task measured, hedged against random draws, composing plans of "
+                        "per operation by what this task measured (and optimistic about operations it has not "
+                        "measured yet), hedged against random draws, composing plans of "
                         "its best edits and accepting an obvious gain below the top rung of the halving (the "
                         "initial chain paid only on the examples it is compared on)",
             "sh": "the same ranked by the world model (prior + learned residual)",

@@ -87,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--op-bonus", action=argparse.BooleanOptionalAction, default=None,
                    help="sh, prior-sh: add the online correction's per-operation uncertainty to every candidate's, so "
                         "the acquisition also explores operations this task has not measured (needs --adapt > 0; "
-                        "default: off)")
+                        "default: on for prior-sh, off for sh)")
     p.add_argument("--initial", help="starting chain: a JSON file written by Chain.to_json / final_chain.json")
     p.add_argument("--out", help="output folder (default runs/plan/<task>-<method>-s<seed>)")
     p.add_argument("--candidates", type=int, default=d.candidates, help="candidate edits per step (K)")

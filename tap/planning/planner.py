@@ -103,7 +103,8 @@ class PlanConfig:
             successive-halving search, ``random-sh`` included (``benchmarks/results/lazy/PLAN.md``).
         op_bonus: sh: add the online correction's per-operation uncertainty to every candidate's, so the
             acquisition's UCB also explores operations this task has not measured (``tap.planning.search``, step
-            3; needs ``adapt`` > 0). None (the default): off (``benchmarks/results/bonus/PLAN.md``).
+            3; needs ``adapt`` > 0). None (the default): on for ``prior-sh`` where it adapts, off for the others
+            (``sh``'s world model has an uncertainty of its own; ``benchmarks/results/bonus/PLAN.md``).
         refine_steps: refinement steps on verified transitions after each step (0: off; None: the
             method's default, 10 for the verify-top-k planner's Dyna refinement and 0 for ``sh``, whose
             online learning is the ablation ``tap-sh-online`` in ``benchmarks/compare.py``).
@@ -233,11 +234,11 @@ class PlanConfig:
 
     def op_bonus_for(self, method: str) -> bool:
         """Whether a run of ``method`` adds the correction's per-operation uncertainty to the acquisition
-        (``op_bonus``, or off).
+        (``op_bonus``, or on for ``prior-sh`` wherever it corrects the prior online).
         """
         if self.op_bonus is not None:
             return self.op_bonus
-        return False
+        return method == "prior-sh" and self.adapt_for(method) > 0
 
     def refine_for(self, method: str) -> int:
         """Refinement steps a run of ``method`` takes (``refine_steps``, or the method's default)."""

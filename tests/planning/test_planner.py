@@ -218,7 +218,7 @@ def test_bad_settings_fail_clearly(task):
         Planner(None, config=PlanConfig(method="prior-sh", adapt=0.0, op_bonus=True))
 
 
-def test_the_default_search_composes_hedged_plans_races_adapts_starts_lazily_and_random_sh_only_races():
+def test_the_default_search_composes_hedged_plans_races_adapts_explores_operations_starts_lazily():
     cfg = PlanConfig()
     assert cfg.method == "prior-sh" and cfg.hedge_for("prior-sh")
     for method in ("prior-sh", "sh"):  # the ranked searches compose 4-edit plans, hedged, race, and correct the ranker
@@ -229,6 +229,8 @@ def test_the_default_search_composes_hedged_plans_races_adapts_starts_lazily_and
             cfg.adapt_for("random-sh")) == (0, False, False, 0.0)
     assert cfg.early_accept_for("random-sh") == 0.05
     assert all(cfg.lazy_initial_for(m) for m in ("prior-sh", "sh", "random-sh", "gradient-sh", "policy-sh"))
+    assert cfg.op_bonus_for("prior-sh") and not any(cfg.op_bonus_for(m) for m in ("sh", "random-sh", "gradient"))
+    assert not PlanConfig(adapt=0.0).op_bonus_for("prior-sh")  # no correction, no uncertainty of it to add
     assert not cfg.lazy_initial_for("gradient") and not PlanConfig(lazy_initial=False).lazy_initial_for("prior-sh")
     assert (cfg.compose_for("gradient-sh"), cfg.early_accept_for("gradient-sh"), cfg.adapt_for("gradient-sh")) == (
         0, 0.05, 0.0)  # its ranker predicts no accuracy change to correct
@@ -348,7 +350,7 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
                        *(["--no-hedge"] if method == "gradient-sh" else ["--compose", "2"]),
                        *(["--compose-hedge", "--hedge-window", "1", "--hedge-on", "reached"]
                          if method in ("sh", "prior-sh") else ["--no-lazy-initial"]),
-                       *(["--op-bonus"] if method == "prior-sh" else [])],
+                       *(["--op-bonus"] if method == "sh" else [])],
                       capsys)
     assert code == 0, out.err
     config = json.loads((out_dir / "plan.json").read_text())["config"]
@@ -357,7 +359,7 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
     assert config["hedge_window"] == (1 if method in ("sh", "prior-sh") else 0)
     assert config["hedge_on"] == ("reached" if method in ("sh", "prior-sh") else "first-rung")
     assert config["lazy_initial"] == (method in ("sh", "prior-sh"))  # on by default
-    assert config["op_bonus"] == (method == "prior-sh")
+    assert config["op_bonus"] == (method in ("sh", "prior-sh"))  # on by default for prior-sh, asked for sh
     assert config["compose_hedge"] == ("compose_hedge" in config["rounds"][0]) == (method in ("sh", "prior-sh"))
     assert all(("composed" in r) for r in config["rounds"]) and (method == "gradient-sh") == all(
         r["composed"] == 0 for r in config["rounds"])
@@ -397,7 +399,8 @@ def test_the_python_api_runs_the_successive_halving_search_by_default(task, tmp_
     default_search = {"hedge": True, "compose": 4, "compose_hedge": True, "early_accept": 0.05, "adapt": 0.1,
                       "lazy_initial": True}
     direct = SuccessiveHalvingSearch(RuleLLM(), task, None, 1, budget_calls=60, eval_examples=8, progress=False,
-                                     world_model=wm, menu=24, enter=4, scorer="prior", **default_search).run()
+                                     world_model=wm, menu=24, enter=4, scorer="prior", op_bonus=True,
+                                     **default_search).run()
     assert [r.chain for r in result.records] == [r.chain for r in direct.records]
     assert _strip(result)["records"] == _strip(direct)["records"]
     model = Planner(wm, config=PlanConfig(method="sh", eval_examples=8, test_examples=0, menu=24, enter=4),
