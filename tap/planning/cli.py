@@ -235,6 +235,8 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
     hedged = ", ranker hedged against random draws" if config.hedge_for(args.method) else ""
     if adapt := config.adapt_for(args.method):
         hedged += f", corrected online per operation (adapt {adapt:g})"
+    if config.op_bonus_for(args.method):
+        hedged += ", optimistic about operations not measured yet (op-bonus)"
     print(f"searching {args.task} ({args.method}{hedged}, seed {args.seed}"
           + (f", world model {planner.checkpoint})" if planner.checkpoint else ")"))
     result = planner.optimize(task, budget=args.budget, budget_calls=args.budget_calls, seed=args.seed,
