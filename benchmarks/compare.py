@@ -107,6 +107,11 @@ SH_VARIANTS: dict[str, tuple[str, dict]] = {
                                                             "early_accept": 0.05, "adapt": 0.1, "lazy_initial": True,
                                                             "op_bonus": True}),  # UCB over operations: the
                                                             # correction's uncertainty in the acquisition
+    "prior-sh-hedge-mix4-race-adapt-lazy-bonus-batch": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
+                                                                  "early_accept": 0.05, "adapt": 0.1,
+                                                                  "lazy_initial": True, "op_bonus": True,
+                                                                  "batch_bonus": True}),  # entrants picked one at
+                                                                  # a time, each shrinking its operations' bonus
 }
 SH = tuple(SH_VARIANTS)
 #: the searches every method is paired against, where they ran: random-sh, and random-sh with the race's acceptance
@@ -448,7 +453,8 @@ def plot(runs: list[dict], path: Path) -> Path | None:
                    "prior-sh-hedge-mix4-race": "purple", "random-sh-race": "tan",
                    "prior-sh-hedge-mix4-race-reached": "darkcyan", "prior-sh-hedge-mix4-race-adapt": "olive",
                    "prior-sh-hedge-mix4-race-adapt-lazy": "darkgreen", "random-sh-race-lazy": "peru",
-                   "prior-sh-hedge-mix4-race-adapt-lazy-bonus": "teal"})
+                   "prior-sh-hedge-mix4-race-adapt-lazy-bonus": "teal",
+                   "prior-sh-hedge-mix4-race-adapt-lazy-bonus-batch": "navy"})
     spare = iter(plt.get_cmap("tab20").colors)
     for method in METHODS:  # a variant added without a colour still gets one of its own
         colors.setdefault(method, next(spare, "gray"))

@@ -101,8 +101,25 @@ class OpCorrection:
         departure: ``tau`` for every candidate before any measurement, smaller where this task has measured its
         operations (an exploration bonus over operations, ``SuccessiveHalvingSearch(op_bonus=True)``).
         """
+        if not candidates:
+            return []
         sd = torch.linalg.inv(self.precision).diagonal().sqrt()  # (D,)
-        return [float(sum(sd[e.op_id] for e in edits) / len(edits)) if edits else 0.0 for edits in candidates]
+        phi = torch.stack([self.features(edits) for edits in candidates])  # (N, D) operation counts
+        share = phi / phi.sum(dim=1, keepdim=True).clamp(min=1.0)  # (N, D): each edit's weight in the mean
+        return (share @ sd).tolist()
+
+    def imagined(self, edits: tuple[Edit, ...] | list[Edit], noise: float) -> OpCorrection:
+        """A copy that has also measured ``edits`` with noise variance ``noise``, for its uncertainty only: the
+        batch acquisition's stand-in for a measurement not made yet (GP-BUCB's hallucinated observation). Its
+        posterior mean is not meant to be read (a hallucinated outcome equal to the mean would leave it as is).
+        """
+        if noise <= 0:
+            raise TapError(f"a measurement's noise variance must be > 0, got {noise}.")
+        out = OpCorrection(self.tau)
+        phi = self.features(edits)
+        out.precision = self.precision + torch.outer(phi, phi) / noise
+        out.weighted, out.observations = self.weighted.clone(), self.observations
+        return out
 
     def summary(self, digits: int = 4) -> dict[str, float]:
         """The operations measured so far -> their posterior mean departure (the record of the "why")."""

@@ -105,6 +105,9 @@ class PlanConfig:
             acquisition's UCB also explores operations this task has not measured (``tap.planning.search``, step
             3; needs ``adapt`` > 0). None (the default): on for ``prior-sh`` where it adapts, off for the others
             (``sh``'s world model has an uncertainty of its own; ``benchmarks/results/bonus/PLAN.md``).
+        batch_bonus: sh: pick a round's ranked entrants one at a time, each counted as measured before the next,
+            so that the operation bonus spreads them over operations (``tap.planning.search``, step 3; needs
+            ``op_bonus``). None (the default): off (``benchmarks/results/batch/PLAN.md``).
         refine_steps: refinement steps on verified transitions after each step (0: off; None: the
             method's default, 10 for the verify-top-k planner's Dyna refinement and 0 for ``sh``, whose
             online learning is the ablation ``tap-sh-online`` in ``benchmarks/compare.py``).
@@ -133,6 +136,7 @@ class PlanConfig:
     early_accept: float | None = None
     lazy_initial: bool | None = None
     op_bonus: bool | None = None
+    batch_bonus: bool | None = None
     refine_steps: int | None = None
     refine_lr: float = 1e-4
     eval_examples: int = 16
@@ -177,6 +181,9 @@ class PlanConfig:
             raise TapError(f"op_bonus reads the online correction's per-operation uncertainty: it needs adapt > 0, and "
                            f"{self.method!r} runs with adapt {self.adapt_for(self.method):g} (sh and prior-sh adapt "
                            "by default).")
+        if self.batch_bonus and not self.op_bonus_for(self.method):
+            raise TapError(f"batch_bonus picks entrants one at a time against the operation bonus: it needs op_bonus, "
+                           f"which is off for {self.method!r} here (prior-sh has it by default; --op-bonus).")
         compose = self.compose_for(self.method)
         if compose < 0:
             raise TapError(f"compose (edits per composed plan) must be >= 0, got {compose}.")
@@ -239,6 +246,14 @@ class PlanConfig:
         if self.op_bonus is not None:
             return self.op_bonus
         return method == "prior-sh" and self.adapt_for(method) > 0
+
+    def batch_bonus_for(self, method: str) -> bool:
+        """Whether a run of ``method`` picks its ranked entrants one at a time against the operation bonus
+        (``batch_bonus``; off by default).
+        """
+        if self.batch_bonus is not None:
+            return self.batch_bonus
+        return False
 
     def refine_for(self, method: str) -> int:
         """Refinement steps a run of ``method`` takes (``refine_steps``, or the method's default)."""
@@ -427,6 +442,7 @@ class Planner:
                                          hedge_window=cfg.hedge_window, hedge_on=cfg.hedge_on,
                                          early_accept=cfg.early_accept_for(method),
                                          lazy_initial=cfg.lazy_initial_for(method), op_bonus=cfg.op_bonus_for(method),
+                                         batch_bonus=cfg.batch_bonus_for(method),
                                          compose_hedge=cfg.compose_hedge_for(method))
         result = search.run()
         result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)

@@ -19,7 +19,9 @@ Each round, from the incumbent chain:
    operations (step 7's posterior): the same for every candidate until something is measured, then an operation
    the search has not tried outranks one it has tried at the same predicted mean, as optimism under
    uncertainty asks (the non-learned prior has no uncertainty of its own, so without it the acquisition ranks
-   by the mean).
+   by the mean). With ``batch_bonus`` the ranked entrants are picked one at a time, each counted as measured
+   before the next is picked (GP-BUCB's hallucinated observations: the posterior's spread shrinks, its mean
+   stays), so one round does not spend every ranked slot on the same untried operation.
 4. **Successive halving on paired examples** (TRIPLE, HbBoPs' Hyperband, MIPROv2's minibatches):
    every entrant is evaluated on the first ``rungs[0]`` search examples, the better half (accuracy,
    then gold-answer probability, on the same examples) goes on to the next rung, paying only the new
@@ -157,6 +159,9 @@ class SuccessiveHalvingSearch(Search):
         op_bonus: add the online correction's uncertainty to every candidate's (module docstring, step 3): the
             mean over its edits of the posterior standard deviation of each edit's operation's departure
             (``OpCorrection.spread``), combined in quadrature with the ranker's own. Needs ``adapt`` > 0.
+        batch_bonus: pick the ranked entrants of a round one at a time, each lowering the operation bonus of the
+            candidates after it as if it had been measured on the first rung at the least noise such a measurement
+            can have (module docstring, step 3; ``OpCorrection.imagined``). Needs ``op_bonus``.
         max_rounds: most rounds (the budget normally ends the search first).
         **kwargs: ``Search`` arguments (llm, task, budget, seed, budget_calls, eval_examples, ...).
     """
@@ -170,7 +175,7 @@ class SuccessiveHalvingSearch(Search):
                  training_data: dict | None = None, carry: int = 0, hedge: bool = False, compose: int = 0,
                  compose_hedge: bool = False, hedge_window: int = 0, hedge_on: str = "first-rung",
                  early_accept: float = 0.0, lazy_initial: bool = False, op_bonus: bool = False,
-                 max_rounds: int = 1000, **kwargs) -> None:
+                 batch_bonus: bool = False, max_rounds: int = 1000, **kwargs) -> None:
         # every ranker starts from the same random stream (seeded by the class name): with one seed, tap-sh
         # and random-sh draw the same first menu, so their comparison is paired where it can be
         super().__init__(*args, **kwargs)
@@ -193,6 +198,9 @@ class SuccessiveHalvingSearch(Search):
                            "and at least one must stay for a new candidate.")
         if op_bonus and not adapt:
             raise TapError("op_bonus reads the online correction's uncertainty per operation: it needs adapt > 0.")
+        if batch_bonus and not op_bonus:
+            raise TapError("batch_bonus picks entrants one at a time against the operation bonus: it needs "
+                           "op_bonus=True (and adapt > 0).")
         if adapt and scorer not in ("model", "prior"):
             raise TapError(f"adapt corrects a ranker's predicted accuracy change; the {scorer!r} scorer predicts "
                            "none. Use scorer 'model' or 'prior', or adapt=0.")
@@ -238,7 +246,9 @@ class SuccessiveHalvingSearch(Search):
 
             self._correction = OpCorrection(adapt)
         self.hedge_window, self.early_accept, self.hedge_on = hedge_window, early_accept, hedge_on
-        self.lazy_initial, self.op_bonus = lazy_initial, op_bonus
+        self.lazy_initial, self.op_bonus, self.batch_bonus = lazy_initial, op_bonus, batch_bonus
+        self._own: list[float] = []  # the ranker's own uncertainty of the current menu (before the bonus)
+        self._pick_sigma: dict[int, float] = {}  # this round's batch picks -> the uncertainty they were picked at
         self._skill = RankerSkill(explore, window=hedge_window or None) if hedge else None
         self._mix = RankerSkill(explore, arms=("ranked", "composed")) if compose_hedge else None
         self.compose_hedge = compose_hedge
@@ -378,6 +388,7 @@ class SuccessiveHalvingSearch(Search):
         the fluency term when they are on) and its uncertainty.
         """
         score, sigma = self._imagine(parent, menu)
+        self._own = list(sigma)
         if self._correction is not None and self._correction.observations:
             score = [s + c for s, c in zip(score, self._correction.correct([e for e, _ in menu]))]
         if self.op_bonus:  # uniform before any measurement: the first round ranks as without it
@@ -407,10 +418,13 @@ class SuccessiveHalvingSearch(Search):
         return [s + self.fluency_weight * change(c) for s, (_, c) in zip(score, menu)]
 
     # ---- 3. acquisition ------------------------------------------------------------------------------
-    def _acquire(self, score: list[float], sigma: list[float], slots: int | None = None) -> list[int]:
+    def _acquire(self, score: list[float], sigma: list[float], slots: int | None = None,
+                 candidates: list[tuple[Edit, ...]] | None = None, own: list[float] | None = None) -> list[int]:
         """Indices of ``slots`` (default ``enter``) entrants: UCB picks first, then an ``explore`` share uniformly
-        from the rest.
+        from the rest. With ``batch_bonus``, ``candidates`` (each one's edits) and ``own`` (the ranker's own
+        uncertainty) let the UCB picks be made one at a time (``_batch``).
         """
+        self._pick_sigma = {}
         n = min(self.enter if slots is None else slots, len(score))
         if self.scorer == "random":
             drawn = self.rng.sample(range(len(score)), n)
@@ -427,16 +441,44 @@ class SuccessiveHalvingSearch(Search):
             plain = [i for i in order if i < first]
             composed = [i for i in order if i >= first]
             n_composed = min(self._mix.random_slots(n - n_random), len(composed))
-            picks = plain[: n - n_random - n_composed]
-            drawn = self.rng.sample(plain[len(picks):], min(n_random, len(plain) - len(picks)))
-            self._source = {**{i: "ranked" for i in picks}, **{i: "composed" for i in composed[:n_composed]},
+            if self.batch_bonus:  # the ranked picks first, then the composed ones, each counted as measured
+                picks, belief = self._batch(plain, n - n_random - n_composed, score, own, candidates, self._correction)
+                chosen, _ = self._batch(composed, n_composed, score, own, candidates, belief)
+                rest = [i for i in plain if i not in set(picks)]
+            else:
+                picks, chosen = plain[: n - n_random - n_composed], composed[:n_composed]
+                rest = plain[len(picks):]
+            drawn = self.rng.sample(rest, min(n_random, len(rest)))
+            self._source = {**{i: "ranked" for i in picks}, **{i: "composed" for i in chosen},
                             **{i: "random" for i in drawn}}
-            return picks + composed[:n_composed] + drawn
-        picks = order[: n - n_random]
-        rest = order[n - n_random:]
+            return picks + chosen + drawn
+        if self.batch_bonus:
+            picks, _ = self._batch(order, n - n_random, score, own, candidates, self._correction)
+            rest = [i for i in order if i not in set(picks)]
+        else:
+            picks, rest = order[: n - n_random], order[n - n_random:]
         drawn = self.rng.sample(rest, n_random)
         self._source = {**{i: "ranked" for i in picks}, **{i: "random" for i in drawn}}
         return picks + drawn
+
+    def _batch(self, pool: list[int], count: int, score: list[float], own: list[float],
+               candidates: list[tuple[Edit, ...]], belief) -> tuple[list[int], object]:
+        """``count`` picks from ``pool`` by UCB, one at a time: after each, the operation bonus is recomputed from a
+        belief that has also measured the pick on the first rung (noise variance 1 / rungs[0]^2, the floor of
+        ``paired_residual_noise`` there, so the least a pick can shrink the bonus is not understated). Returns the
+        picks and that belief. Ties go to the lower index, as in the one-shot ranking.
+        """
+        picks, left = [], list(pool)
+        noise = 1.0 / self.rungs[0] ** 2
+        for _ in range(min(count, len(left))):
+            bonus = belief.spread([candidates[i] for i in left])
+            ucb = [score[i] + self.beta * math.hypot(own[i], b) for i, b in zip(left, bonus)]
+            j = max(range(len(left)), key=lambda j: (ucb[j], -left[j]))
+            i = left.pop(j)
+            picks.append(i)
+            self._pick_sigma[i] = math.hypot(own[i], bonus[j])
+            belief = belief.imagined(candidates[i], noise)
+        return picks, belief
 
     # ---- 4. successive halving ------------------------------------------------------------------------
     def _halve(self, parent: Chain, parent_edits: list[dict], menu: list, picks: list[int], score: list[float],
@@ -587,9 +629,9 @@ class SuccessiveHalvingSearch(Search):
             score, sigma = self._rank(parent, menu)
             composed = self._composed(parent, menu, score) if self.compose > 1 else []
             if composed:  # ranked the same way, after the menu (carried entrants stay first)
-                change = self._change
+                change, own = self._change, self._own
                 more, more_sigma = self._rank(parent, composed)
-                self._change = change + self._change
+                self._change, self._own = change + self._change, own + self._own
                 menu, score, sigma = menu + composed, score + more, sigma + more_sigma
             self._n_composed = len(composed)
             adapted = {}
@@ -599,7 +641,10 @@ class SuccessiveHalvingSearch(Search):
             hedged = {"hedge": self._skill.summary()} if self._skill is not None else {}  # what set the shares
             if self._mix is not None:
                 hedged["compose_hedge"] = self._mix.summary()  # what set the composed plans' share
-            picks = list(range(k)) + [k + i for i in self._acquire(score[k:], sigma[k:], self.enter - k)]
+            picks = list(range(k)) + [k + i for i in self._acquire(score[k:], sigma[k:], self.enter - k,
+                                                                   [e for e, _ in menu[k:]], self._own[k:])]
+            for i, s in self._pick_sigma.items():  # the uncertainty each batch pick was made at
+                sigma[k + i] = s
             self._source = {k + i: source for i, source in self._source.items()}  # menu indices, carried first
             if self._mix is not None:
                 hedged["compose_hedge"]["entrants"] = sum(s == "composed" for s in self._source.values())

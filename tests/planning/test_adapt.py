@@ -132,3 +132,47 @@ def test_the_operation_bonus_leaves_the_first_round_and_explores_unmeasured_oper
         r.chain for r in b.records]
     with pytest.raises(TapError, match="op_bonus .* needs adapt"):
         _search("prior", 50, op_bonus=True)
+
+
+def test_an_imagined_measurement_shrinks_the_spread_of_its_operations_only():
+    c = OpCorrection(0.1)
+    c.add((TOK,), 0.1, 0.05)
+    before = c.spread([(ADD,), (TOK,), (FMT,)])
+    seen = c.imagined((ADD, ADD), 1 / 16)
+    assert c.spread([(ADD,), (TOK,), (FMT,)]) == before  # the original is untouched
+    add, tok, fmt = seen.spread([(ADD,), (TOK,), (FMT,)])
+    assert add == pytest.approx((1 / (100 + 4 * 16)) ** 0.5)  # two edits of ADD: phi 2, precision 2^2 / noise
+    assert tok == pytest.approx(before[1]) and fmt == pytest.approx(0.1)
+    assert seen.observations == c.observations and torch.equal(seen.weighted, c.weighted)
+    with pytest.raises(TapError, match="noise variance"):
+        c.imagined((ADD,), 0.0)
+
+
+def test_the_batch_bonus_spreads_the_ranked_picks_over_untried_operations():
+    one_shot = _search("prior", 300, adapt=0.1, hedge=False, op_bonus=True, explore=0.0)
+    batch = _search("prior", 300, adapt=0.1, hedge=False, op_bonus=True, batch_bonus=True, explore=0.0)
+    # six candidates of one operation just ahead of two of another, nothing measured: the bonus is tau for all
+    candidates = [(TOK,)] * 6 + [(FMT,)] * 2
+    score, own = [0.0] * 6 + [-0.001] * 2, [0.0] * 8
+    sigma = [0.1] * 8
+    assert one_shot._acquire(score, sigma, 4, candidates, own) == [0, 1, 2, 3]  # every slot to one operation
+    picks = batch._acquire(score, sigma, 4, candidates, own)
+    assert picks[0] == 0 and 6 in picks  # the first pick as before; the next operation once the first is counted
+    assert all(batch._pick_sigma[i] <= 0.1 + 1e-12 for i in picks)
+    assert batch._pick_sigma[0] == pytest.approx(0.1)  # the first pick is made at the undiminished bonus
+    with pytest.raises(TapError, match="batch_bonus .* needs op_bonus"):
+        _search("prior", 50, adapt=0.1, batch_bonus=True)
+
+
+@pytest.mark.parametrize("mix", [False, True])
+def test_the_batch_bonus_keeps_the_budget_and_repeats_exactly(mix):
+    # mix: the default's acquisition, composed plans taking a measured share of the ranked slots
+    kw = dict(adapt=0.1, hedge=mix, op_bonus=True, **({"compose": 4, "compose_hedge": True} if mix else {}))
+    a = _search("prior", 300, batch_bonus=True, **kw).run()
+    assert a.config["batch_bonus"] and a.costs["search"]["example_evals"] <= 300
+    first = a.config["rounds"][0]["verified"]
+    plain = _search("prior", 300, **kw).run().config["rounds"][0]["verified"]
+    assert first[0]["edits"] == plain[0]["edits"]  # the best UCB pick of a round is unchanged
+    assert len(a.config["rounds"]) > 1 and all(len(r["verified"]) == 4 for r in a.config["rounds"][:-1])
+    b = _search("prior", 300, batch_bonus=True, **kw).run()
+    assert [r.chain for r in b.records] == [r.chain for r in a.records]

@@ -216,6 +216,10 @@ def test_bad_settings_fail_clearly(task):
         Planner(None, config=PlanConfig(method="random-sh", op_bonus=True))
     with pytest.raises(TapError, match="op_bonus .* needs adapt > 0"):
         Planner(None, config=PlanConfig(method="prior-sh", adapt=0.0, op_bonus=True))
+    with pytest.raises(TapError, match="batch_bonus .* needs op_bonus"):
+        Planner(None, config=PlanConfig(method="sh", batch_bonus=True))  # sh has no op_bonus unless asked
+    with pytest.raises(TapError, match="batch_bonus .* needs op_bonus"):
+        Planner(None, config=PlanConfig(method="prior-sh", op_bonus=False, batch_bonus=True))
 
 
 def test_the_default_search_composes_hedged_plans_races_adapts_explores_operations_starts_lazily():
@@ -231,6 +235,7 @@ def test_the_default_search_composes_hedged_plans_races_adapts_explores_operatio
     assert all(cfg.lazy_initial_for(m) for m in ("prior-sh", "sh", "random-sh", "gradient-sh", "policy-sh"))
     assert cfg.op_bonus_for("prior-sh") and not any(cfg.op_bonus_for(m) for m in ("sh", "random-sh", "gradient"))
     assert not PlanConfig(adapt=0.0).op_bonus_for("prior-sh")  # no correction, no uncertainty of it to add
+    assert not any(cfg.batch_bonus_for(m) for m in ("prior-sh", "sh", "random-sh"))  # a setting, off by default
     assert not cfg.lazy_initial_for("gradient") and not PlanConfig(lazy_initial=False).lazy_initial_for("prior-sh")
     assert (cfg.compose_for("gradient-sh"), cfg.early_accept_for("gradient-sh"), cfg.adapt_for("gradient-sh")) == (
         0, 0.05, 0.0)  # its ranker predicts no accuracy change to correct
@@ -350,7 +355,8 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
                        *(["--no-hedge"] if method == "gradient-sh" else ["--compose", "2"]),
                        *(["--compose-hedge", "--hedge-window", "1", "--hedge-on", "reached"]
                          if method in ("sh", "prior-sh") else ["--no-lazy-initial"]),
-                       *(["--op-bonus"] if method == "sh" else [])],
+                       *(["--op-bonus"] if method == "sh" else []),
+                       *(["--batch-bonus"] if method == "prior-sh" else [])],
                       capsys)
     assert code == 0, out.err
     config = json.loads((out_dir / "plan.json").read_text())["config"]
@@ -360,6 +366,7 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
     assert config["hedge_on"] == ("reached" if method in ("sh", "prior-sh") else "first-rung")
     assert config["lazy_initial"] == (method in ("sh", "prior-sh"))  # on by default
     assert config["op_bonus"] == (method in ("sh", "prior-sh"))  # on by default for prior-sh, asked for sh
+    assert config["batch_bonus"] == ("batch-bonus" in out.out) == (method == "prior-sh")
     assert config["compose_hedge"] == ("compose_hedge" in config["rounds"][0]) == (method in ("sh", "prior-sh"))
     assert all(("composed" in r) for r in config["rounds"]) and (method == "gradient-sh") == all(
         r["composed"] == 0 for r in config["rounds"])
