@@ -251,9 +251,7 @@ class PlanConfig:
         """Whether a run of ``method`` picks its ranked entrants one at a time against the operation bonus
         (``batch_bonus``; off by default).
         """
-        if self.batch_bonus is not None:
-            return self.batch_bonus
-        return False
+        return bool(self.batch_bonus)
 
     def refine_for(self, method: str) -> int:
         """Refinement steps a run of ``method`` takes (``refine_steps``, or the method's default)."""

@@ -90,7 +90,7 @@ from tap.chains.edits import Edit, apply_edit
 from tap.collection.schema import task_pair_texts
 from tap.env import Evaluation
 from tap.errors import TapError
-from tap.planning.adapt import require_same_examples
+from tap.planning.adapt import OpCorrection, require_same_examples
 from tap.planning.hedge import RankerSkill, paired_gain
 from tap.search import Search, search_key
 
@@ -240,11 +240,7 @@ class SuccessiveHalvingSearch(Search):
         self.rounds: list[dict] = []  # what each round imagined, picked and verified (the "why")
         self.adapt, self.carry, self.hedge, self.compose = adapt, carry, hedge, compose
         self._carried: list[tuple[Edit, ...]] = []  # edits of the entrants carried into the next round
-        self._correction = None
-        if adapt:
-            from tap.planning.adapt import OpCorrection
-
-            self._correction = OpCorrection(adapt)
+        self._correction = OpCorrection(adapt) if adapt else None
         self.hedge_window, self.early_accept, self.hedge_on = hedge_window, early_accept, hedge_on
         self.lazy_initial, self.op_bonus, self.batch_bonus = lazy_initial, op_bonus, batch_bonus
         self._own: list[float] = []  # the ranker's own uncertainty of the current menu (before the bonus)
@@ -444,7 +440,8 @@ class SuccessiveHalvingSearch(Search):
             if self.batch_bonus:  # the ranked picks first, then the composed ones, each counted as measured
                 picks, belief = self._batch(plain, n - n_random - n_composed, score, own, candidates, self._correction)
                 chosen, _ = self._batch(composed, n_composed, score, own, candidates, belief)
-                rest = [i for i in plain if i not in set(picks)]
+                taken = set(picks)
+                rest = [i for i in plain if i not in taken]
             else:
                 picks, chosen = plain[: n - n_random - n_composed], composed[:n_composed]
                 rest = plain[len(picks):]
@@ -454,7 +451,8 @@ class SuccessiveHalvingSearch(Search):
             return picks + chosen + drawn
         if self.batch_bonus:
             picks, _ = self._batch(order, n - n_random, score, own, candidates, self._correction)
-            rest = [i for i in order if i not in set(picks)]
+            taken = set(picks)
+            rest = [i for i in order if i not in taken]
         else:
             picks, rest = order[: n - n_random], order[n - n_random:]
         drawn = self.rng.sample(rest, n_random)
@@ -462,11 +460,11 @@ class SuccessiveHalvingSearch(Search):
         return picks + drawn
 
     def _batch(self, pool: list[int], count: int, score: list[float], own: list[float],
-               candidates: list[tuple[Edit, ...]], belief) -> tuple[list[int], object]:
+               candidates: list[tuple[Edit, ...]], belief: OpCorrection) -> tuple[list[int], OpCorrection]:
         """``count`` picks from ``pool`` by UCB, one at a time: after each, the operation bonus is recomputed from a
         belief that has also measured the pick on the first rung (noise variance 1 / rungs[0]^2, the floor of
-        ``paired_residual_noise`` there, so the least a pick can shrink the bonus is not understated). Returns the
-        picks and that belief. Ties go to the lower index, as in the one-shot ranking.
+        ``paired_residual_noise`` there: the most one first-rung measurement can tell). Returns the picks and that
+        belief. Ties go to the lower index, as in the one-shot ranking.
         """
         picks, left = [], list(pool)
         noise = 1.0 / self.rungs[0] ** 2
