@@ -158,6 +158,7 @@ def test_the_batch_bonus_spreads_the_ranked_picks_over_untried_operations():
     assert one_shot._acquire(score, sigma, 4, candidates, own) == [0, 1, 2, 3]  # every slot to one operation
     picks = batch._acquire(score, sigma, 4, candidates, own)
     assert picks[0] == 0 and 6 in picks  # the first pick as before; the next operation once the first is counted
+    assert picks == [0, 6, 1, 7]  # each pick shrinks its operation's bonus below the other's: they alternate
     assert all(batch._pick_sigma[i] <= 0.1 + 1e-12 for i in picks)
     assert batch._pick_sigma[0] == pytest.approx(0.1)  # the first pick is made at the undiminished bonus
     with pytest.raises(TapError, match="batch_bonus .* needs op_bonus"):
