@@ -13,23 +13,19 @@ run). No LLM call; a second. ``benchmarks/results/grid/PLAN.md`` reports it besi
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
+import compare  # benchmarks/ is on the path when this file runs
+from compare import at as test_at
 
-def test_at(run: dict, budget: int) -> float:
-    """Test accuracy of the chain the run held after ``budget`` calls (its curve's last point at or below it)."""
-    return max((p for p in run["curve"] if p["budget"] <= budget), key=lambda p: p["budget"])["test"]
+from tap.tasks import task_slug
 
 
 def load_runs(folder: Path) -> dict[tuple[str, str, int], dict]:
-    """``(task, method, seed) -> run`` for every ``<task>/<method>-s<seed>.json`` under ``folder``."""
-    runs = {}
-    for path in sorted(folder.glob("*/*.json")):
-        run = json.loads(path.read_text())
-        runs[(run["task"], run["method"], run["seed"])] = run
+    """``(task, method, seed) -> run`` for every run ``compare.py`` saved under ``folder``."""
+    runs = {(r["task"], r["method"], r["seed"]): r for r in compare.load_runs(folder)}
     if not runs:
         raise SystemExit(f"no runs under {folder}: give a compare.py --out folder "
                          "(it holds <task>/<method>-s<seed>.json)")
@@ -58,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         done = [r for r in rs if r["budget"] > args.after]
         moved = sum(test_at(r, r["budget"]) != test_at(r, args.after) for r in done)
         change = statistics.mean(test_at(r, r["budget"]) - test_at(r, args.after) for r in done) if done else 0.0
-        print(f"| {task.split(':')[-1]} | {method} | {len(rs)} | " + " | ".join(cells)
+        print(f"| {task_slug(task)} | {method} | {len(rs)} | " + " | ".join(cells)
               + f" | {moved}/{len(done)} | {change:+.3f} |")
     if args.reference:
         ref = load_runs(args.reference)
