@@ -51,9 +51,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,6 +114,11 @@ SH_VARIANTS: dict[str, tuple[str, dict]] = {
                                                                   "lazy_initial": True, "op_bonus": True,
                                                                   "batch_bonus": True}),  # entrants picked one at
                                                                   # a time, each shrinking its operations' bonus
+    "prior-sh-hedge-mix4-race-adapt-lazy-bonus-fluent": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
+                                                                   "early_accept": 0.05, "adapt": 0.1,
+                                                                   "lazy_initial": True, "op_bonus": True,
+                                                                   "fluency_weight": 0.1}),  # the default, with a
+                                                                   # nat per token of readability worth 0.1 accuracy
 }
 SH = tuple(SH_VARIANTS)
 #: the searches every method is paired against, where they ran: random-sh, and random-sh with the race's acceptance
@@ -223,6 +230,7 @@ def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, p
             "chain_evals": costs["search"]["chain_evals"], "example_evals": costs["search"].get("example_evals"),
             "llm_requests": costs["search"]["llm_requests"],
             "llm_calls": costs["search"]["llm_calls"], "proposer": costs.get("proposer", {"requests": 0}),
+            "fluency_scoring": costs.get("fluency", {"requests": 0}),  # readability scored in the acquisition
             "seconds": round(search_seconds, 1), "test_seconds": round(time.time() - t0 - search_seconds, 1),
             "config": result.config, "model": getattr(llm, "name", ""), "machine": machine_info(),
             "fluency": {"initial": readable[0], "final": readable[1]}, "planning": costs.get("planning", {}),
@@ -363,25 +371,44 @@ def variant_of(method: str) -> str | None:
 
 def ablation_report(runs: list[dict], budgets: list[int]) -> str:
     """Every variant against the search it modifies (``variant_of``), paired on task and seed: what the one
-    change adds at each budget.
+    change adds at each budget, and to the final chain's fluency where the runs measured it; over several tasks
+    also every pair of all tasks at once (``all``).
     """
-    lines = []
-    for task in dict.fromkeys(r["task"] for r in runs):
+    def final_fluency(r: dict) -> float | None:
+        f = r.get("fluency", {}).get("final")
+        return None if f is None or math.isnan(f) else f
+
+    fluent = any(final_fluency(r) is not None for r in runs)
+    lines, pooled = [], defaultdict(list)
+
+    def row(name: str, method: str, base: str, pairs: list) -> str:
+        cells = [_cell([at(r, b) - at(ref, b) for r, ref in pairs if min(r["budget"], ref["budget"]) >= b],
+                       len(pairs)) for b in budgets]
+        if fluent:
+            cells.append(_cell([final_fluency(r) - final_fluency(ref) for r, ref in pairs
+                                if final_fluency(r) is not None and final_fluency(ref) is not None], len(pairs)))
+        return f"| {name} | {method} − {base} | {len(pairs)} | " + " | ".join(cells) + " |"
+
+    tasks = list(dict.fromkeys(r["task"] for r in runs))
+    for task in tasks:
         by = {(r["method"], r["seed"]): r for r in runs if r["task"] == task}
         for method in METHODS:
             base = variant_of(method)
             pairs = [(r, by[base, s]) for (m, s), r in by.items() if m == method and (base, s) in by]
-            if not pairs:
-                continue
-            cells = [_cell([at(r, b) - at(ref, b) for r, ref in pairs if min(r["budget"], ref["budget"]) >= b],
-                           len(pairs)) for b in budgets]
-            lines.append(f"| {task_slug(task)} | {method} − {base} | {len(pairs)} | " + " | ".join(cells) + " |")
+            if pairs:
+                lines.append(row(task_slug(task), method, base, pairs))
+                pooled[method, base] += pairs
     if not lines:
         return ""
+    if len(tasks) > 1:
+        lines += [row("all", method, base, pairs) for (method, base), pairs in pooled.items()]
+    head = "| task | compared | pairs | " + " | ".join(f"Δ@{b}" for b in budgets) + (" | Δ final fluency |" if fluent
+                                                                                     else " |")
     return "\n".join(["", "", "Each variant against the search it modifies (same task and seed; mean ± 95 % Student-t "
-                      "half-width of the per-seed difference in test accuracy):", "",
-                      "| task | compared | seeds | " + " | ".join(f"Δ@{b}" for b in budgets) + " |",
-                      "|---|---|---|" + "---|" * len(budgets), *lines])
+                      "half-width of the per-seed difference in test accuracy"
+                      + (", and in the final chain's fluency, mean log-prob per token" if fluent else "") + "; `all`: "
+                      "every pair of every task):", "", head, "|---|---|---|" + "---|" * (len(budgets) + fluent),
+                      *lines])
 
 
 def timed(run: dict) -> bool:
@@ -454,7 +481,8 @@ def plot(runs: list[dict], path: Path) -> Path | None:
                    "prior-sh-hedge-mix4-race-reached": "darkcyan", "prior-sh-hedge-mix4-race-adapt": "olive",
                    "prior-sh-hedge-mix4-race-adapt-lazy": "darkgreen", "random-sh-race-lazy": "peru",
                    "prior-sh-hedge-mix4-race-adapt-lazy-bonus": "teal",
-                   "prior-sh-hedge-mix4-race-adapt-lazy-bonus-batch": "navy"})
+                   "prior-sh-hedge-mix4-race-adapt-lazy-bonus-batch": "navy",
+                   "prior-sh-hedge-mix4-race-adapt-lazy-bonus-fluent": "olive"})
     spare = iter(plt.get_cmap("tab20").colors)
     for method in METHODS:  # a variant added without a colour still gets one of its own
         colors.setdefault(method, next(spare, "gray"))

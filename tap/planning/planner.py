@@ -108,6 +108,11 @@ class PlanConfig:
         batch_bonus: sh: pick a round's ranked entrants one at a time, each counted as measured before the next,
             so that the operation bonus spreads them over operations (``tap.planning.search``, step 3; needs
             ``op_bonus``). None (the default): off (``benchmarks/results/batch/PLAN.md``).
+        fluency_weight: sh: add this times the change in the frozen LLM's mean log-probability per token of the
+            instruction and steps (``tap.chains.fluency``) to every candidate's score, so readable edits rank
+            ahead of word salad at the same predicted gain (0, the default: off; ranked searches only: random-sh
+            draws uniformly). Its scoring requests are reported apart from the budget
+            (``benchmarks/results/fluent/PLAN.md``).
         refine_steps: refinement steps on verified transitions after each step (0: off; None: the
             method's default, 10 for the verify-top-k planner's Dyna refinement and 0 for ``sh``, whose
             online learning is the ablation ``tap-sh-online`` in ``benchmarks/compare.py``).
@@ -137,6 +142,7 @@ class PlanConfig:
     lazy_initial: bool | None = None
     op_bonus: bool | None = None
     batch_bonus: bool | None = None
+    fluency_weight: float = 0.0
     refine_steps: int | None = None
     refine_lr: float = 1e-4
     eval_examples: int = 16
@@ -184,6 +190,13 @@ class PlanConfig:
         if self.batch_bonus and not self.op_bonus_for(self.method):
             raise TapError(f"batch_bonus picks entrants one at a time against the operation bonus: it needs op_bonus, "
                            f"which is off for {self.method!r} here (prior-sh has it by default; --op-bonus).")
+        if self.fluency_weight < 0:
+            raise TapError(f"fluency_weight ({self.fluency_weight}) weighs readability in the acquisition: >= 0 "
+                           "(0: off).")
+        if self.fluency_weight and (self.method not in SH_METHODS or self.method == "random-sh"):
+            ranked = [m for m in SH_METHODS if m != "random-sh"]
+            raise TapError(f"fluency_weight re-ranks a ranker's candidates by readability: use it with a ranked "
+                           f"successive-halving search ({ranked}), not {self.method!r}.")
         compose = self.compose_for(self.method)
         if compose < 0:
             raise TapError(f"compose (edits per composed plan) must be >= 0, got {compose}.")
@@ -441,6 +454,7 @@ class Planner:
                                          early_accept=cfg.early_accept_for(method),
                                          lazy_initial=cfg.lazy_initial_for(method), op_bonus=cfg.op_bonus_for(method),
                                          batch_bonus=cfg.batch_bonus_for(method),
+                                         fluency_weight=cfg.fluency_weight,
                                          compose_hedge=cfg.compose_hedge_for(method))
         result = search.run()
         result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)

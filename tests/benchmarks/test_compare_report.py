@@ -76,3 +76,22 @@ def test_each_variant_is_paired_with_the_search_it_modifies():
     assert "| rhymes | prior-sh-carry − prior-sh | 2 | 0.050 ± 0.635 | 0.200 ± 0.000 |" in table
     assert "random-sh-carry" not in table
     assert compare.ablation_report(runs[:2], [256, 512]) == ""
+
+
+def test_variants_are_paired_on_final_fluency_and_over_all_tasks():
+    compare = import_benchmark("compare")
+    base, variant = "prior-sh-hedge-mix4-race-adapt-lazy-bonus", "prior-sh-hedge-mix4-race-adapt-lazy-bonus-fluent"
+    assert compare.variant_of(variant) == base and compare.SH_VARIANTS[variant][1]["fluency_weight"] == 0.1
+
+    def run(task: str, method: str, seed: int, test: float, final: float) -> dict:
+        return {**_curve_run(method, seed, {128: test}), "task": task, "fluency": {"initial": -3.3, "final": final}}
+
+    runs = [run("ii:rhymes", base, 0, 0.5, -5.0), run("ii:rhymes", variant, 0, 0.4, -4.0),
+            run("ii:rhymes", base, 1, 0.5, -4.0), run("ii:rhymes", variant, 1, 0.6, -3.0),
+            run("ii:sentiment", base, 0, 0.7, -3.5), run("ii:sentiment", variant, 0, 0.7, float("nan"))]
+    table = compare.ablation_report(runs, [128])
+    assert "| Δ@128 | Δ final fluency |" in table
+    # rhymes: accuracy -0.1 and +0.1, fluency +1.0 and +1.0; sentiment: 0.0, and no fluency (an empty text)
+    assert f"| rhymes | {variant} − {base} | 2 | 0.000 ± 1.271 | 1.000 ± 0.000 |" in table
+    assert f"| sentiment | {variant} − {base} | 1 | 0.000 | - |" in table
+    assert f"| all | {variant} − {base} | 3 | 0.000 ± 0.248 | 1.000 ± 0.000 (n=2) |" in table
