@@ -482,7 +482,7 @@ def plot(runs: list[dict], path: Path) -> Path | None:
                    "prior-sh-hedge-mix4-race-adapt-lazy": "darkgreen", "random-sh-race-lazy": "peru",
                    "prior-sh-hedge-mix4-race-adapt-lazy-bonus": "teal",
                    "prior-sh-hedge-mix4-race-adapt-lazy-bonus-batch": "navy",
-                   "prior-sh-hedge-mix4-race-adapt-lazy-bonus-fluent": "olive"})
+                   "prior-sh-hedge-mix4-race-adapt-lazy-bonus-fluent": "orchid"})
     spare = iter(plt.get_cmap("tab20").colors)
     for method in METHODS:  # a variant added without a colour still gets one of its own
         colors.setdefault(method, next(spare, "gray"))
