@@ -119,6 +119,13 @@ SH_VARIANTS: dict[str, tuple[str, dict]] = {
                                                                    "lazy_initial": True, "op_bonus": True,
                                                                    "fluency_weight": 0.1}),  # the default, with a
                                                                    # nat per token of readability worth 0.1 accuracy
+    "prior-sh-hedge-mix4-race-adapt-lazy-bonus-fluent-top32": ("prior", {"hedge": True, "compose": 4,
+                                                                         "compose_hedge": True, "early_accept": 0.05,
+                                                                         "adapt": 0.1, "lazy_initial": True,
+                                                                         "op_bonus": True, "fluency_weight": 0.1,
+                                                                         "fluency_top": 32}),  # the same, scoring
+                                                                         # only the 32 candidates the acquisition
+                                                                         # ranks first (4 x enter)
 }
 SH = tuple(SH_VARIANTS)
 #: the searches every method is paired against, where they ran: random-sh, and random-sh with the race's acceptance
@@ -482,7 +489,8 @@ def plot(runs: list[dict], path: Path) -> Path | None:
                    "prior-sh-hedge-mix4-race-adapt-lazy": "darkgreen", "random-sh-race-lazy": "peru",
                    "prior-sh-hedge-mix4-race-adapt-lazy-bonus": "teal",
                    "prior-sh-hedge-mix4-race-adapt-lazy-bonus-batch": "navy",
-                   "prior-sh-hedge-mix4-race-adapt-lazy-bonus-fluent": "orchid"})
+                   "prior-sh-hedge-mix4-race-adapt-lazy-bonus-fluent": "orchid",
+                   "prior-sh-hedge-mix4-race-adapt-lazy-bonus-fluent-top32": "darkmagenta"})
     spare = iter(plt.get_cmap("tab20").colors)
     for method in METHODS:  # a variant added without a colour still gets one of its own
         colors.setdefault(method, next(spare, "gray"))

@@ -96,6 +96,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="ranked sh searches: add this times the change in the frozen LLM's mean log-probability "
                         "per token of the instruction and steps to every candidate's score, so readable edits rank "
                         "first (0: off; e.g. 0.1: one nat per token weighs as much as 10 accuracy points)")
+    p.add_argument("--fluency-top", type=int, default=0,
+                   help="with --fluency-weight: score fluency only for this many candidates with the highest "
+                        "acquisition value, the rest counted as the worst of them (0: every candidate)")
     p.add_argument("--initial", help="starting chain: a JSON file written by Chain.to_json / final_chain.json")
     p.add_argument("--out", help="output folder (default runs/plan/<task>-<method>-s<seed>)")
     p.add_argument("--candidates", type=int, default=d.candidates, help="candidate edits per step (K)")
@@ -233,7 +236,8 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
                         carry=args.carry, hedge=args.hedge, hedge_window=args.hedge_window, hedge_on=args.hedge_on,
                         compose=args.compose, compose_hedge=args.compose_hedge, early_accept=args.early_accept,
                         lazy_initial=args.lazy_initial, op_bonus=args.op_bonus, batch_bonus=args.batch_bonus,
-                        fluency_weight=args.fluency_weight, refine_steps=args.refine_steps,
+                        fluency_weight=args.fluency_weight, fluency_top=args.fluency_top,
+                        refine_steps=args.refine_steps,
                         refine_lr=args.refine_lr, eval_examples=args.eval_examples, test_examples=args.test_examples)
     if args.method == "random-sh":  # the uniform ranker needs no world model
         planner = Planner(None, config=config, model=args.model or "smollm2", cache=args.cache)
@@ -249,7 +253,8 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
     if config.batch_bonus_for(args.method):
         hedged += ", entrants picked one at a time (batch-bonus)"
     if config.fluency_weight:
-        hedged += f", readability weighed in (fluency-weight {config.fluency_weight:g})"
+        hedged += f", readability weighed in (fluency-weight {config.fluency_weight:g}" + (
+            f", top {config.fluency_top})" if config.fluency_top else ")")
     print(f"searching {args.task} ({args.method}{hedged}, seed {args.seed}"
           + (f", world model {planner.checkpoint})" if planner.checkpoint else ")"))
     result = planner.optimize(task, budget=args.budget, budget_calls=args.budget_calls, seed=args.seed,

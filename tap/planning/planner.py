@@ -113,6 +113,9 @@ class PlanConfig:
             ahead of word salad at the same predicted gain (0, the default: off; ranked searches only: random-sh
             draws uniformly). Its scoring requests are reported apart from the budget
             (``benchmarks/results/fluent/PLAN.md``).
+        fluency_top: sh: with ``fluency_weight``, score fluency only for this many candidates with the highest
+            acquisition value; the rest count as the worst of them (0, the default: every candidate, about one
+            real evaluation of compute a round with a 256-candidate menu).
         refine_steps: refinement steps on verified transitions after each step (0: off; None: the
             method's default, 10 for the verify-top-k planner's Dyna refinement and 0 for ``sh``, whose
             online learning is the ablation ``tap-sh-online`` in ``benchmarks/compare.py``).
@@ -143,6 +146,7 @@ class PlanConfig:
     op_bonus: bool | None = None
     batch_bonus: bool | None = None
     fluency_weight: float = 0.0
+    fluency_top: int = 0
     refine_steps: int | None = None
     refine_lr: float = 1e-4
     eval_examples: int = 16
@@ -190,9 +194,10 @@ class PlanConfig:
         if self.batch_bonus and not self.op_bonus_for(self.method):
             raise TapError(f"batch_bonus picks entrants one at a time against the operation bonus: it needs op_bonus, "
                            f"which is off for {self.method!r} here (prior-sh has it by default; --op-bonus).")
-        if self.fluency_weight < 0:
-            raise TapError(f"fluency_weight ({self.fluency_weight}) weighs readability in the acquisition: >= 0 "
-                           "(0: off).")
+        if self.fluency_weight < 0 or self.fluency_top < 0:
+            raise TapError(f"fluency_weight ({self.fluency_weight}) weighs readability in the acquisition and "
+                           f"fluency_top ({self.fluency_top}) counts the candidates it scores: both >= 0 (0: off / "
+                           "every candidate).")
         if self.fluency_weight and (self.method not in SH_METHODS or self.method == "random-sh"):
             ranked = [m for m in SH_METHODS if m != "random-sh"]
             raise TapError(f"fluency_weight re-ranks a ranker's candidates by readability: use it with a ranked "
@@ -454,7 +459,7 @@ class Planner:
                                          early_accept=cfg.early_accept_for(method),
                                          lazy_initial=cfg.lazy_initial_for(method), op_bonus=cfg.op_bonus_for(method),
                                          batch_bonus=cfg.batch_bonus_for(method),
-                                         fluency_weight=cfg.fluency_weight,
+                                         fluency_weight=cfg.fluency_weight, fluency_top=cfg.fluency_top,
                                          compose_hedge=cfg.compose_hedge_for(method))
         result = search.run()
         result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)

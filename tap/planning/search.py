@@ -128,6 +128,10 @@ class SuccessiveHalvingSearch(Search):
             log-prob per token of instruction and steps) added to every candidate's score, to keep token
             edits readable (0: off). Its scoring requests are reported in ``costs["fluency"]``, apart from
             the budget (one short text each, cached).
+        fluency_top: with ``fluency_weight``, score fluency only for this many candidates with the highest
+            acquisition value (score + beta x uncertainty) and give every other one the lowest change among them,
+            so no unscored candidate can overtake a scored one (0: score every candidate). Scoring every one of a
+            256-candidate menu costs about one real evaluation per round; the acquisition only reaches the top.
         refine_steps: online refinement steps after each round (0: off; ``model`` scorer only).
         adapt: prior scale (accuracy change) of this task's per-operation departure from the ranker,
             learnt online from every verified candidate (``tap.planning.adapt``; 0: off; ``model`` and
@@ -171,6 +175,7 @@ class SuccessiveHalvingSearch(Search):
     def __init__(self, *args, world_model=None, scorer: Scorer = "model", policy=None, menu: int = 256,
                  plans: float = 0.25, enter: int = 8, rungs: tuple[int, ...] | None = None, beta: float = 1.0,
                  explore: float = 0.125, dense_weight: float = 0.25, fluency_weight: float = 0.0,
+                 fluency_top: int = 0,
                  refine_steps: int = 0, refine_lr: float = 1e-4, adapt: float = 0.0, task_pairs: int = 4,
                  training_data: dict | None = None, carry: int = 0, hedge: bool = False, compose: int = 0,
                  compose_hedge: bool = False, hedge_window: int = 0, hedge_on: str = "first-rung",
@@ -233,7 +238,10 @@ class SuccessiveHalvingSearch(Search):
         self.wm, self.scorer, self.policy = world_model, scorer, policy
         self.menu_size, self.plans, self.enter, self.beta, self.explore = menu, plans, enter, beta, explore
         self.dense_weight, self.refine_steps, self.refine_lr = dense_weight, refine_steps, refine_lr
-        self.fluency_weight = fluency_weight
+        if fluency_weight < 0 or fluency_top < 0:
+            raise TapError(f"fluency_weight ({fluency_weight}) and fluency_top ({fluency_top}) must be >= 0 (0: off / "
+                           "every candidate).")
+        self.fluency_weight, self.fluency_top = fluency_weight, fluency_top
         self._fluency: dict[str, float] = {}  # chain text -> fluency (scored once)
         self.task_pairs, self.max_rounds = task_pairs, max_rounds
         self.training_data = dict(training_data or {}) if scorer != "random" else {}
@@ -390,18 +398,22 @@ class SuccessiveHalvingSearch(Search):
         if self.op_bonus:  # uniform before any measurement: the first round ranks as without it
             sigma = [math.hypot(s, b) for s, b in zip(sigma, self._correction.spread([e for e, _ in menu]))]
         if self.fluency_weight:
-            score = self._add_fluency(parent, menu, score)
+            score = self._add_fluency(parent, menu, score, sigma)
         return score, sigma
 
-    def _add_fluency(self, parent: Chain, menu: list, score: list[float]) -> list[float]:
+    def _add_fluency(self, parent: Chain, menu: list, score: list[float],
+                     sigma: list[float] | None = None) -> list[float]:
         """``score + fluency_weight * (fluency(candidate) - fluency(parent))``; a text with no words counts as
-        unchanged. (The random scorer's pick stays uniform whatever the scores.)
+        unchanged. With ``fluency_top`` only the top candidates by ``score + beta * sigma`` are scored, the rest get
+        the lowest change among them. (The random scorer's pick stays uniform whatever the scores.)
         """
-        import math
-
         from tap.chains.fluency import chain_text, fluency
 
-        chains = [parent, *(c for _, c in menu)]
+        scored = range(len(menu))
+        if self.fluency_top and len(menu) > self.fluency_top:
+            ucb = [m + self.beta * s for m, s in zip(score, sigma or [0.0] * len(score))]
+            scored = sorted(sorted(range(len(menu)), key=lambda i: (-ucb[i], i))[: self.fluency_top])
+        chains = [parent, *(menu[i][1] for i in scored)]
         new = list({chain_text(c): c for c in chains if chain_text(c) not in self._fluency}.values())
         for c, f in zip(new, fluency(self.llm, new) if new else []):
             self._fluency[chain_text(c)] = f
@@ -411,7 +423,9 @@ class SuccessiveHalvingSearch(Search):
             f = self._fluency[chain_text(c)]
             return 0.0 if math.isnan(f) or math.isnan(base) else f - base
 
-        return [s + self.fluency_weight * change(c) for s, (_, c) in zip(score, menu)]
+        changes = {i: change(menu[i][1]) for i in scored}
+        floor = min(changes.values(), default=0.0)  # an unscored candidate is taken to be as bad as the worst
+        return [s + self.fluency_weight * changes.get(i, floor) for i, s in enumerate(score)]
 
     # ---- 3. acquisition ------------------------------------------------------------------------------
     def _acquire(self, score: list[float], sigma: list[float], slots: int | None = None,

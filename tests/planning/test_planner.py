@@ -220,6 +220,8 @@ def test_bad_settings_fail_clearly(task):
         Planner(None, config=PlanConfig(method="sh", batch_bonus=True))  # sh has no op_bonus unless asked
     with pytest.raises(TapError, match="batch_bonus .* needs op_bonus"):
         Planner(None, config=PlanConfig(method="prior-sh", op_bonus=False, batch_bonus=True))
+    with pytest.raises(TapError, match="fluency_top .* both >= 0"):
+        Planner(None, config=PlanConfig(method="prior-sh", fluency_weight=0.1, fluency_top=-1))
     with pytest.raises(TapError, match="fluency_weight .* >= 0"):
         Planner(None, config=PlanConfig(method="prior-sh", fluency_weight=-0.1))
     with pytest.raises(TapError, match="fluency_weight re-ranks a ranker's candidates .* not 'random-sh'"):
@@ -362,7 +364,8 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
                        *(["--compose-hedge", "--hedge-window", "1", "--hedge-on", "reached"]
                          if method in ("sh", "prior-sh") else ["--no-lazy-initial"]),
                        *(["--op-bonus"] if method == "sh" else []),
-                       *(["--batch-bonus", "--fluency-weight", "0.5"] if method == "prior-sh" else [])],
+                       *(["--batch-bonus", "--fluency-weight", "0.5", "--fluency-top", "8"] if method == "prior-sh"
+                         else [])],
                       capsys)
     assert code == 0, out.err
     config = json.loads((out_dir / "plan.json").read_text())["config"]
@@ -374,6 +377,7 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
     assert config["op_bonus"] == (method in ("sh", "prior-sh"))  # on by default for prior-sh, asked for sh
     assert config["batch_bonus"] == ("batch-bonus" in out.out) == (method == "prior-sh")
     assert (config["fluency_weight"] == 0.5) == ("readability weighed in" in out.out) == (method == "prior-sh")
+    assert config["fluency_top"] == (8 if method == "prior-sh" else 0)
     costs = json.loads((out_dir / "plan.json").read_text())["costs"]
     assert (costs["fluency"]["requests"] > 0) == (method == "prior-sh")  # scored apart from the budget
     assert config["compose_hedge"] == ("compose_hedge" in config["rounds"][0]) == (method in ("sh", "prior-sh"))

@@ -201,6 +201,28 @@ def test_fluency_weight_steers_the_acquisition_and_is_counted_apart(task, wm):
     assert result.costs["search"]["example_evals"] <= 60  # scoring texts is not charged to the search budget
 
 
+def test_fluency_top_scores_only_the_head_of_the_acquisition_and_nothing_unscored_overtakes_it(task, wm):
+    from tap.chains.fluency import chain_text
+
+    full = _search(task, wm, "prior", calls=100, fluency_weight=1.0, beta=1.0)
+    top = _search(task, wm, "prior", calls=100, fluency_weight=1.0, beta=1.0, fluency_top=5)
+    menu = top._menu(top.start)
+    score = [0.01 * (i % 7) for i in range(len(menu))]
+    sigma = [0.02 * (i % 3) for i in range(len(menu))]
+    ucb = [m + s for m, s in zip(score, sigma)]
+    head = sorted(range(len(menu)), key=lambda i: (-ucb[i], i))[:5]
+    got = top._add_fluency(top.start, menu, score, sigma)
+    texts = {chain_text(menu[i][1]) for i in head} | {chain_text(top.start)}
+    assert set(top._fluency) == texts  # only the head and the parent were scored
+    assert max(got[i] + sigma[i] for i in range(len(menu)) if i not in head) <= min(got[i] + sigma[i] for i in head)
+    want = full._add_fluency(full.start, menu, score, sigma)  # the head's own values are those of full scoring
+    assert all(abs(got[i] - want[i]) < 1e-9 for i in head)
+    assert _search(task, wm, "prior", calls=100, fluency_weight=1.0, fluency_top=10**6)._add_fluency(
+        full.start, menu, score, sigma) == want  # a head as large as the menu is full scoring
+    with pytest.raises(TapError, match="fluency_top .* must be >= 0"):
+        _search(task, wm, "prior", calls=10, fluency_weight=1.0, fluency_top=-1)
+
+
 def test_gradient_and_policy_rank_single_edits_inside_the_same_search(task):
     import torch
 
