@@ -411,8 +411,7 @@ class SuccessiveHalvingSearch(Search):
 
         scored = range(len(menu))
         if self.fluency_top and len(menu) > self.fluency_top:
-            ucb = [m + self.beta * s for m, s in zip(score, sigma or [0.0] * len(score))]
-            scored = sorted(sorted(range(len(menu)), key=lambda i: (-ucb[i], i))[: self.fluency_top])
+            scored = sorted(self._by_acquisition(score, sigma or [0.0] * len(score))[: self.fluency_top])
         chains = [parent, *(menu[i][1] for i in scored)]
         new = list({chain_text(c): c for c in chains if chain_text(c) not in self._fluency}.values())
         for c, f in zip(new, fluency(self.llm, new) if new else []):
@@ -428,6 +427,11 @@ class SuccessiveHalvingSearch(Search):
         return [s + self.fluency_weight * changes.get(i, floor) for i, s in enumerate(score)]
 
     # ---- 3. acquisition ------------------------------------------------------------------------------
+    def _by_acquisition(self, score: list[float], sigma: list[float]) -> list[int]:
+        """Candidate indices by UCB, ``score + beta * sigma``, highest first (ties: the lower index)."""
+        ucb = [m + self.beta * s for m, s in zip(score, sigma)]
+        return sorted(range(len(score)), key=lambda i: (-ucb[i], i))
+
     def _acquire(self, score: list[float], sigma: list[float], slots: int | None = None,
                  candidates: list[tuple[Edit, ...]] | None = None, own: list[float] | None = None) -> list[int]:
         """Indices of ``slots`` (default ``enter``) entrants: UCB picks first, then an ``explore`` share uniformly
@@ -444,8 +448,7 @@ class SuccessiveHalvingSearch(Search):
             n_random = self._skill.random_slots(n)
         else:
             n_random = min(round(n * self.explore), n - 1) if n > 1 else 0
-        ucb = [m + self.beta * s for m, s in zip(score, sigma)]
-        order = sorted(range(len(score)), key=lambda i: (-ucb[i], i))
+        order = self._by_acquisition(score, sigma)
         if self._mix is not None:  # composed plans take a measured share of the ranked slots
             first = len(score) - self._n_composed
             plain = [i for i in order if i < first]
