@@ -1,0 +1,206 @@
+"""Does a meta-trained world model order sibling edits *within* an operation on tasks it never saw?
+
+The non-learned prior scores an edit by its operation's mean accuracy change in training, so it ties every
+sibling of one operation. This asks whether the learned model's ordering inside those ties carries signal on
+the transfer set, and whether a **lexicographic** ranker (sort by the prior, break its ties with the model)
+beats the prior. Per checkpoint ``checkpoints/meta/<tag>-s<seed>``, on the transfer set's sibling groups
+(``configs/data/ii_transfer.yaml``; no LLM call, no training):
+
+- **selection gain**, ties split evenly: a pick among tied siblings counts as their mean change (the oracle's
+  too), judged on the second half of the examples, the oracle picking on the first (``tap.metrics``'s split);
+- **sibling Spearman** (``SiblingRankAgreement``);
+- **within-operation concordance**: over pairs of one group's siblings with the same operation and a different
+  measured accuracy change, the share a scorer orders as measured (a tie counts half; 0.5 is chance).
+
+Scorers: ``prior``, ``model``, ``lexicographic`` and ``prior+oracle`` (the prior's ties broken by the oracle's
+half of the examples: what a second real evaluation would add). Means with 95 % intervals over seeds, the paired
+difference lexicographic − prior per seed, and its interval over groups (per-group difference averaged over
+seeds). The plan: ``benchmarks/results/within_op/PLAN.md``.
+
+    python benchmarks/within_op.py --tags hierarchical-transfer hierarchical-residual-transfer
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from prior_variants import _datamodule  # noqa: E402
+from stats import fmt, mean_ci  # noqa: E402
+
+from tap.collection.datamodule import collate_siblings  # noqa: E402
+from tap.machine import machine_info  # noqa: E402
+from tap.metrics import SiblingRankAgreement  # noqa: E402
+from tap.systems.world_model import WorldModel, _split_half_deltas  # noqa: E402
+from tap.tasks import task_slug  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "results" / "within_op" / "within_op.json"
+SCORERS = ("prior", "model", "lexicographic", "prior+oracle")
+
+
+@torch.no_grad()
+def predictions(wm: WorldModel, groups: list[list[dict]], chunk: int = 64) -> dict[str, torch.Tensor]:
+    """Per sibling (N,): the model's predicted accuracy change (with its prior when it adds one), the prior,
+    the operation id, the split-half changes, the measured change, group and task ids.
+    """
+    keys = ("model", "prior", "op", "half_a", "half_b", "real", "group", "task")
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+    names = sorted({g[0]["task"] for g in groups})
+    offset = 0
+    for i in range(0, len(groups), chunk):
+        batch = collate_siblings(groups[i : i + chunk])
+        sib = wm.sibling_features(batch)
+        a, b = _split_half_deltas(batch)
+        task = torch.tensor([names.index(t) for t in batch["task"]])
+        for key, val in (("model", sib["residual"][:, 0] + sib["offset"][:, 0]), ("prior", wm.op_prior(sib["op"])),
+                         ("op", sib["op"]), ("half_a", a), ("half_b", b), ("real", sib["real"][:, 0]),
+                         ("group", batch["group"] + offset), ("task", task)):
+            out[key].append(val.cpu())
+        offset += int(batch["group"].max()) + 1
+    res = {k: torch.cat(v) for k, v in out.items()}
+    res["names"] = names  # type: ignore[assignment]
+    return res
+
+
+def lexicographic(primary: torch.Tensor, secondary: torch.Tensor) -> torch.Tensor:
+    """(N,) scores that order by ``primary`` and break its exact ties by ``secondary`` (whose own ties stay
+    ties): the secondary rescaled to [0, 1), times half the smallest gap between distinct primary values.
+    """
+    levels = primary.double().unique()
+    gap = float((levels[1:] - levels[:-1]).min()) if len(levels) > 1 else 1.0
+    s = secondary.double()
+    unit = (s - s.min()) / (s.max() - s.min()).clamp_min(1e-12) * (1 - 1e-9)  # in [0, 1)
+    return primary.double() + 0.5 * gap * unit
+
+
+def scores(p: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {"prior": p["prior"].double(), "model": p["model"].double(),
+            "lexicographic": lexicographic(p["prior"], p["model"]),
+            "prior+oracle": lexicographic(p["prior"], p["half_a"])}
+
+
+def _tie_pick(score: torch.Tensor, judged: torch.Tensor) -> float:
+    """The judged change of the top-scored sibling, ties split evenly."""
+    top = score == score.max()
+    return float(judged[top].mean())
+
+
+def group_gains(score: torch.Tensor, p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per group (G,): the scorer's and the oracle's gain over the group mean, judged on the second half."""
+    model, oracle = [], []
+    for gid in p["group"].unique().tolist():
+        sel = p["group"] == gid
+        d = p["half_b"][sel].double()
+        model.append(_tie_pick(score[sel], d) - float(d.mean()))
+        oracle.append(_tie_pick(p["half_a"][sel].double(), d) - float(d.mean()))
+    return torch.tensor(model), torch.tensor(oracle)
+
+
+def within_op_pairs(score: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Concordance (1, 0.5 for a tied score, 0) of every same-operation sibling pair with different measured
+    changes, in group order (so pairs line up across checkpoints).
+    """
+    out = []
+    for gid in p["group"].unique().tolist():
+        idx = (p["group"] == gid).nonzero().flatten().tolist()
+        for x in range(len(idx)):
+            for y in range(x + 1, len(idx)):
+                i, j = idx[x], idx[y]
+                if p["op"][i] != p["op"][j] or p["real"][i] == p["real"][j]:
+                    continue
+                s = torch.sign(score[i] - score[j]) * torch.sign(p["real"][i] - p["real"][j])
+                out.append(0.5 * (float(s) + 1))
+    return torch.tensor(out)
+
+
+def read_outs(p: dict[str, torch.Tensor]) -> dict:
+    """Every scorer's read-outs on one checkpoint's predictions, pooled and per task."""
+    res: dict = {}
+    for name, s in scores(p).items():
+        model, oracle = group_gains(s, p)
+        group_task = torch.stack([p["task"][p["group"] == g][0] for g in p["group"].unique()])
+        rho = SiblingRankAgreement()
+        rho.update(s.float(), p["real"], p["group"], p["task"])
+        r = {k: float(v) for k, v in rho.compute().items() if k.startswith("spearman")}
+        per_task = {}
+        for i, t in enumerate(p["names"]):
+            sel = group_task == i
+            per_task[task_slug(t)] = {"gain": float(model[sel].mean() / oracle[sel].mean()),
+                                      "rho": r.get(f"spearman/{i}", float("nan"))}
+        res[name] = {"gain": float(model.mean() / oracle.mean()), "group_gain": model.tolist(),
+                     "oracle_gain": oracle.tolist(), "rho": r["spearman"],
+                     "within_op": within_op_pairs(s, p).tolist(), "per_task": per_task}
+    return res
+
+
+def report(results: dict[str, dict]) -> str:
+    """Markdown tables: per family, each scorer's mean ± 95 % interval over seeds, and the paired rules."""
+    lines = ["Cells: mean ± 95 % Student-t half-width over seeds (selection gain with ties split evenly; "
+             "within-op: concordance over same-operation pairs, 0.5 = chance, interval over the pooled pairs).", "",
+             "| family | scorer | seeds | selection gain | sibling ρ | within-op concordance (pairs) |",
+             "|---|---|---|---|---|---|"]
+    families = sorted({k.rsplit("-s", 1)[0] for k in results})
+    paired = []
+    for fam in families:
+        runs = [results[k] for k in sorted(results) if k.rsplit("-s", 1)[0] == fam]
+        for sc in SCORERS:
+            pairs = [x for r in runs for x in r[sc]["within_op"]]
+            m, h = mean_ci(pairs)
+            lines.append(f"| {fam} | {sc} | {len(runs)} | {fmt([r[sc]['gain'] for r in runs], 2)} | "
+                         f"{fmt([r[sc]['rho'] for r in runs], 2)} | {m:.3f} ± {h:.3f} ({len(pairs)}) |")
+        diff = [r["lexicographic"]["gain"] - r["prior"]["gain"] for r in runs]
+        oracle = statistics.mean(statistics.mean(r["prior"]["oracle_gain"]) for r in runs)
+        per_group = torch.tensor([[a - b for a, b in zip(r["lexicographic"]["group_gain"], r["prior"]["group_gain"])]
+                                  for r in runs]).mean(0) / oracle
+        gm, gh = mean_ci(per_group.tolist())
+        tasks = sorted(runs[0]["prior"]["per_task"])
+        def task_diff(t: str, runs: list[dict] = runs) -> str:
+            return fmt([r["lexicographic"]["per_task"][t]["gain"] - r["prior"]["per_task"][t]["gain"] for r in runs], 2)
+
+        per_task = ", ".join(f"{t} {task_diff(t)}" for t in tasks)
+        paired.append(f"- **{fam}**: lexicographic − prior selection gain {fmt(diff, 3)} over seeds, "
+                      f"{gm:+.3f} ± {gh:.3f} over {len(per_group)} groups; per task: {per_task}.")
+    return "\n".join(lines + ["", "Paired, lexicographic − prior:", "", *paired]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tags", nargs="+", required=True, help="checkpoint folders checkpoints/meta/<tag>-s<seed>")
+    ap.add_argument("--data", type=Path, default=ROOT / "configs" / "data" / "ii_transfer.yaml",
+                    help="the sibling groups' data config (default: the transfer set)")
+    ap.add_argument("--tasks", nargs="*", help="only these tasks of --data (default: all of them)")
+    ap.add_argument("--split", default="test", choices=("train", "val", "test"))
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    groups = _datamodule(args.data, **({"tasks": args.tasks} if args.tasks else {})).groups[args.split].items
+    if not groups:
+        raise SystemExit(f"{args.data} has no sibling groups in its {args.split} split; collect them with "
+                         f"`python -m tap.collect --config {args.data}` or pick another --split.")
+    results = {}
+    for tag in args.tags:
+        ckpts = sorted((ROOT / "checkpoints" / "meta").glob(f"{tag}-s*"))
+        if not ckpts:
+            raise SystemExit(f"no checkpoint checkpoints/meta/{tag}-s<seed>: train one first "
+                             "(benchmarks/results/within_op/PLAN.md gives the command).")
+        for ckpt in ckpts:
+            results[ckpt.name] = read_outs(predictions(WorldModel.from_checkpoint(ckpt), groups))
+    text = report(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"machine": machine_info(), "groups": len(groups), "runs": results}, indent=1))
+    tmp.replace(args.out)
+    args.out.with_suffix(".md").write_text(f"`python benchmarks/within_op.py --tags {' '.join(args.tags)}`\n\n{text}")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""The within-operation benchmark's scorers and read-outs on hand-made sibling groups: lexicographic order,
+selection gain with ties split evenly, and same-operation pair concordance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.helpers import import_benchmark
+
+
+@pytest.fixture(scope="module")
+def wo():
+    return import_benchmark("within_op")
+
+
+def _groups() -> dict[str, torch.Tensor]:
+    """Two groups of three siblings; ops 0, 0, 1 in each; the prior ties the two op-0 siblings."""
+    return {"prior": torch.tensor([0.1, 0.1, 0.0, 0.1, 0.1, 0.0]), "op": torch.tensor([0, 0, 1, 0, 0, 1]),
+            "model": torch.tensor([0.0, 5.0, 9.0, 3.0, 1.0, 9.0]),
+            "real": torch.tensor([0.0, 0.2, -0.1, 0.2, 0.0, -0.1]),
+            "half_a": torch.tensor([0.0, 0.2, -0.1, 0.2, 0.0, -0.1]),
+            "half_b": torch.tensor([0.0, 0.2, -0.1, 0.2, 0.0, -0.1]),
+            "group": torch.tensor([0, 0, 0, 1, 1, 1]), "task": torch.zeros(6, dtype=torch.long)}
+
+
+def test_lexicographic_orders_by_primary_and_breaks_only_its_ties(wo):
+    primary = torch.tensor([0.1, 0.1, 0.0, 0.3])
+    out = wo.lexicographic(primary, torch.tensor([2.0, -1.0, 100.0, -100.0]))
+    assert out.argsort().tolist() == [2, 1, 0, 3]  # the secondary's 100 cannot lift a lower primary
+    tied = wo.lexicographic(primary, torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    assert tied[0] == tied[1]  # the secondary's own ties stay ties
+
+
+def test_gain_splits_ties_and_lexicographic_uses_the_model_inside_them(wo):
+    p = _groups()
+    s = wo.scores(p)
+    prior, oracle = wo.group_gains(s["prior"], p)
+    # prior: a tie between 0.0 and 0.2 counts as 0.1, the group mean is 0.1/3
+    assert prior.tolist() == pytest.approx([0.1 - 0.1 / 3] * 2)
+    assert oracle.tolist() == pytest.approx([0.2 - 0.1 / 3] * 2)
+    lexi, _ = wo.group_gains(s["lexicographic"], p)
+    assert lexi.tolist() == pytest.approx([0.2 - 0.1 / 3] * 2)  # the model orders both ties right
+    model, _ = wo.group_gains(s["model"], p)
+    assert model.tolist() == pytest.approx([-0.1 - 0.1 / 3] * 2)  # alone it picks the op-1 sibling
+
+
+def test_within_op_pairs_count_only_same_op_pairs_that_differ(wo):
+    p = _groups()
+    s = wo.scores(p)
+    assert wo.within_op_pairs(s["prior"], p).tolist() == [0.5, 0.5]
+    assert wo.within_op_pairs(s["lexicographic"], p).tolist() == [1.0, 1.0]
+    reversed_model = wo.lexicographic(p["prior"], -p["model"])
+    assert wo.within_op_pairs(reversed_model, p).tolist() == [0.0, 0.0]
+
+
+def test_report_pairs_lexicographic_against_prior_per_seed(wo):
+    p = _groups()
+    p["names"] = ["ii:rhymes"]
+    runs = {f"fam-s{seed}": wo.read_outs(p) for seed in (0, 1)}
+    text = wo.report(runs)
+    assert "| fam | lexicographic | 2 | 1.00 ± 0.00 |" in text
+    assert "lexicographic − prior selection gain 0.600 ± 0.000 over seeds" in text
