@@ -29,6 +29,7 @@ paired difference model - prior per seed.
     python benchmarks/meta_world_model.py --pool ii:sentiment ii:cause_and_effect   # a part of the pool
     python benchmarks/meta_world_model.py --val-tasks ii:cause_and_effect   # validate on a task not trained on
     python benchmarks/meta_world_model.py --report-only
+    python benchmarks/meta_world_model.py --seeds 0 1 2 --test-only   # test the fitted checkpoints again
 """
 
 from __future__ import annotations
@@ -90,11 +91,14 @@ def per_task(metrics: dict[str, float], tasks: list[str]) -> dict[str, dict[str,
 
 
 def run(model: str, seed: int, heldout: list[str], train_tasks: list[str], test_data: Path, name: str,
-        epochs: int | None, extra: list[str], val_tasks: list[str] | None = None) -> dict:
+        epochs: int | None, extra: list[str], val_tasks: list[str] | None = None, test_only: bool = False) -> dict:
     """Fit on ``train_tasks`` of the pool, test on ``heldout`` (all their trajectories). ``val_tasks`` (some of
     ``train_tasks``) are held out of training whole, as the validation data that selects the epoch and
-    calibrates the intervals.
+    calibrates the intervals. ``test_only``: no fit, test the checkpoint already there (e.g. after a metric
+    changed); the record then has no fit metrics of its own.
     """
+    from tap.systems.checkpoints import find_checkpoint
+
     ckpt_dir = ROOT / "checkpoints" / "meta" / name
     common = ["--config", str(ROOT / "configs" / "world_model.yaml"), f"--model.init_args.world_model={model}",
               f"--seed_everything={seed}", "--trainer.enable_progress_bar=false"]
@@ -108,18 +112,21 @@ def run(model: str, seed: int, heldout: list[str], train_tasks: list[str], test_
         fit.append(f"--trainer.max_epochs={epochs}")
     if val_tasks:
         fit.append(f"--data.init_args.val_tasks=[{', '.join(val_tasks)}]")
-    fit_metrics = _cli(fit)
+    if test_only and not ckpt_dir.exists():
+        raise SystemExit(f"--test-only: no checkpoint {ckpt_dir.relative_to(ROOT)}; run the same command without "
+                         "--test-only to fit it first.")
+    fit_metrics = {} if test_only else _cli(fit)
     fit_seconds = time.time() - start
-    from tap.systems.checkpoints import find_checkpoint
-
     ckpt = str(find_checkpoint(ckpt_dir))
     test = _cli(["test", *common, "--data", str(test_data), f"--data.init_args.tasks=[{', '.join(heldout)}]",
                  "--data.init_args.split_fractions=[0.0, 1.0]", f"--ckpt_path={ckpt}"])
     trained = [t for t in train_tasks if t not in (val_tasks or [])]
     return {"model": model, "seed": seed, "name": name, "heldout": heldout, "trained_on": trained,
-            "val_tasks": val_tasks or [], "overrides": extra, "checkpoint": ckpt, "fit_seconds": round(fit_seconds, 1),
-            "machine": machine_info(), "val": {k: v for k, v in fit_metrics.items() if k.startswith("val/")
-                                               and k.count("/") <= 2 + k.startswith("val/prior/")},
+            "val_tasks": val_tasks or [], "overrides": extra, "checkpoint": ckpt,
+            "fit_seconds": None if test_only else round(fit_seconds, 1),
+            "selection_ties": "split", "machine": machine_info(),
+            "val": {k: v for k, v in fit_metrics.items() if k.startswith("val/")
+                    and k.count("/") <= 2 + k.startswith("val/prior/")},
             "test": per_task(test, heldout)}
 
 
@@ -146,6 +153,16 @@ def prior_runs(results: list[dict]) -> list[tuple[str, list[dict]]]:
     return out
 
 
+def _dagger(results: list[dict]) -> str:
+    """' †' when a run was tested under the old rules (see ``OLD_RULES``)."""
+    return " †" if any(r.get("selection_ties") != "split" for r in results) else ""
+
+
+OLD_RULES = ("† Tested before 2026-12-04: a selection pick tied between siblings went to the first sibling listed "
+             "(now a tie counts as the tied siblings' mean, for the model, the prior and the oracle alike), and "
+             "rhymes was an earlier collection. Test these checkpoints again with --test-only.")
+
+
 def report(results: list[dict]) -> str:
     ceiling = noise_ceiling()
     labels = list(dict.fromkeys(r["label"] for r in results))
@@ -166,12 +183,12 @@ def report(results: list[dict]) -> str:
                 cells = [fmt([r["test"][task].get(k, float("nan")) for r in rs], 2) for k, _ in METRICS]
                 diff = fmt([r["test"][task].get("selection/gain", float("nan"))
                             - r["test"][task].get("prior/selection/gain", float("nan")) for r in rs], 2)
-                lines.append(f"| {task} | {held} | {label} | {len(rs)} | " + " | ".join(cells) +
+                lines.append(f"| {task} | {held} | {label}{_dagger(rs)} | {len(rs)} | " + " | ".join(cells) +
                              f" | {ceiling.get(task, float('nan')):.2f} | {diff} |")
         for held in ("transfer", "loo"):
             for name, prior in prior_runs([r for r in results if task in r["test"] and r["kind"] == held]):
                 cells = [fmt([r["test"][task].get(k, float("nan")) for r in prior], 2) for k, _ in PRIOR_METRICS]
-                lines.append(f"| {task} | {held} | {name} | {len(prior)} | " + " | ".join(cells) +
+                lines.append(f"| {task} | {held} | {name}{_dagger(prior)} | {len(prior)} | " + " | ".join(cells) +
                              " | - | - | - | - |")
     lines += ["", "Mean over the transfer tasks (per seed, then over seeds):", "",
               "| model | seeds | selection gain | sibling ρ | edit ρ | edit ρ / ceiling | 80 % coverage | "
@@ -188,18 +205,20 @@ def report(results: list[dict]) -> str:
         rs = [r for r in results if r["label"] == label and r["kind"] == "transfer"]
         if not rs:
             continue
-        lines.append(f"| {label} | {len(rs)} | {fmt([mean_over(r, 'selection/gain') for r in rs], 2)} | "
+        lines.append(f"| {label}{_dagger(rs)} | {len(rs)} | {fmt([mean_over(r, 'selection/gain') for r in rs], 2)} | "
                      f"{fmt([mean_over(r, 'sibling/spearman') for r in rs], 2)} | "
                      f"{fmt([mean_over(r, 'sibling_edit/spearman') for r in rs], 2)} | "
                      f"{fmt([ceiling_share(r, 'sibling_edit/spearman') for r in rs], 2)} | "
                      f"{fmt([mean_over(r, 'calibration/coverage') for r in rs], 2)} | "
                      f"{fmt([mean_over(r, 'selection/gain') - mean_over(r, 'prior/selection/gain') for r in rs], 2)} |")
     for name, prior in prior_runs([r for r in results if r["kind"] == "transfer"]):
-        lines.append(f"| {name} | {len(prior)} | "
+        lines.append(f"| {name}{_dagger(prior)} | {len(prior)} | "
                      f"{fmt([mean_over(r, 'prior/selection/gain') for r in prior], 2)} | "
                      f"{fmt([mean_over(r, 'prior/sibling/spearman') for r in prior], 2)} | "
                      f"{fmt([mean_over(r, 'prior/sibling_edit/spearman') for r in prior], 2)} | "
                      f"{fmt([ceiling_share(r, 'prior/sibling_edit/spearman') for r in prior], 2)} | - | - |")
+    if _dagger(results):
+        lines += ["", OLD_RULES]
     return "\n".join(lines)
 
 
@@ -234,6 +253,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tag", default="", help="name for a variant run with extra overrides (kept apart)")
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--test-only", action="store_true", help="no fit: test the checkpoints already under "
+                        "checkpoints/meta/ again (e.g. after a metric changed), keeping each run's fit record")
     parser.add_argument("extra", nargs="*", help="more CLI overrides for train.py, after --")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -263,7 +284,12 @@ def main(argv: list[str] | None = None) -> None:
                     name += f"-{task_slug(heldout[0])}" if kind == "loo" else ""
                     name += f"-s{seed}"
                     val = [t for t in args.val_tasks or [] if t in train_tasks]
-                    r = run(model, seed, heldout, train_tasks, data, name, args.epochs, args.extra, val)
+                    r = run(model, seed, heldout, train_tasks, data, name, args.epochs, args.extra, val,
+                            args.test_only)
+                    if args.test_only:  # keep what the fit recorded; only the test is new
+                        old = next((x for x in results if x["name"] == name), {})
+                        r = {**r, "fit_seconds": old.get("fit_seconds"), "val": old.get("val", {}),
+                             "retested": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
                     results = save_result(out, {**r, "label": label, "tag": args.tag, "kind": kind})
     print(report(results))
 

@@ -38,7 +38,7 @@ from stats import fmt, mean_ci  # noqa: E402
 
 from tap.collection.datamodule import collate_siblings  # noqa: E402
 from tap.machine import machine_info  # noqa: E402
-from tap.metrics import SiblingRankAgreement  # noqa: E402
+from tap.metrics import SelectionGain, SiblingRankAgreement  # noqa: E402
 from tap.systems.world_model import WorldModel, _split_half_deltas  # noqa: E402
 from tap.tasks import task_slug  # noqa: E402
 
@@ -87,10 +87,8 @@ def scores(p: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             "prior+oracle": lexicographic(p["prior"], p["half_a"])}
 
 
-def _tie_pick(score: torch.Tensor, judged: torch.Tensor) -> float:
-    """The judged change of the top-scored sibling, ties split evenly."""
-    top = score == score.max()
-    return float(judged[top].mean())
+def _pick(score: torch.Tensor, judged: torch.Tensor) -> float:
+    return float(SelectionGain.pick(score, judged))
 
 
 def group_gains(score: torch.Tensor, p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,8 +97,8 @@ def group_gains(score: torch.Tensor, p: dict[str, torch.Tensor]) -> tuple[torch.
     for gid in p["group"].unique().tolist():
         sel = p["group"] == gid
         d = p["half_b"][sel].double()
-        model.append(_tie_pick(score[sel], d) - float(d.mean()))
-        oracle.append(_tie_pick(p["half_a"][sel].double(), d) - float(d.mean()))
+        model.append(_pick(score[sel], d) - float(d.mean()))
+        oracle.append(_pick(p["half_a"][sel].double(), d) - float(d.mean()))
     return torch.tensor(model), torch.tensor(oracle)
 
 

@@ -57,8 +57,10 @@ class SelectionGain(Metric):
     group: ``gain = delta_eval[pick] - mean(delta_eval)``; the model picks ``argmax pred``, the oracle
     ``argmax delta_oracle``. ``compute()`` returns ``{"gain": mean model gain / mean oracle gain,
     "model", "oracle", "groups"}``, and the same with ``/<task>`` for each task id given to ``update``:
-    1 is as good as a second real evaluation, 0 is random, below 0 worse. Ties in a pick go to the
-    first sibling of the group.
+    1 is as good as a second real evaluation, 0 is random, below 0 worse. A pick tied between siblings
+    counts as their mean ``delta_eval`` (the expected value of breaking the tie at random), for the model
+    and the oracle alike: a scorer that ties siblings (the operation prior ties every sibling of one
+    operation) is then judged on what it knows, not on the order the siblings were listed in.
     """
 
     full_state_update = False
@@ -80,6 +82,11 @@ class SelectionGain(Metric):
         self.task.append((torch.zeros_like(group) if task is None else task).detach().long().flatten())
 
     @staticmethod
+    def pick(score: torch.Tensor, judged: torch.Tensor) -> torch.Tensor:
+        """The judged delta of the top-scored sibling; a tie at the top counts as the tied siblings' mean."""
+        return judged[score == score.max()].mean()
+
+    @staticmethod
     def _gains(p: torch.Tensor, d: torch.Tensor, o: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
         model, oracle = [], []
         for gid in g.unique().tolist():
@@ -87,8 +94,8 @@ class SelectionGain(Metric):
             if sel.sum() < 2:
                 continue
             dg = d[sel]
-            model.append(dg[int(torch.argmax(p[sel]))] - dg.mean())
-            oracle.append(dg[int(torch.argmax(o[sel]))] - dg.mean())
+            model.append(SelectionGain.pick(p[sel], dg) - dg.mean())
+            oracle.append(SelectionGain.pick(o[sel], dg) - dg.mean())
         if not model:
             return {}
         m, o_ = torch.stack(model).mean(), torch.stack(oracle).mean()

@@ -42,6 +42,25 @@ def test_selection_gain_per_task():
     assert out["gain"].item() == pytest.approx(0.0)
 
 
+def test_selection_gain_splits_ties_evenly():
+    """A pick tied between siblings counts as their mean, whatever order they are listed in (model and oracle)."""
+    from tap.metrics import SelectionGain
+
+    d = torch.tensor([0.0, 0.2, 1.0, 0.0])  # group mean 0.3
+    group = torch.zeros(4, dtype=torch.long)
+    for order in (torch.arange(4), torch.tensor([3, 2, 1, 0])):
+        m = SelectionGain()
+        # model ties siblings 0 and 2 (pick worth 0.5); the oracle ties 1 and 2 (pick worth 0.6)
+        m.update(torch.tensor([1.0, 0.0, 1.0, 0.0])[order], d[order], torch.tensor([0.0, 5.0, 5.0, 0.0])[order],
+                 group)
+        out = m.compute()
+        assert out["model"].item() == pytest.approx(0.2) and out["oracle"].item() == pytest.approx(0.3)
+        assert out["gain"].item() == pytest.approx(2 / 3)
+    m = SelectionGain()
+    m.update(torch.zeros(4), d, d, group)  # a scorer that ties everything is random: gain 0
+    assert m.compute()["gain"].item() == pytest.approx(0.0)
+
+
 def test_sibling_rank_agreement_is_within_groups():
     from tap.metrics import SiblingRankAgreement
 

@@ -26,7 +26,7 @@ def test_per_task_metrics_from_suffixed_and_single_task_runs(meta):
 def test_report_gives_intervals_and_paired_differences(meta, monkeypatch):
     monkeypatch.setattr(meta, "noise_ceiling", lambda n=32: {"rhymes": 0.8})
     results = [{"label": "hierarchical", "model": "hierarchical", "tag": "", "kind": "transfer", "seed": s,
-                "trained_on": ["ii:sentiment", "ii:diff"],
+                "trained_on": ["ii:sentiment", "ii:diff"], "selection_ties": "split",
                 "test": {"rhymes": {"selection/gain": g, "prior/selection/gain": p, "sibling_edit/spearman": 0.4,
                                     "calibration/coverage": 0.8}}}
                for s, (g, p) in enumerate([(0.5, 0.1), (0.7, 0.2), (0.6, 0.3)])]
@@ -40,6 +40,11 @@ def test_report_gives_intervals_and_paired_differences(meta, monkeypatch):
     summary = next(line for line in text.splitlines() if line.startswith("| hierarchical | 3 |"))
     assert "| 0.50 ± 0.00 |" in summary  # edit ρ / ceiling = 0.4 / 0.8 in every seed
     assert any(line.startswith("| prior (op mean Δ) | 3 | 0.20 ± 0.25 |") for line in text.splitlines())
+    assert "†" not in text
+    del results[0]["selection_ties"]  # one run tested under the old tie rule marks its rows and the prior's
+    text = meta.report(results)
+    assert "| rhymes | transfer | hierarchical † | 3 |" in text and "| prior (op mean Δ) † | 3 |" in text
+    assert text.endswith(meta.OLD_RULES)
 
 
 def test_leave_one_out_takes_only_pool_tasks(meta, capsys):
@@ -66,6 +71,30 @@ def test_val_tasks_reach_the_fit_only_and_are_not_counted_as_trained_on(meta, mo
     assert r["trained_on"] == ["ii:sentiment"] and r["val_tasks"] == ["ii:diff"]
 
 
+def test_test_only_tests_the_existing_checkpoint_and_keeps_the_fit_record(meta, monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(meta, "_cli", lambda argv: calls.append(argv) or {"test/selection/gain": 0.4})
+    monkeypatch.setattr(meta, "ROOT", tmp_path)
+    monkeypatch.setattr("tap.systems.checkpoints.find_checkpoint", lambda d: d / "best.ckpt")
+    with pytest.raises(SystemExit, match="no checkpoint .*without --test-only"):
+        meta.run("hierarchical", 0, ["ii:rhymes"], ["ii:sentiment"], meta.TRANSFER, "x-s0", None, [], test_only=True)
+    assert calls == []  # nothing fitted, nothing tested
+    (tmp_path / "checkpoints" / "meta" / "x-s0").mkdir(parents=True)
+    out = tmp_path / "meta.json"
+    meta.save_result(out, {"name": "hierarchical-transfer-s0", "fit_seconds": 123.0, "val": {"val/loss": 1.0},
+                           "test": {}})
+    monkeypatch.setattr(meta, "run", lambda *a, **k: {"name": "hierarchical-transfer-s0", "fit_seconds": None,
+                                                      "val": {}, "test": {"rhymes": {"selection/gain": 0.4}},
+                                                      "test_only": a[-1]})
+    monkeypatch.setattr(meta, "report", lambda results: "")
+    meta.main(["--models", "hierarchical", "--test-only", "--out", str(out)])
+    import json
+
+    (r,) = json.loads(out.read_text())
+    assert r["test_only"] is True and r["fit_seconds"] == 123.0 and r["val"] == {"val/loss": 1.0}
+    assert r["test"] == {"rhymes": {"selection/gain": 0.4}} and "retested" in r
+
+
 def test_results_from_several_processes_are_merged_not_overwritten(meta, tmp_path):
     out = tmp_path / "meta.json"
     meta.save_result(out, {"name": "a-s0", "v": 1})
@@ -79,7 +108,7 @@ def test_the_prior_gets_a_row_per_training_set(meta, monkeypatch):
     monkeypatch.setattr(meta, "noise_ceiling", lambda n=32: {})
 
     def run(label, seed, trained, prior):
-        return {"label": label, "kind": "transfer", "seed": seed, "trained_on": trained,
+        return {"label": label, "kind": "transfer", "seed": seed, "trained_on": trained, "selection_ties": "split",
                 "test": {"rhymes": {"selection/gain": 0.5, "prior/selection/gain": prior}}}
 
     small, big = ["ii:sentiment"], ["ii:sentiment", "ii:diff"]
