@@ -140,13 +140,17 @@ def noise_ceiling(n: int = 32) -> dict[str, float]:
 
 def prior_runs(results: list[dict]) -> list[tuple[str, list[dict]]]:
     """The non-learned prior's rows: it depends only on the tasks trained on, so one row per distinct training
-    set, read off the runs of the first label trained on it; named by its task count when there are several.
+    set, read off the runs of the first label trained on it (the first whose runs were all tested under the
+    current tie rule, when there is one); named by its task count when there are several.
     """
     pools = list(dict.fromkeys(tuple(r.get("trained_on", ())) for r in results))
     out = []
     for pool in pools:
-        first = next(r["label"] for r in results if tuple(r.get("trained_on", ())) == pool)
-        runs = [r for r in results if r["label"] == first and tuple(r.get("trained_on", ())) == pool]
+        on_pool = [r for r in results if tuple(r.get("trained_on", ())) == pool]
+        labels = list(dict.fromkeys(r["label"] for r in on_pool))
+        current = [lab for lab in labels if not _dagger([r for r in on_pool if r["label"] == lab])]
+        first = (current or labels)[0]
+        runs = [r for r in on_pool if r["label"] == first]
         tasks = f"{len(pool)} task" + ("s" if len(pool) != 1 else "")
         name = "prior (op mean Δ)" if len(pools) == 1 else f"prior (op mean Δ, {tasks})"
         out.append((name, runs))

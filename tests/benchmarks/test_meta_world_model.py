@@ -117,3 +117,9 @@ def test_the_prior_gets_a_row_per_training_set(meta, monkeypatch):
     assert any(line.startswith("| rhymes | transfer | prior (op mean Δ, 1 task) | 2 | 0.20 ± 0.00") for line in lines)
     assert any(line.startswith("| rhymes | transfer | prior (op mean Δ, 2 tasks) | 2 | 0.90 ± 0.00") for line in lines)
     assert any(line.startswith("| prior (op mean Δ, 2 tasks) | 2 | 0.90 ± 0.00 |") for line in lines)
+    old = [{**run("c", s, big, 0.5), "selection_ties": None} for s in (0, 1)]  # tested under the old tie rule
+    lines = meta.report(old + results).splitlines()  # listed first, but the prior is read off "b"
+    assert any(line.startswith("| prior (op mean Δ, 2 tasks) | 2 | 0.90 ± 0.00 |") for line in lines)
+    assert any(line.startswith("| c † | 2 |") for line in lines)
+    lines = meta.report(old).splitlines()  # only old runs: the prior comes from them, marked
+    assert any(line.startswith("| prior (op mean Δ) † | 2 | 0.50 ± 0.00 |") for line in lines)
