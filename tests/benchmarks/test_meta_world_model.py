@@ -80,6 +80,9 @@ def test_test_only_tests_the_existing_checkpoint_and_keeps_the_fit_record(meta, 
         meta.run("hierarchical", 0, ["ii:rhymes"], ["ii:sentiment"], meta.TRANSFER, "x-s0", None, [], test_only=True)
     assert calls == []  # nothing fitted, nothing tested
     (tmp_path / "checkpoints" / "meta" / "x-s0").mkdir(parents=True)
+    r = meta.run("hierarchical", 0, ["ii:rhymes"], ["ii:sentiment"], meta.TRANSFER, "x-s0", None, [], test_only=True)
+    assert [argv[0] for argv in calls] == ["test"]  # the checkpoint there is tested, nothing is fitted
+    assert r["fit_seconds"] is None and r["val"] == {} and r["selection_ties"] == "split"
     out = tmp_path / "meta.json"
     meta.save_result(out, {"name": "hierarchical-transfer-s0", "fit_seconds": 123.0, "val": {"val/loss": 1.0},
                            "test": {}})
