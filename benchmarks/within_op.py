@@ -87,19 +87,12 @@ def scores(p: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             "prior+oracle": lexicographic(p["prior"], p["half_a"])}
 
 
-def _pick(score: torch.Tensor, judged: torch.Tensor) -> float:
-    return float(SelectionGain.pick(score, judged))
-
-
 def group_gains(score: torch.Tensor, p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per group (G,): the scorer's and the oracle's gain over the group mean, judged on the second half."""
-    model, oracle = [], []
-    for gid in p["group"].unique().tolist():
-        sel = p["group"] == gid
-        d = p["half_b"][sel].double()
-        model.append(_pick(score[sel], d) - float(d.mean()))
-        oracle.append(_pick(p["half_a"][sel].double(), d) - float(d.mean()))
-    return torch.tensor(model), torch.tensor(oracle)
+    model, oracle = SelectionGain.group_gains(score.double(), p["half_b"].double(), p["half_a"].double(), p["group"])
+    if len(model) != len(p["group"].unique()):  # the per-task split below indexes every group
+        raise SystemExit("every sibling group needs at least two siblings; recollect with siblings >= 2")
+    return model, oracle
 
 
 def within_op_pairs(score: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -87,7 +87,11 @@ class SelectionGain(Metric):
         return judged[score == score.max()].mean()
 
     @staticmethod
-    def _gains(p: torch.Tensor, d: torch.Tensor, o: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+    def group_gains(p: torch.Tensor, d: torch.Tensor, o: torch.Tensor,
+                    g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per group of at least two siblings, in ``g.unique()`` order: the model's and the oracle's gain
+        (G,), (G,) over the group mean of ``d``.
+        """
         model, oracle = [], []
         for gid in g.unique().tolist():
             sel = g == gid
@@ -97,8 +101,15 @@ class SelectionGain(Metric):
             model.append(SelectionGain.pick(p[sel], dg) - dg.mean())
             oracle.append(SelectionGain.pick(o[sel], dg) - dg.mean())
         if not model:
+            return torch.empty(0), torch.empty(0)
+        return torch.stack(model), torch.stack(oracle)
+
+    @staticmethod
+    def _gains(p: torch.Tensor, d: torch.Tensor, o: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+        model, oracle = SelectionGain.group_gains(p, d, o, g)
+        if not len(model):
             return {}
-        m, o_ = torch.stack(model).mean(), torch.stack(oracle).mean()
+        m, o_ = model.mean(), oracle.mean()
         gain = m / o_ if o_.abs() > 1e-12 else torch.tensor(float("nan"))
         return {"gain": gain, "model": m, "oracle": o_, "groups": torch.tensor(float(len(model)))}
 
