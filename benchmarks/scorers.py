@@ -1,0 +1,216 @@
+"""Which read-out of a meta-trained world model ranks sibling edits best on tasks it never saw?
+
+Per checkpoint ``checkpoints/meta/<tag>-s<seed>``, five scorers of every sibling edit (no LLM call, no training;
+the plan, fixed before the runs: ``benchmarks/results/scorers/PLAN.md``):
+
+- ``prior``: the operation's mean accuracy change over the checkpoint's training edits (``WorldModel.op_prior``);
+- ``prior-dense``: the operation's mean dense-reward change over the same edits;
+- ``model``: the model's predicted accuracy change (with its prior, where it adds one);
+- ``model-dense``: the model's predicted dense-reward change;
+- ``shrunk``: prior + κ · (model − prior), κ = τ²ₒ / (τ²ₒ + σ²): τ²ₒ the variance of the measured accuracy change
+  among the training edits of the edit's operation, σ the model's calibrated std of its accuracy change.
+
+Each is scored on the checkpoint's own validation split (the data its fit chose epochs and the interval scale on;
+the training pool rebuilt from the checkpoint's saved data settings) and on the transfer set
+(``configs/data/ii_transfer.yaml``): selection gain with ties split evenly (``tap.metrics.SelectionGain``), pooled
+over the validation groups and per transfer task, and the within-group sibling Spearman. Per family, the learned
+scorer with the best validation gain is the candidate and the better non-learned one the baseline; the report
+pairs the candidate against ``prior`` (rule R1) and the baseline (R2) per seed on the transfer set.
+
+    python benchmarks/scorers.py --tags hierarchical-transfer hierarchical-residual-transfer \
+        hierarchical-residual-valtask-transfer
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from prior_variants import _datamodule  # noqa: E402
+from stats import fmt, mean_ci  # noqa: E402
+
+from tap.chains.edits import OP_IDS  # noqa: E402
+from tap.collection.datamodule import TriplesDataModule, collate_siblings  # noqa: E402
+from tap.machine import machine_info  # noqa: E402
+from tap.metrics import SelectionGain, SiblingRankAgreement  # noqa: E402
+from tap.systems.checkpoints import find_checkpoint  # noqa: E402
+from tap.systems.world_model import WorldModel, _split_half_deltas  # noqa: E402
+from tap.tasks import task_slug  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "results" / "scorers" / "scorers.json"
+LEARNED = ("model", "model-dense", "shrunk")
+NON_LEARNED = ("prior", "prior-dense")
+SCORERS = NON_LEARNED + LEARNED
+
+
+def op_table(rows: list[dict]) -> dict[str, torch.Tensor]:
+    """Per operation id (len(OP_IDS),), over training edits ``rows``: the mean dense change (``dense``) and the
+    variance of the accuracy change (``tau2``); 0 for an operation with no edit (the variance: with one).
+    """
+    n = len(OP_IDS)
+    count, dense, acc, acc2 = (torch.zeros(n, dtype=torch.float64) for _ in range(4))
+    for r in rows:
+        i, d = r["op_id"], r["next_reward"] - r["reward"]
+        count[i] += 1
+        dense[i] += r["next_dense"] - r["dense"]
+        acc[i] += d
+        acc2[i] += d * d
+    c = count.clamp_min(1.0)
+    var = (acc2 - acc * acc / c) / (count - 1).clamp_min(1.0)
+    return {"dense": dense / c, "tau2": torch.where(count > 1, var, torch.zeros_like(var))}
+
+
+def shrink(prior: torch.Tensor, model: torch.Tensor, std: torch.Tensor, tau2: torch.Tensor) -> torch.Tensor:
+    """Posterior mean of the change from two Gaussian guesses: the prior (variance ``tau2``) and the model
+    (variance ``std``²), all (N,). Where the prior has no spread (τ² = 0) it is kept; a model with no spread is.
+    """
+    var = std.double().pow(2)
+    kappa = torch.where(tau2 + var > 0, tau2 / (tau2 + var).clamp_min(1e-12), torch.zeros_like(var))
+    return prior.double() + kappa * (model.double() - prior.double())
+
+
+@torch.no_grad()
+def predictions(wm: WorldModel, groups: list[list[dict]], table: dict[str, torch.Tensor],
+                chunk: int = 64) -> dict[str, torch.Tensor]:
+    """Every scorer's score per sibling (N,), with the split-half changes, the measured change, group and task ids."""
+    keys = (*SCORERS, "half_a", "half_b", "real", "group", "task")
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+    names = sorted({g[0]["task"] for g in groups})
+    offset = 0
+    for i in range(0, len(groups), chunk):
+        batch = collate_siblings(groups[i : i + chunk])
+        sib = wm.sibling_features(batch)
+        mean = sib["residual"] + sib["offset"]  # (N, 2): accuracy, dense
+        std = sib["std"][:, 0] * wm.interval_scale
+        op = sib["op"].cpu()
+        prior = wm.op_prior(sib["op"]).cpu().double()
+        a, b = _split_half_deltas(batch)
+        cols = {"prior": prior, "prior-dense": table["dense"][op], "model": mean[:, 0].cpu().double(),
+                "model-dense": mean[:, 1].cpu().double(),
+                "shrunk": shrink(prior, mean[:, 0].cpu(), std.cpu(), table["tau2"][op]),
+                "half_a": a.double(), "half_b": b.double(), "real": sib["real"][:, 0].cpu(),
+                "group": batch["group"] + offset, "task": torch.tensor([names.index(t) for t in batch["task"]])}
+        for key, val in cols.items():
+            out[key].append(val)
+        offset += int(batch["group"].max()) + 1
+    res = {k: torch.cat(v) for k, v in out.items()}
+    res["names"] = names  # type: ignore[assignment]
+    return res
+
+
+def read_outs(p: dict[str, torch.Tensor]) -> dict[str, dict]:
+    """Per scorer: selection gain pooled over groups (``gain``) and per task slug (``per_task``), the mean of the
+    per-task gains (``task_mean``), the sibling Spearman, and each group's gain and the oracle's (for intervals).
+    """
+    res = {}
+    group_task = torch.stack([p["task"][p["group"] == g][0] for g in p["group"].unique()])
+    for name in SCORERS:
+        model, oracle = SelectionGain.group_gains(p[name], p["half_b"], p["half_a"], p["group"])
+        rho = SiblingRankAgreement()
+        rho.update(p[name].float(), p["real"].float(), p["group"], p["task"])
+        r = {k: float(v) for k, v in rho.compute().items() if k.startswith("spearman")}
+        per_task = {task_slug(t): float(model[group_task == i].mean() / oracle[group_task == i].mean())
+                    for i, t in enumerate(p["names"])}
+        res[name] = {"gain": float(model.mean() / oracle.mean()), "per_task": per_task,
+                     "task_mean": statistics.mean(per_task.values()), "rho": r["spearman"],
+                     "group_gain": model.tolist(), "oracle_gain": oracle.tolist()}
+    return res
+
+
+def checkpoint_data(ckpt_dir: Path) -> TriplesDataModule:
+    """The training pool a checkpoint was fitted on, rebuilt from the data settings its fit saved."""
+    path = find_checkpoint(ckpt_dir)
+    hp = torch.load(path, map_location="cpu", weights_only=False).get("datamodule_hyper_parameters")
+    if not hp:
+        raise SystemExit(f"{path} records no data settings (datamodule_hyper_parameters): refit it with train.py.")
+    dm = TriplesDataModule(**dict(hp))
+    dm.setup()
+    return dm
+
+
+def choose(runs: list[dict], pool: tuple[str, ...]) -> str:
+    """The scorer of ``pool`` with the highest mean pooled validation gain over seeds (first listed on a tie)."""
+    return max(pool, key=lambda s: statistics.mean(r["val"][s]["gain"] for r in runs))
+
+
+def report(results: dict[str, dict]) -> str:
+    """Markdown: per family, each scorer on validation and transfer; the choice; the pre-registered rules."""
+    lines = ["Cells: mean ± 95 % Student-t half-width over seeds. Validation: selection gain pooled over the fit's "
+             "validation groups. Transfer: selection gain per task, then the mean over tasks; sibling ρ pooled.", "",
+             "| family | scorer | seeds | val gain | transfer gain | transfer sibling ρ | per task (transfer gain) |",
+             "|---|---|---|---|---|---|---|"]
+    families = sorted({k.rsplit("-s", 1)[0] for k in results})
+    rules = []
+    for fam in families:
+        runs = [results[k] for k in sorted(results) if k.rsplit("-s", 1)[0] == fam]
+        for sc in SCORERS:
+            tasks = sorted(runs[0]["transfer"][sc]["per_task"])
+            per_task = ", ".join(f"{t} {statistics.mean(r['transfer'][sc]['per_task'][t] for r in runs):.2f}"
+                                 for t in tasks)
+            lines.append(f"| {fam} | {sc} | {len(runs)} | {fmt([r['val'][sc]['gain'] for r in runs], 2)} | "
+                         f"{fmt([r['transfer'][sc]['task_mean'] for r in runs], 2)} | "
+                         f"{fmt([r['transfer'][sc]['rho'] for r in runs], 2)} | {per_task} |")
+        cand, base = choose(runs, LEARNED), choose(runs, NON_LEARNED)
+        verdicts = []
+        for rule, against in (("R1", "prior"), ("R2", base)):
+            if rule == "R2" and against == "prior":
+                verdicts.append("R2: the baseline is `prior` (R1 decides)")
+                continue
+            diff = [r["transfer"][cand]["task_mean"] - r["transfer"][against]["task_mean"] for r in runs]
+            m, h = mean_ci(diff)
+            oracle = statistics.mean(statistics.mean(r["transfer"][against]["oracle_gain"]) for r in runs)
+            per_group = torch.tensor([[a - b for a, b in zip(r["transfer"][cand]["group_gain"],
+                                                              r["transfer"][against]["group_gain"])]
+                                      for r in runs]).mean(0) / oracle
+            gm, gh = mean_ci(per_group.tolist())
+            met = len(diff) > 1 and m - h > 0
+            verdicts.append(f"{rule} (`{cand}` − `{against}`): {m:+.3f} ± {h:.3f} over seeds "
+                            f"({', '.join(f'{d:+.2f}' for d in diff)}), {gm:+.3f} ± {gh:.3f} over {len(per_group)} "
+                            f"groups: **{'met' if met else 'not met'}**")
+        rules.append(f"- **{fam}**: candidate `{cand}`, baseline `{base}` (chosen on validation). "
+                     + "; ".join(verdicts) + ".")
+    return "\n".join(lines + ["", "Chosen on validation, judged on the transfer set:", "", *rules]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tags", nargs="+", required=True, help="checkpoint folders checkpoints/meta/<tag>-s<seed>")
+    ap.add_argument("--transfer", type=Path, default=ROOT / "configs" / "data" / "ii_transfer.yaml")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    transfer = _datamodule(args.transfer).groups["test"].items
+    if not transfer:
+        raise SystemExit(f"{args.transfer} has no sibling groups; collect them with "
+                         f"`python -m tap.collect --config {args.transfer}`.")
+    results = {}
+    for tag in args.tags:
+        ckpts = sorted((ROOT / "checkpoints" / "meta").glob(f"{tag}-s*"))
+        if not ckpts:
+            raise SystemExit(f"no checkpoint checkpoints/meta/{tag}-s<seed>: fit one first "
+                             "(benchmarks/results/scorers/PLAN.md names the families).")
+        for ckpt in ckpts:
+            dm = checkpoint_data(ckpt)
+            table = op_table(dm.edit_rows["train"])
+            wm = WorldModel.from_checkpoint(ckpt)
+            results[ckpt.name] = {"val": read_outs(predictions(wm, dm.groups["val"].items, table)),
+                                  "transfer": read_outs(predictions(wm, transfer, table))}
+    text = report(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"machine": machine_info(), "runs": results}, indent=1))
+    tmp.replace(args.out)
+    args.out.with_suffix(".md").write_text(f"`python benchmarks/scorers.py --tags {' '.join(args.tags)}`\n\n{text}")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

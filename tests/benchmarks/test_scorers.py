@@ -1,0 +1,56 @@
+"""The scorer benchmark on hand-made data: the per-operation table, the shrinkage, and the report's choice and
+pre-registered rules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.helpers import import_benchmark
+
+
+@pytest.fixture(scope="module")
+def sc():
+    return import_benchmark("scorers")
+
+
+def _row(op: int, acc: float, dense: float) -> dict:
+    return {"op_id": op, "reward": 0.5, "next_reward": 0.5 + acc, "dense": 0.2, "next_dense": 0.2 + dense}
+
+
+def test_op_table_counts_dense_means_and_accuracy_variance(sc):
+    rows = [_row(0, 0.1, 0.3), _row(0, 0.3, 0.1), _row(1, 0.2, -0.4)]
+    t = sc.op_table(rows)
+    assert t["dense"][0] == pytest.approx(0.2) and t["dense"][1] == pytest.approx(-0.4)
+    assert t["tau2"][0] == pytest.approx(0.02)  # sample variance of 0.1 and 0.3
+    assert t["tau2"][1] == 0 and t["tau2"][2] == 0 and t["dense"][2] == 0  # one edit; none
+
+
+def test_shrink_trusts_the_model_by_its_precision(sc):
+    prior, model = torch.tensor([0.0, 0.0, 0.0, 0.0]), torch.tensor([1.0, 1.0, 1.0, 1.0])
+    out = sc.shrink(prior, model, torch.tensor([1.0, 0.0, 3.0, 1.0]), torch.tensor([1.0, 1.0, 1.0, 0.0]))
+    assert out.tolist() == pytest.approx([0.5, 1.0, 0.1, 0.0])  # equal; exact model; noisy model; exact prior
+
+
+def _predictions(model_right: bool) -> dict:
+    """Two groups of three siblings in one task; halves equal; the prior ties everything."""
+    real = torch.tensor([0.0, 0.2, -0.1, 0.2, 0.0, -0.1], dtype=torch.float64)
+    good = real.clone() if model_right else -real
+    p = {s: torch.zeros(6, dtype=torch.float64) for s in ("prior", "prior-dense", "shrunk")}
+    p |= {"model": good, "model-dense": -good, "half_a": real, "half_b": real, "real": real,
+          "group": torch.tensor([0, 0, 0, 1, 1, 1]), "task": torch.zeros(6, dtype=torch.long), "names": ["ii:rhymes"]}
+    return p
+
+
+def test_read_outs_and_report_choose_on_validation_and_pair_on_transfer(sc):
+    right, wrong = sc.read_outs(_predictions(True)), sc.read_outs(_predictions(False))
+    assert right["model"]["gain"] == pytest.approx(1.0) and right["model-dense"]["gain"] < 0
+    assert right["prior"]["gain"] == pytest.approx(0.0)  # a pick tied among all counts as their mean
+    runs = {f"fam-s{s}": {"val": right, "transfer": right} for s in (0, 1)}
+    text = sc.report(runs)
+    assert "candidate `model`, baseline `prior`" in text
+    assert "R1 (`model` − `prior`): +1.000 ± 0.000 over seeds" in text and "**met**" in text
+    # chosen on validation, where model-dense looks best, and wrong on the transfer set: the rule fails
+    flipped = {f"fam-s{s}": {"val": wrong, "transfer": right} for s in (0, 1)}
+    text = sc.report(flipped)
+    assert "candidate `model-dense`" in text and "**not met**" in text
