@@ -24,7 +24,6 @@ pairs the candidate against ``prior`` (rule R1) and the baseline (R2) per seed o
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -35,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from prior_variants import _datamodule  # noqa: E402
-from stats import fmt, mean_ci  # noqa: E402
+from runs import meta_checkpoints, write_results  # noqa: E402
+from stats import fmt, mean_ci, paired_over_groups, seed_families  # noqa: E402
 
 from tap.chains.edits import OP_IDS  # noqa: E402
 from tap.collection.datamodule import TriplesDataModule, collate_siblings  # noqa: E402
@@ -147,10 +147,8 @@ def report(results: dict[str, dict]) -> str:
              "validation groups. Transfer: selection gain per task, then the mean over tasks; sibling ρ pooled.", "",
              "| family | scorer | seeds | val gain | transfer gain | transfer sibling ρ | per task (transfer gain) |",
              "|---|---|---|---|---|---|---|"]
-    families = sorted({k.rsplit("-s", 1)[0] for k in results})
     rules = []
-    for fam in families:
-        runs = [results[k] for k in sorted(results) if k.rsplit("-s", 1)[0] == fam]
+    for fam, runs in seed_families(results).items():
         for sc in SCORERS:
             tasks = sorted(runs[0]["transfer"][sc]["per_task"])
             per_task = ", ".join(f"{t} {statistics.mean(r['transfer'][sc]['per_task'][t] for r in runs):.2f}"
@@ -167,13 +165,11 @@ def report(results: dict[str, dict]) -> str:
             diff = [r["transfer"][cand]["task_mean"] - r["transfer"][against]["task_mean"] for r in runs]
             m, h = mean_ci(diff)
             oracle = statistics.mean(statistics.mean(r["transfer"][against]["oracle_gain"]) for r in runs)
-            per_group = torch.tensor([[a - b for a, b in zip(r["transfer"][cand]["group_gain"],
-                                                              r["transfer"][against]["group_gain"])]
-                                      for r in runs]).mean(0) / oracle
-            gm, gh = mean_ci(per_group.tolist())
+            gm, gh, n_groups = paired_over_groups([r["transfer"][cand]["group_gain"] for r in runs],
+                                                  [r["transfer"][against]["group_gain"] for r in runs], oracle)
             met = len(diff) > 1 and m - h > 0
             verdicts.append(f"{rule} (`{cand}` − `{against}`): {m:+.3f} ± {h:.3f} over seeds "
-                            f"({', '.join(f'{d:+.2f}' for d in diff)}), {gm:+.3f} ± {gh:.3f} over {len(per_group)} "
+                            f"({', '.join(f'{d:+.2f}' for d in diff)}), {gm:+.3f} ± {gh:.3f} over {n_groups} "
                             f"groups: **{'met' if met else 'not met'}**")
         rules.append(f"- **{fam}**: candidate `{cand}`, baseline `{base}` (chosen on validation). "
                      + "; ".join(verdicts) + ".")
@@ -193,22 +189,15 @@ def main(argv: list[str] | None = None) -> None:
                          f"`python -m tap.collect --config {args.transfer}`.")
     results = {}
     for tag in args.tags:
-        ckpts = sorted((ROOT / "checkpoints" / "meta").glob(f"{tag}-s*"))
-        if not ckpts:
-            raise SystemExit(f"no checkpoint checkpoints/meta/{tag}-s<seed>: fit one first "
-                             "(benchmarks/results/scorers/PLAN.md names the families).")
-        for ckpt in ckpts:
+        for ckpt in meta_checkpoints(tag, "benchmarks/results/scorers/PLAN.md"):
             dm = checkpoint_data(ckpt)
             table = op_table(dm.edit_rows["train"])
             wm = WorldModel.from_checkpoint(ckpt)
             results[ckpt.name] = {"val": read_outs(predictions(wm, dm.groups["val"].items, table)),
                                   "transfer": read_outs(predictions(wm, transfer, table))}
     text = report(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"machine": machine_info(), "runs": results}, indent=1))
-    tmp.replace(args.out)
-    args.out.with_suffix(".md").write_text(f"`python benchmarks/scorers.py --tags {' '.join(args.tags)}`\n\n{text}")
+    write_results(args.out, {"machine": machine_info(), "runs": results},
+                  f"python benchmarks/scorers.py --tags {' '.join(args.tags)}", text)
     print(text)
 
 

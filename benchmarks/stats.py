@@ -27,3 +27,21 @@ def fmt(values: list[float], digits: int = 3) -> str:
         return "-"
     m, h = mean_ci(values)
     return f"{m:.{digits}f} ± {h:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
+
+
+def seed_families(results: dict[str, dict]) -> dict[str, list[dict]]:
+    """Runs keyed ``<family>-s<seed>`` -> each family's runs in seed-name order."""
+    fams: dict[str, list[dict]] = {}
+    for name in sorted(results):
+        fams.setdefault(name.rsplit("-s", 1)[0], []).append(results[name])
+    return fams
+
+
+def paired_over_groups(a: list[list[float]], b: list[list[float]], scale: float) -> tuple[float, float, int]:
+    """Per-group difference of two scorers' gains (each a list over seeds of per-group gains, the groups in one
+    order), averaged over seeds and divided by ``scale`` (the oracle's mean gain): its mean, 95 % half-width and
+    the number of groups.
+    """
+    diff = [statistics.mean(x[g] - y[g] for x, y in zip(a, b)) / scale for g in range(len(a[0]))]
+    m, h = mean_ci(diff)
+    return m, h, len(diff)

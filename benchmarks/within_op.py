@@ -23,7 +23,6 @@ seeds). The plan: ``benchmarks/results/within_op/PLAN.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -34,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from prior_variants import _datamodule  # noqa: E402
-from stats import fmt, mean_ci  # noqa: E402
+from runs import meta_checkpoints, write_results  # noqa: E402
+from stats import fmt, mean_ci, paired_over_groups, seed_families  # noqa: E402
 
 from tap.collection.datamodule import collate_siblings  # noqa: E402
 from tap.machine import machine_info  # noqa: E402
@@ -138,10 +138,8 @@ def report(results: dict[str, dict]) -> str:
              "within-op: concordance over same-operation pairs, 0.5 = chance, interval over the pooled pairs).", "",
              "| family | scorer | seeds | selection gain | sibling ρ | within-op concordance (pairs) |",
              "|---|---|---|---|---|---|"]
-    families = sorted({k.rsplit("-s", 1)[0] for k in results})
     paired = []
-    for fam in families:
-        runs = [results[k] for k in sorted(results) if k.rsplit("-s", 1)[0] == fam]
+    for fam, runs in seed_families(results).items():
         for sc in SCORERS:
             pairs = [x for r in runs for x in r[sc]["within_op"]]
             m, h = mean_ci(pairs)
@@ -149,16 +147,15 @@ def report(results: dict[str, dict]) -> str:
                          f"{fmt([r[sc]['rho'] for r in runs], 2)} | {m:.3f} ± {h:.3f} ({len(pairs)}) |")
         diff = [r["lexicographic"]["gain"] - r["prior"]["gain"] for r in runs]
         oracle = statistics.mean(statistics.mean(r["prior"]["oracle_gain"]) for r in runs)
-        per_group = torch.tensor([[a - b for a, b in zip(r["lexicographic"]["group_gain"], r["prior"]["group_gain"])]
-                                  for r in runs]).mean(0) / oracle
-        gm, gh = mean_ci(per_group.tolist())
+        gm, gh, n_groups = paired_over_groups([r["lexicographic"]["group_gain"] for r in runs],
+                                              [r["prior"]["group_gain"] for r in runs], oracle)
         tasks = sorted(runs[0]["prior"]["per_task"])
         def task_diff(t: str, runs: list[dict] = runs) -> str:
             return fmt([r["lexicographic"]["per_task"][t]["gain"] - r["prior"]["per_task"][t]["gain"] for r in runs], 2)
 
         per_task = ", ".join(f"{t} {task_diff(t)}" for t in tasks)
         paired.append(f"- **{fam}**: lexicographic − prior selection gain {fmt(diff, 3)} over seeds, "
-                      f"{gm:+.3f} ± {gh:.3f} over {len(per_group)} groups; per task: {per_task}.")
+                      f"{gm:+.3f} ± {gh:.3f} over {n_groups} groups; per task: {per_task}.")
     return "\n".join(lines + ["", "Paired, lexicographic − prior:", "", *paired]) + "\n"
 
 
@@ -178,18 +175,11 @@ def main(argv: list[str] | None = None) -> None:
                          f"`python -m tap.collect --config {args.data}` or pick another --split.")
     results = {}
     for tag in args.tags:
-        ckpts = sorted((ROOT / "checkpoints" / "meta").glob(f"{tag}-s*"))
-        if not ckpts:
-            raise SystemExit(f"no checkpoint checkpoints/meta/{tag}-s<seed>: train one first "
-                             "(benchmarks/results/within_op/PLAN.md gives the command).")
-        for ckpt in ckpts:
+        for ckpt in meta_checkpoints(tag, "benchmarks/results/within_op/PLAN.md"):
             results[ckpt.name] = read_outs(predictions(WorldModel.from_checkpoint(ckpt), groups))
     text = report(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"machine": machine_info(), "groups": len(groups), "runs": results}, indent=1))
-    tmp.replace(args.out)
-    args.out.with_suffix(".md").write_text(f"`python benchmarks/within_op.py --tags {' '.join(args.tags)}`\n\n{text}")
+    write_results(args.out, {"machine": machine_info(), "groups": len(groups), "runs": results},
+                  f"python benchmarks/within_op.py --tags {' '.join(args.tags)}", text)
     print(text)
 
 

@@ -1,0 +1,27 @@
+"""What the checkpoint-scoring benchmarks share: finding a family's checkpoints and writing their results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def meta_checkpoints(tag: str, plan: str) -> list[Path]:
+    """The run folders ``checkpoints/meta/<tag>-s<seed>``, in seed-name order; none is an error naming ``plan``,
+    the file that gives the command fitting them.
+    """
+    ckpts = sorted((ROOT / "checkpoints" / "meta").glob(f"{tag}-s*"))
+    if not ckpts:
+        raise SystemExit(f"no checkpoint checkpoints/meta/{tag}-s<seed>: fit one first ({plan} gives the command).")
+    return ckpts
+
+
+def write_results(out: Path, payload: dict, command: str, text: str) -> None:
+    """``payload`` to ``out`` (JSON, atomically) and the report ``text`` beside it (``.md``, headed by ``command``)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.replace(out)
+    out.with_suffix(".md").write_text(f"`{command}`\n\n{text}")
