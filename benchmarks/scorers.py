@@ -131,7 +131,7 @@ def checkpoint_data(ckpt_dir: Path) -> TriplesDataModule:
     hp = torch.load(path, map_location="cpu", weights_only=False).get("datamodule_hyper_parameters")
     if not hp:
         raise SystemExit(f"{path} records no data settings (datamodule_hyper_parameters): refit it with train.py.")
-    dm = TriplesDataModule(**dict(hp))
+    dm = TriplesDataModule(**{k: v for k, v in dict(hp).items() if not k.startswith("_")})  # not _class_path
     dm.setup()
     return dm
 
