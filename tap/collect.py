@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trajectories", type=int, default=8)
     ap.add_argument("--horizon", type=int, default=6, help="edits per trajectory")
     ap.add_argument("--eval-examples", type=int, default=16, help="val examples each chain is evaluated on")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=None,
+                    help="collection seed (default 0; with --config, the config's): another seed is an independent "
+                         "sample of trajectories and examples, collected into its own folder")
     ap.add_argument("--mode", choices=["auto", "generate", "score"], default="auto")
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--scale-weights", type=json.loads, default=None,
@@ -70,17 +72,18 @@ def _collect_one(args: argparse.Namespace) -> int:
     from tap.tasks import load_task
 
     args.data_dir = args.data_dir or "data"
+    seed = 0 if args.seed is None else args.seed
     for name, value in (("trajectories", args.trajectories), ("horizon", args.horizon),
                         ("eval-examples", args.eval_examples)):
         if value < 1:
             raise TapError(f"--{name} must be at least 1 (got {value}).")
     config = CollectionConfig(
         task=args.task, model=args.model, trajectories=args.trajectories, horizon=args.horizon,
-        eval_examples=args.eval_examples, seed=args.seed, mode=args.mode, max_new_tokens=args.max_new_tokens,
+        eval_examples=args.eval_examples, seed=seed, mode=args.mode, max_new_tokens=args.max_new_tokens,
         induce=args.induce, proposer=args.proposer, siblings=args.siblings,
         **({"scale_weights": args.scale_weights} if args.scale_weights else {}),
     )
-    task = load_task(args.task, seed=args.seed)  # a bad task fails before any model is loaded
+    task = load_task(args.task, seed=seed)  # a bad task fails before any model is loaded
     ensure_writable(args.data_dir, "--data-dir")  # so does an unwritable output folder
     llm = load_llm(args.model, cache=args.cache, dtype=args.dtype, batch_size=args.batch_size)
     proposer = load_llm(args.proposer, cache=args.cache) if args.proposer else None
@@ -108,7 +111,8 @@ def _collect_config(args: argparse.Namespace) -> int:
     tasks = [args.task] if args.task else list(init["tasks"])
     if args.task and args.task not in init["tasks"]:
         raise TapError(f"{args.task} is not a task of {args.config}; its tasks: {init['tasks']}.")
-    init.update(cache=args.cache, **({"data_dir": args.data_dir} if args.data_dir else {}))
+    init.update(cache=args.cache, **({"data_dir": args.data_dir} if args.data_dir else {}),
+                **({"seed": args.seed} if args.seed is not None else {}))
     ensure_writable(init.get("data_dir", "data"), "--data-dir")
     llm = None
     for task in tasks:

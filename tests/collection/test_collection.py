@@ -321,6 +321,12 @@ def test_collect_cli_with_a_data_config_collects_its_tasks_as_the_datamodule_wou
                            data_dir=str(tmp_path / "data"))
     dm.setup()  # the DataModule finds exactly what the CLI collected
     assert sum(len(g) for g in dm.groups.values()) == 2 * 2 * 2
+    assert main(["--config", str(config), "--task", tasks[0], "--seed", "1"]) == 0  # another sample, its own folder
+    line = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert not line["already_collected"] and line["path"] != lines[0]["path"]
+    again = TriplesDataModule(tasks=tasks[:1], trajectories=2, horizon=2, eval_examples=4, siblings=2,
+                              data_dir=str(tmp_path / "data"), seed=1)
+    assert again._dir(again.configs[0]).resolve() == Path(line["path"]).resolve()  # where a seed-1 module looks
     assert main(["--config", str(config), "--task", "ii:rhymes"]) == 2
     assert "not a task of" in capsys.readouterr().err
     assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
