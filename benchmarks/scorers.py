@@ -18,7 +18,7 @@ scorer with the best validation gain is the candidate and the better non-learned
 pairs the candidate against ``prior`` (rule R1) and the baseline (R2) per seed on the transfer set.
 
     python benchmarks/scorers.py --tags hierarchical-transfer hierarchical-residual-transfer \
-        hierarchical-residual-valtask-transfer
+        hierarchical-residual-valtask-transfer [--transfer-seeds 0 1 --out benchmarks/results/scorers/both.json]
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from meta_runs import meta_checkpoints, write_results  # noqa: E402
 from prior_variants import _datamodule  # noqa: E402
-from runs import meta_checkpoints, write_results  # noqa: E402
 from stats import fmt, mean_ci, paired_over_groups, seed_families  # noqa: E402
 
 from tap.chains.edits import OP_IDS  # noqa: E402
@@ -180,13 +180,19 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tags", nargs="+", required=True, help="checkpoint folders checkpoints/meta/<tag>-s<seed>")
     ap.add_argument("--transfer", type=Path, default=ROOT / "configs" / "data" / "ii_transfer.yaml")
+    ap.add_argument("--transfer-seeds", type=int, nargs="+", default=[0],
+                    help="collection seeds of the transfer set to test on, together (each an independent sample: "
+                         "`python -m tap.collect --config <transfer> --seed S`)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    transfer = _datamodule(args.transfer).groups["test"].items
-    if not transfer:
-        raise SystemExit(f"{args.transfer} has no sibling groups; collect them with "
-                         f"`python -m tap.collect --config {args.transfer}`.")
+    transfer = []
+    for seed in args.transfer_seeds:
+        groups = _datamodule(args.transfer, seed=seed).groups["test"].items
+        if not groups:
+            raise SystemExit(f"{args.transfer} has no sibling groups at seed {seed}; collect them with "
+                             f"`python -m tap.collect --config {args.transfer} --seed {seed}`.")
+        transfer += groups
     results = {}
     for tag in args.tags:
         for ckpt in meta_checkpoints(tag, "benchmarks/results/scorers/PLAN.md"):
@@ -196,8 +202,9 @@ def main(argv: list[str] | None = None) -> None:
             results[ckpt.name] = {"val": read_outs(predictions(wm, dm.groups["val"].items, table)),
                                   "transfer": read_outs(predictions(wm, transfer, table))}
     text = report(results)
-    write_results(args.out, {"machine": machine_info(), "runs": results},
-                  f"python benchmarks/scorers.py --tags {' '.join(args.tags)}", text)
+    write_results(args.out, {"machine": machine_info(), "transfer_seeds": args.transfer_seeds, "runs": results},
+                  f"python benchmarks/scorers.py --tags {' '.join(args.tags)} "
+                  f"--transfer-seeds {' '.join(map(str, args.transfer_seeds))} --out {args.out}", text)
     print(text)
 
 

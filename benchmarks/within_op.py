@@ -32,8 +32,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from meta_runs import meta_checkpoints, write_results  # noqa: E402
 from prior_variants import _datamodule  # noqa: E402
-from runs import meta_checkpoints, write_results  # noqa: E402
 from stats import fmt, mean_ci, paired_over_groups, seed_families  # noqa: E402
 
 from tap.collection.datamodule import collate_siblings  # noqa: E402
