@@ -24,6 +24,7 @@ pairs the candidate against ``prior`` (rule R1) and the baseline (R2) per seed o
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -141,6 +142,10 @@ def choose(runs: list[dict], pool: tuple[str, ...]) -> str:
     return max(pool, key=lambda s: statistics.mean(r["val"][s]["gain"] for r in runs))
 
 
+def _met(ok: bool) -> str:
+    return "met" if ok else "not met"
+
+
 def report(results: dict[str, dict]) -> str:
     """Markdown: per family, each scorer on validation and transfer; the choice; the pre-registered rules."""
     lines = ["Cells: mean ± 95 % Student-t half-width over seeds. Validation: selection gain pooled over the fit's "
@@ -167,13 +172,15 @@ def report(results: dict[str, dict]) -> str:
             oracle = statistics.mean(statistics.mean(r["transfer"][against]["oracle_gain"]) for r in runs)
             gm, gh, n_groups = paired_over_groups([r["transfer"][cand]["group_gain"] for r in runs],
                                                   [r["transfer"][against]["group_gain"] for r in runs], oracle)
-            met = len(diff) > 1 and m - h > 0
+            seeds_met, groups_met = len(diff) > 1 and m - h > 0, n_groups > 1 and gm - gh > 0
             verdicts.append(f"{rule} (`{cand}` − `{against}`): {m:+.3f} ± {h:.3f} over seeds "
-                            f"({', '.join(f'{d:+.2f}' for d in diff)}), {gm:+.3f} ± {gh:.3f} over {n_groups} "
-                            f"groups: **{'met' if met else 'not met'}**")
+                            f"({', '.join(f'{d:+.2f}' for d in diff)}), **{_met(seeds_met)}**; "
+                            f"{gm:+.3f} ± {gh:.3f} over {n_groups} groups, **{_met(groups_met)}**")
         rules.append(f"- **{fam}**: candidate `{cand}`, baseline `{base}` (chosen on validation). "
                      + "; ".join(verdicts) + ".")
-    return "\n".join(lines + ["", "Chosen on validation, judged on the transfer set:", "", *rules]) + "\n"
+    return "\n".join(lines + ["", "Chosen on validation, judged on the transfer set (a rule is met when its 95 % "
+                                "interval is above zero; the plan's R1 and R2 read the interval over seeds, its "
+                                "addendum also the one over groups):", "", *rules]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -184,7 +191,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="collection seeds of the transfer set to test on, together (each an independent sample: "
                          "`python -m tap.collect --config <transfer> --seed S`)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--report-only", action="store_true", help="print the report of the results in --out again")
     args = ap.parse_args(argv)
+    if args.report_only:
+        print(report(json.loads(args.out.read_text())["runs"]))
+        return
     torch.set_num_threads(1)
     transfer = []
     for seed in args.transfer_seeds:
