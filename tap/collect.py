@@ -9,7 +9,9 @@ cache_hits, mean_reward, seconds.
 
 With ``--config`` (a data config, as ``train.py --data`` takes), every task of it is collected exactly
 as the DataModule would (same settings, same folders), one JSON summary line per task: the way to
-collect a task pool ahead of training, or in pieces across sessions.
+collect a task pool ahead of training, or in pieces across sessions. ``--seed S`` with it collects another
+independent sample of the config's tasks (a DataModule with ``seed: S`` reads it), e.g. more test data for
+the transfer set: ``python -m tap.collect --config configs/data/ii_transfer.yaml --seed 1``.
 """
 
 from __future__ import annotations
