@@ -24,6 +24,7 @@ pairs the candidate against ``prior`` (rule R1) and the baseline (R2) per seed o
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -42,7 +43,7 @@ from tap.chains.edits import OP_IDS  # noqa: E402
 from tap.collection.datamodule import TriplesDataModule, collate_siblings  # noqa: E402
 from tap.machine import machine_info  # noqa: E402
 from tap.metrics import SelectionGain, SiblingRankAgreement  # noqa: E402
-from tap.systems.checkpoints import find_checkpoint  # noqa: E402
+from tap.planning.search import load_world_model  # noqa: E402
 from tap.systems.world_model import WorldModel, _split_half_deltas  # noqa: E402
 from tap.tasks import task_slug  # noqa: E402
 
@@ -126,13 +127,12 @@ def read_outs(p: dict[str, torch.Tensor]) -> dict[str, dict]:
     return res
 
 
-def checkpoint_data(ckpt_dir: Path) -> TriplesDataModule:
-    """The training pool a checkpoint was fitted on, rebuilt from the data settings its fit saved."""
-    path = find_checkpoint(ckpt_dir)
-    hp = torch.load(path, map_location="cpu", weights_only=False).get("datamodule_hyper_parameters")
-    if not hp:
-        raise SystemExit(f"{path} records no data settings (datamodule_hyper_parameters): refit it with train.py.")
-    dm = TriplesDataModule(**{k: v for k, v in dict(hp).items() if not k.startswith("_")})  # not _class_path
+@functools.cache
+def training_pool(settings: str) -> TriplesDataModule:
+    """The training pool a checkpoint was fitted on, from its saved data settings (JSON, so that the seeds of one
+    family, which share them, read the pool once).
+    """
+    dm = TriplesDataModule(**json.loads(settings))
     dm.setup()
     return dm
 
@@ -207,9 +207,12 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     for tag in args.tags:
         for ckpt in meta_checkpoints(tag, "benchmarks/results/scorers/PLAN.md"):
-            dm = checkpoint_data(ckpt)
+            wm, data = load_world_model(ckpt)
+            if not data:
+                raise SystemExit(f"{ckpt} records no data settings (datamodule_hyper_parameters): refit it with "
+                                 "train.py.")
+            dm = training_pool(json.dumps(data, sort_keys=True))
             table = op_table(dm.edit_rows["train"])
-            wm = WorldModel.from_checkpoint(ckpt)
             results[ckpt.name] = {"val": read_outs(predictions(wm, dm.groups["val"].items, table)),
                                   "transfer": read_outs(predictions(wm, transfer, table))}
     text = report(results)
