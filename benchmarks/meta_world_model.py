@@ -67,6 +67,12 @@ def _tasks(data_yaml: Path) -> list[str]:
     return yaml.safe_load(data_yaml.read_text())["init_args"]["tasks"]
 
 
+def _samples(data_yaml: Path) -> list[int]:
+    """The collection seeds a data config serves together (``samples``; default its ``seed``)."""
+    init = yaml.safe_load(data_yaml.read_text())["init_args"]
+    return list(init.get("samples") or [init.get("seed", 0)])
+
+
 def _cli(args: list[str]) -> dict[str, float]:
     from tap.cli import main
 
@@ -124,7 +130,7 @@ def run(model: str, seed: int, heldout: list[str], train_tasks: list[str], test_
     return {"model": model, "seed": seed, "name": name, "heldout": heldout, "trained_on": trained,
             "val_tasks": val_tasks or [], "overrides": extra, "checkpoint": ckpt,
             "fit_seconds": None if test_only else round(fit_seconds, 1),
-            "selection_ties": "split", "machine": machine_info(),
+            "selection_ties": "split", "test_samples": _samples(test_data), "machine": machine_info(),
             "val": {k: v for k, v in fit_metrics.items() if k.startswith("val/")
                     and k.count("/") <= 2 + k.startswith("val/prior/")},
             "test": per_task(test, heldout)}
@@ -175,8 +181,10 @@ def report(results: list[dict]) -> str:
     head = ["task", "held out by", "model", "seeds", *[c for _, c in METRICS], "noise ceiling (edit ρ)",
             "gain - prior (paired)"]
     trained = sorted({len(r["trained_on"]) for r in results if r["kind"] == "transfer" and "trained_on" in r})
+    samples = sorted({tuple(r.get("test_samples", [0])) for r in results if r["kind"] == "transfer"})
     lines = [f"Seeds: {seeds}. Cells: mean ± 95 % Student-t half-width over seeds. Transfer runs trained on "
-             f"{'/'.join(map(str, trained)) or '-'} pool tasks.", "",
+             f"{'/'.join(map(str, trained)) or '-'} pool tasks, tested on collection sample(s) "
+             f"{' / '.join(', '.join(map(str, s)) for s in samples) or '-'} of the transfer set.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for task in tasks:
         for label in labels:

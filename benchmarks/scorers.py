@@ -19,6 +19,9 @@ pairs the candidate against ``prior`` (rule R1) and the baseline (R2) per seed o
 
     python benchmarks/scorers.py --tags hierarchical-transfer hierarchical-residual-transfer \
         hierarchical-residual-valtask-transfer [--transfer-seeds 0 1 --out benchmarks/results/scorers/both.json]
+
+The transfer set is read as its config serves it (``samples``: three independent collections, 384 groups);
+``--transfer-seeds`` picks some of them.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from stats import fmt, mean_ci, paired_over_groups, seed_families  # noqa: E402
 
 from tap.chains.edits import OP_IDS  # noqa: E402
 from tap.collection.datamodule import TriplesDataModule, collate_siblings  # noqa: E402
+from tap.errors import TapError  # noqa: E402
 from tap.machine import machine_info  # noqa: E402
 from tap.metrics import SelectionGain, SiblingRankAgreement  # noqa: E402
 from tap.planning.search import load_world_model  # noqa: E402
@@ -187,9 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tags", nargs="+", required=True, help="checkpoint folders checkpoints/meta/<tag>-s<seed>")
     ap.add_argument("--transfer", type=Path, default=ROOT / "configs" / "data" / "ii_transfer.yaml")
-    ap.add_argument("--transfer-seeds", type=int, nargs="+", default=[0],
+    ap.add_argument("--transfer-seeds", type=int, nargs="+", default=None,
                     help="collection seeds of the transfer set to test on, together (each an independent sample: "
-                         "`python -m tap.collect --config <transfer> --seed S`)")
+                         "`python -m tap.collect --config <transfer> --seed S`; default: the config's samples)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--report-only", action="store_true", help="print the report of the results in --out again")
     args = ap.parse_args(argv)
@@ -197,13 +201,14 @@ def main(argv: list[str] | None = None) -> None:
         print(report(json.loads(args.out.read_text())["runs"]))
         return
     torch.set_num_threads(1)
-    transfer = []
-    for seed in args.transfer_seeds:
-        groups = _datamodule(args.transfer, seed=seed).groups["test"].items
-        if not groups:
-            raise SystemExit(f"{args.transfer} has no sibling groups at seed {seed}; collect them with "
-                             f"`python -m tap.collect --config {args.transfer} --seed {seed}`.")
-        transfer += groups
+    try:
+        dm = _datamodule(args.transfer, **({"samples": args.transfer_seeds} if args.transfer_seeds else {}))
+    except TapError as err:
+        raise SystemExit(str(err)) from err
+    transfer, args.transfer_seeds = dm.groups["test"].items, dm.samples
+    if not transfer:
+        raise SystemExit(f"{args.transfer} has no sibling groups in its test split; collect them with "
+                         f"`python -m tap.collect --config {args.transfer}`.")
     results = {}
     for tag in args.tags:
         for ckpt in meta_checkpoints(tag, "benchmarks/results/scorers/PLAN.md"):

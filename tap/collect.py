@@ -9,9 +9,10 @@ cache_hits, mean_reward, seconds.
 
 With ``--config`` (a data config, as ``train.py --data`` takes), every task of it is collected exactly
 as the DataModule would (same settings, same folders), one JSON summary line per task: the way to
-collect a task pool ahead of training, or in pieces across sessions. ``--seed S`` with it collects another
-independent sample of the config's tasks (a DataModule with ``seed: S`` reads it), e.g. more test data for
-the transfer set: ``python -m tap.collect --config configs/data/ii_transfer.yaml --seed 1``.
+collect a task pool ahead of training, or in pieces across sessions. A config that serves several samples
+(``samples: [0, 1, 2]``, as the transfer set's does) has each collected, one summary line per task and sample.
+``--seed S`` with it collects that one independent sample of the config's tasks (a DataModule with ``seed: S``
+or ``S`` among its ``samples`` reads it): ``python -m tap.collect --config configs/data/ii_transfer.yaml --seed 1``.
 """
 
 from __future__ import annotations
@@ -113,21 +114,23 @@ def _collect_config(args: argparse.Namespace) -> int:
     tasks = [args.task] if args.task else list(init["tasks"])
     if args.task and args.task not in init["tasks"]:
         raise TapError(f"{args.task} is not a task of {args.config}; its tasks: {init['tasks']}.")
-    init.update(cache=args.cache, **({"data_dir": args.data_dir} if args.data_dir else {}),
-                **({"seed": args.seed} if args.seed is not None else {}))
+    init.update(cache=args.cache, **({"data_dir": args.data_dir} if args.data_dir else {}))
+    if args.seed is not None:  # this one sample, whatever samples the config serves
+        init.update(seed=args.seed, samples=None)
     ensure_writable(init.get("data_dir", "data"), "--data-dir")
     llm = None
     for task in tasks:
         dm = TriplesDataModule(**{**init, "tasks": [task]})
-        if llm is not None:
-            dm._llm = llm  # one model load for every task
-        config = dm.configs[0]
-        done = (dm._dir(config) / "triples").exists()
-        llm = dm.llm
-        if not done:
-            dm.prepare_data()
-        meta = json.loads((dm._dir(config) / "meta.json").read_text())
-        print(json.dumps({"task": task, "already_collected": done, **meta["summary"]}), flush=True)
+        for config in dm.configs:  # one per sample the config serves
+            if llm is not None:
+                dm._llm = llm  # one model load for every task
+            done = (dm._dir(config) / "triples").exists()
+            llm = dm.llm
+            if not done:
+                collect(config, llm, data_dir=dm.hparams.data_dir)
+            meta = json.loads((dm._dir(config) / "meta.json").read_text())
+            print(json.dumps({"task": task, "sample": config.seed, "already_collected": done, **meta["summary"]}),
+                  flush=True)
     return 0
 
 

@@ -161,6 +161,10 @@ class TriplesDataModule(L.LightningDataModule):
             the loaders serve sibling groups next to the windows.
         task_pairs: train input/output pairs per item that describe its task (``task_pair_texts``).
         seed: collection seed and the trajectory split's seed.
+        samples: collection seeds served together (default: ``[seed]``). Each seed is an independent sample of
+            every task's trajectories, search examples and task pairs (``python -m tap.collect --config C --seed S``
+            collects one), split into train/val/test by its own seed: more test data per task for a held-out
+            set, whose verdicts one sample of 32 sibling groups per task is too small to carry.
         data_dir: where collections live (``data/`` by default).
         cache: LLM call cache file (``default``: ``$TAP_CACHE/calls.sqlite``).
         mode: ``auto`` | ``generate`` | ``score``.
@@ -172,7 +176,8 @@ class TriplesDataModule(L.LightningDataModule):
                  horizon: int = 6, eval_examples: int = 16, window: int = 1, batch_size: int = 32,
                  split_fractions: tuple[float, float] = (0.15, 0.15), seed: int = 0, data_dir: str = "data",
                  cache: str = "default", mode: str = "auto", max_new_tokens: int = 24, num_workers: int = 0,
-                 siblings: int = 0, task_pairs: int = 4, val_tasks: list[str] | None = None) -> None:
+                 siblings: int = 0, task_pairs: int = 4, val_tasks: list[str] | None = None,
+                 samples: list[int] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.tasks = list(tasks or ["bigbench:arithmetic/1_digit_addition"])
@@ -186,9 +191,13 @@ class TriplesDataModule(L.LightningDataModule):
         if not (0 <= val_f <= 1 and 0 <= test_f <= 1 and val_f + test_f <= 1):
             raise TapError(f"split_fractions {split_fractions} must be two fractions in [0, 1] summing to at most 1 "
                            "(0.0, 1.0 makes every trajectory test data, for a task held out from training).")
+        self.samples = list(dict.fromkeys(samples)) if samples else [seed]
+        if samples is not None and not samples:
+            raise TapError("samples must name at least one collection seed (or be left out: [seed]).")
         self.configs = [CollectionConfig(task=t, model=model, trajectories=trajectories, horizon=horizon,
-                                         eval_examples=eval_examples, seed=seed, mode=mode,
-                                         max_new_tokens=max_new_tokens, siblings=siblings) for t in self.tasks]
+                                         eval_examples=eval_examples, seed=s, mode=mode,
+                                         max_new_tokens=max_new_tokens, siblings=siblings)
+                        for t in self.tasks for s in self.samples]
         self._llm = None
         self.splits: dict[str, TrajectoryWindows] = {}
         self.groups: dict[str, SiblingGroups] = {}
@@ -221,10 +230,11 @@ class TriplesDataModule(L.LightningDataModule):
         for config in self.configs:
             path = self._dir(config) / "triples"
             if not path.exists():
-                raise TapError(f"no collected triples at {path}; run prepare_data() (Trainer.fit does) or "
-                               f"`python -m tap.collect --task {config.task}` first.")
+                raise TapError(f"no collected triples for {config.task} (sample {config.seed}) at {path}; run "
+                               "prepare_data() (Trainer.fit does) or `python -m tap.collect --config <this data "
+                               f"config> --task {config.task} --seed {config.seed}` first.")
             rows = datasets.load_from_disk(str(path)).to_list()
-            context, pairs = self.context(config.task), self.task_pairs(config.task)
+            context, pairs = self.context(config.task, config.seed), self.task_pairs(config.task, config.seed)
             for row in rows:
                 row["context"], row["task_pairs"] = context, pairs
             by_traj: dict[int, list[dict]] = defaultdict(list)
@@ -234,7 +244,7 @@ class TriplesDataModule(L.LightningDataModule):
                     by_traj[row["trajectory"]].append(row)
                 by_group[row["trajectory"]][row["step"]].append(row)
             ids = sorted(by_traj)
-            random.Random(f"traj-split:{config.task}:{self.hparams.seed}").shuffle(ids)
+            random.Random(f"traj-split:{config.task}:{config.seed}").shuffle(ids)  # each sample by its own seed
             n_val = round(len(ids) * val_f)
             n_test = round(len(ids) * test_f)
             if len(ids) >= 3:  # keep every split non-empty when there is enough data
@@ -261,17 +271,22 @@ class TriplesDataModule(L.LightningDataModule):
         delta = torch.tensor([r["next_reward"] - r["reward"] for r in rows], dtype=torch.float32)
         return ops, delta
 
-    def context(self, task: str) -> str:
-        """The task context the encoder sees: the task's own description."""
+    def context(self, task: str, sample: int | None = None) -> str:
+        """The task context the encoder sees: the task's own description (as loaded for collection seed
+        ``sample``, default ``seed``).
+        """
         from tap.tasks import load_task
 
-        return load_task(task, seed=self.hparams.seed).description
+        return load_task(task, seed=self.hparams.seed if sample is None else sample).description
 
-    def task_pairs(self, task: str) -> list[str]:
-        """The task as ``task_pairs`` of its train input/output pairs (``task_pair_texts``)."""
+    def task_pairs(self, task: str, sample: int | None = None) -> list[str]:
+        """The task as ``task_pairs`` of its train input/output pairs (``task_pair_texts``), those of collection
+        seed ``sample`` (default ``seed``): what a model sees of a task it never trained on.
+        """
         from tap.tasks import load_task
 
-        return task_pair_texts(load_task(task, seed=self.hparams.seed), self.hparams.task_pairs)
+        return task_pair_texts(load_task(task, seed=self.hparams.seed if sample is None else sample),
+                               self.hparams.task_pairs)
 
     def _loader(self, split: str, shuffle: bool):
         """Windows of ``split``; with sibling groups, windows and groups together (``CombinedLoader``:

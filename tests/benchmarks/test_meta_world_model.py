@@ -31,7 +31,7 @@ def test_report_gives_intervals_and_paired_differences(meta, monkeypatch):
                                     "calibration/coverage": 0.8}}}
                for s, (g, p) in enumerate([(0.5, 0.1), (0.7, 0.2), (0.6, 0.3)])]
     text = meta.report(results)
-    assert "Transfer runs trained on 2 pool tasks." in text
+    assert "Transfer runs trained on 2 pool tasks, tested on collection sample(s) 0 of the transfer set." in text
     row = next(line for line in text.splitlines() if line.startswith("| rhymes | transfer | hierarchical"))
     assert "0.60 ± 0.25" in row  # mean 0.6, sd 0.1, t(2) = 4.303: 4.303 * 0.1 / sqrt(3) = 0.248
     assert row.endswith("| 0.80 | 0.40 ± 0.25 |")  # the ceiling, then gain - prior paired per seed
@@ -69,6 +69,10 @@ def test_val_tasks_reach_the_fit_only_and_are_not_counted_as_trained_on(meta, mo
     assert "--data.init_args.val_tasks=[ii:diff]" in fit
     assert not any(a.startswith("--data.init_args.val_tasks") for a in test)
     assert r["trained_on"] == ["ii:sentiment"] and r["val_tasks"] == ["ii:diff"]
+    assert r["test_samples"] == [0, 1, 2]  # the transfer set is tested on every sample its config serves
+    assert meta.report([{**r, "label": "h", "kind": "transfer", "seed": 0, "test": {}}]).startswith(
+        "Seeds: [0]. Cells: mean ± 95 % Student-t half-width over seeds. Transfer runs trained on 1 pool tasks, "
+        "tested on collection sample(s) 0, 1, 2 of the transfer set.")
 
 
 def test_test_only_tests_the_existing_checkpoint_and_keeps_the_fit_record(meta, monkeypatch, tmp_path):

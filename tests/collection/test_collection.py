@@ -248,9 +248,9 @@ def test_datamodule_serves_windows_of_chosen_edits_and_sibling_groups(tmp_path, 
     from tests.helpers import RuleLLM, arithmetic_task
 
     task = arithmetic_task(60, name="tiny-arith")
-    monkeypatch.setattr("tap.collection.datamodule.TriplesDataModule.context", lambda self, t: "")
+    monkeypatch.setattr("tap.collection.datamodule.TriplesDataModule.context", lambda self, t, sample=None: "")
     monkeypatch.setattr("tap.collection.datamodule.TriplesDataModule.task_pairs",
-                        lambda self, t: ["Input: 1+1\nOutput: 2"])
+                        lambda self, t, sample=None: ["Input: 1+1\nOutput: 2"])
     dm = TriplesDataModule(tasks=["tiny-arith"], trajectories=4, horizon=3, eval_examples=4, window=2,
                            batch_size=4, siblings=3, data_dir=str(tmp_path / "data"), cache=str(tmp_path / "c.sqlite"),
                            split_fractions=(0.25, 0.25))
@@ -330,3 +330,40 @@ def test_collect_cli_with_a_data_config_collects_its_tasks_as_the_datamodule_wou
     assert main(["--config", str(config), "--task", "ii:rhymes"]) == 2
     assert "not a task of" in capsys.readouterr().err
     assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_several_samples_are_collected_and_served_together_each_with_its_own_task_pairs(tmp_path, monkeypatch,
+                                                                                       capsys):
+    import yaml
+
+    from tap.collect import main
+    from tests.helpers import RuleLLM, write_arithmetic_jsonl
+
+    rule = RuleLLM()
+    monkeypatch.setattr(TriplesDataModule, "llm", property(lambda self: rule))
+    task = str(write_arithmetic_jsonl(tmp_path / "add.jsonl", 40))
+    settings = {"tasks": [task], "trajectories": 2, "horizon": 2, "eval_examples": 4, "siblings": 2,
+                "data_dir": str(tmp_path / "data"), "split_fractions": [0.0, 1.0]}
+    config = tmp_path / "transfer.yaml"
+    config.write_text(yaml.safe_dump({"init_args": {**settings, "samples": [0, 1]}}))
+    assert main(["--config", str(config), "--seed", "1"]) == 0  # one sample of it, on its own
+    assert [json.loads(x)["sample"] for x in capsys.readouterr().out.splitlines()] == [1]
+    assert main(["--config", str(config)]) == 0  # every sample it serves; sample 1 is not paid again
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(x["sample"], x["already_collected"]) for x in lines] == [(0, False), (1, True)]
+    assert lines[0]["path"] != lines[1]["path"]
+    one = [TriplesDataModule(**settings, seed=s) for s in (0, 1)]
+    both = TriplesDataModule(**settings, samples=[0, 1])
+    for dm in (*one, both):
+        dm.setup()
+    assert len(both.groups["test"]) == len(one[0].groups["test"]) + len(one[1].groups["test"]) == 2 * 2 * 2
+    # each sample's groups carry that sample's task pairs: what a model sees of the task where it was collected
+    pairs = [g[0]["task_pairs"] for g in both.groups["test"].items]
+    assert pairs == [g[0]["task_pairs"] for dm in one for g in dm.groups["test"].items]
+    assert one[0].task_pairs(task) != one[1].task_pairs(task)
+    assert TriplesDataModule(**settings).samples == [0]  # default: the seed's own sample, as before
+    with pytest.raises(TapError, match="samples must name"):
+        TriplesDataModule(**settings, samples=[])
+    missing = TriplesDataModule(**settings, samples=[0, 5])
+    with pytest.raises(TapError, match=r"sample 5.*--seed 5"):
+        missing.setup()

@@ -101,8 +101,8 @@ def sibling_data(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("siblings")
     task = arithmetic_task(60, name="tiny-arith")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(TriplesDataModule, "context", lambda self, t: task.description)
-        mp.setattr(TriplesDataModule, "task_pairs", lambda self, t: task_pair_texts(task, 4))
+        mp.setattr(TriplesDataModule, "context", lambda self, t, sample=None: task.description)
+        mp.setattr(TriplesDataModule, "task_pairs", lambda self, t, sample=None: task_pair_texts(task, 4))
         dm = TriplesDataModule(tasks=["tiny-arith"], trajectories=6, horizon=3, eval_examples=6, batch_size=12,
                                siblings=4, data_dir=str(tmp / "data"), split_fractions=(0.0, 0.0))
         dm._llm = CachedLLM(RuleLLM(), CallCache(tmp / "c.sqlite"))
