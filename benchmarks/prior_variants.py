@@ -11,6 +11,12 @@ on the held-out pool tasks and on the transfer set (``configs/data/ii_transfer.y
 read-outs as ``meta_world_model.py``: the selection gain (``tap.metrics.SelectionGain``, split-half
 examples) and the within-group sibling Spearman. No LLM call, no training; a few seconds.
 
+A ceiling for any prior of this kind (set ``transfer (in-task)``): on the transfer set, whose config serves
+several independent samples, each sample's siblings are scored by the same tables counted on *the same task's
+other samples*. That is what an operation-level prior could know if it were adapted to the task perfectly (from
+two more collections of it, which no new task has); a learned model whose task conditioning only moved the
+operation means could not beat it.
+
     python benchmarks/prior_variants.py
 """
 
@@ -69,18 +75,34 @@ def sibling_read_outs(score: torch.Tensor, half_a: torch.Tensor, half_b: torch.T
     return out
 
 
-def score(groups: list[list[dict]], table: dict, context) -> dict[str, dict[str, float]]:
-    """Selection gain and sibling Spearman per task slug of ``groups``, ranking by ``table``."""
+def score(groups: list[list[dict]], table: dict, context, tables: dict | None = None) -> dict[str, dict[str, float]]:
+    """Selection gain and sibling Spearman per task slug of ``groups``, ranking by ``table``, or with ``tables``
+    by the table of each sibling's (task, sample) (``in_task_tables``).
+    """
     batch = collate_siblings(groups)
     parents = [Chain.from_json(row[0]) for row in batch["chain_json"]]
     ops = batch["edit_op"][:, 0].tolist()
-    pred = torch.tensor([table.get((op, context(p)), 0.0) for op, p in zip(ops, parents)])
+    if tables is not None:
+        keys = [(r["task"], r.get("sample", 0)) for g in groups for r in g]  # collate_siblings' order
+        pred = torch.tensor([tables[k].get((op, context(p)), 0.0) for k, op, p in zip(keys, ops, parents)])
+    else:
+        pred = torch.tensor([table.get((op, context(p)), 0.0) for op, p in zip(ops, parents)])
     delta_a, delta_b = _split_half_deltas(batch)
     real = batch["reward"][:, 1] - batch["reward"][:, 0]
     names = sorted(set(batch["task"]))
     tid = torch.tensor([names.index(t) for t in batch["task"]])
     out = sibling_read_outs(pred, delta_a, delta_b, real, batch["group"], tid)
     return {task_slug(t): {k: out.get(f"{k}/{i}", float("nan")) for k in ("gain", "rho")} for i, t in enumerate(names)}
+
+
+def in_task_tables(groups: list[list[dict]], context) -> dict[tuple[str, int], dict]:
+    """(task, sample) -> the prior table counted on every edit of the same task's *other* samples in ``groups``."""
+    rows: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for g in groups:
+        for r in g:
+            rows[(r["task"], r.get("sample", 0))].append(r)
+    return {key: prior_table([r for k, rs in rows.items() if k[0] == key[0] and k != key for r in rs], context)
+            for key in rows}
 
 
 def first_demo_effect(rows: list[dict]) -> str:
@@ -122,6 +144,13 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"| {name} | {label} | {slug} | {m['gain']:.2f} | {m['rho']:.2f} |")
             mean = {k: _nanmean([m[k] for m in per_task.values()]) for k in ("gain", "rho")}
             print(f"| {name} | {label} | **mean** | **{mean['gain']:.2f}** | **{mean['rho']:.2f}** |")
+        if len(transfer.samples) > 1:  # the ceiling: each task's own operation means, from its other samples
+            groups = transfer.groups["test"].items
+            per_task = score(groups, {}, context, tables=in_task_tables(groups, context))
+            for slug, m in per_task.items():
+                print(f"| {name} | transfer (in-task) | {slug} | {m['gain']:.2f} | {m['rho']:.2f} |")
+            mean = {k: _nanmean([m[k] for m in per_task.values()]) for k in ("gain", "rho")}
+            print(f"| {name} | transfer (in-task) | **mean** | **{mean['gain']:.2f}** | **{mean['rho']:.2f}** |")
 
 
 if __name__ == "__main__":

@@ -236,7 +236,7 @@ class TriplesDataModule(L.LightningDataModule):
             rows = datasets.load_from_disk(str(path)).to_list()
             context, pairs = self.context(config.task, config.seed), self.task_pairs(config.task, config.seed)
             for row in rows:
-                row["context"], row["task_pairs"] = context, pairs
+                row["context"], row["task_pairs"], row["sample"] = context, pairs, config.seed
             by_traj: dict[int, list[dict]] = defaultdict(list)
             by_group: dict[int, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
             for row in rows:

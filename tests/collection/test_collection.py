@@ -361,6 +361,7 @@ def test_several_samples_are_collected_and_served_together_each_with_its_own_tas
     pairs = [g[0]["task_pairs"] for g in both.groups["test"].items]
     assert pairs == [g[0]["task_pairs"] for dm in one for g in dm.groups["test"].items]
     assert one[0].task_pairs(task) != one[1].task_pairs(task)
+    assert [g[0]["sample"] for g in both.groups["test"].items] == [0] * 4 + [1] * 4  # each row names its sample
     assert TriplesDataModule(**settings).samples == [0]  # default: the seed's own sample, as before
     with pytest.raises(TapError, match="samples must name"):
         TriplesDataModule(**settings, samples=[])
