@@ -191,9 +191,9 @@ class TriplesDataModule(L.LightningDataModule):
         if not (0 <= val_f <= 1 and 0 <= test_f <= 1 and val_f + test_f <= 1):
             raise TapError(f"split_fractions {split_fractions} must be two fractions in [0, 1] summing to at most 1 "
                            "(0.0, 1.0 makes every trajectory test data, for a task held out from training).")
-        self.samples = list(dict.fromkeys(samples)) if samples else [seed]
         if samples is not None and not samples:
             raise TapError("samples must name at least one collection seed (or be left out: [seed]).")
+        self.samples = list(dict.fromkeys(samples)) if samples else [seed]  # collection seeds, each once
         self.configs = [CollectionConfig(task=t, model=model, trajectories=trajectories, horizon=horizon,
                                          eval_examples=eval_examples, seed=s, mode=mode,
                                          max_new_tokens=max_new_tokens, siblings=siblings)
