@@ -121,11 +121,11 @@ def _collect_config(args: argparse.Namespace) -> int:
     llm = None
     for task in tasks:
         dm = TriplesDataModule(**{**init, "tasks": [task]})
+        if llm is not None:
+            dm._llm = llm  # one model load for every task
+        llm = dm.llm
         for config in dm.configs:  # one per sample the config serves
-            if llm is not None:
-                dm._llm = llm  # one model load for every task
             done = (dm._dir(config) / "triples").exists()
-            llm = dm.llm
             if not done:
                 collect(config, llm, data_dir=dm.hparams.data_dir)
             meta = json.loads((dm._dir(config) / "meta.json").read_text())
