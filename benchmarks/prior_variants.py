@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -75,18 +76,16 @@ def sibling_read_outs(score: torch.Tensor, half_a: torch.Tensor, half_b: torch.T
     return out
 
 
-def score(groups: list[list[dict]], table: dict, context, tables: dict | None = None) -> dict[str, dict[str, float]]:
-    """Selection gain and sibling Spearman per task slug of ``groups``, ranking by ``table``, or with ``tables``
-    by the table of each sibling's (task, sample) (``in_task_tables``).
+def score(groups: list[list[dict]], tables: dict | Callable, context) -> dict[str, dict[str, float]]:
+    """Selection gain and sibling Spearman per task slug of ``groups``, ranking each sibling by its prior table:
+    ``tables`` is one table for every sibling, or (task, sample) -> table (``in_task_tables``).
     """
     batch = collate_siblings(groups)
     parents = [Chain.from_json(row[0]) for row in batch["chain_json"]]
     ops = batch["edit_op"][:, 0].tolist()
-    if tables is not None:
-        keys = [(r["task"], r.get("sample", 0)) for g in groups for r in g]  # collate_siblings' order
-        pred = torch.tensor([tables[k].get((op, context(p)), 0.0) for k, op, p in zip(keys, ops, parents)])
-    else:
-        pred = torch.tensor([table.get((op, context(p)), 0.0) for op, p in zip(ops, parents)])
+    keys = [(r["task"], r.get("sample", 0)) for g in groups for r in g]  # collate_siblings' order
+    table_of = tables if callable(tables) else lambda key: tables
+    pred = torch.tensor([table_of(k).get((op, context(p)), 0.0) for k, op, p in zip(keys, ops, parents)])
     delta_a, delta_b = _split_half_deltas(batch)
     real = batch["reward"][:, 1] - batch["reward"][:, 0]
     names = sorted(set(batch["task"]))
@@ -138,19 +137,16 @@ def main(argv: list[str] | None = None) -> None:
     print("| context | set | task | selection gain | sibling ρ |\n|---|---|---|---|---|")
     for name, context in CONTEXTS.items():
         table = prior_table(pool.edit_rows["train"], context)
-        for label, groups in sets.items():
-            per_task = score(groups, table, context)
+        runs = [(label, groups, table) for label, groups in sets.items()]
+        if len(transfer.samples) > 1:  # the ceiling: each task's own operation means, from its other samples
+            in_task = in_task_tables(sets["transfer"], context)
+            runs.append(("transfer (in-task)", sets["transfer"], in_task.__getitem__))
+        for label, groups, tables in runs:
+            per_task = score(groups, tables, context)
             for slug, m in per_task.items():
                 print(f"| {name} | {label} | {slug} | {m['gain']:.2f} | {m['rho']:.2f} |")
             mean = {k: _nanmean([m[k] for m in per_task.values()]) for k in ("gain", "rho")}
             print(f"| {name} | {label} | **mean** | **{mean['gain']:.2f}** | **{mean['rho']:.2f}** |")
-        if len(transfer.samples) > 1:  # the ceiling: each task's own operation means, from its other samples
-            groups = transfer.groups["test"].items
-            per_task = score(groups, {}, context, tables=in_task_tables(groups, context))
-            for slug, m in per_task.items():
-                print(f"| {name} | transfer (in-task) | {slug} | {m['gain']:.2f} | {m['rho']:.2f} |")
-            mean = {k: _nanmean([m[k] for m in per_task.values()]) for k in ("gain", "rho")}
-            print(f"| {name} | transfer (in-task) | **mean** | **{mean['gain']:.2f}** | **{mean['rho']:.2f}** |")
 
 
 if __name__ == "__main__":

@@ -202,10 +202,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     torch.set_num_threads(1)
     try:
-        dm = _datamodule(args.transfer, **({"samples": args.transfer_seeds} if args.transfer_seeds else {}))
+        test_dm = _datamodule(args.transfer, **({"samples": args.transfer_seeds} if args.transfer_seeds else {}))
     except TapError as err:
         raise SystemExit(str(err)) from err
-    transfer, args.transfer_seeds = dm.groups["test"].items, dm.samples
+    transfer, args.transfer_seeds = test_dm.groups["test"].items, test_dm.samples  # the seeds read, for the record
     if not transfer:
         raise SystemExit(f"{args.transfer} has no sibling groups in its test split; collect them with "
                          f"`python -m tap.collect --config {args.transfer}`.")
