@@ -1,0 +1,138 @@
+"""Do features of an edit that need no evaluation order sibling edits of one operation?
+
+On new tasks the non-learned prior (an edit scored by its operation's mean accuracy change) ranks sibling edits
+as well as the task's own operation means would (``prior_variants.py``, in-task rows), so any room above it is
+in which edit of one operation helps *at this chain*. A world model can only learn that from what it sees of an
+edit before evaluating it. This measures whether the simplest such features carry the signal at all, on the
+training pool's sibling groups (``configs/data/ii_pool.yaml``, every task and split; the transfer set is not
+read): over pairs of siblings of one group with the same operation, the share that a feature orders the way a
+real evaluation does (0.5 = chance, ties count half).
+
+Features (child chain against its parent):
+- ``fluency change``: the frozen LLM's mean log-probability per token of the instruction and steps
+  (``tap.chains.fluency``; scoring requests, not example evaluations, through the call cache);
+- ``words change``: the number of words of the instruction and steps;
+- ``prompt change``: the characters of the messages the chain renders to before the question (system block and
+  demonstrations; ``tap.chains.render.render_messages``).
+The reference row orders the pair by a real evaluation on the first half of the group's examples. Every row is
+judged on the second half, so the reference is what a second real evaluation would give.
+
+    python benchmarks/within_chain.py        # about a minute with the call cache warm; writes results/scorers/
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+from tap.chains.chain import Chain  # noqa: E402
+from tap.chains.fluency import chain_text, fluency  # noqa: E402
+from tap.chains.render import render_messages  # noqa: E402
+from tap.collection.datamodule import TriplesDataModule, collate_siblings  # noqa: E402
+from tap.systems.world_model import _split_half_deltas  # noqa: E402
+from tap.tasks import task_slug  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "results" / "scorers" / "within_chain.md"
+T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
+
+
+def within_op_concordance(ops: Sequence[Sequence[int]], score: Sequence[Sequence[float]],
+                          judge: Sequence[Sequence[float]]) -> list[float]:
+    """Per group (each a sequence of siblings' operation, score and judged change): the share of its
+    same-operation pairs with different judged changes that ``score`` orders as ``judge`` does (ties in
+    ``score`` count half). Groups without such a pair are left out.
+    """
+    out = []
+    for o, s, j in zip(ops, score, judge):
+        pairs = [(a, b) for a in range(len(o)) for b in range(a + 1, len(o)) if o[a] == o[b] and j[a] != j[b]]
+        if pairs:
+            out.append(sum(0.5 if s[a] == s[b] else float((s[a] > s[b]) == (j[a] > j[b])) for a, b in pairs)
+                       / len(pairs))
+    return out
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and 95 % t half-width (normal beyond 10 degrees of freedom)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan")
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, T95.get(n - 1, 1.96) * sd / math.sqrt(n)
+
+
+def features(llm) -> dict[str, Callable[[list[Chain], list[Chain]], list[float]]]:
+    """Name -> (parents, children) -> one value per child; ``llm`` scores fluency."""
+    def flu(parents: list[Chain], children: list[Chain]) -> list[float]:
+        before, after = fluency(llm, parents), fluency(llm, children)
+        return [a - b if a == a and b == b else 0.0 for a, b in zip(after, before)]  # an emptied text: no change
+
+    def words(parents: list[Chain], children: list[Chain]) -> list[float]:
+        return [len(chain_text(c).split()) - len(chain_text(p).split()) for p, c in zip(parents, children)]
+
+    def length(chain: Chain) -> int:  # every collected chain was evaluated, so it renders
+        return sum(len(m["content"]) for m in render_messages(chain, ""))
+
+    def prompt(parents: list[Chain], children: list[Chain]) -> list[float]:
+        return [length(c) - length(p) for p, c in zip(parents, children)]
+
+    return {"fluency change": flu, "words change": words, "prompt change": prompt}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", type=Path, default=ROOT / "configs" / "data" / "ii_pool.yaml")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    dm = TriplesDataModule(**yaml.safe_load(args.config.read_text())["init_args"])
+    dm.setup()
+    groups = [g for split in ("train", "val", "test") for g in dm.groups[split].items]
+    batch = collate_siblings(groups)
+    half_a, half_b = (h.tolist() for h in _split_half_deltas(batch))  # sibling order: collate_siblings'
+    parents = [Chain.from_json(r["chain"]) for g in groups for r in g]
+    children = [Chain.from_json(r["next_chain"]) for g in groups for r in g]
+    scores = {name: f(parents, children) for name, f in features(dm.llm).items()}
+    scores["a real evaluation (first half)"] = half_a
+
+    def regroup(flat: list) -> list[list]:
+        out, i = [], 0
+        for g in groups:
+            out.append(flat[i : i + len(g)])
+            i += len(g)
+        return out
+
+    ops = [[r["op_id"] for r in g] for g in groups]
+    judge = regroup(half_b)
+    tasks = [g[0]["task"] for g in groups]
+    lines = [f"Command: `python benchmarks/within_chain.py --config {args.config.relative_to(ROOT)}`\n",
+             f"{len(groups)} sibling groups of {len(set(tasks))} pool tasks. Cells: within-operation concordance with "
+             "the change measured on the second half of the examples (0.5 = chance), mean over the groups with a "
+             "same-operation pair ± 95 % interval over those groups; tasks: how many of the tasks with such pairs "
+             "read above / below 0.5.\n",
+             "| ordered by | concordance | groups | tasks above / below 0.5 |", "|---|---|---|---|"]
+    for name, flat in scores.items():
+        per_group = within_op_concordance(ops, regroup(flat), judge)
+        mean, half = mean_interval(per_group)
+        by_task: dict[str, list[float]] = defaultdict(list)
+        for t, o, s, j in zip(tasks, ops, regroup(flat), judge):
+            by_task[task_slug(t)] += within_op_concordance([o], [s], [j])
+        task_means = [sum(v) / len(v) for v in by_task.values() if v]
+        above, below = sum(m > 0.5 for m in task_means), sum(m < 0.5 for m in task_means)
+        lines.append(f"| {name} | {mean:.3f} ± {half:.3f} | {len(per_group)} | {above} / {below} |")
+    text = "\n".join(lines) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
