@@ -13,7 +13,7 @@ Features (child chain against its parent):
   (``tap.chains.fluency``; scoring requests, not example evaluations, through the call cache);
 - ``words change``: the number of words of the instruction and steps;
 - ``prompt change``: the characters of the messages the chain renders to before the question (system block and
-  demonstrations; ``tap.chains.render.render_messages``).
+  demonstrations; ``tap.chains.render.prompt_chars``).
 The reference row orders the pair by a real evaluation on the first half of the group's examples. Every row is
 judged on the second half, so the reference is what a second real evaluation would give.
 
@@ -23,7 +23,6 @@ judged on the second half, so the reference is what a second real evaluation wou
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -32,17 +31,18 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from stats import mean_ci  # noqa: E402
 
 from tap.chains.chain import Chain  # noqa: E402
 from tap.chains.fluency import chain_text, fluency  # noqa: E402
-from tap.chains.render import render_messages  # noqa: E402
+from tap.chains.render import prompt_chars  # noqa: E402
 from tap.collection.datamodule import TriplesDataModule, collate_siblings  # noqa: E402
 from tap.systems.world_model import _split_half_deltas  # noqa: E402
 from tap.tasks import task_slug  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "scorers" / "within_chain.md"
-T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
 
 
 def within_op_concordance(ops: Sequence[Sequence[int]], score: Sequence[Sequence[float]],
@@ -60,16 +60,6 @@ def within_op_concordance(ops: Sequence[Sequence[int]], score: Sequence[Sequence
     return out
 
 
-def mean_interval(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and 95 % t half-width (normal beyond 10 degrees of freedom)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, float("nan")
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, T95.get(n - 1, 1.96) * sd / math.sqrt(n)
-
-
 def features(llm) -> dict[str, Callable[[list[Chain], list[Chain]], list[float]]]:
     """Name -> (parents, children) -> one value per child; ``llm`` scores fluency."""
     def flu(parents: list[Chain], children: list[Chain]) -> list[float]:
@@ -79,11 +69,8 @@ def features(llm) -> dict[str, Callable[[list[Chain], list[Chain]], list[float]]
     def words(parents: list[Chain], children: list[Chain]) -> list[float]:
         return [len(chain_text(c).split()) - len(chain_text(p).split()) for p, c in zip(parents, children)]
 
-    def length(chain: Chain) -> int:  # every collected chain was evaluated, so it renders
-        return sum(len(m["content"]) for m in render_messages(chain, ""))
-
     def prompt(parents: list[Chain], children: list[Chain]) -> list[float]:
-        return [length(c) - length(p) for p, c in zip(parents, children)]
+        return [prompt_chars(c) - prompt_chars(p) for p, c in zip(parents, children)]
 
     return {"fluency change": flu, "words change": words, "prompt change": prompt}
 
@@ -121,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
              "| ordered by | concordance | groups | tasks above / below 0.5 |", "|---|---|---|---|"]
     for name, flat in scores.items():
         per_group = within_op_concordance(ops, regroup(flat), judge)
-        mean, half = mean_interval(per_group)
+        mean, half = mean_ci(per_group)
         by_task: dict[str, list[float]] = defaultdict(list)
         for t, o, s, j in zip(tasks, ops, regroup(flat), judge):
             by_task[task_slug(t)] += within_op_concordance([o], [s], [j])

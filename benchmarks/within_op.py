@@ -12,12 +12,15 @@ beats the prior. Per checkpoint ``checkpoints/meta/<tag>-s<seed>``, on the trans
 - **within-operation concordance**: over pairs of one group's siblings with the same operation and a different
   measured accuracy change, the share a scorer orders as measured (a tie counts half; 0.5 is chance).
 
-Scorers: ``prior``, ``model``, ``lexicographic`` and ``prior+oracle`` (the prior's ties broken by the oracle's
-half of the examples: what a second real evaluation would add). Means with 95 % intervals over seeds, the paired
-difference lexicographic − prior per seed, and its interval over groups (per-group difference averaged over
-seeds). The plan: ``benchmarks/results/within_op/PLAN.md``.
+Scorers: ``prior``, ``model``, ``lexicographic``, ``prior+prompt`` (the prior's ties broken by how many characters
+the edit adds to the prompt before the question, ``tap.chains.render.prompt_chars``: known before any evaluation,
+nothing learned) and ``prior+oracle`` (the prior's ties broken by the oracle's half of the examples: what a second
+real evaluation would add). Means with 95 % intervals over seeds, the paired difference of each tie-break − prior
+per seed, and its interval over groups (per-group difference averaged over seeds). The plan:
+``benchmarks/results/within_op/PLAN.md``.
 
     python benchmarks/within_op.py --tags hierarchical-transfer hierarchical-residual-transfer
+    python benchmarks/within_op.py --tags hierarchical-transfer --samples 0 1 2 3 4   # more transfer samples
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from meta_runs import meta_checkpoints, write_results  # noqa: E402
 from prior_variants import _datamodule  # noqa: E402
 from stats import fmt, mean_ci, paired_over_groups, seed_families  # noqa: E402
 
+from tap.chains.chain import Chain  # noqa: E402
+from tap.chains.render import prompt_chars  # noqa: E402
 from tap.collection.datamodule import collate_siblings  # noqa: E402
 from tap.machine import machine_info  # noqa: E402
 from tap.metrics import SelectionGain, SiblingRankAgreement  # noqa: E402
@@ -43,15 +48,17 @@ from tap.systems.world_model import WorldModel, _split_half_deltas  # noqa: E402
 from tap.tasks import task_slug  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "within_op" / "within_op.json"
-SCORERS = ("prior", "model", "lexicographic", "prior+oracle")
+SCORERS = ("prior", "model", "lexicographic", "prior+prompt", "prior+oracle")
+TIE_BREAKS = ("lexicographic", "prior+prompt")  # each paired against the prior in the report
 
 
 @torch.no_grad()
 def predictions(wm: WorldModel, groups: list[list[dict]], chunk: int = 64) -> dict[str, torch.Tensor]:
     """Per sibling (N,): the model's predicted accuracy change (with its prior when it adds one), the prior,
-    the operation id, the split-half changes, the measured change, group and task ids.
+    the operation id, the prompt change (``prompt_chars`` of the child − the parent's), the split-half changes,
+    the measured change, group and task ids.
     """
-    keys = ("model", "prior", "op", "half_a", "half_b", "real", "group", "task")
+    keys = ("model", "prior", "op", "prompt", "half_a", "half_b", "real", "group", "task")
     out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     names = sorted({g[0]["task"] for g in groups})
     offset = 0
@@ -60,8 +67,11 @@ def predictions(wm: WorldModel, groups: list[list[dict]], chunk: int = 64) -> di
         sib = wm.sibling_features(batch)
         a, b = _split_half_deltas(batch)
         task = torch.tensor([names.index(t) for t in batch["task"]])
+        prompt = torch.tensor([float(prompt_chars(Chain.from_json(c[1])) - prompt_chars(Chain.from_json(c[0])))
+                               for c in batch["chain_json"]])
         for key, val in (("model", sib["residual"][:, 0] + sib["offset"][:, 0]), ("prior", wm.op_prior(sib["op"])),
-                         ("op", sib["op"]), ("half_a", a), ("half_b", b), ("real", sib["real"][:, 0]),
+                         ("op", sib["op"]), ("prompt", prompt), ("half_a", a), ("half_b", b),
+                         ("real", sib["real"][:, 0]),
                          ("group", batch["group"] + offset), ("task", task)):
             out[key].append(val.cpu())
         offset += int(batch["group"].max()) + 1
@@ -84,6 +94,7 @@ def lexicographic(primary: torch.Tensor, secondary: torch.Tensor) -> torch.Tenso
 def scores(p: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"prior": p["prior"].double(), "model": p["model"].double(),
             "lexicographic": lexicographic(p["prior"], p["model"]),
+            "prior+prompt": lexicographic(p["prior"], p["prompt"]),
             "prior+oracle": lexicographic(p["prior"], p["half_a"])}
 
 
@@ -145,18 +156,18 @@ def report(results: dict[str, dict]) -> str:
             m, h = mean_ci(pairs)
             lines.append(f"| {fam} | {sc} | {len(runs)} | {fmt([r[sc]['gain'] for r in runs], 2)} | "
                          f"{fmt([r[sc]['rho'] for r in runs], 2)} | {m:.3f} ± {h:.3f} ({len(pairs)}) |")
-        diff = [r["lexicographic"]["gain"] - r["prior"]["gain"] for r in runs]
         oracle = statistics.mean(statistics.mean(r["prior"]["oracle_gain"]) for r in runs)
-        gm, gh, n_groups = paired_over_groups([r["lexicographic"]["group_gain"] for r in runs],
-                                              [r["prior"]["group_gain"] for r in runs], oracle)
         tasks = sorted(runs[0]["prior"]["per_task"])
-        def task_diff(t: str, runs: list[dict] = runs) -> str:
-            return fmt([r["lexicographic"]["per_task"][t]["gain"] - r["prior"]["per_task"][t]["gain"] for r in runs], 2)
-
-        per_task = ", ".join(f"{t} {task_diff(t)}" for t in tasks)
-        paired.append(f"- **{fam}**: lexicographic − prior selection gain {fmt(diff, 3)} over seeds, "
-                      f"{gm:+.3f} ± {gh:.3f} over {n_groups} groups; per task: {per_task}.")
-    return "\n".join(lines + ["", "Paired, lexicographic − prior:", "", *paired]) + "\n"
+        for tie in TIE_BREAKS:
+            diff = [r[tie]["gain"] - r["prior"]["gain"] for r in runs]
+            gm, gh, n_groups = paired_over_groups([r[tie]["group_gain"] for r in runs],
+                                                  [r["prior"]["group_gain"] for r in runs], oracle)
+            per_task = ", ".join(
+                f"{t} {fmt([r[tie]['per_task'][t]['gain'] - r['prior']['per_task'][t]['gain'] for r in runs], 2)}"
+                for t in tasks)
+            paired.append(f"- **{fam}**: {tie} − prior selection gain {fmt(diff, 3)} over seeds, "
+                          f"{gm:+.3f} ± {gh:.3f} over {n_groups} groups; per task: {per_task}.")
+    return "\n".join(lines + ["", "Paired, each tie-break − prior:", "", *paired]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -165,11 +176,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", type=Path, default=ROOT / "configs" / "data" / "ii_transfer.yaml",
                     help="the sibling groups' data config (default: the transfer set)")
     ap.add_argument("--tasks", nargs="*", help="only these tasks of --data (default: all of them)")
+    ap.add_argument("--samples", type=int, nargs="+", default=None,
+                    help="collection seeds of --data to read, together (default: the config's samples)")
     ap.add_argument("--split", default="test", choices=("train", "val", "test"))
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    groups = _datamodule(args.data, **({"tasks": args.tasks} if args.tasks else {})).groups[args.split].items
+    overrides = ({"tasks": args.tasks} if args.tasks else {}) | ({"samples": args.samples} if args.samples else {})
+    dm = _datamodule(args.data, **overrides)
+    groups = dm.groups[args.split].items
     if not groups:
         raise SystemExit(f"{args.data} has no sibling groups in its {args.split} split; collect them with "
                          f"`python -m tap.collect --config {args.data}` or pick another --split.")
@@ -178,8 +193,10 @@ def main(argv: list[str] | None = None) -> None:
         for ckpt in meta_checkpoints(tag, "benchmarks/results/within_op/PLAN.md"):
             results[ckpt.name] = read_outs(predictions(WorldModel.from_checkpoint(ckpt), groups))
     text = report(results)
-    write_results(args.out, {"machine": machine_info(), "groups": len(groups), "runs": results},
-                  f"python benchmarks/within_op.py --tags {' '.join(args.tags)}", text)
+    samples = f" --samples {' '.join(map(str, dm.samples))}" if args.samples else ""
+    samples += f" --out {args.out.relative_to(ROOT)}" if args.out.resolve() != OUT else ""
+    write_results(args.out, {"machine": machine_info(), "groups": len(groups), "samples": dm.samples, "runs": results},
+                  f"python benchmarks/within_op.py --tags {' '.join(args.tags)}{samples}", text)
     print(text)
 
 

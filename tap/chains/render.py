@@ -55,6 +55,13 @@ def answer_prefix(chain: Chain) -> tuple[str, str]:
     return before, after
 
 
+def prompt_chars(chain: Chain) -> int:
+    """Characters the chain puts before the question (system block and demonstration turns): how much it tells
+    the model. An edit's change in it is known before any evaluation.
+    """
+    return sum(len(m["content"]) for m in render_messages(chain, ""))
+
+
 def chain_views(chain: Chain) -> dict[str, object]:
     """The chain's text at each scale, for the encoder.
 

@@ -18,6 +18,7 @@ def _groups() -> dict[str, torch.Tensor]:
     """Two groups of three siblings; ops 0, 0, 1 in each; the prior ties the two op-0 siblings."""
     return {"prior": torch.tensor([0.1, 0.1, 0.0, 0.1, 0.1, 0.0]), "op": torch.tensor([0, 0, 1, 0, 0, 1]),
             "model": torch.tensor([0.0, 5.0, 9.0, 3.0, 1.0, 9.0]),
+            "prompt": torch.tensor([40.0, 10.0, 500.0, 40.0, 10.0, 500.0]),  # right in group 1, wrong in group 0
             "real": torch.tensor([0.0, 0.2, -0.1, 0.2, 0.0, -0.1]),
             "half_a": torch.tensor([0.0, 0.2, -0.1, 0.2, 0.0, -0.1]),
             "half_b": torch.tensor([0.0, 0.2, -0.1, 0.2, 0.0, -0.1]),
@@ -61,3 +62,21 @@ def test_report_pairs_lexicographic_against_prior_per_seed(wo):
     text = wo.report(runs)
     assert "| fam | lexicographic | 2 | 1.00 ± 0.00 |" in text
     assert "lexicographic − prior selection gain 0.600 ± 0.000 over seeds" in text
+
+
+def test_prompt_tie_break_orders_only_inside_the_priors_ties(wo):
+    p = _groups()
+    s = wo.scores(p)
+    gains, _ = wo.group_gains(s["prior+prompt"], p)
+    # group 0: the longer op-0 edit is the worse one (0.0); group 1: the better one (0.2); op 1's 500 never wins
+    assert gains.tolist() == pytest.approx([0.0 - 0.1 / 3, 0.2 - 0.1 / 3])
+    assert wo.within_op_pairs(s["prior+prompt"], p).tolist() == [0.0, 1.0]
+
+
+def test_report_pairs_every_tie_break_against_the_prior(wo):
+    p = _groups()
+    p["names"] = ["ii:rhymes"]
+    text = wo.report({f"fam-s{seed}": wo.read_outs(p) for seed in (0, 1)})
+    # per group −0.1 and +0.1 against the prior, over the oracle's 0.2 − 0.1/3: ±0.6, level on average
+    assert "prior+prompt − prior selection gain 0.000 ± 0.000 over seeds, +0.000 ± 7.624 over 2 groups" in text
+    assert "| fam | prior+prompt | 2 |" in text

@@ -1,7 +1,7 @@
 import pytest
 
 from tap.chains.chain import AnswerFormat, Chain, Demo
-from tap.chains.render import answer_prefix, plain_prompt, render_messages, system_text, user_text
+from tap.chains.render import answer_prefix, plain_prompt, prompt_chars, render_messages, system_text, user_text
 from tap.errors import ChainError
 
 CHAIN = Chain(
@@ -107,3 +107,11 @@ def test_render_with_chat_template(tiny_llm):
 )
 def test_answer_prefix(template, expected):
     assert answer_prefix(Chain("x", AnswerFormat("", template))) == expected
+
+
+def test_prompt_chars_counts_the_system_block_and_demonstration_turns_only():
+    bare = Chain(instruction="Answer.")
+    assert prompt_chars(bare) == len("Answer.")
+    demo = Chain(instruction="Answer.", demos=(Demo(1, "in", "out"),), answer_format=AnswerFormat("", "<{answer}>"))
+    assert prompt_chars(demo) == len("Answer.") + len("in") + len("<out>")  # the demo's answer in the format
+    assert prompt_chars(demo) - prompt_chars(bare) == 7  # what adding the demonstration adds
