@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
             results[ckpt.name] = read_outs(predictions(WorldModel.from_checkpoint(ckpt), groups))
     text = report(results)
     samples = f" --samples {' '.join(map(str, dm.samples))}" if args.samples else ""
-    samples += f" --out {args.out.relative_to(ROOT)}" if args.out.resolve() != OUT else ""
+    out = args.out.resolve()
+    samples += f" --out {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}" if out != OUT else ""
     write_results(args.out, {"machine": machine_info(), "groups": len(groups), "samples": dm.samples, "runs": results},
                   f"python benchmarks/within_op.py --tags {' '.join(args.tags)}{samples}", text)
     print(text)
