@@ -146,13 +146,14 @@ def read_outs(p: dict[str, torch.Tensor]) -> dict:
 def report(results: dict[str, dict]) -> str:
     """Markdown tables: per family, each scorer's mean ± 95 % interval over seeds, and the paired rules."""
     lines = ["Cells: mean ± 95 % Student-t half-width over seeds (selection gain with ties split evenly; "
-             "within-op: concordance over same-operation pairs, 0.5 = chance, interval over the pooled pairs).", "",
+             "within-op: concordance over same-operation pairs, 0.5 = chance, each pair's concordance averaged over "
+             "the seeds, the interval over the pairs).", "",
              "| family | scorer | seeds | selection gain | sibling ρ | within-op concordance (pairs) |",
              "|---|---|---|---|---|---|"]
     paired = []
     for fam, runs in seed_families(results).items():
         for sc in SCORERS:
-            pairs = [x for r in runs for x in r[sc]["within_op"]]
+            pairs = [statistics.mean(c) for c in zip(*(r[sc]["within_op"] for r in runs))]  # pairs line up
             m, h = mean_ci(pairs)
             lines.append(f"| {fam} | {sc} | {len(runs)} | {fmt([r[sc]['gain'] for r in runs], 2)} | "
                          f"{fmt([r[sc]['rho'] for r in runs], 2)} | {m:.3f} ± {h:.3f} ({len(pairs)}) |")

@@ -80,3 +80,6 @@ def test_report_pairs_every_tie_break_against_the_prior(wo):
     # per group −0.1 and +0.1 against the prior, over the oracle's 0.2 − 0.1/3: ±0.6, level on average
     assert "prior+prompt − prior selection gain 0.000 ± 0.000 over seeds, +0.000 ± 7.624 over 2 groups" in text
     assert "| fam | prior+prompt | 2 |" in text
+    # within-op: each pair averaged over the two seeds, so 2 pairs (not 4), the interval over them
+    row = next(line for line in text.splitlines() if line.startswith("| fam | prior+prompt |"))
+    assert row.endswith("| 0.500 ± 6.353 (2) |")
