@@ -17,7 +17,7 @@ Features (child chain against its parent):
 The reference row orders the pair by a real evaluation on the first half of the group's examples. Every row is
 judged on the second half, so the reference is what a second real evaluation would give.
 
-    python benchmarks/within_chain.py        # about a minute with the call cache warm; writes results/scorers/
+    python benchmarks/within_chain.py        # about 10 s with the call cache warm; writes results/scorers/
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from tap.chains.chain import Chain  # noqa: E402
 from tap.chains.fluency import chain_text, fluency  # noqa: E402
 from tap.chains.render import prompt_chars  # noqa: E402
 from tap.collection.datamodule import TriplesDataModule, collate_siblings  # noqa: E402
+from tap.llm.base import LLM  # noqa: E402
 from tap.systems.world_model import _split_half_deltas  # noqa: E402
 from tap.tasks import task_slug  # noqa: E402
 
@@ -60,7 +61,7 @@ def within_op_concordance(ops: Sequence[Sequence[int]], score: Sequence[Sequence
     return out
 
 
-def features(llm) -> dict[str, Callable[[list[Chain], list[Chain]], list[float]]]:
+def features(llm: LLM) -> dict[str, Callable[[list[Chain], list[Chain]], list[float]]]:
     """Name -> (parents, children) -> one value per child; ``llm`` scores fluency."""
     def flu(parents: list[Chain], children: list[Chain]) -> list[float]:
         before, after = fluency(llm, parents), fluency(llm, children)
