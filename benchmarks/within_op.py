@@ -10,7 +10,9 @@ beats the prior. Per checkpoint ``checkpoints/meta/<tag>-s<seed>``, on the trans
   too), judged on the second half of the examples, the oracle picking on the first (``tap.metrics``'s split);
 - **sibling Spearman** (``SiblingRankAgreement``);
 - **within-operation concordance**: over pairs of one group's siblings with the same operation and a different
-  measured accuracy change, the share a scorer orders as measured (a tie counts half; 0.5 is chance).
+  measured accuracy change, the share a scorer orders as measured (a tie counts half; 0.5 is chance); each
+  pair averaged over the seeds, the interval over the pairs (the seeds share the pairs, so they are not
+  independent draws).
 
 Scorers: ``prior``, ``model``, ``lexicographic``, ``prior+prompt`` (the prior's ties broken by how many characters
 the edit adds to the prompt before the question, ``tap.chains.render.prompt_chars``: known before any evaluation,
