@@ -18,6 +18,12 @@ def meta_checkpoints(tag: str, plan: str) -> list[Path]:
     return ckpts
 
 
+def shown(path: Path) -> str:
+    """``path`` as a recorded command should name it: relative to the repository root when inside it."""
+    full = path.resolve()
+    return str(full.relative_to(ROOT)) if full.is_relative_to(ROOT) else str(full)
+
+
 def write_results(out: Path, payload: dict, command: str, text: str) -> None:
     """``payload`` to ``out`` (JSON, atomically) and the report ``text`` beside it (``.md``, headed by ``command``)."""
     out.parent.mkdir(parents=True, exist_ok=True)

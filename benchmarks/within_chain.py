@@ -18,6 +18,8 @@ The reference row orders the pair by a real evaluation on the first half of the 
 judged on the second half, so the reference is what a second real evaluation would give.
 
     python benchmarks/within_chain.py        # about 10 s with the call cache warm; writes results/scorers/
+    python benchmarks/within_chain.py --config configs/data/ii_transfer.yaml --samples 0 1 2 3 4 \
+        --out benchmarks/results/scorers/within_chain_transfer.md    # after the fact: the same on new tasks
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from meta_runs import shown  # noqa: E402
 from stats import mean_ci  # noqa: E402
 
 from tap.chains.chain import Chain  # noqa: E402
@@ -79,9 +82,12 @@ def features(llm: LLM) -> dict[str, Callable[[list[Chain], list[Chain]], list[fl
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "data" / "ii_pool.yaml")
+    ap.add_argument("--samples", type=int, nargs="+", default=None,
+                    help="collection seeds of --config to read, together (default: the config's samples)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
-    dm = TriplesDataModule(**yaml.safe_load(args.config.read_text())["init_args"])
+    init = yaml.safe_load(args.config.read_text())["init_args"] | ({"samples": args.samples} if args.samples else {})
+    dm = TriplesDataModule(**init)
     dm.setup()
     groups = [g for split in ("train", "val", "test") for g in dm.groups[split].items]
     batch = collate_siblings(groups)
@@ -101,8 +107,10 @@ def main(argv: list[str] | None = None) -> None:
     ops = [[r["op_id"] for r in g] for g in groups]
     judge = regroup(half_b)
     tasks = [g[0]["task"] for g in groups]
-    lines = [f"Command: `python benchmarks/within_chain.py --config {args.config.relative_to(ROOT)}`\n",
-             f"{len(groups)} sibling groups of {len(set(tasks))} pool tasks. Cells: within-operation concordance with "
+    out = (f" --samples {' '.join(map(str, dm.samples))}" if args.samples else "") + \
+        (f" --out {shown(args.out)}" if args.out.resolve() != OUT else "")
+    lines = [f"Command: `python benchmarks/within_chain.py --config {shown(args.config)}{out}`\n",
+             f"{len(groups)} sibling groups of {len(set(tasks))} tasks. Cells: within-operation concordance with "
              "the change measured on the second half of the examples (0.5 = chance), mean over the groups with a "
              "same-operation pair ± 95 % interval over those groups; tasks: how many of the tasks with such pairs "
              "read above / below 0.5.\n",

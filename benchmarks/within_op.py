@@ -37,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from meta_runs import meta_checkpoints, write_results  # noqa: E402
+from meta_runs import meta_checkpoints, shown, write_results  # noqa: E402
 from prior_variants import _datamodule  # noqa: E402
 from stats import fmt, mean_ci, paired_over_groups, seed_families  # noqa: E402
 
@@ -197,8 +197,7 @@ def main(argv: list[str] | None = None) -> None:
             results[ckpt.name] = read_outs(predictions(WorldModel.from_checkpoint(ckpt), groups))
     text = report(results)
     samples = f" --samples {' '.join(map(str, dm.samples))}" if args.samples else ""
-    out = args.out.resolve()
-    samples += f" --out {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}" if out != OUT else ""
+    samples += f" --out {shown(args.out)}" if args.out.resolve() != OUT else ""
     write_results(args.out, {"machine": machine_info(), "groups": len(groups), "samples": dm.samples, "runs": results},
                   f"python benchmarks/within_op.py --tags {' '.join(args.tags)}{samples}", text)
     print(text)
