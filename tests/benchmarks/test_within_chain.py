@@ -20,9 +20,3 @@ def test_concordance_counts_same_operation_pairs_that_differ_and_splits_ties(wc)
     # group 2: no same-operation pair, left out
     assert wc.within_op_concordance(ops, score, judge) == [1.0, 0.0]
     assert wc.within_op_concordance([[1, 1]], [[3.0, 3.0]], [[0.0, 0.5]]) == [0.5]  # a tied score counts half
-
-
-def test_recorded_paths_are_relative_to_the_repository_when_inside_it(tmp_path):
-    meta_runs = import_benchmark("meta_runs")
-    assert meta_runs.shown(meta_runs.ROOT / "configs" / "data" / "ii_pool.yaml") == "configs/data/ii_pool.yaml"
-    assert meta_runs.shown(tmp_path / "out.md") == str(tmp_path / "out.md")  # outside: as given, absolute
