@@ -67,7 +67,9 @@ def within_op_concordance(ops: Sequence[Sequence[int]], score: Sequence[Sequence
 def features(llm: LLM) -> dict[str, Callable[[list[Chain], list[Chain]], list[float]]]:
     """Name -> (parents, children) -> one value per child; ``llm`` scores fluency."""
     def flu(parents: list[Chain], children: list[Chain]) -> list[float]:
-        before, after = fluency(llm, parents), fluency(llm, children)
+        unique = {c.to_json(): c for c in (*parents, *children)}  # a parent is shared by its siblings: score once
+        score = dict(zip(unique, fluency(llm, list(unique.values()))))
+        before, after = [score[c.to_json()] for c in parents], [score[c.to_json()] for c in children]
         return [a - b if a == a and b == b else 0.0 for a, b in zip(after, before)]  # an emptied text: no change
 
     def words(parents: list[Chain], children: list[Chain]) -> list[float]:
