@@ -97,11 +97,12 @@ def per_task(metrics: dict[str, float], tasks: list[str]) -> dict[str, dict[str,
 
 
 def run(model: str, seed: int, heldout: list[str], train_tasks: list[str], test_data: Path, name: str,
-        epochs: int | None, extra: list[str], val_tasks: list[str] | None = None, test_only: bool = False) -> dict:
+        epochs: int | None, extra: list[str], val_tasks: list[str] | None = None, test_only: bool = False,
+        pool_data: Path = POOL) -> dict:
     """Fit on ``train_tasks`` of the pool, test on ``heldout`` (all their trajectories). ``val_tasks`` (some of
     ``train_tasks``) are held out of training whole, as the validation data that selects the epoch and
     calibrates the intervals. ``test_only``: no fit, test the checkpoint already there (e.g. after a metric
-    changed); the record then has no fit metrics of its own.
+    changed); the record then has no fit metrics of its own. ``pool_data``: the data config trained from.
     """
     from tap.systems.checkpoints import find_checkpoint
 
@@ -112,7 +113,7 @@ def run(model: str, seed: int, heldout: list[str], train_tasks: list[str], test_
         common += ["--checkpoint.monitor=val/sibling/spearman", "--checkpoint.mode=max"]
     common += extra
     start = time.time()
-    fit = ["fit", *common, "--data", str(POOL), f"--data.init_args.tasks=[{', '.join(train_tasks)}]",
+    fit = ["fit", *common, "--data", str(pool_data), f"--data.init_args.tasks=[{', '.join(train_tasks)}]",
            f"--checkpoint.dirpath={ckpt_dir}", f"--trainer.logger.init_args.name=meta-{name}"]
     if epochs:
         fit.append(f"--trainer.max_epochs={epochs}")
@@ -128,7 +129,7 @@ def run(model: str, seed: int, heldout: list[str], train_tasks: list[str], test_
                  "--data.init_args.split_fractions=[0.0, 1.0]", f"--ckpt_path={ckpt}"])
     trained = [t for t in train_tasks if t not in (val_tasks or [])]
     return {"model": model, "seed": seed, "name": name, "heldout": heldout, "trained_on": trained,
-            "val_tasks": val_tasks or [], "overrides": extra, "checkpoint": ckpt,
+            "val_tasks": val_tasks or [], "pool_config": pool_data.name, "overrides": extra, "checkpoint": ckpt,
             "fit_seconds": None if test_only else round(fit_seconds, 1),
             "selection_ties": "split", "test_samples": _samples(test_data), "machine": machine_info(),
             "val": {k: v for k, v in fit_metrics.items() if k.startswith("val/")
@@ -257,8 +258,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     parser.add_argument("--loo", nargs="*", default=None, help="leave these pool tasks out, one at a time "
                         "(no task named: every pool task); without --loo: test on the transfer set")
-    parser.add_argument("--pool", nargs="*", default=None, help="train on these pool tasks only (default: all of "
-                        "configs/data/ii_pool.yaml), e.g. the ones collected so far")
+    parser.add_argument("--pool-config", type=Path, default=POOL, help="the training pool's data config "
+                        "(default configs/data/ii_pool.yaml; e.g. configs/data/ii_pool_wide.yaml)")
+    parser.add_argument("--pool", nargs="*", default=None, help="train on these tasks of --pool-config only "
+                        "(default: all of them), e.g. the ones collected so far")
     parser.add_argument("--val-tasks", nargs="*", default=None, help="pool tasks held out of training whole as "
                         "validation data (epoch selection and interval calibration then measure transfer)")
     parser.add_argument("--epochs", type=int, default=None, help="override trainer.max_epochs")
@@ -271,11 +274,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else []
-    pool = _tasks(POOL)
+    pool_data = args.pool_config.resolve()
+    if not pool_data.exists():
+        parser.error(f"--pool-config {args.pool_config}: no such file; give a data config under configs/data/")
+    pool = _tasks(pool_data)
     if args.pool:
         unknown = [t for t in args.pool if t not in pool]
         if unknown:
-            parser.error(f"--pool tasks must be tasks of {POOL.name}; not in it: {unknown}")
+            parser.error(f"--pool tasks must be tasks of {pool_data.name}; not in it: {unknown}")
         pool = list(args.pool)
     stray = [t for t in args.val_tasks or [] if t not in pool]
     if stray:
@@ -286,8 +292,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             unknown = [t for t in args.loo if t not in pool]
             if unknown:
-                parser.error(f"--loo tasks must be pool tasks ({POOL.name}); not in it: {unknown}")
-            jobs = [("loo", [t], [p for p in pool if p != t], POOL) for t in (args.loo or pool)]
+                parser.error(f"--loo tasks must be pool tasks ({pool_data.name}); not in it: {unknown}")
+            jobs = [("loo", [t], [p for p in pool if p != t], pool_data) for t in (args.loo or pool)]
         for kind, heldout, train_tasks, data in jobs:
             for seed in args.seeds:
                 for model in args.models:
@@ -297,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
                     name += f"-s{seed}"
                     val = [t for t in args.val_tasks or [] if t in train_tasks]
                     r = run(model, seed, heldout, train_tasks, data, name, args.epochs, args.extra, val,
-                            args.test_only)
+                            args.test_only, pool_data=pool_data)
                     if args.test_only:  # keep what the fit recorded; only the test is new
                         old = next((x for x in results if x["name"] == name), {})
                         r = {**r, "fit_seconds": old.get("fit_seconds"), "val": old.get("val", {}),

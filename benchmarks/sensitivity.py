@@ -157,15 +157,16 @@ def main() -> None:
                 ii_rows.append({**r, "model": key.split("|")[4].split("@")[0]})
         print(ii_table(ii_rows))
         return
-    print("| task | mode | n | chains | majority | initial | mean | min | max | std | binomial sd | spread/noise |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| task | mode | n | chains | majority | initial | mean | min | max | std | binomial sd | spread/noise "
+          "| usable |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows.values(), key=lambda r: -r["spread_ratio"]):
         if r["task"].startswith("ii:"):
             continue
         print(f"| {r['task']} | {r['mode']} | {r['examples']} | {r['chains']} | {r['majority']:.2f} | "
               f"{r['acc_initial']:.2f} | "
               f"{r['acc_mean']:.2f} | {r['acc_min']:.2f} | {r['acc_max']:.2f} | {r['acc_std']:.3f} | "
-              f"{r['binomial_sd']:.3f} | {r['spread_ratio']:.2f} |")
+              f"{r['binomial_sd']:.3f} | {r['spread_ratio']:.2f} | {'yes' if usable(r) else 'no'} |")
 
 
 if __name__ == "__main__":

@@ -86,9 +86,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "data" / "ii_pool.yaml")
     ap.add_argument("--samples", type=int, nargs="+", default=None,
                     help="collection seeds of --config to read, together (default: the config's samples)")
+    ap.add_argument("--tasks", nargs="+", default=None, help="read only these tasks of --config")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     init = yaml.safe_load(args.config.read_text())["init_args"] | ({"samples": args.samples} if args.samples else {})
+    stray = [t for t in args.tasks or [] if t not in init["tasks"]]
+    if stray:
+        ap.error(f"--tasks must be tasks of {args.config.name}; not in it: {stray}")
+    init["tasks"] = args.tasks or init["tasks"]
     dm = TriplesDataModule(**init)
     dm.setup()
     groups = [g for split in ("train", "val", "test") for g in dm.groups[split].items]
@@ -110,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     judge = regroup(half_b)
     tasks = [g[0]["task"] for g in groups]
     out = (f" --samples {' '.join(map(str, dm.samples))}" if args.samples else "") + \
+        (f" --tasks {' '.join(args.tasks)}" if args.tasks else "") + \
         (f" --out {shown(args.out)}" if args.out.resolve() != OUT else "")
     lines = [f"Command: `python benchmarks/within_chain.py --config {shown(args.config)}{out}`\n",
              f"{len(groups)} sibling groups of {len(set(tasks))} tasks. Cells: within-operation concordance with "

@@ -81,6 +81,10 @@ def test_training_pool_and_transfer_set_are_disjoint_and_load():
     transfer = yaml.safe_load((CONFIGS / "data" / "ii_transfer.yaml").read_text())["init_args"]
     assert len(transfer["tasks"]) >= 4 and not set(pool) & set(transfer["tasks"])
     assert transfer["split_fractions"] == [0.0, 1.0]  # only ever test data
+    wide = yaml.safe_load((CONFIGS / "data" / "ii_pool_wide.yaml").read_text())["init_args"]
+    pool_settings = yaml.safe_load((CONFIGS / "data" / "ii_pool.yaml").read_text())["init_args"]
+    assert wide["tasks"][: len(pool)] == pool and not set(wide["tasks"]) & set(transfer["tasks"])
+    assert {k: v for k, v in wide.items() if k != "tasks"} == {k: v for k, v in pool_settings.items() if k != "tasks"}
     for spec in pool + transfer["tasks"]:
         if spec.startswith("ii:"):
             assert load_task(spec).match == "surface"

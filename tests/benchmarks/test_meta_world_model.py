@@ -57,6 +57,28 @@ def test_leave_one_out_takes_only_pool_tasks(meta, capsys):
     with pytest.raises(SystemExit):
         meta.main(["--val-tasks", "ii:rhymes"])  # a transfer task cannot validate a pool model
     assert "--val-tasks must be tasks of the pool" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        meta.main(["--pool-config", "configs/data/nope.yaml"])
+    assert "--pool-config configs/data/nope.yaml: no such file" in capsys.readouterr().err
+
+
+def test_pool_config_chooses_the_tasks_and_the_data_trained_from(meta, monkeypatch, tmp_path, capsys):
+    wide = tmp_path / "wide.yaml"
+    wide.write_text("class_path: tap.collection.datamodule.TriplesDataModule\ninit_args:\n  tasks: [ii:diff, ii:sum]\n")
+    with pytest.raises(SystemExit):
+        meta.main(["--pool-config", str(wide), "--pool", "ii:sentiment"])  # in ii_pool.yaml, not in this pool
+    assert "--pool tasks must be tasks of wide.yaml" in capsys.readouterr().err
+    seen, run = [], meta.run
+    monkeypatch.setattr(meta, "run", lambda *a, **k: seen.append((a[3], k["pool_data"])) or {"name": a[5]})
+    monkeypatch.setattr(meta, "report", lambda results: "")
+    meta.main(["--models", "hierarchical", "--pool-config", str(wide), "--out", str(tmp_path / "r.json")])
+    assert seen == [(["ii:diff", "ii:sum"], wide)]
+    calls = []
+    monkeypatch.setattr(meta, "_cli", lambda argv: calls.append(argv) or {})
+    monkeypatch.setattr("tap.systems.checkpoints.find_checkpoint", lambda d: tmp_path / "best.ckpt")
+    r = run("hierarchical", 0, ["ii:rhymes"], ["ii:diff"], meta.TRANSFER, "x-s0", None, [], pool_data=wide)
+    assert calls[0][calls[0].index("--data") + 1] == str(wide) and r["pool_config"] == "wide.yaml"
+    assert calls[1][calls[1].index("--data") + 1] == str(meta.TRANSFER)  # tested on the transfer set as before
 
 
 def test_val_tasks_reach_the_fit_only_and_are_not_counted_as_trained_on(meta, monkeypatch, tmp_path):

@@ -20,3 +20,9 @@ def test_concordance_counts_same_operation_pairs_that_differ_and_splits_ties(wc)
     # group 2: no same-operation pair, left out
     assert wc.within_op_concordance(ops, score, judge) == [1.0, 0.0]
     assert wc.within_op_concordance([[1, 1]], [[3.0, 3.0]], [[0.0, 0.5]]) == [0.5]  # a tied score counts half
+
+
+def test_tasks_must_belong_to_the_config(wc, capsys):
+    with pytest.raises(SystemExit):
+        wc.main(["--tasks", "ii:rhymes"])  # a transfer task is not in the pool's config
+    assert "--tasks must be tasks of ii_pool.yaml; not in it: ['ii:rhymes']" in capsys.readouterr().err
