@@ -173,6 +173,17 @@ def report(results: dict[str, dict]) -> str:
     return "\n".join(lines + ["", "Paired, each tie-break − prior:", "", *paired]) + "\n"
 
 
+def command(args: argparse.Namespace, samples: list[int]) -> str:
+    """The command line that makes these results again: every option not at its default."""
+    cmd = f"python benchmarks/within_op.py --tags {' '.join(args.tags)}"
+    default_data = ROOT / "configs" / "data" / "ii_transfer.yaml"
+    cmd += f" --data {shown(args.data)}" if args.data.resolve() != default_data else ""
+    cmd += f" --tasks {' '.join(args.tasks)}" if args.tasks else ""
+    cmd += f" --samples {' '.join(map(str, samples))}" if args.samples else ""
+    cmd += f" --split {args.split}" if args.split != "test" else ""
+    return cmd + (f" --out {shown(args.out)}" if args.out.resolve() != OUT else "")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tags", nargs="+", required=True, help="checkpoint folders checkpoints/meta/<tag>-s<seed>")
@@ -196,10 +207,8 @@ def main(argv: list[str] | None = None) -> None:
         for ckpt in meta_checkpoints(tag, "benchmarks/results/within_op/PLAN.md"):
             results[ckpt.name] = read_outs(predictions(WorldModel.from_checkpoint(ckpt), groups))
     text = report(results)
-    samples = f" --samples {' '.join(map(str, dm.samples))}" if args.samples else ""
-    samples += f" --out {shown(args.out)}" if args.out.resolve() != OUT else ""
     write_results(args.out, {"machine": machine_info(), "groups": len(groups), "samples": dm.samples, "runs": results},
-                  f"python benchmarks/within_op.py --tags {' '.join(args.tags)}{samples}", text)
+                  command(args, dm.samples), text)
     print(text)
 
 

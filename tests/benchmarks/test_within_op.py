@@ -83,3 +83,15 @@ def test_report_pairs_every_tie_break_against_the_prior(wo):
     # within-op: each pair averaged over the two seeds, so 2 pairs (not 4), the interval over them
     row = next(line for line in text.splitlines() if line.startswith("| fam | prior+prompt |"))
     assert row.endswith("| 0.500 ± 6.353 (2) |")
+
+
+def test_recorded_command_names_every_option_not_at_its_default(wo):
+    import argparse
+
+    args = argparse.Namespace(tags=["w"], data=wo.ROOT / "configs" / "data" / "ii_transfer.yaml", tasks=None,
+                              samples=None, split="test", out=wo.OUT)
+    assert wo.command(args, [0, 1, 2]) == "python benchmarks/within_op.py --tags w"
+    args = argparse.Namespace(tags=["w"], data=wo.ROOT / "configs" / "data" / "ii_pool_wide.yaml", tasks=["ii:diff"],
+                              samples=[3], split="train", out=wo.ROOT / "benchmarks" / "results" / "x.json")
+    assert wo.command(args, [3]) == ("python benchmarks/within_op.py --tags w --data configs/data/ii_pool_wide.yaml "
+                                     "--tasks ii:diff --samples 3 --split train --out benchmarks/results/x.json")
