@@ -16,7 +16,9 @@ beats the prior. Per checkpoint ``checkpoints/meta/<tag>-s<seed>``, on the trans
 
 Scorers: ``prior``, ``model``, ``lexicographic``, ``prior+prompt`` (the prior's ties broken by how many characters
 the edit adds to the prompt before the question, ``tap.chains.render.prompt_chars``: known before any evaluation,
-nothing learned) and ``prior+oracle`` (the prior's ties broken by the oracle's half of the examples: what a second
+nothing learned), ``prior+payload`` (the prior's ties broken by the same edit's record: the mean accuracy change of
+the training edits with its operation and payload, shrunk toward the operation's mean with one pseudo-count; nothing
+learned) and ``prior+oracle`` (the prior's ties broken by the oracle's half of the examples: what a second
 real evaluation would add). Means with 95 % intervals over seeds, the paired difference of each tie-break − prior
 per seed, and its interval over groups (per-group difference averaged over seeds). The plan:
 ``benchmarks/results/within_op/PLAN.md``.
@@ -28,8 +30,10 @@ per seed, and its interval over groups (per-group difference averaged over seeds
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -39,6 +43,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from meta_runs import meta_checkpoints, shown, write_results  # noqa: E402
 from prior_variants import _datamodule  # noqa: E402
+from scorers import training_pool  # noqa: E402
 from stats import fmt, mean_ci, paired_over_groups, seed_families  # noqa: E402
 
 from tap.chains.chain import Chain  # noqa: E402
@@ -46,21 +51,51 @@ from tap.chains.render import prompt_chars  # noqa: E402
 from tap.collection.datamodule import collate_siblings  # noqa: E402
 from tap.machine import machine_info  # noqa: E402
 from tap.metrics import SelectionGain, SiblingRankAgreement  # noqa: E402
+from tap.planning.search import load_world_model  # noqa: E402
 from tap.systems.world_model import WorldModel, _split_half_deltas  # noqa: E402
 from tap.tasks import task_slug  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "within_op" / "within_op.json"
-SCORERS = ("prior", "model", "lexicographic", "prior+prompt", "prior+oracle")
-TIE_BREAKS = ("lexicographic", "prior+prompt")  # each paired against the prior in the report
+SCORERS = ("prior", "model", "lexicographic", "prior+prompt", "prior+payload", "prior+oracle")
+TIE_BREAKS = ("lexicographic", "prior+prompt", "prior+payload")  # each paired against the prior in the report
+
+
+def payload_key(edit_json: str) -> str:
+    """What an edit is, across tasks and chains: its operation and payload (a demonstration's payload holds its
+    task's example uid, so it never matches another task's).
+    """
+    edit = json.loads(edit_json)
+    return f"{edit['op']}|{json.dumps(edit['payload'], sort_keys=True)}"
+
+
+def payload_table(rows: list[dict]) -> dict[str, tuple[float, int]]:
+    """Per payload key: the sum of the measured accuracy changes of ``rows`` (training edits) and their count."""
+    table: dict[str, list] = defaultdict(lambda: [0.0, 0])
+    for r in rows:
+        entry = table[payload_key(r["edit"])]
+        entry[0] += r["next_reward"] - r["reward"]
+        entry[1] += 1
+    return {k: (v[0], v[1]) for k, v in table.items()}
+
+
+def payload_scores(keys: list[str], op_mean: torch.Tensor, table: dict[str, tuple[float, int]]) -> torch.Tensor:
+    """(N,) each edit's record, ``(sum + op mean) / (n + 1)``: its operation's mean where it never occurred."""
+    out = []
+    for key, prior in zip(keys, op_mean.tolist()):
+        total, n = table.get(key, (0.0, 0))
+        out.append((total + prior) / (n + 1))
+    return torch.tensor(out, dtype=torch.float64)
 
 
 @torch.no_grad()
-def predictions(wm: WorldModel, groups: list[list[dict]], chunk: int = 64) -> dict[str, torch.Tensor]:
+def predictions(wm: WorldModel, groups: list[list[dict]], chunk: int = 64,
+                payloads: dict[str, tuple[float, int]] | None = None) -> dict[str, torch.Tensor]:
     """Per sibling (N,): the model's predicted accuracy change (with its prior when it adds one), the prior,
-    the operation id, the prompt change (``prompt_chars`` of the child − the parent's), the split-half changes,
-    the measured change, group and task ids.
+    the operation id, the prompt change (``prompt_chars`` of the child − the parent's), the edit's record in
+    ``payloads`` (``payload_table`` of the training edits; none given: the prior) and whether it has one, the
+    split-half changes, the measured change, group and task ids.
     """
-    keys = ("model", "prior", "op", "prompt", "half_a", "half_b", "real", "group", "task")
+    keys = ("model", "prior", "op", "prompt", "payload", "seen", "half_a", "half_b", "real", "group", "task")
     out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     names = sorted({g[0]["task"] for g in groups})
     offset = 0
@@ -71,8 +106,13 @@ def predictions(wm: WorldModel, groups: list[list[dict]], chunk: int = 64) -> di
         task = torch.tensor([names.index(t) for t in batch["task"]])
         prompt = torch.tensor([float(prompt_chars(Chain.from_json(c[1])) - prompt_chars(Chain.from_json(c[0])))
                                for c in batch["chain_json"]])
-        for key, val in (("model", sib["residual"][:, 0] + sib["offset"][:, 0]), ("prior", wm.op_prior(sib["op"])),
-                         ("op", sib["op"]), ("prompt", prompt), ("half_a", a), ("half_b", b),
+        prior = wm.op_prior(sib["op"]).cpu().double()
+        edits = [payload_key(r["edit"]) for g in groups[i : i + chunk] for r in g]  # collate_siblings' order
+        table = payloads or {}
+        seen = torch.tensor([k in table for k in edits])
+        for key, val in (("model", sib["residual"][:, 0] + sib["offset"][:, 0]), ("prior", prior),
+                         ("op", sib["op"]), ("prompt", prompt), ("payload", payload_scores(edits, prior, table)),
+                         ("seen", seen), ("half_a", a), ("half_b", b),
                          ("real", sib["real"][:, 0]),
                          ("group", batch["group"] + offset), ("task", task)):
             out[key].append(val.cpu())
@@ -97,6 +137,7 @@ def scores(p: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"prior": p["prior"].double(), "model": p["model"].double(),
             "lexicographic": lexicographic(p["prior"], p["model"]),
             "prior+prompt": lexicographic(p["prior"], p["prompt"]),
+            "prior+payload": lexicographic(p["prior"], p["payload"]),
             "prior+oracle": lexicographic(p["prior"], p["half_a"])}
 
 
@@ -142,6 +183,7 @@ def read_outs(p: dict[str, torch.Tensor]) -> dict:
         res[name] = {"gain": float(model.mean() / oracle.mean()), "group_gain": model.tolist(),
                      "oracle_gain": oracle.tolist(), "rho": r["spearman"],
                      "within_op": within_op_pairs(s, p).tolist(), "per_task": per_task}
+    res["payload_seen"] = float(p["seen"].float().mean())  # the share of siblings with a training record
     return res
 
 
@@ -159,6 +201,9 @@ def report(results: dict[str, dict]) -> str:
             m, h = mean_ci(pairs)
             lines.append(f"| {fam} | {sc} | {len(runs)} | {fmt([r[sc]['gain'] for r in runs], 2)} | "
                          f"{fmt([r[sc]['rho'] for r in runs], 2)} | {m:.3f} ± {h:.3f} ({len(pairs)}) |")
+        if all("payload_seen" in r for r in runs):
+            paired.append(f"- **{fam}**: the edit's payload occurred in training for "
+                          f"{statistics.mean(r['payload_seen'] for r in runs):.1%} of the siblings.")
         oracle = statistics.mean(statistics.mean(r["prior"]["oracle_gain"]) for r in runs)
         tasks = sorted(runs[0]["prior"]["per_task"])
         for tie in TIE_BREAKS:
@@ -205,7 +250,12 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     for tag in args.tags:
         for ckpt in meta_checkpoints(tag, "benchmarks/results/within_op/PLAN.md"):
-            results[ckpt.name] = read_outs(predictions(WorldModel.from_checkpoint(ckpt), groups))
+            wm, data = load_world_model(ckpt)
+            if not data:
+                raise SystemExit(f"{ckpt} records no data settings (datamodule_hyper_parameters): refit it with "
+                                 "train.py.")
+            table = payload_table(training_pool(json.dumps(data, sort_keys=True)).edit_rows["train"])
+            results[ckpt.name] = read_outs(predictions(wm, groups, payloads=table))
     text = report(results)
     write_results(args.out, {"machine": machine_info(), "groups": len(groups), "samples": dm.samples, "runs": results},
                   command(args, dm.samples), text)

@@ -3,6 +3,8 @@ selection gain with ties split evenly, and same-operation pair concordance."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -19,6 +21,7 @@ def _groups() -> dict[str, torch.Tensor]:
     return {"prior": torch.tensor([0.1, 0.1, 0.0, 0.1, 0.1, 0.0]), "op": torch.tensor([0, 0, 1, 0, 0, 1]),
             "model": torch.tensor([0.0, 5.0, 9.0, 3.0, 1.0, 9.0]),
             "prompt": torch.tensor([40.0, 10.0, 500.0, 40.0, 10.0, 500.0]),  # right in group 1, wrong in group 0
+            "payload": torch.tensor([0.1, 0.1, 0.0, 0.1, 0.1, 0.0]), "seen": torch.zeros(6, dtype=torch.bool),
             "real": torch.tensor([0.0, 0.2, -0.1, 0.2, 0.0, -0.1]),
             "half_a": torch.tensor([0.0, 0.2, -0.1, 0.2, 0.0, -0.1]),
             "half_b": torch.tensor([0.0, 0.2, -0.1, 0.2, 0.0, -0.1]),
@@ -95,3 +98,33 @@ def test_recorded_command_names_every_option_not_at_its_default(wo):
                               samples=[3], split="train", out=wo.ROOT / "benchmarks" / "results" / "x.json")
     assert wo.command(args, [3]) == ("python benchmarks/within_op.py --tags w --data configs/data/ii_pool_wide.yaml "
                                      "--tasks ii:diff --samples 3 --split train --out benchmarks/results/x.json")
+
+
+def test_payload_record_counts_the_same_edit_and_falls_back_to_the_operation(wo):
+    def row(op, payload, before, after):
+        return {"edit": json.dumps({"op": op, "payload": payload, "scale": "token", "target": [0]}),
+                "reward": before, "next_reward": after}
+
+    rows = [row("add", "count", 0.0, 0.5), row("add", "count", 0.2, 0.3), row("add", "all", 0.1, 0.0),
+            row("add_example", {"uid": 3, "input": "a", "output": "b"}, 0.0, 1.0)]
+    table = wo.payload_table(rows)
+    assert table[wo.payload_key(rows[0]["edit"])] == pytest.approx((0.6, 2))
+    # the payload's key ignores where the edit lands and the dict's key order
+    assert wo.payload_key(json.dumps({"op": "add_example", "payload": {"output": "b", "input": "a", "uid": 3},
+                                      "target": [5]})) == wo.payload_key(rows[3]["edit"])
+    keys = [wo.payload_key(rows[0]["edit"]), wo.payload_key(rows[2]["edit"]), 'add|"never"']
+    out = wo.payload_scores(keys, torch.tensor([0.3, 0.3, 0.3]), table)
+    # (sum + op mean) / (n + 1): one pseudo-count of the operation's mean; an unseen payload keeps that mean
+    assert out.tolist() == pytest.approx([(0.6 + 0.3) / 3, (-0.1 + 0.3) / 2, 0.3])
+
+
+def test_payload_tie_break_orders_only_inside_the_priors_ties(wo):
+    p = _groups()
+    p["payload"] = torch.tensor([0.0, 0.9, 5.0, 0.9, 0.0, 5.0])  # right in both groups; op 1's 5.0 never wins
+    p["seen"] = torch.tensor([True, True, False, True, True, False])
+    s = wo.scores(p)
+    gains, _ = wo.group_gains(s["prior+payload"], p)
+    assert gains.tolist() == pytest.approx([0.2 - 0.1 / 3, 0.2 - 0.1 / 3])
+    assert wo.within_op_pairs(s["prior+payload"], p).tolist() == [1.0, 1.0]
+    p["names"] = ["ii:rhymes"]
+    assert "payload occurred in training for 66.7% of the siblings" in wo.report({"fam-s0": wo.read_outs(p)})
