@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 
 #: two-sided 95 % Student t quantiles by degrees of freedom
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -27,6 +28,15 @@ def fmt(values: list[float], digits: int = 3) -> str:
         return "-"
     m, h = mean_ci(values)
     return f"{m:.{digits}f} ± {h:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
+
+
+def same_op_concordance(ops: Sequence[int], score: Sequence[float], judge: Sequence[float]) -> list[float]:
+    """One sibling group's pairs with the same operation and different ``judge`` values, in pair order: 1 where
+    ``score`` orders the pair as ``judge`` does, 0.5 where it ties them, 0 where it reverses them.
+    """
+    n = len(ops)
+    return [0.5 if score[a] == score[b] else float((score[a] > score[b]) == (judge[a] > judge[b]))
+            for a in range(n) for b in range(a + 1, n) if ops[a] == ops[b] and judge[a] != judge[b]]
 
 
 def seed_families(results: dict[str, dict]) -> dict[str, list[dict]]:

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from meta_runs import shown  # noqa: E402
-from stats import mean_ci  # noqa: E402
+from stats import mean_ci, same_op_concordance  # noqa: E402
 
 from tap.chains.chain import Chain  # noqa: E402
 from tap.chains.fluency import chain_text, fluency  # noqa: E402
@@ -55,13 +55,8 @@ def within_op_concordance(ops: Sequence[Sequence[int]], score: Sequence[Sequence
     same-operation pairs with different judged changes that ``score`` orders as ``judge`` does (ties in
     ``score`` count half). Groups without such a pair are left out.
     """
-    out = []
-    for o, s, j in zip(ops, score, judge):
-        pairs = [(a, b) for a in range(len(o)) for b in range(a + 1, len(o)) if o[a] == o[b] and j[a] != j[b]]
-        if pairs:
-            out.append(sum(0.5 if s[a] == s[b] else float((s[a] > s[b]) == (j[a] > j[b])) for a, b in pairs)
-                       / len(pairs))
-    return out
+    per_group = (same_op_concordance(o, s, j) for o, s, j in zip(ops, score, judge))
+    return [sum(pairs) / len(pairs) for pairs in per_group if pairs]
 
 
 def features(llm: LLM) -> dict[str, Callable[[list[Chain], list[Chain]], list[float]]]:

@@ -44,7 +44,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from meta_runs import meta_checkpoints, shown, write_results  # noqa: E402
 from prior_variants import _datamodule  # noqa: E402
 from scorers import training_pool  # noqa: E402
-from stats import fmt, mean_ci, paired_over_groups, seed_families  # noqa: E402
+from stats import fmt, mean_ci, paired_over_groups, same_op_concordance, seed_families  # noqa: E402
 
 from tap.chains.chain import Chain  # noqa: E402
 from tap.chains.render import prompt_chars  # noqa: E402
@@ -153,16 +153,10 @@ def within_op_pairs(score: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Te
     """Concordance (1, 0.5 for a tied score, 0) of every same-operation sibling pair with different measured
     changes, in group order (so pairs line up across checkpoints).
     """
-    out = []
+    out: list[float] = []
     for gid in p["group"].unique().tolist():
-        idx = (p["group"] == gid).nonzero().flatten().tolist()
-        for x in range(len(idx)):
-            for y in range(x + 1, len(idx)):
-                i, j = idx[x], idx[y]
-                if p["op"][i] != p["op"][j] or p["real"][i] == p["real"][j]:
-                    continue
-                s = torch.sign(score[i] - score[j]) * torch.sign(p["real"][i] - p["real"][j])
-                out.append(0.5 * (float(s) + 1))
+        sel = p["group"] == gid
+        out += same_op_concordance(p["op"][sel].tolist(), score[sel].tolist(), p["real"][sel].tolist())
     return torch.tensor(out)
 
 
