@@ -109,6 +109,11 @@ SH_VARIANTS: dict[str, tuple[str, dict]] = {
                                                             "early_accept": 0.05, "adapt": 0.1, "lazy_initial": True,
                                                             "op_bonus": True}),  # UCB over operations: the
                                                             # correction's uncertainty in the acquisition
+    "prior-sh-hedge-mix4-race-adapt-lazy-bonus-edit": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
+                                                                 "early_accept": 0.05, "adapt": 0.1,
+                                                                 "lazy_initial": True, "op_bonus": True,
+                                                                 "adapt_edit": 0.1}),  # the default, also
+                                                                 # learning each measured edit's own departure
     "prior-sh-hedge-mix4-race-adapt-lazy-bonus-batch": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
                                                                   "early_accept": 0.05, "adapt": 0.1,
                                                                   "lazy_initial": True, "op_bonus": True,

@@ -22,6 +22,8 @@ the world model's gradient refinement (``tap.planning.refine``).
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from tap.chains.edits import OP_IDS, Edit
@@ -130,4 +132,66 @@ class OpCorrection:
         return {OP_NAMES[i]: round(float(w[i]), digits) for i in seen}
 
 
-__all__ = ["OpCorrection", "paired_residual_noise"]
+def edit_key(edit: Edit) -> str:
+    """What an edit is, across the chains of one task: its operation and payload (not its target)."""
+    return f"{edit.scale}.{edit.op}|{json.dumps(edit.payload, sort_keys=True, ensure_ascii=False)}"
+
+
+class EditCorrection(OpCorrection):
+    """``OpCorrection`` plus each edit's own departure inside its operation, learnt from the same measurements.
+
+    The regression gains one feature per edit measured so far (``edit_key``: operation and payload, so the same
+    instruction, step or demonstration entered from another chain counts as the same edit):
+
+        residual = phi . w + psi . v + noise,   w ~ N(0, tau^2 I),   v ~ N(0, tau_edit^2 I)
+
+    with ``psi`` how many times a candidate makes each measured edit. An edit never measured has no ``v`` and
+    keeps its operation's correction; one measured twice above its operation's mean ranks above its unmeasured
+    siblings. (A Gaussian process over candidates with the kernel ``tau^2 [same op] + tau_edit^2 [same edit]``:
+    ``benchmarks/online_rank.py``'s ``prior+op+payload``, measured there before it was offered here,
+    ``benchmarks/results/within_op/PLAN.md`` addendum 3.) The uncertainty (``spread``, ``imagined``) stays per
+    operation.
+
+    Args:
+        tau: prior standard deviation of an operation's departure; must be > 0.
+        tau_edit: prior standard deviation of an edit's departure from its operation's; must be > 0.
+    """
+
+    def __init__(self, tau: float, tau_edit: float) -> None:
+        super().__init__(tau)
+        if tau_edit <= 0:
+            raise TapError(f"the correction's per-edit prior scale tau_edit must be > 0, got {tau_edit}.")
+        self.tau_edit = tau_edit
+        self._measured: list[tuple[torch.Tensor, list[str], float, float]] = []  # (phi, edit keys, residual, noise)
+
+    def add(self, edits: tuple[Edit, ...] | list[Edit], residual: float, noise: float) -> None:
+        super().add(edits, residual, noise)
+        self._measured.append((self.features(edits), [edit_key(e) for e in edits], residual, noise))
+
+    def _design(self, edits: tuple[Edit, ...] | list[Edit], vocab: dict[str, int]) -> torch.Tensor:
+        """(D + E,) operation counts, then counts of the measured edits in ``vocab`` order."""
+        psi = torch.zeros(len(vocab), dtype=torch.float64)
+        for e in edits:
+            if (j := vocab.get(edit_key(e))) is not None:
+                psi[j] += 1.0
+        return torch.cat([self.features(edits), psi])
+
+    def correct(self, candidates: list[tuple[Edit, ...]]) -> list[float]:
+        """The posterior mean correction of each candidate: its operations' departures plus its measured edits'."""
+        if not self.observations:
+            return [0.0] * len(candidates)
+        vocab = {k: j for j, k in enumerate(dict.fromkeys(k for _, keys, _, _ in self._measured for k in keys))}
+        d = len(self.weighted)
+        prior = torch.cat([torch.full((d,), self.tau**-2), torch.full((len(vocab),), self.tau_edit**-2)])
+        precision = torch.diag(prior.double())  # (D + E, D + E)
+        weighted = torch.zeros(d + len(vocab), dtype=torch.float64)
+        for phi, keys, residual, noise in self._measured:
+            x = torch.cat([phi, torch.bincount(torch.tensor([vocab[k] for k in keys], dtype=torch.long),
+                                               minlength=len(vocab)).double()])
+            precision += torch.outer(x, x) / noise
+            weighted += x * residual / noise
+        w = torch.linalg.solve(precision, weighted)
+        return [float(self._design(edits, vocab) @ w) for edits in candidates]
+
+
+__all__ = ["EditCorrection", "OpCorrection", "edit_key", "paired_residual_noise"]

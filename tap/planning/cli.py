@@ -57,6 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--adapt", type=float, default=None,
                    help="sh, prior-sh: learn online how this task departs from the ranker per edit operation, "
                         "with this prior scale (accuracy change; 0: off). Default: 0.1 for prior-sh and sh")
+    p.add_argument("--adapt-edit", type=float, default=0.0,
+                   help="sh, prior-sh: also learn online each measured edit's own departure inside its operation "
+                        "(the same instruction, step or demonstration from another chain), with this prior scale "
+                        "(0: off, the default; needs --adapt > 0)")
     p.add_argument("--carry", type=int, default=0,
                    help="sh: carry up to this many entrants that beat the incumbent without being accepted into the "
                         "next round, ahead of the acquisition (0: off)")
@@ -233,7 +237,8 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
     from tap.tasks import load_task
 
     config = PlanConfig(method=args.method, menu=args.menu, enter=args.enter, beta=args.beta, adapt=args.adapt,
-                        carry=args.carry, hedge=args.hedge, hedge_window=args.hedge_window, hedge_on=args.hedge_on,
+                        adapt_edit=args.adapt_edit, carry=args.carry, hedge=args.hedge,
+                        hedge_window=args.hedge_window, hedge_on=args.hedge_on,
                         compose=args.compose, compose_hedge=args.compose_hedge, early_accept=args.early_accept,
                         lazy_initial=args.lazy_initial, op_bonus=args.op_bonus, batch_bonus=args.batch_bonus,
                         fluency_weight=args.fluency_weight, fluency_top=args.fluency_top,
@@ -248,6 +253,8 @@ def run_sh(args: argparse.Namespace, initial, out: str) -> int:
     hedged = ", ranker hedged against random draws" if config.hedge_for(args.method) else ""
     if adapt := config.adapt_for(args.method):
         hedged += f", corrected online per operation (adapt {adapt:g})"
+        if config.adapt_edit:
+            hedged += f" and per measured edit (adapt-edit {config.adapt_edit:g})"
     if config.op_bonus_for(args.method):
         hedged += ", optimistic about operations not measured yet (op-bonus)"
     if config.batch_bonus_for(args.method):

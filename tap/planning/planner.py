@@ -77,6 +77,8 @@ class PlanConfig:
         adapt: sh: prior scale of the task's per-operation departure from the ranker, learnt online from
             every verified candidate (``tap.planning.adapt``; 0: off; ``sh`` and ``prior-sh``). None (the
             default): 0.1 for ``prior-sh`` and ``sh``, 0 for the others (``benchmarks/results/adapt/PLAN.md``).
+        adapt_edit: sh: prior scale of each measured edit's own departure inside its operation, learnt online
+            beside ``adapt`` (``tap.planning.adapt.EditCorrection``; 0: off, the default; needs ``adapt`` > 0).
         carry: sh: most entrants of a round that beat the incumbent on the same examples without being accepted,
             carried into the next round ahead of the acquisition (0: off; every ranker).
         hedge: sh: set each round's share of uniformly drawn entrants from the ranker's measured skill on the
@@ -135,6 +137,7 @@ class PlanConfig:
     enter: int = 8
     beta: float = 1.0
     adapt: float | None = None
+    adapt_edit: float = 0.0
     carry: int = 0
     hedge: bool | None = None
     hedge_window: int = 0
@@ -163,6 +166,10 @@ class PlanConfig:
                            f"and eval_examples ({self.eval_examples}) must be >= 1, test_examples >= 0.")
         if self.adapt is not None and self.adapt < 0:
             raise TapError(f"adapt (the correction's prior scale) must be >= 0, got {self.adapt}.")
+        if self.adapt_edit < 0 or (self.adapt_edit and not self.adapt_for(self.method)):
+            raise TapError(f"adapt_edit ({self.adapt_edit}) learns each edit's departure inside the per-operation "
+                           f"correction: it must be >= 0 and needs adapt > 0 ({self.method!r} runs with adapt "
+                           f"{self.adapt_for(self.method):g}; sh and prior-sh adapt by default).")
         if not 0 <= self.carry < self.enter:
             raise TapError(f"carry ({self.carry}) must be in 0..enter-1 ({self.enter - 1}): carried entrants take "
                            "entry slots and one must stay for a new candidate.")
@@ -453,7 +460,8 @@ class Planner:
                                          progress=progress, world_model=self.wm, scorer=scorer, policy=self.policy,
                                          training_data=self.training_data, menu=cfg.menu, enter=cfg.enter,
                                          beta=cfg.beta, refine_steps=cfg.refine_for(method) if scorer == "model" else 0,
-                                         refine_lr=cfg.refine_lr, adapt=cfg.adapt_for(method), carry=cfg.carry,
+                                         refine_lr=cfg.refine_lr, adapt=cfg.adapt_for(method),
+                                         adapt_edit=cfg.adapt_edit, carry=cfg.carry,
                                          hedge=cfg.hedge_for(method), compose=cfg.compose_for(method),
                                          hedge_window=cfg.hedge_window, hedge_on=cfg.hedge_on,
                                          early_accept=cfg.early_accept_for(method),

@@ -90,7 +90,7 @@ from tap.chains.edits import Edit, apply_edit
 from tap.collection.schema import task_pair_texts
 from tap.env import Evaluation
 from tap.errors import TapError
-from tap.planning.adapt import OpCorrection, require_same_examples
+from tap.planning.adapt import EditCorrection, OpCorrection, require_same_examples
 from tap.planning.hedge import RankerSkill, paired_gain
 from tap.search import Search, search_key
 
@@ -136,6 +136,9 @@ class SuccessiveHalvingSearch(Search):
         adapt: prior scale (accuracy change) of this task's per-operation departure from the ranker,
             learnt online from every verified candidate (``tap.planning.adapt``; 0: off; ``model`` and
             ``prior`` scorers).
+        adapt_edit: prior scale of each measured edit's own departure inside its operation, learnt online beside
+            ``adapt``'s (``tap.planning.adapt.EditCorrection``: the same instruction, step or demonstration measured
+            from another chain; 0: off; needs ``adapt`` > 0).
         refine_lr: learning rate of the refinement.
         task_pairs: train pairs that describe the task to the world model (as it was trained).
         training_data: the world model's data settings (``load_world_model``), to report what collecting
@@ -176,7 +179,8 @@ class SuccessiveHalvingSearch(Search):
                  plans: float = 0.25, enter: int = 8, rungs: tuple[int, ...] | None = None, beta: float = 1.0,
                  explore: float = 0.125, dense_weight: float = 0.25, fluency_weight: float = 0.0,
                  fluency_top: int = 0,
-                 refine_steps: int = 0, refine_lr: float = 1e-4, adapt: float = 0.0, task_pairs: int = 4,
+                 refine_steps: int = 0, refine_lr: float = 1e-4, adapt: float = 0.0, adapt_edit: float = 0.0,
+                 task_pairs: int = 4,
                  training_data: dict | None = None, carry: int = 0, hedge: bool = False, compose: int = 0,
                  compose_hedge: bool = False, hedge_window: int = 0, hedge_on: str = "first-rung",
                  early_accept: float = 0.0, lazy_initial: bool = False, op_bonus: bool = False,
@@ -201,6 +205,9 @@ class SuccessiveHalvingSearch(Search):
         if not 0 <= carry < enter:
             raise TapError(f"carry ({carry}) must be in 0..enter-1 ({enter - 1}): carried entrants take entry slots "
                            "and at least one must stay for a new candidate.")
+        if adapt_edit < 0 or (adapt_edit and not adapt):
+            raise TapError(f"adapt_edit ({adapt_edit}) learns each edit's departure inside the per-operation "
+                           "correction: it must be >= 0 and needs adapt > 0 (0: off).")
         if op_bonus and not adapt:
             raise TapError("op_bonus reads the online correction's uncertainty per operation: it needs adapt > 0.")
         if batch_bonus and not op_bonus:
@@ -248,7 +255,8 @@ class SuccessiveHalvingSearch(Search):
         self.rounds: list[dict] = []  # what each round imagined, picked and verified (the "why")
         self.adapt, self.carry, self.hedge, self.compose = adapt, carry, hedge, compose
         self._carried: list[tuple[Edit, ...]] = []  # edits of the entrants carried into the next round
-        self._correction = OpCorrection(adapt) if adapt else None
+        self.adapt_edit = adapt_edit
+        self._correction = (EditCorrection(adapt, adapt_edit) if adapt_edit else OpCorrection(adapt)) if adapt else None
         self.hedge_window, self.early_accept, self.hedge_on = hedge_window, early_accept, hedge_on
         self.lazy_initial, self.op_bonus, self.batch_bonus = lazy_initial, op_bonus, batch_bonus
         self._own: list[float] = []  # the ranker's own uncertainty of the current menu (before the bonus)

@@ -177,3 +177,67 @@ def test_the_batch_bonus_keeps_the_budget_and_repeats_exactly(mix):
     assert len(a.config["rounds"]) > 1 and all(len(r["verified"]) == 4 for r in a.config["rounds"][:-1])
     b = _search("prior", 300, batch_bonus=True, **kw).run()
     assert [r.chain for r in b.records] == [r.chain for r in a.records]
+
+
+INSTR_A = Edit("instruction", "instruction_edit", (), "Answer with the sum.")
+INSTR_B = Edit("instruction", "instruction_edit", (), "Add the two numbers.")
+
+
+def test_edit_key_names_operation_and_payload_not_target():
+    from tap.planning.adapt import edit_key
+
+    assert edit_key(INSTR_A) != edit_key(INSTR_B)
+    assert edit_key(Edit("token", "delete", (0, 0))) == edit_key(Edit("token", "delete", (1, 3)))
+
+
+def test_edit_correction_is_the_gaussian_process_with_an_operation_and_an_edit_kernel():
+    from tap.planning.adapt import EditCorrection, edit_key
+
+    tau, tau_e = 0.1, 0.05
+    c = EditCorrection(tau, tau_e)
+    obs = [((INSTR_A,), 0.3, 0.01), ((INSTR_B,), -0.1, 0.02), ((INSTR_A, TOK), 0.2, 0.02), ((TOK,), -0.2, 0.05)]
+    for edits, r, v in obs:
+        c.add(edits, r, v)
+
+    def k(x: tuple, y: tuple) -> float:  # sum over the edit pairs of the two candidates
+        return sum(tau**2 * (a.op_id == b.op_id) + tau_e**2 * (edit_key(a) == edit_key(b)) for a in x for b in y)
+
+    edits = [e for e, _, _ in obs]
+    K = torch.tensor([[k(a, b) for b in edits] for a in edits], dtype=torch.float64)
+    K += torch.diag(torch.tensor([v for *_, v in obs], dtype=torch.float64))
+    alpha = torch.linalg.solve(K, torch.tensor([r for _, r, _ in obs], dtype=torch.float64))
+    unseen = Edit("instruction", "instruction_edit", (), "Never measured.")
+    queries = [(INSTR_A,), (INSTR_B,), (unseen,), (ADD,), (INSTR_A, TOK)]
+    want = [float(torch.tensor([k(q, e) for e in edits], dtype=torch.float64) @ alpha) for q in queries]
+    got = c.correct(queries)
+    assert got == pytest.approx(want, abs=1e-10)
+    assert got[0] > got[2] > got[1]  # inside one operation: the measured edits around their operation's level
+    assert got[3] == 0.0  # an operation never measured: the ranker as meta-trained
+    assert c.observations == 4 and set(c.summary()) == {"instruction.instruction_edit", "token.delete"}
+    with pytest.raises(TapError, match="tau_edit"):
+        EditCorrection(0.1, 0.0)
+
+
+def test_search_with_the_edit_correction_runs_repeats_and_records_it():
+    from tap.planning.adapt import EditCorrection
+
+    s = _search("prior", 200, adapt=0.1, adapt_edit=0.1)
+    result = s.run()
+    assert isinstance(s._correction, EditCorrection) and s._correction.observations > 0
+    assert result.config["adapt_edit"] == 0.1 and result.costs["search"]["example_evals"] <= 200
+    again = _search("prior", 200, adapt=0.1, adapt_edit=0.1).run()
+    assert [r.chain for r in again.records] == [r.chain for r in result.records]
+    with pytest.raises(TapError, match="adapt_edit"):
+        _search("prior", 50, adapt_edit=0.1)  # without the per-operation correction
+    with pytest.raises(TapError, match="adapt_edit"):
+        _search("prior", 50, adapt=0.1, adapt_edit=-0.1)
+
+
+def test_plan_config_refuses_the_edit_correction_without_adapt():
+    from tap.planning import PlanConfig
+
+    PlanConfig(method="prior-sh", adapt_edit=0.1).check()
+    with pytest.raises(TapError, match="adapt_edit"):
+        PlanConfig(method="random-sh", adapt_edit=0.1).check()
+    with pytest.raises(TapError, match="adapt_edit"):
+        PlanConfig(method="prior-sh", adapt=0.0, adapt_edit=0.1).check()

@@ -363,7 +363,7 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
                        *(["--no-hedge"] if method == "gradient-sh" else ["--compose", "2"]),
                        *(["--compose-hedge", "--hedge-window", "1", "--hedge-on", "reached"]
                          if method in ("sh", "prior-sh") else ["--no-lazy-initial"]),
-                       *(["--op-bonus"] if method == "sh" else []),
+                       *(["--op-bonus", "--adapt-edit", "0.1"] if method == "sh" else []),
                        *(["--batch-bonus", "--fluency-weight", "0.5", "--fluency-top", "8"] if method == "prior-sh"
                          else [])],
                       capsys)
@@ -378,6 +378,7 @@ def test_plan_cli_runs_the_successive_halving_search(tmp_path, capsys, monkeypat
     assert config["batch_bonus"] == ("batch-bonus" in out.out) == (method == "prior-sh")
     assert (config["fluency_weight"] == 0.5) == ("readability weighed in" in out.out) == (method == "prior-sh")
     assert config["fluency_top"] == (8 if method == "prior-sh" else 0)
+    assert (config["adapt_edit"] == 0.1) == ("per measured edit (adapt-edit 0.1)" in out.out) == (method == "sh")
     costs = json.loads((out_dir / "plan.json").read_text())["costs"]
     assert (costs["fluency"]["requests"] > 0) == (method == "prior-sh")  # scored apart from the budget
     assert config["compose_hedge"] == ("compose_hedge" in config["rounds"][0]) == (method in ("sh", "prior-sh"))
