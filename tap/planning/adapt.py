@@ -149,8 +149,8 @@ class EditCorrection(OpCorrection):
     keeps its operation's correction; one measured twice above its operation's mean ranks above its unmeasured
     siblings. (A Gaussian process over candidates with the kernel ``tau^2 [same op] + tau_edit^2 [same edit]``:
     ``benchmarks/online_rank.py``'s ``prior+op+payload``, measured there before it was offered here,
-    ``benchmarks/results/within_op/PLAN.md`` addendum 3.) The uncertainty (``spread``, ``imagined``) stays per
-    operation.
+    ``benchmarks/results/within_op/PLAN.md`` addendum 3.) ``summary`` records the operations' departures of this
+    joint posterior; the uncertainty (``spread``, ``imagined``) stays the per-operation model's.
 
     Args:
         tau: prior standard deviation of an operation's departure; must be > 0.
@@ -176,10 +176,9 @@ class EditCorrection(OpCorrection):
                 psi[j] += 1.0
         return torch.cat([self.features(edits), psi])
 
-    def correct(self, candidates: list[tuple[Edit, ...]]) -> list[float]:
-        """The posterior mean correction of each candidate: its operations' departures plus its measured edits'."""
-        if not self.observations:
-            return [0.0] * len(candidates)
+    def _posterior(self) -> tuple[torch.Tensor, dict[str, int]]:
+        """(D + E,) the posterior mean of the operations' and the measured edits' departures, and the edits'
+        order (``edit_key`` -> index after the D operations)."""
         vocab = {k: j for j, k in enumerate(dict.fromkeys(k for _, keys, _, _ in self._measured for k in keys))}
         d = len(self.weighted)
         prior = torch.cat([torch.full((d,), self.tau**-2), torch.full((len(vocab),), self.tau_edit**-2)])
@@ -190,7 +189,17 @@ class EditCorrection(OpCorrection):
                                                minlength=len(vocab)).double()])
             precision += torch.outer(x, x) / noise
             weighted += x * residual / noise
-        w = torch.linalg.solve(precision, weighted)
+        return torch.linalg.solve(precision, weighted), vocab
+
+    def weights(self) -> torch.Tensor:
+        """(D,) posterior mean departure per operation, with the measured edits' own departures beside them."""
+        return self._posterior()[0][: len(self.weighted)] if self.observations else torch.zeros_like(self.weighted)
+
+    def correct(self, candidates: list[tuple[Edit, ...]]) -> list[float]:
+        """The posterior mean correction of each candidate: its operations' departures plus its measured edits'."""
+        if not self.observations:
+            return [0.0] * len(candidates)
+        w, vocab = self._posterior()
         return [float(self._design(edits, vocab) @ w) for edits in candidates]
 
 

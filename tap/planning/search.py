@@ -64,6 +64,8 @@ Each round, from the incumbent chain:
      default in ``plan.py`` and the Python API (``PlanConfig.adapt``, 0.1 for ``prior-sh`` and ``sh``):
      a ranker that keeps proposing an operation the task has refuted (added demonstrations on
      arithmetic) stops ranking it first after one round (``benchmarks/results/adapt/PLAN.md``);
+     ``adapt_edit`` > 0 also learns each measured edit's own departure inside its operation
+     (``EditCorrection``; off by default, ``benchmarks/results/edit/PLAN.md``);
    - ``refine_steps`` > 0: every verified single-edit transition, at whatever rung, goes back into the
      world model (Dyna-style refinement, ``OnlineRefiner``) before the next round.
 

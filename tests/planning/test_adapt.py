@@ -214,6 +214,9 @@ def test_edit_correction_is_the_gaussian_process_with_an_operation_and_an_edit_k
     assert got[0] > got[2] > got[1]  # inside one operation: the measured edits around their operation's level
     assert got[3] == 0.0  # an operation never measured: the ranker as meta-trained
     assert c.observations == 4 and set(c.summary()) == {"instruction.instruction_edit", "token.delete"}
+    # the record holds the joint posterior's operation departures: Cov(w_op, y_i) = tau^2 x (op's count in i)
+    op_weight = tau**2 * sum(sum(e.op_id == INSTR_A.op_id for e in x) * a for x, a in zip(edits, alpha.tolist()))
+    assert c.summary(digits=8)["instruction.instruction_edit"] == pytest.approx(op_weight, abs=1e-8)
     with pytest.raises(TapError, match="tau_edit"):
         EditCorrection(0.1, 0.0)
 
