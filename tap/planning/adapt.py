@@ -178,7 +178,8 @@ class EditCorrection(OpCorrection):
 
     def _posterior(self) -> tuple[torch.Tensor, dict[str, int]]:
         """(D + E,) the posterior mean of the operations' and the measured edits' departures, and the edits'
-        order (``edit_key`` -> index after the D operations)."""
+        order (``edit_key`` -> index after the D operations).
+        """
         vocab = {k: j for j, k in enumerate(dict.fromkeys(k for _, keys, _, _ in self._measured for k in keys))}
         d = len(self.weighted)
         prior = torch.cat([torch.full((d,), self.tau**-2), torch.full((len(vocab),), self.tau_edit**-2)])

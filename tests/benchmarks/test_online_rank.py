@@ -88,3 +88,20 @@ def test_read_outs_judge_on_the_second_half_and_report_pairs(orank):
     assert res["prior+op"]["gain"] == pytest.approx(0.5 * (0.0 + 0.2 - 2 * 0.1 / 3) / (0.2 - 0.1 / 3))
     text = orank.report({"fam-s0": {"3": res}, "fam-s1": {"3": res}}, [3])
     assert "prior+op+wm − prior+op+payload" in text and "### k = 3" in text
+
+
+def test_recorded_command_names_every_option_not_at_its_default(orank):
+    import argparse
+    from pathlib import Path
+
+    args = argparse.Namespace(tags=["fam"], samples=[0, 1], k=[2, 8], tau_op=0.1, tau_v=0.05, out=orank.OUT)
+    assert orank.command(args) == "python benchmarks/online_rank.py --tags fam --samples 0 1 --k 2 8 --tau-v 0.05"
+    args.out = Path("/tmp/x.json")
+    assert orank.command(args).endswith("--out /tmp/x.json")
+
+
+def test_bad_settings_are_named(orank):
+    with pytest.raises(SystemExit, match="--k"):
+        orank.main(["--tags", "fam", "--k", "-1"])
+    with pytest.raises(ValueError, match="unknown kernel"):
+        orank.kernel(_cell(), torch.tensor([0]), torch.tensor([1]), "cosine", 1.0)
