@@ -51,14 +51,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from meta_runs import meta_checkpoints, shown, write_results  # noqa: E402
 from prior_variants import _datamodule  # noqa: E402
-from stats import fmt, mean_ci, paired_over_groups, same_op_concordance, seed_families  # noqa: E402
-from within_op import lexicographic, payload_key  # noqa: E402
+from stats import fmt, mean_ci, paired_over_groups, seed_families  # noqa: E402
+from within_op import lexicographic, predictions, within_op_pairs  # noqa: E402
 
-from tap.collection.datamodule import collate_siblings  # noqa: E402
 from tap.machine import machine_info  # noqa: E402
 from tap.metrics import SelectionGain  # noqa: E402
 from tap.planning.search import load_world_model  # noqa: E402
-from tap.systems.world_model import WorldModel, _split_half_deltas  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "within_op" / "online.json"
 KERNELS = ("op", "payload", "wm")
@@ -66,48 +64,6 @@ SCORERS = ("prior", "prior+op", "prior+op+payload", "prior+op+wm", "prior+oracle
 #: (a, b): a − b selection gain per group, in the report
 PAIRS = (("prior+op", "prior"), ("prior+op+payload", "prior+op"), ("prior+op+wm", "prior+op"),
          ("prior+op+wm", "prior+op+payload"))
-
-
-def half_noise(correct: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(N,) the variance of each sibling's first-half accuracy change: the per-example paired differences'
-    variance over n, floored at ``1 / n`` (``tap.planning.adapt.paired_residual_noise`` on the first half).
-
-    ``correct`` (N, 2, E) parent's and child's per-example correctness; ``mask`` (N, E) the examples present.
-    """
-    n = mask.sum(1, keepdim=True)  # (N, 1)
-    first = (torch.arange(mask.shape[1]).unsqueeze(0) < n // 2) & mask  # (N, E)
-    m = first.sum(1).clamp_min(1).double()  # (N,)
-    d = (correct[:, 1] - correct[:, 0]).double() * first  # (N, E)
-    mean = d.sum(1) / m
-    var = ((d - mean.unsqueeze(1)) ** 2 * first).sum(1) / m
-    return torch.maximum(var, 1.0 / m) / m
-
-
-@torch.no_grad()
-def gather(wm: WorldModel, groups: list[list[dict]], chunk: int = 64) -> dict:
-    """Per sibling (N,): the prior, operation, the world model's change features (N, F), the edit's payload key,
-    the first-half change and its noise, the second-half change, the group and its cell (task, sample).
-    """
-    out: dict[str, list] = {k: [] for k in ("prior", "op", "feat", "half_a", "noise_a", "half_b", "group")}
-    keys: list[str] = []
-    cells: list[tuple[str, int]] = []
-    offset = 0
-    for i in range(0, len(groups), chunk):
-        part = groups[i : i + chunk]
-        batch = collate_siblings(part)
-        sib = wm.sibling_features(batch)
-        a, b = _split_half_deltas(batch)
-        for key, val in (("prior", wm.op_prior(sib["op"]).double()), ("op", sib["op"]),
-                         ("feat", (sib["child"] - sib["parent"]).double()), ("half_a", a.double()),
-                         ("noise_a", half_noise(batch["correct"], batch["example_mask"])),
-                         ("half_b", b.double()), ("group", batch["group"] + offset)):
-            out[key].append(val.cpu())
-        keys += [payload_key(r["edit"]) for g in part for r in g]  # collate_siblings' order
-        cells += [(r["task"], int(r.get("sample", 0))) for g in part for r in g]
-        offset += int(batch["group"].max()) + 1
-    res: dict = {k: torch.cat(v) for k, v in out.items()}
-    res["key"], res["cell"] = keys, cells
-    return res
 
 
 def draws(p: dict, k: int) -> dict[int, list[int]]:
@@ -179,21 +135,14 @@ def online_scores(p: dict, k: int, kind: str, tau_op: float = 0.1, tau_v: float 
     for gid, others in draws(p, k).items():
         test = (p["group"] == gid).nonzero().squeeze(1)
         obs = torch.isin(p["group"], torch.tensor(others, dtype=p["group"].dtype)).nonzero().squeeze(1)
-        score[test] += posterior_residual(p, test, obs, kind, lengths.get(group_cell[gid], 1.0), tau_op, tau_v)
+        resid = posterior_residual(p, test, obs, kind, lengths.get(group_cell[gid], 1.0), tau_op, tau_v)
+        score[test] += resid.round(decimals=12)  # siblings the kernel cannot tell apart tie exactly, not by rounding
     return score
-
-
-def within_op_half(score: torch.Tensor, p: dict) -> list[float]:
-    """Concordance of every same-operation pair with a different second-half change, in group order."""
-    out: list[float] = []
-    for gid in p["group"].unique().tolist():
-        sel = p["group"] == gid
-        out += same_op_concordance(p["op"][sel].tolist(), score[sel].tolist(), p["half_b"][sel].tolist())
-    return out
 
 
 def read_outs(p: dict, ks: list[int], tau_op: float, tau_v: float) -> dict:
     """Per k, per scorer: the selection gain, per-group gains and within-operation pairs (second half)."""
+    p = {**p, "half_a": p["half_a"].double(), "half_b": p["half_b"].double()}  # the GP and its judge in float64
     res: dict = {}
     for k in ks:
         scores = {"prior": p["prior"], "prior+oracle": lexicographic(p["prior"], p["half_a"])}
@@ -203,7 +152,8 @@ def read_outs(p: dict, ks: list[int], tau_op: float, tau_v: float) -> dict:
         for name in SCORERS:
             model, oracle = SelectionGain.group_gains(scores[name], p["half_b"], p["half_a"], p["group"])
             res[str(k)][name] = {"gain": float(model.mean() / oracle.mean()), "group_gain": model.tolist(),
-                                 "oracle_gain": oracle.tolist(), "within_op": within_op_half(scores[name], p)}
+                                 "oracle_gain": oracle.tolist(),
+                                 "within_op": within_op_pairs(scores[name], p, judge="half_b").tolist()}
     return res
 
 
@@ -267,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     for tag in args.tags:
         for ckpt in meta_checkpoints(tag, "benchmarks/results/within_op/PLAN.md"):
             wm, _ = load_world_model(ckpt)
-            results[ckpt.name] = read_outs(gather(wm, groups), args.k, args.tau_op, args.tau_v)
+            results[ckpt.name] = read_outs(predictions(wm, groups), args.k, args.tau_op, args.tau_v)
             print(f"{ckpt.name}: done", flush=True)
     text = report(results, args.k)
     write_results(args.out, {"machine": machine_info(), "groups": len(groups), "samples": dm.samples,

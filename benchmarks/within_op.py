@@ -87,17 +87,37 @@ def payload_scores(keys: list[str], op_mean: torch.Tensor, table: dict[str, tupl
     return torch.tensor(out, dtype=torch.float64)
 
 
+def half_noise(correct: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(N,) the variance of each sibling's first-half accuracy change: the per-example paired differences'
+    variance over n, floored at ``1 / n`` (``tap.planning.adapt.paired_residual_noise`` on the first half).
+
+    ``correct`` (N, 2, E) parent's and child's per-example correctness; ``mask`` (N, E) the examples present.
+    """
+    n = mask.sum(1, keepdim=True)  # (N, 1)
+    first = (torch.arange(mask.shape[1]).unsqueeze(0) < n // 2) & mask  # (N, E)
+    m = first.sum(1).clamp_min(1).double()  # (N,)
+    d = (correct[:, 1] - correct[:, 0]).double() * first  # (N, E)
+    mean = d.sum(1) / m
+    var = ((d - mean.unsqueeze(1)) ** 2 * first).sum(1) / m
+    return torch.maximum(var, 1.0 / m) / m
+
+
 @torch.no_grad()
 def predictions(wm: WorldModel, groups: list[list[dict]], chunk: int = 64,
                 payloads: dict[str, tuple[float, int]] | None = None) -> dict[str, torch.Tensor]:
     """Per sibling (N,): the model's predicted accuracy change (with its prior when it adds one), the prior,
     the operation id, the prompt change (``prompt_chars`` of the child − the parent's), the edit's record in
     ``payloads`` (``payload_table`` of the training edits; none given: the prior) and whether it has one, the
-    split-half changes, the measured change, group and task ids.
+    split-half changes and the first half's noise (``half_noise``), the measured change, group and task ids, the
+    world model's predicted change features ``feat`` (N, F: child − parent); and as lists, each edit's payload key
+    and its cell (task, collection sample).
     """
-    keys = ("model", "prior", "op", "prompt", "payload", "seen", "half_a", "half_b", "real", "group", "task")
+    keys = ("model", "prior", "op", "prompt", "payload", "seen", "half_a", "half_b", "noise_a", "real", "group",
+            "task", "feat")
     out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     names = sorted({g[0]["task"] for g in groups})
+    edit_keys: list[str] = []
+    cells: list[tuple[str, int]] = []
     offset = 0
     for i in range(0, len(groups), chunk):
         batch = collate_siblings(groups[i : i + chunk])
@@ -107,18 +127,22 @@ def predictions(wm: WorldModel, groups: list[list[dict]], chunk: int = 64,
         prompt = torch.tensor([float(prompt_chars(Chain.from_json(c[1])) - prompt_chars(Chain.from_json(c[0])))
                                for c in batch["chain_json"]])
         prior = wm.op_prior(sib["op"]).cpu().double()
-        edits = [payload_key(r["edit"]) for g in groups[i : i + chunk] for r in g]  # collate_siblings' order
+        part = groups[i : i + chunk]
+        edits = [payload_key(r["edit"]) for g in part for r in g]  # collate_siblings' order
+        edit_keys += edits
+        cells += [(r["task"], int(r.get("sample", 0))) for g in part for r in g]
         table = payloads or {}
         seen = torch.tensor([k in table for k in edits])
         for key, val in (("model", sib["residual"][:, 0] + sib["offset"][:, 0]), ("prior", prior),
                          ("op", sib["op"]), ("prompt", prompt), ("payload", payload_scores(edits, prior, table)),
                          ("seen", seen), ("half_a", a), ("half_b", b),
-                         ("real", sib["real"][:, 0]),
-                         ("group", batch["group"] + offset), ("task", task)):
+                         ("noise_a", half_noise(batch["correct"], batch["example_mask"])),
+                         ("real", sib["real"][:, 0]), ("group", batch["group"] + offset), ("task", task),
+                         ("feat", (sib["child"] - sib["parent"]).double())):
             out[key].append(val.cpu())
         offset += int(batch["group"].max()) + 1
     res = {k: torch.cat(v) for k, v in out.items()}
-    res["names"] = names  # type: ignore[assignment]
+    res["names"], res["key"], res["cell"] = names, edit_keys, cells  # type: ignore[assignment]
     return res
 
 
@@ -149,14 +173,15 @@ def group_gains(score: torch.Tensor, p: dict[str, torch.Tensor]) -> tuple[torch.
     return model, oracle
 
 
-def within_op_pairs(score: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+def within_op_pairs(score: torch.Tensor, p: dict[str, torch.Tensor], judge: str = "real") -> torch.Tensor:
     """Concordance (1, 0.5 for a tied score, 0) of every same-operation sibling pair with different measured
-    changes, in group order (so pairs line up across checkpoints).
+    changes (``p[judge]``: on all examples, or ``half_b`` on the second half), in group order (so pairs line up
+    across checkpoints).
     """
     out: list[float] = []
     for gid in p["group"].unique().tolist():
         sel = p["group"] == gid
-        out += same_op_concordance(p["op"][sel].tolist(), score[sel].tolist(), p["real"][sel].tolist())
+        out += same_op_concordance(p["op"][sel].tolist(), score[sel].tolist(), p[judge][sel].tolist())
     return torch.tensor(out)
 
 

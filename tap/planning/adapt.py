@@ -162,11 +162,11 @@ class EditCorrection(OpCorrection):
         if tau_edit <= 0:
             raise TapError(f"the correction's per-edit prior scale tau_edit must be > 0, got {tau_edit}.")
         self.tau_edit = tau_edit
-        self._measured: list[tuple[torch.Tensor, list[str], float, float]] = []  # (phi, edit keys, residual, noise)
+        self._measured: list[tuple[tuple[Edit, ...], float, float]] = []  # (edits, residual, noise)
 
     def add(self, edits: tuple[Edit, ...] | list[Edit], residual: float, noise: float) -> None:
         super().add(edits, residual, noise)
-        self._measured.append((self.features(edits), [edit_key(e) for e in edits], residual, noise))
+        self._measured.append((tuple(edits), residual, noise))
 
     def _design(self, edits: tuple[Edit, ...] | list[Edit], vocab: dict[str, int]) -> torch.Tensor:
         """(D + E,) operation counts, then counts of the measured edits in ``vocab`` order."""
@@ -180,14 +180,14 @@ class EditCorrection(OpCorrection):
         """(D + E,) the posterior mean of the operations' and the measured edits' departures, and the edits'
         order (``edit_key`` -> index after the D operations).
         """
-        vocab = {k: j for j, k in enumerate(dict.fromkeys(k for _, keys, _, _ in self._measured for k in keys))}
+        keys = dict.fromkeys(edit_key(e) for edits, _, _ in self._measured for e in edits)
+        vocab = {k: j for j, k in enumerate(keys)}
         d = len(self.weighted)
         prior = torch.cat([torch.full((d,), self.tau**-2), torch.full((len(vocab),), self.tau_edit**-2)])
         precision = torch.diag(prior.double())  # (D + E, D + E)
         weighted = torch.zeros(d + len(vocab), dtype=torch.float64)
-        for phi, keys, residual, noise in self._measured:
-            x = torch.cat([phi, torch.bincount(torch.tensor([vocab[k] for k in keys], dtype=torch.long),
-                                               minlength=len(vocab)).double()])
+        for edits, residual, noise in self._measured:
+            x = self._design(edits, vocab)  # (D + E,)
             precision += torch.outer(x, x) / noise
             weighted += x * residual / noise
         return torch.linalg.solve(precision, weighted), vocab

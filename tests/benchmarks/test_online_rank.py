@@ -14,6 +14,16 @@ def orank():
     return import_benchmark("online_rank")
 
 
+@pytest.fixture(scope="module")
+def wo():
+    return import_benchmark("within_op")
+
+
+def _half(score: torch.Tensor, p: dict) -> list[float]:
+    """Same-operation concordance judged on the second half, as ``online_rank`` reads it."""
+    return import_benchmark("within_op").within_op_pairs(score, p, judge="half_b").tolist()
+
+
 def _cell(n_groups: int = 4) -> dict:
     """One task's cell of ``n_groups`` groups; each has two op-0 siblings (payloads A, B) and one op-1 sibling.
     On this task B beats A by 0.2 in every group; op 1 sits 0.1 below the prior. Features: A and B far apart.
@@ -46,11 +56,11 @@ def test_draws_take_other_groups_of_the_same_cell_and_repeat(orank):
     assert orank.draws(p, 10)[0] == [1, 2]  # more than the cell holds: all the others
 
 
-def test_half_noise_is_the_paired_variance_over_n_floored(orank):
+def test_half_noise_is_the_paired_variance_over_n_floored(wo):
     correct = torch.zeros(2, 2, 4)
     correct[0, 1, :2] = torch.tensor([1.0, 0.0])  # first half: differences 1, 0 -> mean 0.5, variance 0.25
     mask = torch.ones(2, 4, dtype=torch.bool)
-    noise = orank.half_noise(correct, mask)
+    noise = wo.half_noise(correct, mask)
     assert noise[0].item() == pytest.approx(max(0.25, 0.5) / 2)  # floored at 1/n = 0.5, over n = 2
     assert noise[1].item() == pytest.approx(0.5 / 2)  # no difference: the floor
 
@@ -65,14 +75,14 @@ def test_op_shift_moves_operations_and_leaves_their_siblings_tied(orank):
     p = _cell()
     s = orank.online_scores(p, 3, "op")
     assert s[0] == s[1] and s[0] > s[2]  # op 0 (mean +0.1) above op 1 (-0.1); A and B tied
-    assert orank.within_op_half(s, p) == [0.5] * 4
+    assert _half(s, p) == [0.5] * 4
 
 
 def test_payload_record_and_feature_kernel_order_inside_an_operation(orank):
     p = _cell()
     for kind in ("payload", "wm"):
         s = orank.online_scores(p, 3, kind)
-        assert orank.within_op_half(s, p) == [1.0] * 4, kind  # B above A in every group
+        assert _half(s, p) == [1.0] * 4, kind  # B above A in every group
     # an edit never observed keeps its operation's level under the payload kernel
     p["key"][3:6] = ["op0|X", "op0|Y", "op1|C"]
     s = orank.online_scores(p, 3, "payload")
