@@ -60,6 +60,8 @@ from tap.planning.search import load_world_model  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "within_op" / "online.json"
 KERNELS = ("op", "payload", "wm")
+#: RBF kernels: the features (N, F) of ``p`` each reads (``llm``: the frozen LLM's reading, ``llm_rank.py``)
+FEATURES = {"wm": "feat", "llm": "llm"}
 SCORERS = ("prior", "prior+op", "prior+op+payload", "prior+op+wm", "prior+oracle")
 #: (a, b): a − b selection gain per group, in the report
 PAIRS = (("prior+op", "prior"), ("prior+op+payload", "prior+op"), ("prior+op+wm", "prior+op"),
@@ -83,11 +85,16 @@ def draws(p: dict, k: int) -> dict[int, list[int]]:
     return out
 
 
-def rbf_lengths(p: dict) -> dict[tuple[str, int], float]:
-    """Per cell: the median distance between its same-operation siblings' unit-normalised features (the RBF
-    length; no outcome is read). 1.0 where a cell has no such pair at a positive distance.
+def scorer_name(kind: str) -> str:
+    """The scorer a kernel gives: ``prior+op`` for none inside an operation, else ``prior+op+<kind>``."""
+    return "prior+op" if kind == "op" else f"prior+op+{kind}"
+
+
+def rbf_lengths(p: dict, key: str = "feat") -> dict[tuple[str, int], float]:
+    """Per cell: the median distance between its same-operation siblings' unit-normalised features ``p[key]``
+    (the RBF length; no outcome is read). 1.0 where a cell has no such pair at a positive distance.
     """
-    unit = torch.nn.functional.normalize(p["feat"], dim=-1)
+    unit = torch.nn.functional.normalize(p[key], dim=-1)
     out = {}
     for cell in dict.fromkeys(p["cell"]):
         sel = torch.tensor([c == cell for c in p["cell"]])
@@ -105,10 +112,10 @@ def kernel(p: dict, rows: torch.Tensor, cols: torch.Tensor, kind: str, length: f
     if kind == "payload":
         kr, kc = [p["key"][i] for i in rows.tolist()], [p["key"][j] for j in cols.tolist()]
         return torch.tensor([[float(a == b) for b in kc] for a in kr], dtype=torch.float64)
-    if kind == "wm":
-        x = torch.nn.functional.normalize(p["feat"], dim=-1)
+    if kind in FEATURES:
+        x = torch.nn.functional.normalize(p[FEATURES[kind]], dim=-1)
         return torch.exp(-torch.cdist(x[rows], x[cols]) ** 2 / (2 * length**2))
-    raise ValueError(f"unknown kernel {kind!r}; one of {KERNELS}")
+    raise ValueError(f"unknown kernel {kind!r}; one of {('op', 'payload', *FEATURES)}")
 
 
 def posterior_residual(p: dict, test: torch.Tensor, obs: torch.Tensor, kind: str, length: float,
@@ -129,7 +136,7 @@ def posterior_residual(p: dict, test: torch.Tensor, obs: torch.Tensor, kind: str
 
 def online_scores(p: dict, k: int, kind: str, tau_op: float = 0.1, tau_v: float = 0.1) -> torch.Tensor:
     """(N,) prior + posterior residual, each group given ``k`` other groups of its cell (``draws``)."""
-    lengths = rbf_lengths(p) if kind == "wm" else {}
+    lengths = rbf_lengths(p, FEATURES[kind]) if kind in FEATURES else {}
     score = p["prior"].clone()
     group_cell = dict(zip(p["group"].tolist(), p["cell"]))
     for gid, others in draws(p, k).items():
@@ -140,16 +147,22 @@ def online_scores(p: dict, k: int, kind: str, tau_op: float = 0.1, tau_v: float 
     return score
 
 
-def read_outs(p: dict, ks: list[int], tau_op: float, tau_v: float) -> dict:
-    """Per k, per scorer: the selection gain, per-group gains and within-operation pairs (second half)."""
+def read_outs(p: dict, ks: list[int], tau_op: float, tau_v: float, kernels: tuple[str, ...] = KERNELS,
+              fixed: dict[str, torch.Tensor] | None = None) -> dict:
+    """Per k, per scorer: the selection gain, per-group gains and within-operation pairs (second half). Scorers:
+    the prior, one per kernel (``scorer_name``), the ``fixed`` ones (scores that observe nothing, the same at every
+    k), and the oracle bound.
+    """
     p = {**p, "half_a": p["half_a"].double(), "half_b": p["half_b"].double()}  # the GP and its judge in float64
     res: dict = {}
     for k in ks:
-        scores = {"prior": p["prior"], "prior+oracle": lexicographic(p["prior"], p["half_a"])}
-        for kind in KERNELS:
-            scores[f"prior+{kind}" if kind == "op" else f"prior+op+{kind}"] = online_scores(p, k, kind, tau_op, tau_v)
+        scores = {"prior": p["prior"]}
+        for kind in kernels:
+            scores[scorer_name(kind)] = online_scores(p, k, kind, tau_op, tau_v)
+        scores |= fixed or {}
+        scores["prior+oracle"] = lexicographic(p["prior"], p["half_a"])
         res[str(k)] = {}
-        for name in SCORERS:
+        for name in scores:
             model, oracle = SelectionGain.group_gains(scores[name], p["half_b"], p["half_a"], p["group"])
             res[str(k)][name] = {"gain": float(model.mean() / oracle.mean()), "group_gain": model.tolist(),
                                  "oracle_gain": oracle.tolist(),
@@ -157,8 +170,10 @@ def read_outs(p: dict, ks: list[int], tau_op: float, tau_v: float) -> dict:
     return res
 
 
-def report(results: dict[str, dict], ks: list[int]) -> str:
-    """Markdown: per k and family, each scorer's read-outs and the paired differences of ``PAIRS``."""
+def report(results: dict[str, dict], ks: list[int], pairs: tuple[tuple[str, str], ...] = PAIRS) -> str:
+    """Markdown: per k and family, each scorer's read-outs (those the runs hold, in their order) and the paired
+    differences of ``pairs``.
+    """
     lines = ["Judged on the second half of each group's examples. Cells: selection gain, mean ± 95 % interval over "
              "seeds (ties split evenly); within-op: concordance over same-operation pairs with a different "
              "second-half change (0.5 = chance), each pair averaged over seeds, the interval over pairs.", ""]
@@ -169,13 +184,13 @@ def report(results: dict[str, dict], ks: list[int]) -> str:
         paired = []
         for fam, runs in seed_families(results).items():
             runs_k = [r[str(k)] for r in runs]
-            for sc in SCORERS:
-                pairs = [statistics.mean(c) for c in zip(*(r[sc]["within_op"] for r in runs_k))]
-                m, h = mean_ci(pairs)
+            for sc in runs_k[0]:
+                conc = [statistics.mean(c) for c in zip(*(r[sc]["within_op"] for r in runs_k))]
+                m, h = mean_ci(conc)
                 lines.append(f"| {fam} | {sc} | {len(runs_k)} | {fmt([r[sc]['gain'] for r in runs_k], 3)} | "
-                             f"{m:.3f} ± {h:.3f} ({len(pairs)}) |")
+                             f"{m:.3f} ± {h:.3f} ({len(conc)}) |")
             oracle = statistics.mean(statistics.mean(r["prior"]["oracle_gain"]) for r in runs_k)
-            for a, b in PAIRS:
+            for a, b in pairs:
                 gm, gh, n = paired_over_groups([r[a]["group_gain"] for r in runs_k],
                                                [r[b]["group_gain"] for r in runs_k], oracle)
                 paired.append(f"- **{fam}**: {a} − {b} selection gain "

@@ -222,6 +222,32 @@ class TransformersLLM(LLM):
             batches.append(cur)
         return batches
 
+    # --- reading -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def prompt_states(self, prompts: Sequence[str]) -> torch.Tensor:
+        """(N, D) float32: each prompt's final-layer hidden states (after the last norm) mean-pooled over its
+        tokens: how the model itself reads the text, with nothing generated or scored. One forward pass per
+        length-sorted batch; padding is masked out, so a prompt's vector does not depend on its batch.
+        """
+        self.model  # noqa: B018 - loads the weights on first use
+        ids = self._encode(prompts)
+        if any(not x for x in ids):
+            raise BackendError("prompt_states() got an empty prompt: there is nothing to read. Give every prompt "
+                               "at least one token.")
+        out = torch.zeros(len(prompts), self.body.config.hidden_size)
+        for batch in self._batches([len(x) for x in ids]):
+            width = max(len(ids[i]) for i in batch)
+            input_ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)  # (B, T)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)  # right padded
+            for r, i in enumerate(batch):
+                input_ids[r, : len(ids[i])] = torch.tensor(ids[i])
+                mask[r, : len(ids[i])] = 1
+            hidden = self.body(input_ids=input_ids.to(self.device),
+                               attention_mask=mask.to(self.device)).last_hidden_state.float().cpu()  # (B, T, D)
+            pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)  # (B, D)
+            out[torch.tensor(batch)] = pooled
+        return out
+
     # --- generation --------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:

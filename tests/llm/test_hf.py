@@ -181,6 +181,26 @@ def test_score_is_independent_of_batching(tiny_llm):
         assert a.logprob == pytest.approx(c.logprob, abs=1e-4)
 
 
+def test_prompt_states_are_the_mean_final_hidden_state_whatever_the_batch(tiny_llm):
+    prompts = [p + c for p, c in PAIRS]
+    got = tiny_llm.prompt_states(prompts)
+    assert got.shape == (len(prompts), tiny_llm.model.config.hidden_size) and got.dtype == torch.float32
+    small = TransformersLLM.from_objects(tiny_llm.model, tiny_llm.tokenizer, "tiny-llama", batch_size=2,
+                                         max_batch_tokens=64).prompt_states(prompts)
+    for row, text, other in zip(got, prompts, small):
+        with torch.no_grad():  # naive: one prompt alone, the full model's last hidden state
+            ids = tiny_llm.tokenizer([text], add_special_tokens=not tiny_llm.has_chat_template).input_ids
+            hidden = tiny_llm.model(torch.tensor(ids), output_hidden_states=True).hidden_states[-1][0]
+        assert torch.allclose(row, hidden.float().mean(0), atol=1e-5)
+        assert torch.allclose(row, other, atol=1e-5)
+    assert not torch.allclose(got[0], got[1])
+
+
+def test_prompt_states_refuse_an_empty_prompt(tiny_llm):
+    with pytest.raises(BackendError, match="empty prompt"):
+        tiny_llm.prompt_states(["a", ""])
+
+
 def test_score_mean_logprob():
     assert Score(-6.0, 3).mean_logprob == -2.0
     assert Score(0.0, 0).mean_logprob == 0.0
