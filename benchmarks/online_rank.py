@@ -62,7 +62,6 @@ OUT = ROOT / "benchmarks" / "results" / "within_op" / "online.json"
 KERNELS = ("op", "payload", "wm")
 #: RBF kernels: the features (N, F) of ``p`` each reads (``llm``: the frozen LLM's reading, ``llm_rank.py``)
 FEATURES = {"wm": "feat", "llm": "llm"}
-SCORERS = ("prior", "prior+op", "prior+op+payload", "prior+op+wm", "prior+oracle")
 #: (a, b): a − b selection gain per group, in the report
 PAIRS = (("prior+op", "prior"), ("prior+op+payload", "prior+op"), ("prior+op+wm", "prior+op"),
          ("prior+op+wm", "prior+op+payload"))
