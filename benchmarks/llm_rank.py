@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from meta_runs import meta_checkpoints, shown, write_results  # noqa: E402
-from online_rank import KERNELS, read_outs, report  # noqa: E402
+from online_rank import KERNELS, add_draw_args, read_outs, report  # noqa: E402
 from prior_variants import _datamodule  # noqa: E402
 from within_op import lexicographic, predictions  # noqa: E402
 
@@ -156,10 +156,7 @@ def command(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tags", nargs="+", required=True, help="checkpoint folders checkpoints/meta/<tag>-s<seed>")
-    ap.add_argument("--samples", type=int, nargs="+", default=None,
-                    help="collection seeds of the transfer set to read (default: the config's samples)")
-    ap.add_argument("--k", type=int, nargs="+", default=[2, 8, 31], help="observed groups per group")
+    add_draw_args(ap)
     ap.add_argument("--model", default="smollm2", help="the frozen LLM whose reading is used (the collection's)")
     ap.add_argument("--pool-config", type=Path, default=POOL, help="the ridge's training groups (split train)")
     ap.add_argument("--out", type=Path, default=OUT)

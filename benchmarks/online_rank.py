@@ -209,12 +209,17 @@ def command(args: argparse.Namespace) -> str:
     return cmd + (f" --out {shown(args.out)}" if args.out.resolve() != OUT else "")
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_draw_args(ap: argparse.ArgumentParser) -> None:
+    """The options every online read-out shares: the checkpoints, the transfer samples and the observed groups."""
     ap.add_argument("--tags", nargs="+", required=True, help="checkpoint folders checkpoints/meta/<tag>-s<seed>")
     ap.add_argument("--samples", type=int, nargs="+", default=None,
                     help="collection seeds of the transfer set to read (default: the config's samples)")
     ap.add_argument("--k", type=int, nargs="+", default=[2, 8, 31], help="observed groups per group")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_draw_args(ap)
     ap.add_argument("--tau-op", type=float, default=0.1, help="prior sd of a task's per-operation departure")
     ap.add_argument("--tau-v", type=float, default=0.1, help="prior sd of an edit's departure inside its operation")
     ap.add_argument("--out", type=Path, default=OUT)
