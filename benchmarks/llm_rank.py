@@ -66,8 +66,8 @@ def chain_prompt(format_chat: Callable[[list], str], chain_json: str) -> str:
 class StateCache:
     """Prompt -> the LLM's ``prompt_states`` vector, on disk per LLM name; computes only the missing ones."""
 
-    def __init__(self, llm, path: Path | None = None, chunk: int = 64) -> None:
-        self.llm, self.chunk = llm, chunk
+    def __init__(self, llm, path: Path | None = None, chunk: int = 64, save_every: int = 10) -> None:
+        self.llm, self.chunk, self.save_every = llm, chunk, save_every
         safe = "".join(c if c.isalnum() or c in "-_.@" else "_" for c in llm.name)
         self.path = path or cache_dir() / "llm_states" / f"{safe}.pt"
         self.rows: dict[str, torch.Tensor] = torch.load(self.path) if self.path.exists() else {}
@@ -83,13 +83,17 @@ class StateCache:
         os.replace(tmp, self.path)
 
     def __call__(self, prompts: Sequence[str]) -> torch.Tensor:
-        """(N, D) the states of ``prompts``; the missing ones computed in chunks, each saved as it comes."""
+        """(N, D) the states of ``prompts``; the missing ones computed in chunks, the file rewritten every
+        ``save_every`` chunks and at the end (an interrupted run loses at most that many).
+        """
         todo = sorted({self.key(p): p for p in prompts if self.key(p) not in self.rows}.items())
-        for i in tqdm(range(0, len(todo), self.chunk), desc="LLM states", disable=not todo):
+        starts = range(0, len(todo), self.chunk)
+        for n, i in enumerate(tqdm(starts, desc="LLM states", disable=not todo), 1):
             part = todo[i : i + self.chunk]
             for (k, _), row in zip(part, self.llm.prompt_states([p for _, p in part])):
                 self.rows[k] = row.clone()
-            self._save()
+            if n % self.save_every == 0 or n == len(starts):
+                self._save()
         return torch.stack([self.rows[self.key(p)] for p in prompts])
 
 
@@ -163,7 +167,6 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if min(args.k) < 0:
         raise SystemExit("--k must be >= 0")
-    torch.set_num_threads(int(os.environ.get("TAP_THREADS", "1")))
     data = ROOT / "configs" / "data" / "ii_transfer.yaml"
     dm = _datamodule(data, **({"samples": args.samples} if args.samples else {}))
     groups, pool_groups = dm.groups["test"].items, _datamodule(args.pool_config).groups["train"].items
@@ -173,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
                              f"`python -m tap.collect --config {shown(cfg)}`.")
     from tap.llm import load_llm
 
-    llm = load_llm(args.model).llm  # the backend: the call cache holds no hidden states
+    llm = load_llm(args.model).llm  # the backend (threads: $TAP_THREADS); the call cache holds no hidden states
     states = StateCache(llm)
     test_x = edit_features(groups, states, llm.format_chat)
     pool_x = edit_features(pool_groups, states, llm.format_chat)

@@ -43,6 +43,14 @@ def test_state_cache_computes_each_prompt_once_and_persists(lr, tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))  # written atomically
 
 
+def test_state_cache_saves_every_few_chunks_and_at_the_end(lr, tmp_path, monkeypatch):
+    cache = lr.StateCache(CountingLLM(), path=tmp_path / "s.pt", chunk=1, save_every=2)
+    saves = []
+    monkeypatch.setattr(cache, "_save", lambda: saves.append(len(cache.rows)))
+    cache(["a", "bb", "ccc", "dddd", "eeeee"])
+    assert saves == [2, 4, 5]  # after chunks 2 and 4, and after the last
+
+
 def test_edit_features_are_child_minus_parent_in_sibling_order(lr):
     parent = Chain(instruction="Add.")
     kids = [Chain(instruction="Add the numbers."), Chain(instruction="Add.", demos=(Demo(0, "1+1", "2"),))]
