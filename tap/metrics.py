@@ -147,19 +147,28 @@ class SiblingRankAgreement(Metric):
         self.task.append(task.detach().long().flatten())
 
     @staticmethod
-    def _mean_rho(p: torch.Tensor, t: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def group_rhos(p: torch.Tensor, t: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Each group's Spearman of ``p`` with ``t`` (all (N,)), in ``g.unique()`` order (G,): NaN for a group
+        with fewer than two members or equal targets (no order to agree with), 0 for a constant score.
+        """
         rhos = []
         for gid in g.unique().tolist():
             sel = g == gid
             if sel.sum() < 2 or t[sel].std() == 0:
-                continue
-            if p[sel].std() == 0:
+                rhos.append(torch.tensor(float("nan")))
+            elif p[sel].std() == 0:
                 rhos.append(torch.tensor(0.0))
-                continue
-            rhos.append(spearman_corrcoef(p[sel], t[sel]))
-        if not rhos:
+            else:
+                rhos.append(spearman_corrcoef(p[sel].float(), t[sel].float()))
+        return torch.stack(rhos) if rhos else torch.zeros(0)
+
+    @classmethod
+    def _mean_rho(cls, p: torch.Tensor, t: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, int]:
+        rhos = cls.group_rhos(p, t, g)
+        rhos = rhos[~rhos.isnan()]
+        if not len(rhos):
             return torch.tensor(float("nan")), 0
-        return torch.stack(rhos).mean(), len(rhos)
+        return rhos.mean(), len(rhos)
 
     def compute(self) -> dict[str, torch.Tensor]:
         if not self.preds:

@@ -83,6 +83,41 @@ def test_sibling_rank_agreement_is_within_groups():
     assert out["groups"].item() == 1 and torch.isnan(out["spearman/0"])
 
 
+def test_group_rhos_per_group_with_the_metric_rules():
+    from tap.metrics import SiblingRankAgreement
+
+    group = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3])
+    pred = torch.tensor([1.0, 2.0, 3.0, 5.0, 5.0, 5.0, 3.0, 2.0, 1.0, 0.0])
+    target = torch.tensor([0.0, 0.1, 0.2, 0.0, 0.1, 0.2, 0.3, 0.3, 0.3, 0.0])
+    rhos = SiblingRankAgreement.group_rhos(pred, target, group)
+    # ordered as measured; a constant score counts 0; equal targets and a lone sibling have no order (NaN)
+    assert rhos[:2].tolist() == pytest.approx([1.0, 0.0], abs=1e-5) and rhos[2:].isnan().all()
+    # ties are ranked by their mean rank, as scipy does: a naive Pearson of the average ranks
+    p2, t2 = torch.tensor([1.0, 1.0, 2.0, 3.0]), torch.tensor([0.1, 0.3, 0.2, 0.4])
+    rp, rt = torch.tensor([1.5, 1.5, 3.0, 4.0]), torch.tensor([1.0, 3.0, 2.0, 4.0])
+    naive = torch.corrcoef(torch.stack([rp, rt]))[0, 1]
+    assert SiblingRankAgreement.group_rhos(p2, t2, torch.zeros(4, dtype=torch.long)).item() == pytest.approx(
+        naive.item(), abs=1e-5)
+    m = SiblingRankAgreement()
+    m.update(pred, target, group, torch.zeros(10, dtype=torch.long))
+    assert m.compute()["spearman"].item() == pytest.approx(0.5, abs=1e-5)  # the mean of the defined ones
+
+
+def test_ceiling_shares_per_task_and_mean():
+    from tap.systems.world_model import ceiling_shares
+
+    scorer = {"spearman": torch.tensor(0.3), "spearman/0": torch.tensor(0.2), "spearman/1": torch.tensor(0.4),
+              "spearman/2": torch.tensor(0.1), "spearman/3": torch.tensor(float("nan")), "groups": torch.tensor(9.0)}
+    ceiling = {"spearman": torch.tensor(0.5), "spearman/0": torch.tensor(0.4), "spearman/1": torch.tensor(0.5),
+               "spearman/2": torch.tensor(-0.1), "spearman/3": torch.tensor(0.6)}
+    out = ceiling_shares(scorer, ceiling)
+    # task 2's ceiling is not positive (no share to read) and task 3's scorer is undefined: both left out
+    assert set(out) == {"share", "share/0", "share/1"}
+    assert out["share/0"].item() == pytest.approx(0.5) and out["share/1"].item() == pytest.approx(0.8)
+    assert out["share"].item() == pytest.approx(0.65)
+    assert ceiling_shares({"spearman/0": torch.tensor(0.2)}, {})["share"].isnan()
+
+
 def test_interval_calibration_coverage_spearman_and_conformal_scale():
     from tap.metrics import IntervalCalibration, normal_quantile
 

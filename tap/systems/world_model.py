@@ -64,9 +64,13 @@ DEFAULT_SCALES = {"latent": 1.0, "reward": 1.0, "response": 1.0, "delta": 1.0, "
                   "effect": 1.0, "rank": 1.0, "rank_dense": 0.5}
 RANKED = ("reward", "dense", "reward_observed", "edit", "uncertainty")
 #: read-outs scored on sibling groups (model and non-learned prior) -> their names in the logs: the mean
-#: within-group Spearman, the selection gain, and the Spearman pooled over a task's edits (accuracy, dense)
+#: within-group Spearman, the selection gain, and the Spearman pooled over a task's edits (accuracy, dense);
+#: the ``*_half`` ones judge on the second half of the examples only, where the noise ceiling (a second real
+#: evaluation: the first half's changes, logged under ``ceiling/``) is judged too
 SIBLING_LOG_NAMES = {"sibling": "sibling", "gain": "selection", "edit": "sibling_edit",
-                     "edit_dense": "sibling_edit_dense"}
+                     "edit_dense": "sibling_edit_dense", "sibling_half": "sibling_half",
+                     "edit_half": "sibling_edit_half"}
+HALF_KINDS = ("sibling_half", "edit_half")
 
 
 def _encoder_spec(encoder: str) -> tuple[dict, dict | None]:
@@ -155,10 +159,12 @@ class WorldModel(TapSystem):
         self.register_buffer("op_delta", torch.zeros(2, len(OP_IDS)))
         self.ranked = torch.nn.ModuleDict({s: torch.nn.ModuleDict({k: GroupedRankAgreement() for k in RANKED})
                                            for s in ("val", "test")})
+        half = {"sibling_half": SiblingRankAgreement, "edit_half": GroupedRankAgreement}
         self.sibling_metrics = torch.nn.ModuleDict({
-            f"{s}_{who}": torch.nn.ModuleDict({"sibling": SiblingRankAgreement(), "gain": SelectionGain(),
-                                                "edit": GroupedRankAgreement(), "edit_dense": GroupedRankAgreement()})
-            for s in ("val", "test") for who in ("model", "prior")})
+            f"{s}_{who}": torch.nn.ModuleDict(({} if who == "ceiling" else {
+                "sibling": SiblingRankAgreement(), "gain": SelectionGain(), "edit": GroupedRankAgreement(),
+                "edit_dense": GroupedRankAgreement()}) | {k: m() for k, m in half.items()})
+            for s in ("val", "test") for who in ("model", "prior", "ceiling")})
         self.calibration = torch.nn.ModuleDict({s: IntervalCalibration(interval) for s in ("val", "test")})
         self._groups_seen = 0  # sibling groups scored in this evaluation epoch (their ids stay unique)
         self._prior_fixed = False  # True once the prior was counted from the whole training split
@@ -504,9 +510,15 @@ class WorldModel(TapSystem):
             gid = group + self._groups_seen
             self._groups_seen += G
             delta_a, delta_b = _split_half_deltas(batch)
+            delta_a, delta_b = delta_a.to(dev), delta_b.to(dev)
             for who, score_acc, score_dense in (("model", mean[:, 0], mean[:, 1]),
-                                                ("prior", self.op_prior(op), self.op_prior(op))):
+                                                ("prior", self.op_prior(op), self.op_prior(op)),
+                                                ("ceiling", delta_a, None)):
                 m = self.sibling_metrics[f"{stage}_{who}"]
+                m["sibling_half"].update(score_acc, delta_b, gid, tid)
+                m["edit_half"].update(score_acc, delta_b, tid)
+                if who == "ceiling":
+                    continue
                 m["sibling"].update(score_acc, real[:, 0], gid, tid)
                 m["gain"].update(score_acc, delta_b, delta_a, gid, tid)
                 m["edit"].update(score_acc, real[:, 0], tid)
@@ -566,22 +578,30 @@ class WorldModel(TapSystem):
                 metric.reset()
 
     def _end_siblings(self, stage: str, names: dict[int, str]) -> None:
-        """Log the sibling-group read-outs (model and prior) and the effect's calibration; after validation,
-        refit ``interval_scale`` on what validation saw.
+        """Log the sibling-group read-outs (model, prior and, judged on the second half, the noise ceiling) and
+        the effect's calibration; after validation, refit ``interval_scale`` on what validation saw.
         """
         def name(key: str, prefix: str) -> str:
             stat, _, gid = key.partition("/")
             return f"{prefix}/{stat}" + (f"/{names.get(int(gid), gid)}" if gid else "")
 
-        for who in ("model", "prior"):
+        computed: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+        for who in ("model", "prior", "ceiling"):
             for kind, metric in self.sibling_metrics[f"{stage}_{who}"].items():
                 if metric.update_count == 0:
                     continue
-                prefix = f"{stage}/" + ("prior/" if who == "prior" else "") + SIBLING_LOG_NAMES[kind]
-                for key, val in metric.compute().items():
+                computed[who, kind] = out = metric.compute()
+                prefix = f"{stage}/" + ("" if who == "model" else f"{who}/") + SIBLING_LOG_NAMES[kind]
+                for key, val in out.items():
                     if not kind.startswith("edit") or key.startswith("spearman"):
                         self.log(name(key, prefix), val)
                 metric.reset()
+        for who in ("model", "prior"):
+            for kind in HALF_KINDS:
+                if (who, kind) in computed and ("ceiling", kind) in computed:
+                    prefix = f"{stage}/" + ("" if who == "model" else f"{who}/") + SIBLING_LOG_NAMES[kind]
+                    for key, val in ceiling_shares(computed[who, kind], computed["ceiling", kind]).items():
+                        self.log(name(key, prefix), val)
         cal = self.calibration[stage]
         if cal.update_count > 0:
             for key, val in cal.compute(scale=float(self.interval_scale)).items():
@@ -595,6 +615,21 @@ class WorldModel(TapSystem):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+
+def ceiling_shares(scorer: dict[str, torch.Tensor], ceiling: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A scorer's Spearman as a share of the noise ceiling's, per task (``share/<task id>``: the two read-outs'
+    ``spearman/<task id>``, judged alike) and their mean over the tasks where both are defined and the ceiling is
+    positive (``share``; NaN where none is).
+    """
+    shares = {}
+    for key, val in scorer.items():
+        stat, _, tid = key.partition("/")
+        c = ceiling.get(key)
+        if stat == "spearman" and tid and c is not None and c > 0 and not val.isnan():
+            shares[f"share/{tid}"] = val / c
+    mean = torch.stack(list(shares.values())).mean() if shares else torch.tensor(float("nan"))
+    return {"share": mean, **shares}
 
 
 def _ordered_groups(target: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

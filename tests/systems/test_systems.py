@@ -69,8 +69,18 @@ def test_world_model_logs_named_terms_and_rank_metrics(trained):
                 # sibling groups: the model and the non-learned prior on the same groups, and calibration
                 "val/sibling/spearman", "val/selection/gain", "val/selection/oracle", "val/sibling_edit/spearman",
                 "val/sibling_edit_dense/spearman", "val/prior/sibling/spearman", "val/prior/selection/gain",
-                "val/calibration/coverage", "val/calibration/spearman", "val/calibration/scale"):
+                "val/calibration/coverage", "val/calibration/spearman", "val/calibration/scale",
+                # judged on the second half of the examples, beside the noise ceiling (the first half's order)
+                "val/sibling_half/spearman", "val/sibling_edit_half/spearman", "val/prior/sibling_half/spearman",
+                "val/ceiling/sibling_half/spearman", "val/ceiling/sibling_edit_half/spearman"):
         assert key in metrics, key
+    # a share of the ceiling per task wherever the ceiling is positive there, and their mean over those tasks
+    shares = [k for k in metrics if k.startswith("val/sibling_half/share/")]
+    ceilings = [k for k in metrics if k.startswith("val/ceiling/sibling_half/spearman/") and metrics[k] > 0]
+    assert len(shares) == len(ceilings)
+    if shares:
+        assert float(metrics["val/sibling_half/share"]) == pytest.approx(
+            sum(float(metrics[k]) for k in shares) / len(shares), abs=1e-6)
     assert any(k.startswith("val/reward/spearman/add_") for k in metrics)  # per task
     assert any(k.startswith("val/calibration/coverage/add_") for k in metrics)
     model = trained["wm"].model

@@ -1,0 +1,259 @@
+"""The noise ceiling of sibling ranking, measured on the very sibling groups a world model ranks.
+
+Issue 13's second target reads "sibling-ranking Spearman >= 0.6 of the noise ceiling". ``noise_ceiling.py``
+measures a ceiling of the *pooled* edit Spearman on other edits (random chains of each task); a split-half
+ceiling belongs to the items ranked, and the within-group sibling Spearman had none. Every transfer sibling is
+evaluated on 32 examples in two disjoint halves (``_split_half_deltas``), so here the ceiling is how well a
+second real evaluation (the first half's accuracy changes) orders the siblings as the second half measured them,
+and every scorer is judged against the second half too (no LLM call, no training):
+
+- ``C_sib``: ``SiblingRankAgreement(half_a, half_b)``, the mean within-group Spearman (a group whose second-half
+  changes are all equal is skipped for every scorer alike; a constant score counts 0);
+- ``C_edit``: the Spearman of half A with half B over a task's siblings pooled;
+- per scorer (each checkpoint's model, and its prior): ``rho_sib(score, half_b)`` and ``rho_edit(score, half_b)``;
+  the **share** is ``rho / C`` per task, then the mean over the tasks;
+- beside them, the older convention (edit rho against all 32 examples over ``noise_ceiling.json``'s edit-rho
+  ceiling at 32) and the in-data ceiling stepped up to 32 examples by Spearman-Brown, ``2C / (1 + C)``, against
+  each scorer's rho with all 32 examples.
+
+Intervals: a 95 % percentile bootstrap over groups (each task's groups resampled with replacement) of the family's
+share, its per-group rho averaged over seeds; and mean +- 95 % interval over seeds. The plan:
+``benchmarks/results/ceiling/PLAN.md``.
+
+    python benchmarks/sibling_ceiling.py --tags hierarchical-transfer --samples 0 1 2 3 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from meta_runs import meta_checkpoints, shown, write_results  # noqa: E402
+from meta_world_model import noise_ceiling  # noqa: E402
+from prior_variants import _datamodule  # noqa: E402
+from stats import fmt, seed_families  # noqa: E402
+from within_op import predictions  # noqa: E402
+
+from tap.machine import machine_info  # noqa: E402
+from tap.metrics import SiblingRankAgreement  # noqa: E402
+from tap.planning.search import load_world_model  # noqa: E402
+from tap.tasks import task_slug  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "results" / "ceiling" / "ceiling.json"
+PLAN = "benchmarks/results/ceiling/PLAN.md"
+TARGET = 0.6  # issue 13: sibling-ranking Spearman >= 0.6 of the noise ceiling
+
+
+def average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks along the last dimension (..., n), ties given their mean rank (1-based), as Spearman's rho needs."""
+    x = x.contiguous()
+    ordered = x.sort(-1).values
+    below = torch.searchsorted(ordered, x)  # (..., n) how many are smaller
+    upto = torch.searchsorted(ordered, x, right=True)  # (..., n) how many are smaller or equal
+    return (below + upto + 1).double() / 2
+
+
+def spearman_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman's rho of each row of ``a`` with the same row of ``b`` (R, n) -> (R,); NaN for a constant row."""
+    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = ra - ra.mean(-1, keepdim=True), rb - rb.mean(-1, keepdim=True)
+    den = (ra.pow(2).sum(-1) * rb.pow(2).sum(-1)).sqrt()
+    return torch.where(den > 0, (ra * rb).sum(-1) / den.clamp_min(1e-300), torch.nan)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(spearman_rows(a.double().unsqueeze(0), b.double().unsqueeze(0))[0])
+
+
+def read_outs(p: dict) -> dict:
+    """One checkpoint's per-group sibling rho and per-task edit rho, judged on the second half (model, prior,
+    ceiling) and on all examples (model, prior), and the groups' tasks.
+    """
+    group_task = torch.stack([p["task"][p["group"] == g][0] for g in p["group"].unique()])
+    out: dict = {"names": [task_slug(t) for t in p["names"]], "group_task": group_task.tolist()}
+    scores = {"model": p["model"], "prior": p["prior"], "ceiling": p["half_a"]}
+    for who, s in scores.items():
+        out[who] = {"sib_half": SiblingRankAgreement.group_rhos(s, p["half_b"], p["group"]).tolist(),
+                    "edit_half": [spearman(s[p["task"] == i], p["half_b"][p["task"] == i])
+                                  for i in range(len(p["names"]))]}
+        if who != "ceiling":
+            out[who] |= {"sib_all": SiblingRankAgreement.group_rhos(s, p["real"], p["group"]).tolist(),
+                         "edit_all": [spearman(s[p["task"] == i], p["real"][p["task"] == i])
+                                      for i in range(len(p["names"]))]}
+    return out
+
+
+def sibling_share(num: torch.Tensor, den: torch.Tensor, group_task: torch.Tensor, n_tasks: int) -> float:
+    """Mean over tasks of mean(num) / mean(den) over the task's groups with an order (den defined)."""
+    shares = []
+    for t in range(n_tasks):
+        sel = (group_task == t) & ~den.isnan()
+        if sel.any() and float(den[sel].mean()) > 0:
+            shares.append(float(num[sel].mean() / den[sel].mean()))
+    return statistics.mean(shares) if shares else float("nan")
+
+
+def bootstrap(runs: list[dict], p: dict, draws: int, seed: int) -> dict[str, tuple[float, float]]:
+    """95 % percentile intervals of the family's shares (model and prior, sibling and edit rho), each task's
+    groups resampled with replacement ``draws`` times (per-group rho averaged over the family's seeds).
+    """
+    g = torch.Generator().manual_seed(seed)
+    gt = torch.tensor(runs[0]["group_task"])
+    n_tasks = len(runs[0]["names"])
+    ceil_g = torch.tensor(runs[0]["ceiling"]["sib_half"], dtype=torch.float64)
+    sib = {who: torch.tensor([r[who]["sib_half"] for r in runs], dtype=torch.float64).mean(0)
+           for who in ("model", "prior")}
+    rows_of = [torch.nonzero(p["group"] == gid).flatten() for gid in p["group"].unique().tolist()]  # group order
+    preds = {"model": torch.stack([r["_model"] for r in runs]).double(), "prior": runs[0]["_prior"].double()[None]}
+    out: dict[str, list[float]] = {f"{who}/{k}": [] for who in ("model", "prior") for k in ("sib", "edit")}
+    for _ in tqdm(range(draws), desc="bootstrap", leave=False):
+        idx = torch.cat([torch.nonzero(gt == t).flatten()[torch.randint(int((gt == t).sum()), (int((gt == t).sum()),),
+                                                                        generator=g)] for t in range(n_tasks)])
+        cg, tg = ceil_g[idx], gt[idx]
+        for who in ("model", "prior"):
+            out[f"{who}/sib"].append(sibling_share(sib[who][idx], cg, tg, n_tasks))
+        edit: dict[str, list[float]] = {"model": [], "prior": []}
+        for t in range(n_tasks):
+            rows = torch.cat([rows_of[i] for i in idx[tg == t].tolist()])
+            c = spearman(p["half_a"][rows], p["half_b"][rows])
+            for who in ("model", "prior"):
+                rho = spearman_rows(preds[who][:, rows], p["half_b"][rows].double().expand(len(preds[who]), -1))
+                if c > 0:
+                    edit[who].append(float(rho.nanmean()) / c)
+        for who in ("model", "prior"):
+            out[f"{who}/edit"].append(statistics.mean(edit[who]) if edit[who] else float("nan"))
+    ci = {}
+    for key, vals in out.items():
+        v = torch.tensor([x for x in vals if x == x], dtype=torch.float64)
+        ci[key] = (float(v.quantile(0.025)), float(v.quantile(0.975))) if len(v) else (float("nan"),) * 2
+    return ci
+
+
+def family_summary(runs: list[dict], old_ceiling: dict[str, float]) -> dict:
+    """Per seed and per task: the shares of the in-data ceiling (second half), the step-up and the old one."""
+    names = runs[0]["names"]
+    gt = torch.tensor(runs[0]["group_task"])
+    ceil_sib = torch.tensor(runs[0]["ceiling"]["sib_half"], dtype=torch.float64)
+    ceil_edit = runs[0]["ceiling"]["edit_half"]
+    per_task_c = {n: float(ceil_sib[(gt == i) & ~ceil_sib.isnan()].mean()) for i, n in enumerate(names)}
+
+    def step(c: float) -> float:
+        return 2 * c / (1 + c)
+
+    out: dict = {"ceiling": {"sib_half": per_task_c, "edit_half": dict(zip(names, ceil_edit)),
+                             "groups": {n: int(((gt == i) & ~ceil_sib.isnan()).sum()) for i, n in enumerate(names)},
+                             "old_edit_32": {n: old_ceiling.get(n, float("nan")) for n in names}}}
+    for who in ("model", "prior"):
+        rows = runs if who == "model" else runs[:1]
+        res: dict = {"sib_share": [], "edit_share": [], "sib_step_share": [], "edit_old_share": [], "per_task": {}}
+        for r in rows:
+            sib = torch.tensor(r[who]["sib_half"], dtype=torch.float64)
+            sib_all = torch.tensor(r[who]["sib_all"], dtype=torch.float64)
+            res["sib_share"].append(sibling_share(sib, ceil_sib, gt, len(names)))
+            edit = [r[who]["edit_half"][i] / c for i, c in enumerate(ceil_edit) if c > 0]
+            res["edit_share"].append(statistics.mean(edit) if edit else float("nan"))
+            steps = []
+            for i, n in enumerate(names):
+                sel = (gt == i) & ~sib_all.isnan()
+                if sel.any() and per_task_c[n] > 0:
+                    steps.append(float(sib_all[sel].mean()) / step(per_task_c[n]))
+            res["sib_step_share"].append(statistics.mean(steps) if steps else float("nan"))
+            old = [r[who]["edit_all"][i] / old_ceiling[n] for i, n in enumerate(names) if old_ceiling.get(n)]
+            res["edit_old_share"].append(statistics.mean(old) if old else float("nan"))
+        for i, n in enumerate(names):
+            sel = gt == i
+            res["per_task"][n] = {
+                "sib_half": [float(torch.tensor(r[who]["sib_half"], dtype=torch.float64)[sel].nanmean()) for r in rows],
+                "edit_half": [r[who]["edit_half"][i] for r in rows]}
+        out[who] = res
+    return out
+
+
+def report(summary: dict, ci: dict, samples: list[int], groups: int) -> str:
+    lines = [f"Transfer set, samples {samples}, {groups} sibling groups. Judged on the second half of each group's "
+             "32 examples; the ceiling is the first half's order of the same siblings (a second real evaluation). "
+             "Shares: the scorer's rho over the ceiling's per task, mean over tasks; cells mean ± 95 % interval over "
+             "seeds, [bootstrap 95 % over groups].", "",
+             "| family | scorer | sibling ρ / in-data ceiling | edit ρ / in-data ceiling | sibling ρ (32 ex.) / "
+             "stepped-up ceiling | edit ρ (32 ex.) / old ceiling |", "|---|---|---|---|---|---|"]
+    for fam, s in summary.items():
+        for who in ("model", "prior"):
+            r, c = s[who], ci[fam]
+            sib, edit = c[f"{who}/sib"], c[f"{who}/edit"]
+            lines.append(f"| {fam} | {who} | {fmt(r['sib_share'], 2)} [{sib[0]:.2f}, {sib[1]:.2f}] | "
+                         f"{fmt(r['edit_share'], 2)} [{edit[0]:.2f}, {edit[1]:.2f}] | "
+                         f"{fmt(r['sib_step_share'], 2)} | {fmt(r['edit_old_share'], 2)} |")
+    first = next(iter(summary.values()))
+    lines += ["", "The ceilings per task (the same data for every family):", "",
+              "| task | groups with an order | sibling ρ ceiling (16 vs 16) | stepped up to 32 | edit ρ ceiling "
+              "(16 vs 16) | old edit ρ ceiling (other edits, 32 vs 32) |", "|---|---|---|---|---|---|"]
+    for n, c in first["ceiling"]["sib_half"].items():
+        lines.append(f"| {n} | {first['ceiling']['groups'][n]} | {c:.3f} | {2 * c / (1 + c):.3f} | "
+                     f"{first['ceiling']['edit_half'][n]:.3f} | {first['ceiling']['old_edit_32'][n]:.2f} |")
+    lines += ["", "Per task, sibling ρ and edit ρ against the second half (mean ± interval over seeds):", "",
+              "| family | scorer | task | sibling ρ | edit ρ |", "|---|---|---|---|---|"]
+    for fam, s in summary.items():
+        for who in ("model", "prior"):
+            for n, v in s[who]["per_task"].items():
+                lines.append(f"| {fam} | {who} | {n} | {fmt(v['sib_half'], 3)} | {fmt(v['edit_half'], 3)} |")
+    return "\n".join(lines) + "\n"
+
+
+def command(args: argparse.Namespace, samples: list[int]) -> str:
+    cmd = f"python benchmarks/sibling_ceiling.py --tags {' '.join(args.tags)}"
+    default_data = ROOT / "configs" / "data" / "ii_transfer.yaml"
+    cmd += f" --data {shown(args.data)}" if args.data.resolve() != default_data else ""
+    cmd += f" --samples {' '.join(map(str, samples))}" if args.samples else ""
+    cmd += f" --draws {args.draws}" if args.draws != 2000 else ""
+    return cmd + (f" --out {shown(args.out)}" if args.out.resolve() != OUT else "")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tags", nargs="+", required=True, help="checkpoint folders checkpoints/meta/<tag>-s<seed>")
+    ap.add_argument("--data", type=Path, default=ROOT / "configs" / "data" / "ii_transfer.yaml",
+                    help="the sibling groups' data config (default: the transfer set)")
+    ap.add_argument("--samples", type=int, nargs="+", default=None,
+                    help="collection seeds of --data to read, together (default: the config's samples)")
+    ap.add_argument("--draws", type=int, default=2000, help="bootstrap draws over groups")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    if args.draws < 100:
+        raise SystemExit(f"--draws {args.draws}: a 95 % percentile interval needs at least 100 draws.")
+    dm = _datamodule(args.data, **({"samples": args.samples} if args.samples else {}))
+    groups = dm.groups["test"].items
+    if not groups:
+        raise SystemExit(f"{args.data} has no sibling groups in its test split; collect them with "
+                         f"`python -m tap.collect --config {args.data}`.")
+    results, data = {}, None
+    for tag in args.tags:
+        for ckpt in meta_checkpoints(tag, PLAN):
+            wm, _ = load_world_model(ckpt)
+            p = predictions(wm, groups)
+            data = data or p
+            r = read_outs(p)
+            r["_model"], r["_prior"] = p["model"], p["prior"]
+            results[ckpt.name] = r
+    old = noise_ceiling(32)
+    summary, ci = {}, {}
+    for fam, runs in seed_families(results).items():
+        summary[fam] = family_summary(runs, old)
+        ci[fam] = bootstrap(runs, data, args.draws, seed=0)
+    for r in results.values():
+        del r["_model"], r["_prior"]
+    text = report(summary, ci, dm.samples, len(groups))
+    write_results(args.out, {"machine": machine_info(), "groups": len(groups), "samples": dm.samples,
+                             "summary": summary, "bootstrap": ci, "runs": results}, command(args, dm.samples), text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
