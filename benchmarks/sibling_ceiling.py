@@ -40,7 +40,7 @@ from meta_runs import meta_checkpoints, shown, write_results  # noqa: E402
 from meta_world_model import noise_ceiling  # noqa: E402
 from prior_variants import _datamodule  # noqa: E402
 from stats import fmt, seed_families  # noqa: E402
-from within_op import predictions  # noqa: E402
+from within_op import add_group_args, predictions  # noqa: E402
 
 from tap.machine import machine_info  # noqa: E402
 from tap.metrics import SiblingRankAgreement  # noqa: E402
@@ -218,11 +218,7 @@ def command(args: argparse.Namespace, samples: list[int]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tags", nargs="+", required=True, help="checkpoint folders checkpoints/meta/<tag>-s<seed>")
-    ap.add_argument("--data", type=Path, default=ROOT / "configs" / "data" / "ii_transfer.yaml",
-                    help="the sibling groups' data config (default: the transfer set)")
-    ap.add_argument("--samples", type=int, nargs="+", default=None,
-                    help="collection seeds of --data to read, together (default: the config's samples)")
+    add_group_args(ap)
     ap.add_argument("--draws", type=int, default=2000, help="bootstrap draws over groups")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)

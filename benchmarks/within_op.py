@@ -248,14 +248,21 @@ def command(args: argparse.Namespace, samples: list[int]) -> str:
     return cmd + (f" --out {shown(args.out)}" if args.out.resolve() != OUT else "")
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_group_args(ap: argparse.ArgumentParser) -> None:
+    """The options every read-out over checkpoints and sibling groups shares: the checkpoints, the groups' data
+    config and which of its collection samples to read.
+    """
     ap.add_argument("--tags", nargs="+", required=True, help="checkpoint folders checkpoints/meta/<tag>-s<seed>")
     ap.add_argument("--data", type=Path, default=ROOT / "configs" / "data" / "ii_transfer.yaml",
                     help="the sibling groups' data config (default: the transfer set)")
-    ap.add_argument("--tasks", nargs="*", help="only these tasks of --data (default: all of them)")
     ap.add_argument("--samples", type=int, nargs="+", default=None,
                     help="collection seeds of --data to read, together (default: the config's samples)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_group_args(ap)
+    ap.add_argument("--tasks", nargs="*", help="only these tasks of --data (default: all of them)")
     ap.add_argument("--split", default="test", choices=("train", "val", "test"))
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
