@@ -95,6 +95,7 @@ from tap.errors import TapError
 from tap.planning.adapt import EditCorrection, OpCorrection, require_same_examples
 from tap.planning.hedge import RankerSkill, paired_gain
 from tap.search import Search, search_key
+from tap.tasks import Task
 
 Scorer = Literal["model", "gradient", "policy", "prior", "random"]
 SCORERS = ("model", "gradient", "policy", "prior", "random")
@@ -373,9 +374,9 @@ class SuccessiveHalvingSearch(Search):
                 i += len(edits)
             self._change = list(out)
             return out, [0.0] * len(menu)
-        pairs = task_pair_texts(self.task, self.task_pairs)
-        state = wm.observe(wm.encode_chains([parent], self.task.description, pairs))  # batch 1
         if self.scorer in ("gradient", "policy"):
+            pairs = task_pair_texts(self.task, self.task_pairs)
+            state = wm.observe(wm.encode_chains([parent], self.task.description, pairs))  # batch 1
             actions, scales = wm.embed_edits([edits[0] for edits, _ in menu])  # (K, A), (K, 3): singles only
             if self.scorer == "policy":
                 return self.policy.actor_logits(wm.features(state), actions.unsqueeze(0))[0].tolist(), [0.0] * len(menu)
@@ -383,16 +384,7 @@ class SuccessiveHalvingSearch(Search):
 
             gen = torch.Generator().manual_seed(self.seed * 100_003 + len(self.rounds))
             return GradientPlanner(wm).plan(state, actions, scales, generator=gen).returns.tolist(), [0.0] * len(menu)
-        mean, std = torch.zeros(len(menu), 2), torch.zeros(len(menu), 2)
-        for length in sorted({len(edits) for edits, _ in menu}):
-            idx = [i for i, (edits, _) in enumerate(menu) if len(edits) == length]
-            flat = [e for i in idx for e in menu[i][0]]
-            actions, scales = wm.embed_edits(flat)  # (len(idx) * length, A), (.., 3)
-            start = {k: v.expand(len(idx), *v.shape[1:]) for k, v in state.items()}
-            after = wm.imagine(start, actions.view(len(idx), length, -1), scales.view(len(idx), length, -1))[-1]
-            ops = torch.tensor([[e.op_id for e in menu[i][0]] for i in idx], dtype=torch.long)  # (len(idx), length)
-            m, s = wm.edit_effect(start, after, ops)  # (len(idx), 2) each
-            mean[idx], std[idx] = m.float().cpu(), s.float().cpu()
+        mean, std = imagined_effects(wm, self.task, parent, [edits for edits, _ in menu], self.task_pairs)
         self._change = mean[:, 0].tolist()
         score = mean[:, 0] + self.dense_weight * mean[:, 1]
         return score.tolist(), std[:, 0].tolist()
@@ -730,6 +722,26 @@ def planning_cost(rounds: list[dict], search: dict, full: int) -> dict:
             "ratio": round(per_round / per_eval, 4) if per_eval > 0 else None}
 
 
+@torch.no_grad()
+def imagined_effects(wm, task: Task, parent: Chain, candidates: list[tuple[Edit, ...]],
+                     task_pairs: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """The world model's predicted change from ``parent`` for each candidate (a single edit or a plan of
+    several): mean and calibrated std, (K, 2) each, columns (accuracy, dense). No LLM call.
+    """
+    state = wm.observe(wm.encode_chains([parent], task.description, task_pair_texts(task, task_pairs)))  # batch 1
+    mean, std = torch.zeros(len(candidates), 2), torch.zeros(len(candidates), 2)
+    for length in sorted({len(edits) for edits in candidates}):
+        idx = [i for i, edits in enumerate(candidates) if len(edits) == length]
+        flat = [e for i in idx for e in candidates[i]]
+        actions, scales = wm.embed_edits(flat)  # (len(idx) * length, A), (.., 3)
+        start = {k: v.expand(len(idx), *v.shape[1:]) for k, v in state.items()}
+        after = wm.imagine(start, actions.view(len(idx), length, -1), scales.view(len(idx), length, -1))[-1]
+        ops = torch.tensor([[e.op_id for e in candidates[i]] for i in idx], dtype=torch.long)  # (len(idx), length)
+        m, s = wm.edit_effect(start, after, ops)  # (len(idx), 2) each
+        mean[idx], std[idx] = m.float().cpu(), s.float().cpu()
+    return mean, std
+
+
 def load_world_model(path) -> tuple:
     """A ``WorldModel`` checkpoint (file or run folder) for the search: the model (eval mode, no gradients)
     and the data settings it was trained on (``training_data``).
@@ -749,5 +761,5 @@ def random_sh(*args, **kwargs) -> SuccessiveHalvingSearch:
     return SuccessiveHalvingSearch(*args, scorer="random", **kwargs)
 
 
-__all__ = ["SuccessiveHalvingSearch", "halving_rungs", "load_world_model", "planning_cost", "random_sh",
-           "sign_test"]
+__all__ = ["SuccessiveHalvingSearch", "halving_rungs", "imagined_effects", "load_world_model", "planning_cost",
+           "random_sh", "sign_test"]
