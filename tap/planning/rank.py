@@ -7,10 +7,10 @@ predicted change of accuracy with its calibrated 80 % interval (``WorldModel.edi
 was fitted so that 80 % of validation edits fell inside), the predicted change of the gold answer's probability,
 and beside them the non-learned prior (the edit operation's mean accuracy change in the model's training data)
 and the rank it gives. How far either is to be trusted on new tasks: ``benchmarks/README.md``, "Ranking sibling
-edits on tasks never trained on" (against the noise ceiling of a second real evaluation: the model ranks siblings
-at 0.69 of it on the transfer set, and so does the prior).
+edits on tasks never trained on" (against the noise ceiling of a second real evaluation, the benchmarks'
+meta-trained models rank a chain's siblings on the transfer set at 0.69 of it, and so does the prior).
 
-    python -m tap.planning.rank --checkpoint checkpoints/meta/hierarchical-transfer-s0 --task ii:rhymes
+    python -m tap.planning.rank --checkpoint checkpoints/quickstart/world_model --task ii:rhymes
     python -m tap.planning.rank --checkpoint ... --task my_task.jsonl --chain final_chain.json --top 10 \
         --out ranked.json
 """
@@ -45,6 +45,7 @@ class RankedEdit:
     prior: float
 
     def interval(self, coverage: float = 0.8) -> tuple[float, float]:
+        """The central predictive interval of ``coverage`` for the accuracy change (normal, calibrated std)."""
         z = normal_quantile(coverage)
         return self.mean - z * self.std, self.mean + z * self.std
 
@@ -89,6 +90,9 @@ def prior_ranks(ranked: list[RankedEdit]) -> list[int]:
 
 
 def report(task_name: str, chain: Chain, ranked: list[RankedEdit], top: int, trained_on: list[str]) -> str:
+    """The printed ranking: whether the task was trained on (``trained_on``: the checkpoint's tasks), the chain,
+    the ``top`` rows, and how to read the columns.
+    """
     seen = task_name in trained_on or task_slug(task_name) in {task_slug(t) for t in trained_on}
     lines = [f"task {task_name}: {'trained on' if seen else 'never trained on'} by this world model; "
              f"{len(ranked)} candidate edits scored in imagination (no LLM call)",
