@@ -230,14 +230,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{args.data} has no sibling groups in its test split; collect them with "
                          f"`python -m tap.collect --config {args.data}`.")
     results, data = {}, None
-    for tag in args.tags:
-        for ckpt in meta_checkpoints(tag, PLAN):
-            wm, _ = load_world_model(ckpt)
-            p = predictions(wm, groups)
-            data = data or p
-            r = read_outs(p)
-            r["_model"], r["_prior"] = p["model"], p["prior"]
-            results[ckpt.name] = r
+    ckpts = [c for tag in args.tags for c in meta_checkpoints(tag, PLAN)]
+    for ckpt in tqdm(ckpts, desc="checkpoints"):
+        wm, _ = load_world_model(ckpt)
+        p = predictions(wm, groups)
+        data = data or p
+        r = read_outs(p)
+        r["_model"], r["_prior"] = p["model"], p["prior"]
+        results[ckpt.name] = r
     old = noise_ceiling(32)
     summary, ci = {}, {}
     for fam, runs in seed_families(results).items():
