@@ -41,3 +41,17 @@ def unknown_loss_terms(unknown: set[str], known: tuple[str, ...]) -> ConfigError
     hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
     return ConfigError(f"unknown loss term(s) {sorted(unknown)} in loss_scales{hint}; known: {list(known)}. "
                        "Fix: correct model.init_args.loss_scales in the config.")
+
+
+def exit_code(command) -> int:
+    """Run a command-line entry point's work (``command()``): an int it returns is the exit code (else 0); a
+    ``TapError`` becomes its one-line message on stderr and exit code 2, with no traceback.
+    """
+    import sys
+
+    try:
+        code = command()
+    except TapError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return code if isinstance(code, int) else 0

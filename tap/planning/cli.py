@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from tap.errors import TapError
+from tap.errors import TapError, exit_code
 from tap.tasks import task_slug
 
 
@@ -130,11 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return run(args)
-    except TapError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return exit_code(lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from tap.chains import Chain, Edit, apply_edit, edit_space, initial_chain
-from tap.errors import TapError
+from tap.errors import TapError, exit_code
 from tap.metrics import normal_quantile
 from tap.tasks import Task, task_slug
 
@@ -160,12 +160,8 @@ def run(args: argparse.Namespace) -> list[RankedEdit]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        run(parse_args(argv))
-    except TapError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    args = parse_args(argv)
+    return exit_code(lambda: run(args))
 
 
 if __name__ == "__main__":

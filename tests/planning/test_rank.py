@@ -111,3 +111,15 @@ def test_the_command_refuses_bad_input_by_name(tmp_path, capsys):
     assert "--candidates (0)" in capsys.readouterr().err
     assert main(["--checkpoint", str(ckpt), "--task", "ii:no_such_task"]) == 2
     assert "no_such_task" in capsys.readouterr().err
+
+
+def test_exit_code_turns_a_named_error_into_one_line_and_code_2(capsys):
+    from tap.errors import exit_code
+
+    def fail():
+        raise TapError("the checkpoint is missing; train one first.")
+
+    assert exit_code(fail) == 2 and capsys.readouterr().err == "error: the checkpoint is missing; train one first.\n"
+    assert exit_code(lambda: 3) == 3 and exit_code(lambda: ["ranked"]) == 0
+    with pytest.raises(ZeroDivisionError):  # a bug is not a user error: its traceback stays
+        exit_code(lambda: 1 / 0)
