@@ -16,6 +16,12 @@ and every scorer is judged against the second half too (no LLM call, no training
   ceiling at 32) and the in-data ceiling stepped up to 32 examples by Spearman-Brown, ``2C / (1 + C)``, against
   each scorer's rho with all 32 examples.
 
+With ``--extend N`` (one or more samples), every parent and sibling is also evaluated on the next ``N`` search
+examples of its collection (``env.order[32:32 + N]``, the collection's environment settings, through the call
+cache; resumable, kept under ``results/ceiling/extended/``), after a check that its stored 32 examples reproduce
+exactly; the ceiling is then measured at 32 against N new examples instead of estimated, and every scorer judged
+on the new ones (``ceiling32.md``).
+
 Intervals: a 95 % percentile bootstrap over groups (each task's groups resampled with replacement) of the family's
 share, its per-group rho averaged over seeds; and mean +- 95 % interval over seeds. The plan:
 ``benchmarks/results/ceiling/PLAN.md``.
@@ -26,6 +32,8 @@ share, its per-group rho averaged over seeds; and mean +- 95 % interval over see
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -42,6 +50,7 @@ from prior_variants import _datamodule  # noqa: E402
 from stats import fmt, seed_families  # noqa: E402
 from within_op import add_group_args, predictions  # noqa: E402
 
+from tap.chains import Chain  # noqa: E402
 from tap.machine import machine_info  # noqa: E402
 from tap.metrics import SiblingRankAgreement  # noqa: E402
 from tap.planning.search import load_world_model  # noqa: E402
@@ -207,47 +216,160 @@ def report(summary: dict, ci: dict, samples: list[int], groups: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+EXTENDED = ROOT / "benchmarks" / "results" / "ceiling" / "extended"
+
+
+def chain_key(chain_json: str) -> str:
+    return hashlib.sha1(chain_json.encode()).hexdigest()[:16]
+
+
+def extend(groups: list[list[dict]], n: int, llm, out_dir: Path = EXTENDED) -> dict[str, list[bool]]:
+    """Every parent's and sibling's correctness on the ``n`` search examples after its collection's 32, per chain
+    (``chain_key``), for the groups' (task, sample) cells: evaluated through ``llm`` (cached), saved per cell as it
+    goes (a rerun resumes). First each chain's stored 32 examples are evaluated again and must give its stored
+    correctness (cache hits): otherwise the settings differ from the collection's, and it stops.
+    """
+    from tap.env import Environment
+    from tap.llm.base import GenerationSettings
+    from tap.paths import write_atomic
+    from tap.tasks import load_task
+
+    cells: dict[tuple[str, int], list[list[dict]]] = {}
+    for g in groups:
+        cells.setdefault((g[0]["task"], int(g[0].get("sample", 0))), []).append(g)
+    out: dict[str, list[bool]] = {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for (name, sample), cell in sorted(cells.items()):
+        path = out_dir / f"{task_slug(name)}-s{sample}-n{n}.json"
+        done: dict[str, list[bool]] = json.loads(path.read_text()) if path.exists() else {}
+        task = load_task(name, seed=sample)
+        env = Environment(llm, task, mode="auto", generation=GenerationSettings(max_new_tokens=24), eval_examples=32)
+        first, new = env.order[:32], env.order[32 : 32 + n]
+        if len(new) < n:
+            raise SystemExit(f"{name} has {len(env.order)} search examples: fewer than 32 + {n}.")
+        chains: dict[str, tuple[str, list[bool]]] = {}
+        for g in cell:
+            for r in g:
+                if r["example_uids"] != [ex.uid for ex in first]:
+                    raise SystemExit(f"{name} sample {sample}: the collection's examples are not this environment's "
+                                     "first 32 (other split settings); nothing was extended.")
+                chains[chain_key(r["chain"])] = (r["chain"], list(r["correct"]))
+                chains[chain_key(r["next_chain"])] = (r["next_chain"], list(r["next_correct"]))
+        todo = [k for k in chains if k not in done]
+        for i, k in enumerate(tqdm(todo, desc=f"extend {task_slug(name)} s{sample}")):
+            chain = Chain.from_json(chains[k][0])
+            again = [res.correct for res in env.evaluate(chain, first).results]
+            if again != chains[k][1]:
+                raise SystemExit(f"{name} sample {sample}: a stored chain's 32 examples did not reproduce "
+                                 f"({sum(a != b for a, b in zip(again, chains[k][1]))} answers differ): another frozen "
+                                 "model or settings than the collection's; nothing more was extended.")
+            done[k] = [res.correct for res in env.evaluate(chain, new).results]
+            if (i + 1) % 50 == 0:
+                write_atomic(path, json.dumps(done))
+        write_atomic(path, json.dumps(done))
+        out |= done
+    return out
+
+
+def extended_predictions(p: dict, groups: list[list[dict]], correct: dict[str, list[bool]]) -> dict:
+    """``p`` (``within_op.predictions`` of ``groups``) judged at 32 examples: half A is each sibling's change on
+    the collection's 32 examples (``real``), half B its change on the new ones.
+    """
+    rows = [r for g in groups for r in g]  # collate_siblings' order, as predictions'
+    new = torch.tensor([statistics.mean(correct[chain_key(r["next_chain"])])
+                        - statistics.mean(correct[chain_key(r["chain"])]) for r in rows], dtype=torch.float64)
+    return p | {"half_a": p["real"].double(), "half_b": new}
+
+
+def report32(s16: dict, s32: dict, ci16: dict, ci32: dict, samples: list[int], groups: int, n: int) -> str:
+    lines = [f"Transfer set, samples {samples}, {groups} sibling groups. At 16: the two halves of the collection's 32 "
+             f"examples; at 32: the collection's 32 against {n} new search examples (every scorer judged on the new "
+             "ones). Shares: mean over tasks; mean ± 95 % interval over seeds, [bootstrap 95 % over groups].", "",
+             "| family | scorer | sibling ρ / ceiling, at 16 | at 32 (measured) | edit ρ / ceiling, at 16 | at 32 |",
+             "|---|---|---|---|---|---|"]
+    for fam in s32:
+        for who in ("model", "prior"):
+            cells = []
+            for kind in ("sib", "edit"):
+                for s, c in ((s16, ci16), (s32, ci32)):
+                    lo, hi = c[fam][f"{who}/{kind}"]
+                    cells.append(f"{fmt(s[fam][who][f'{kind}_share'], 2)} [{lo:.2f}, {hi:.2f}]")
+            lines.append(f"| {fam} | {who} | " + " | ".join(cells) + " |")
+    first16, first32 = next(iter(s16.values()))["ceiling"], next(iter(s32.values()))["ceiling"]
+    lines += ["", "| task | groups with an order at 16 / 32 | sibling ρ ceiling at 16 | stepped up to 32 | "
+              "measured at 32 | edit ρ ceiling at 16 / 32 |", "|---|---|---|---|---|---|"]
+    for t, c in first16["sib_half"].items():
+        lines.append(f"| {t} | {first16['groups'][t]} / {first32['groups'][t]} | {c:.3f} | {2 * c / (1 + c):.3f} | "
+                     f"{first32['sib_half'][t]:.3f} | {first16['edit_half'][t]:.3f} / {first32['edit_half'][t]:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def command(args: argparse.Namespace, samples: list[int]) -> str:
     cmd = f"python benchmarks/sibling_ceiling.py --tags {' '.join(args.tags)}"
     default_data = ROOT / "configs" / "data" / "ii_transfer.yaml"
     cmd += f" --data {shown(args.data)}" if args.data.resolve() != default_data else ""
     cmd += f" --samples {' '.join(map(str, samples))}" if args.samples else ""
     cmd += f" --draws {args.draws}" if args.draws != 2000 else ""
-    return cmd + (f" --out {shown(args.out)}" if args.out.resolve() != OUT else "")
+    cmd += f" --extend {args.extend}" if args.extend else ""
+    default_out = OUT.with_name("ceiling32.json") if args.extend else OUT
+    return cmd + (f" --out {shown(args.out)}" if args.out.resolve() != default_out else "")
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_group_args(ap)
     ap.add_argument("--draws", type=int, default=2000, help="bootstrap draws over groups")
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--extend", type=int, default=0,
+                    help="also evaluate every chain on this many new search examples and measure the ceiling at 32 "
+                         "(LLM calls, cached; 0: off)")
+    ap.add_argument("--out", type=Path, default=None, help=f"results JSON (default: {shown(OUT)}, or ceiling32.json "
+                                                            "beside it with --extend)")
     args = ap.parse_args(argv)
+    args.out = args.out or (OUT.with_name("ceiling32.json") if args.extend else OUT)
     if args.draws < 100:
         raise SystemExit(f"--draws {args.draws}: a 95 % percentile interval needs at least 100 draws.")
+    if args.extend < 0:
+        raise SystemExit(f"--extend {args.extend}: the number of new examples must be >= 0 (0: off).")
     dm = _datamodule(args.data, **({"samples": args.samples} if args.samples else {}))
     groups = dm.groups["test"].items
     if not groups:
         raise SystemExit(f"{args.data} has no sibling groups in its test split; collect them with "
                          f"`python -m tap.collect --config {args.data}`.")
-    results, data = {}, None
+    correct = None
+    if args.extend:
+        from tap.llm import load_llm
+
+        correct = extend(groups, args.extend, load_llm("smollm2"))
     ckpts = [c for tag in args.tags for c in meta_checkpoints(tag, PLAN)]
+    judged: dict[str, dict] = {"16": {}, "32": {}}
+    data: dict[str, dict] = {}
     for ckpt in tqdm(ckpts, desc="checkpoints"):
         wm, _ = load_world_model(ckpt)
         p = predictions(wm, groups)
-        data = data or p
-        r = read_outs(p)
-        r["_model"], r["_prior"] = p["model"], p["prior"]
-        results[ckpt.name] = r
+        for size, q in (("16", p), ("32", extended_predictions(p, groups, correct) if correct else None)):
+            if q is None:
+                continue
+            data.setdefault(size, q)
+            r = read_outs(q)
+            r["_model"], r["_prior"] = q["model"], q["prior"]
+            judged[size][ckpt.name] = r
     old = noise_ceiling(32)
-    summary, ci = {}, {}
-    for fam, runs in seed_families(results).items():
-        summary[fam] = family_summary(runs, old)
-        ci[fam] = bootstrap(runs, data, args.draws, seed=0)
-    for r in results.values():
-        del r["_model"], r["_prior"]
-    text = report(summary, ci, dm.samples, len(groups))
-    write_results(args.out, {"machine": machine_info(), "groups": len(groups), "samples": dm.samples,
-                             "summary": summary, "bootstrap": ci, "runs": results}, command(args, dm.samples), text)
+    summary: dict[str, dict] = {"16": {}, "32": {}}
+    ci: dict[str, dict] = {"16": {}, "32": {}}
+    for size, results in judged.items():
+        for fam, runs in seed_families(results).items():
+            summary[size][fam] = family_summary(runs, old)
+            ci[size][fam] = bootstrap(runs, data[size], args.draws, seed=0)
+        for r in results.values():
+            del r["_model"], r["_prior"]
+    if correct:
+        text = report32(summary["16"], summary["32"], ci["16"], ci["32"], dm.samples, len(groups), args.extend)
+        payload = {"summary": summary, "bootstrap": ci, "runs": judged}
+    else:
+        text = report(summary["16"], ci["16"], dm.samples, len(groups))
+        payload = {"summary": summary["16"], "bootstrap": ci["16"], "runs": judged["16"]}
+    write_results(args.out, {"machine": machine_info(), "groups": len(groups), "samples": dm.samples, **payload},
+                  command(args, dm.samples), text)
     print(text)
 
 

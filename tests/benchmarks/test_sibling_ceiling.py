@@ -5,12 +5,14 @@ recorded command."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from torchmetrics.functional import spearman_corrcoef
 
+from tap.chains import Chain
 from tests.helpers import import_benchmark
 
 
@@ -96,8 +98,89 @@ def test_sibling_share_skips_unordered_groups_and_tasks_without_a_positive_ceili
 def test_command_records_every_option_not_at_its_default_and_draws_are_checked(sc):
     root = Path(sc.__file__).resolve().parents[1]
     args = argparse.Namespace(tags=["hierarchical-transfer"], data=root / "configs" / "data" / "ii_transfer.yaml",
-                              samples=[0, 1], draws=500, out=sc.OUT)
+                              samples=[0, 1], draws=500, extend=0, out=sc.OUT)
     assert sc.command(args, [0, 1]) == ("python benchmarks/sibling_ceiling.py --tags hierarchical-transfer "
                                         "--samples 0 1 --draws 500")
+    args.extend, args.out = 32, sc.OUT.with_name("ceiling32.json")
+    assert sc.command(args, [3]).endswith("--samples 3 --draws 500 --extend 32")  # its default --out
     with pytest.raises(SystemExit, match="at least 100 draws"):
         sc.main(["--tags", "x", "--draws", "10"])
+
+
+def _collected_groups(task, llm, groups: int = 2) -> list[list[dict]]:
+    """Sibling groups as collection stores them (parent and child chains, the first 32 search examples and each
+    chain's correctness there), evaluated with ``llm``."""
+    from tap.chains import apply_edit, edit_space, initial_chain
+    from tap.env import Environment
+    from tap.llm.base import GenerationSettings
+
+    env = Environment(llm, task, mode="auto", generation=GenerationSettings(max_new_tokens=24), eval_examples=32)
+    first = env.order[:32]
+    rng = __import__("random").Random(0)
+    parent = initial_chain(task.description)
+    out = []
+    for _ in range(groups):
+        edits = edit_space(task).propose(parent, 3, rng)
+        base = [r.correct for r in env.evaluate(parent, first).results]
+        rows = []
+        for e in edits:
+            child = apply_edit(parent, e)
+            rows.append({"task": task.name, "sample": 0, "chain": parent.to_json(), "next_chain": child.to_json(),
+                         "example_uids": [ex.uid for ex in first], "correct": base,
+                         "next_correct": [r.correct for r in env.evaluate(child, first).results]})
+        out.append(rows)
+        parent = apply_edit(parent, edits[0])
+    return out
+
+
+def test_extend_checks_the_stored_examples_then_evaluates_new_ones_and_resumes(sc, tmp_path, monkeypatch):
+    import tap.tasks
+    from tap.env import Environment
+    from tap.llm.base import GenerationSettings
+    from tests.helpers import RuleLLM, arithmetic_task
+
+    task = arithmetic_task(200)
+    monkeypatch.setattr(tap.tasks, "load_task", lambda name, seed=0: task)
+    llm = RuleLLM()
+    groups = _collected_groups(task, llm)
+    out = sc.extend(groups, 8, llm, out_dir=tmp_path)
+    env = Environment(llm, task, mode="auto", generation=GenerationSettings(max_new_tokens=24), eval_examples=32)
+    for g in groups:
+        for r in g:
+            want = [x.correct for x in env.evaluate(Chain.from_json(r["next_chain"]), env.order[32:40]).results]
+            assert out[sc.chain_key(r["next_chain"])] == want
+    saved = list(tmp_path.glob("*-s0-n8.json"))
+    assert len(saved) == 1 and len(json.loads(saved[0].read_text())) == len(out)
+
+    class Spent(RuleLLM):
+        def generate(self, *a, **k):
+            raise AssertionError("a resumed extension evaluated again")
+
+        score = generate
+
+    assert sc.extend(groups, 8, Spent(), out_dir=tmp_path) == out  # resumed from its file: nothing evaluated
+    # the judged halves at 32: A = the stored change, B = the change on the new examples
+    p = {"real": torch.tensor([0.5, 0.25]), "model": torch.zeros(2)}
+    q = sc.extended_predictions(p, [[groups[0][0]], [groups[0][1]]], out)
+    assert torch.equal(q["half_a"], p["real"].double()) and q["model"] is p["model"]
+    r0 = groups[0][0]
+    new0 = sum(out[sc.chain_key(r0["next_chain"])]) / 8 - sum(out[sc.chain_key(r0["chain"])]) / 8
+    assert float(q["half_b"][0]) == pytest.approx(new0)
+
+
+def test_extend_stops_when_the_collection_does_not_reproduce(sc, tmp_path, monkeypatch):
+    import tap.tasks
+    from tests.helpers import RuleLLM, arithmetic_task
+
+    task = arithmetic_task(200)
+    monkeypatch.setattr(tap.tasks, "load_task", lambda name, seed=0: task)
+    llm = RuleLLM()
+    groups = _collected_groups(task, llm, groups=1)
+    tampered = [[dict(groups[0][0], next_correct=[not c for c in groups[0][0]["next_correct"]]), *groups[0][1:]]]
+    with pytest.raises(SystemExit, match="did not reproduce"):
+        sc.extend(tampered, 8, llm, out_dir=tmp_path / "a")
+    shifted = [[dict(r, example_uids=r["example_uids"][::-1]) for r in groups[0]]]
+    with pytest.raises(SystemExit, match="not this environment's first 32"):
+        sc.extend(shifted, 8, llm, out_dir=tmp_path / "b")
+    with pytest.raises(SystemExit, match="fewer than 32"):
+        sc.extend(groups, 10_000, llm, out_dir=tmp_path / "c")
