@@ -226,8 +226,9 @@ def chain_key(chain_json: str) -> str:
 def extend(groups: list[list[dict]], n: int, llm, out_dir: Path = EXTENDED) -> dict[str, list[bool]]:
     """Every parent's and sibling's correctness on the ``n`` search examples after its collection's 32, per chain
     (``chain_key``), for the groups' (task, sample) cells: evaluated through ``llm`` (cached), saved per cell as it
-    goes (a rerun resumes). First each chain's stored 32 examples are evaluated again and must give its stored
-    correctness (cache hits): otherwise the settings differ from the collection's, and it stops.
+    goes (a rerun resumes). The environment is the transfer collections' (auto mode, 24 new tokens, 32 search
+    examples; ``llm`` their frozen model): first each chain's stored 32 examples are evaluated again and must give
+    its stored correctness (cache hits); under any other model or settings they do not, and it stops.
     """
     from tap.env import Environment
     from tap.llm.base import GenerationSettings
