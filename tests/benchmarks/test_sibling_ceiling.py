@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -116,7 +117,7 @@ def _collected_groups(task, llm, groups: int = 2) -> list[list[dict]]:
 
     env = Environment(llm, task, mode="auto", generation=GenerationSettings(max_new_tokens=24), eval_examples=32)
     first = env.order[:32]
-    rng = __import__("random").Random(0)
+    rng = random.Random(0)
     parent = initial_chain(task.description)
     out = []
     for _ in range(groups):
