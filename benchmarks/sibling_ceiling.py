@@ -23,7 +23,9 @@ exactly; the ceiling is then measured at 32 against N new examples instead of es
 on the new ones (``ceiling32.md``).
 
 Intervals: a 95 % percentile bootstrap over groups (each task's groups resampled with replacement) of the family's
-share, its per-group rho averaged over seeds; and mean +- 95 % interval over seeds. The plan:
+share, its per-group rho averaged over seeds; and mean +- 95 % interval over seeds. ``model − prior`` is the
+learned model's share minus its prior's on the same groups (per seed; per draw in the bootstrap), the paired reading
+of issue 13's fourth target on this metric. The plan:
 ``benchmarks/results/ceiling/PLAN.md``.
 
     python benchmarks/sibling_ceiling.py --tags hierarchical-transfer --samples 0 1 2 3 4
@@ -139,6 +141,8 @@ def bootstrap(runs: list[dict], p: dict, draws: int, seed: int) -> dict[str, tup
                     edit[who].append(float(rho.nanmean()) / c)
         for who in ("model", "prior"):
             out[f"{who}/edit"].append(statistics.mean(edit[who]) if edit[who] else float("nan"))
+    for kind in ("sib", "edit"):  # the learned model's lead over its prior, paired on every draw (PLAN S4)
+        out[f"gap/{kind}"] = [m - q for m, q in zip(out[f"model/{kind}"], out[f"prior/{kind}"])]
     ci = {}
     for key, vals in out.items():
         v = torch.tensor([x for x in vals if x == x], dtype=torch.float64)
@@ -183,21 +187,26 @@ def family_summary(runs: list[dict], old_ceiling: dict[str, float]) -> dict:
                 "sib_half": [float(torch.tensor(r[who]["sib_half"], dtype=torch.float64)[sel].nanmean()) for r in rows],
                 "edit_half": [r[who]["edit_half"][i] for r in rows]}
         out[who] = res
+    out["gap"] = {k: [m - out["prior"][k][0] for m in out["model"][k]]  # paired: the same groups, per seed
+                  for k in ("sib_share", "edit_share", "sib_step_share", "edit_old_share")}
     return out
+
+
+LABEL = {"gap": "model − prior (paired)"}  # the share's difference on the same groups, per seed and per draw
 
 
 def report(summary: dict, ci: dict, samples: list[int], groups: int) -> str:
     lines = [f"Transfer set, samples {samples}, {groups} sibling groups. Judged on the second half of each group's "
              "32 examples; the ceiling is the first half's order of the same siblings (a second real evaluation). "
              "Shares: the scorer's rho over the ceiling's per task, mean over tasks; cells mean ± 95 % interval over "
-             "seeds, [bootstrap 95 % over groups].", "",
+             "seeds, [bootstrap 95 % over groups]; `model − prior` is the paired difference of the two shares.", "",
              "| family | scorer | sibling ρ / in-data ceiling | edit ρ / in-data ceiling | sibling ρ (32 ex.) / "
              "stepped-up ceiling | edit ρ (32 ex.) / old ceiling |", "|---|---|---|---|---|---|"]
     for fam, s in summary.items():
-        for who in ("model", "prior"):
+        for who in ("model", "prior", "gap"):
             r, c = s[who], ci[fam]
             sib, edit = c[f"{who}/sib"], c[f"{who}/edit"]
-            lines.append(f"| {fam} | {who} | {fmt(r['sib_share'], 2)} [{sib[0]:.2f}, {sib[1]:.2f}] | "
+            lines.append(f"| {fam} | {LABEL.get(who, who)} | {fmt(r['sib_share'], 2)} [{sib[0]:.2f}, {sib[1]:.2f}] | "
                          f"{fmt(r['edit_share'], 2)} [{edit[0]:.2f}, {edit[1]:.2f}] | "
                          f"{fmt(r['sib_step_share'], 2)} | {fmt(r['edit_old_share'], 2)} |")
     first = next(iter(summary.values()))
@@ -285,17 +294,18 @@ def extended_predictions(p: dict, groups: list[list[dict]], correct: dict[str, l
 def report32(s16: dict, s32: dict, ci16: dict, ci32: dict, samples: list[int], groups: int, n: int) -> str:
     lines = [f"Transfer set, samples {samples}, {groups} sibling groups. At 16: the two halves of the collection's 32 "
              f"examples; at 32: the collection's 32 against {n} new search examples (every scorer judged on the new "
-             "ones). Shares: mean over tasks; mean ± 95 % interval over seeds, [bootstrap 95 % over groups].", "",
+             "ones). Shares: mean over tasks; mean ± 95 % interval over seeds, [bootstrap 95 % over groups]; "
+             "`model − prior` is the paired difference of the two shares (ahead only if its interval is above 0).", "",
              "| family | scorer | sibling ρ / ceiling, at 16 | at 32 (measured) | edit ρ / ceiling, at 16 | at 32 |",
              "|---|---|---|---|---|---|"]
     for fam in s32:
-        for who in ("model", "prior"):
+        for who in ("model", "prior", "gap"):
             cells = []
             for kind in ("sib", "edit"):
                 for s, c in ((s16, ci16), (s32, ci32)):
                     lo, hi = c[fam][f"{who}/{kind}"]
                     cells.append(f"{fmt(s[fam][who][f'{kind}_share'], 2)} [{lo:.2f}, {hi:.2f}]")
-            lines.append(f"| {fam} | {who} | " + " | ".join(cells) + " |")
+            lines.append(f"| {fam} | {LABEL.get(who, who)} | " + " | ".join(cells) + " |")
     first16, first32 = next(iter(s16.values()))["ceiling"], next(iter(s32.values()))["ceiling"]
     lines += ["", "| task | groups with an order at 16 / 32 | sibling ρ ceiling at 16 | stepped up to 32 | "
               "measured at 32 | edit ρ ceiling at 16 / 32 |", "|---|---|---|---|---|---|"]

@@ -88,6 +88,35 @@ def test_a_reversed_scorer_reads_a_negative_share_and_the_bootstrap_brackets_the
     assert all(again[k] == two[k] for k in ("model/sib", "model/edit", "prior/sib"))
 
 
+def test_the_gap_to_the_prior_is_paired_per_seed_and_per_draw(sc):
+    p = _data(seed=3, groups=40)
+    p["prior"] = p["half_a"] + torch.randn(len(p["half_a"]), generator=torch.Generator().manual_seed(9))
+    runs = []
+    for noise in (0.5, 2.0):  # two seeds of a "model": the first half plus noise
+        noisy = p["half_a"] + noise * torch.randn(len(p["half_a"]), generator=torch.Generator().manual_seed(1))
+        q = p | {"model": noisy}
+        r = sc.read_outs(q)
+        r["_model"], r["_prior"] = q["model"], q["prior"]
+        runs.append(r)
+    s = sc.family_summary(runs, {"first_word_letter": 0.8, "rhymes": 0.7})
+    for k in ("sib_share", "edit_share", "sib_step_share", "edit_old_share"):
+        assert s["gap"][k] == pytest.approx([m - s["prior"][k][0] for m in s["model"][k]])
+    ci = sc.bootstrap(runs, p, draws=300, seed=0)
+    assert ci["gap/sib"][0] < ci["gap/sib"][1]
+    # paired: narrower than the two shares' intervals put side by side
+    side_by_side = (ci["model/sib"][1] - ci["prior/sib"][0]) - (ci["model/sib"][0] - ci["prior/sib"][1])
+    assert ci["gap/sib"][1] - ci["gap/sib"][0] < side_by_side
+    # a model that scores as its prior does is level with it on every draw, whatever the draw
+    same = sc.read_outs(p | {"model": p["prior"]})
+    same["_model"], same["_prior"] = p["prior"], p["prior"]
+    tie = sc.bootstrap([same], p, draws=300, seed=0)
+    assert tie["gap/sib"] == pytest.approx((0.0, 0.0), abs=1e-12)
+    assert tie["gap/edit"] == pytest.approx((0.0, 0.0), abs=1e-12)
+    assert tie["model/sib"][1] - tie["model/sib"][0] > 0.01
+    text = sc.report({"fam": s}, {"fam": ci}, [0], 40)
+    assert "| fam | model − prior (paired) |" in text
+
+
 def test_sibling_share_skips_unordered_groups_and_tasks_without_a_positive_ceiling(sc):
     num = torch.tensor([0.2, 0.4, 0.9, 0.3], dtype=torch.float64)
     den = torch.tensor([0.4, 0.4, float("nan"), -0.2], dtype=torch.float64)
