@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from tap.collection.collect import CollectionConfig, collect
-from tap.errors import TapError
+from tap.errors import TapError, exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,10 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.task and not args.config:
         ap.error("give --task, or --config with a data config")
     try:
-        return _collect_config(args) if args.config else _collect_one(args)
-    except TapError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_code(lambda: _collect_config(args) if args.config else _collect_one(args))
     except KeyboardInterrupt:
         print("interrupted: every LLM call paid so far is in the cache; run the same command again to resume.",
               file=sys.stderr)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from tap.chains import Chain, Edit, apply_edit
-from tap.errors import TapError
+from tap.errors import TapError, exit_code
 
 
 def load_trajectories(path: str | Path) -> dict[int, list[dict]]:
@@ -52,32 +52,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trajectory", type=int, action="append", help="only these trajectories (repeatable)")
     ap.add_argument("--chain", action="store_true", help="print every intermediate chain in full")
     args = ap.parse_args(argv)
-    try:
-        trajs = load_trajectories(args.dataset)
-        meta = Path(args.dataset) / "meta.json"
-        if meta.exists():
-            print(json.dumps(json.loads(meta.read_text())["summary"]))
-        chosen = args.trajectory or list(trajs)
-        for t in chosen:
-            if t not in trajs:
-                raise TapError(f"no trajectory {t}; the collection has trajectories {list(trajs)}.")
-            rows = trajs[t]
-            print(f"\n== trajectory {t} ({len(rows)} edits) ==")
-            print(Chain.from_json(rows[0]["chain"]).describe())
-            print(f"reward {rows[0]['reward']:.3f} dense {rows[0]['dense']:.3f}")
-            for row in rows:
-                changed = sum(a != b for a, b in zip(row["answers"], row["next_answers"]))
-                print(f"step {row['step']}: {Edit.from_json(row['edit']).describe()} | reward {row['reward']:.3f} -> "
-                      f"{row['next_reward']:.3f} | dense {row['dense']:.3f} -> {row['next_dense']:.3f} | "
-                      f"{changed}/{len(row['answers'])} answers changed")
-                if args.chain:
-                    print("  " + Chain.from_json(row["next_chain"]).describe().replace("\n", "\n  "))
-            replay_trajectory(rows)
-            print("replay: every stored chain reproduced exactly")
-    except TapError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code(lambda: _show(args))
+
+
+def _show(args: argparse.Namespace) -> None:
+    """Print the chosen trajectories and replay each (a ``TapError`` if a stored chain does not reproduce)."""
+    trajs = load_trajectories(args.dataset)
+    meta = Path(args.dataset) / "meta.json"
+    if meta.exists():
+        print(json.dumps(json.loads(meta.read_text())["summary"]))
+    chosen = args.trajectory or list(trajs)
+    for t in chosen:
+        if t not in trajs:
+            raise TapError(f"no trajectory {t}; the collection has trajectories {list(trajs)}.")
+        rows = trajs[t]
+        print(f"\n== trajectory {t} ({len(rows)} edits) ==")
+        print(Chain.from_json(rows[0]["chain"]).describe())
+        print(f"reward {rows[0]['reward']:.3f} dense {rows[0]['dense']:.3f}")
+        for row in rows:
+            changed = sum(a != b for a, b in zip(row["answers"], row["next_answers"]))
+            print(f"step {row['step']}: {Edit.from_json(row['edit']).describe()} | reward {row['reward']:.3f} -> "
+                  f"{row['next_reward']:.3f} | dense {row['dense']:.3f} -> {row['next_dense']:.3f} | "
+                  f"{changed}/{len(row['answers'])} answers changed")
+            if args.chain:
+                print("  " + Chain.from_json(row["next_chain"]).describe().replace("\n", "\n  "))
+        replay_trajectory(rows)
+        print("replay: every stored chain reproduced exactly")
 
 
 if __name__ == "__main__":
