@@ -29,6 +29,9 @@ paired difference model - prior per seed.
     python benchmarks/meta_world_model.py --pool ii:sentiment ii:cause_and_effect   # a part of the pool
     python benchmarks/meta_world_model.py --val-tasks ii:cause_and_effect   # validate on a task not trained on
     python benchmarks/meta_world_model.py --report-only
+    python benchmarks/meta_world_model.py --pool-config configs/data/ii_pool_qwen.yaml \
+        --transfer-config configs/data/ii_transfer_qwen.yaml --tag qwen --out benchmarks/results/qwen/meta.json
+                                    # another frozen LLM: its pool and transfer set (one LLM's data only)
     python benchmarks/meta_world_model.py --seeds 0 1 2 --test-only   # test the fitted checkpoints again
 """
 
@@ -65,6 +68,11 @@ PRIOR_METRICS = (("prior/selection/gain", "selection gain"), ("prior/sibling/spe
 
 def _tasks(data_yaml: Path) -> list[str]:
     return yaml.safe_load(data_yaml.read_text())["init_args"]["tasks"]
+
+
+def _model(data_yaml: Path) -> str:
+    """The frozen LLM a data config's collections come from (``model``; the DataModule's default ``smollm2``)."""
+    return str(yaml.safe_load(data_yaml.read_text())["init_args"].get("model", "smollm2"))
 
 
 def _samples(data_yaml: Path) -> list[int]:
@@ -129,7 +137,8 @@ def run(model: str, seed: int, heldout: list[str], train_tasks: list[str], test_
                  "--data.init_args.split_fractions=[0.0, 1.0]", f"--ckpt_path={ckpt}"])
     trained = [t for t in train_tasks if t not in (val_tasks or [])]
     return {"model": model, "seed": seed, "name": name, "heldout": heldout, "trained_on": trained,
-            "val_tasks": val_tasks or [], "pool_config": pool_data.name, "overrides": extra, "checkpoint": ckpt,
+            "val_tasks": val_tasks or [], "pool_config": pool_data.name,
+            "test_config": test_data.name, "llm": _model(test_data), "overrides": extra, "checkpoint": ckpt,
             "fit_seconds": None if test_only else round(fit_seconds, 1),
             "selection_ties": "split", "test_samples": _samples(test_data), "machine": machine_info(),
             "val": {k: v for k, v in fit_metrics.items() if k.startswith("val/")
@@ -260,6 +269,8 @@ def main(argv: list[str] | None = None) -> None:
                         "(no task named: every pool task); without --loo: test on the transfer set")
     parser.add_argument("--pool-config", type=Path, default=POOL, help="the training pool's data config "
                         "(default configs/data/ii_pool.yaml; e.g. configs/data/ii_pool_wide.yaml)")
+    parser.add_argument("--transfer-config", type=Path, default=TRANSFER, help="the transfer set's data config "
+                        "(default configs/data/ii_transfer.yaml; e.g. configs/data/ii_transfer_qwen.yaml)")
     parser.add_argument("--pool", nargs="*", default=None, help="train on these tasks of --pool-config only "
                         "(default: all of them), e.g. the ones collected so far")
     parser.add_argument("--val-tasks", nargs="*", default=None, help="pool tasks held out of training whole as "
@@ -277,6 +288,13 @@ def main(argv: list[str] | None = None) -> None:
     pool_data = args.pool_config.resolve()
     if not pool_data.exists():
         parser.error(f"--pool-config {args.pool_config}: no such file; give a data config under configs/data/")
+    transfer = args.transfer_config.resolve()
+    if not transfer.exists():
+        parser.error(f"--transfer-config {args.transfer_config}: no such file; give a data config under configs/data/")
+    models = {_model(pool_data), _model(transfer)}
+    if len(models) > 1 and not args.report_only:
+        parser.error(f"--pool-config {pool_data.name} and --transfer-config {transfer.name} were collected from "
+                     f"different frozen LLMs ({', '.join(sorted(models))}): train and test on one LLM's data")
     pool = _tasks(pool_data)
     if args.pool:
         unknown = [t for t in args.pool if t not in pool]
@@ -288,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--val-tasks must be tasks of the pool trained on; not in it: {stray}")
     if not args.report_only:
         if args.loo is None:
-            jobs = [("transfer", _tasks(TRANSFER), pool, TRANSFER)]
+            jobs = [("transfer", _tasks(transfer), pool, transfer)]
         else:
             unknown = [t for t in args.loo if t not in pool]
             if unknown:
