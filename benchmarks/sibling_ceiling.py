@@ -347,10 +347,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{args.data} has no sibling groups in its test split; collect them with "
                          f"`python -m tap.collect --config {args.data}`.")
     correct = None
-    if args.extend:
-        from tap.llm import load_llm
-
-        correct = extend(groups, args.extend, load_llm("smollm2"))
+    if args.extend:  # the frozen LLM the groups were collected from (the data config's model); another LLM's
+        model = dm.hparams.model  # extensions are kept apart from SmolLM2's
+        where = EXTENDED if model == "smollm2" else EXTENDED / "".join(c if c.isalnum() or c in "._-" else "_"
+                                                                       for c in model)
+        correct = extend(groups, args.extend, dm.llm, out_dir=where)
     ckpts = [c for tag in args.tags for c in meta_checkpoints(tag, PLAN)]
     judged: dict[str, dict] = {"16": {}, "32": {}}
     data: dict[str, dict] = {}
@@ -364,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
             r = read_outs(q)
             r["_model"], r["_prior"] = q["model"], q["prior"]
             judged[size][ckpt.name] = r
-    old = noise_ceiling(32)
+    old = noise_ceiling(32) if dm.hparams.model == "smollm2" else {}  # noise_ceiling.json: measured on SmolLM2
     summary: dict[str, dict] = {"16": {}, "32": {}}
     ci: dict[str, dict] = {"16": {}, "32": {}}
     for size, results in judged.items():

@@ -81,6 +81,33 @@ def test_pool_config_chooses_the_tasks_and_the_data_trained_from(meta, monkeypat
     assert calls[1][calls[1].index("--data") + 1] == str(meta.TRANSFER)  # tested on the transfer set as before
 
 
+def test_transfer_config_chooses_the_test_data_and_one_llm_serves_both(meta, monkeypatch, tmp_path, capsys):
+    head = "class_path: tap.collection.datamodule.TriplesDataModule\ninit_args:\n"
+    pool = tmp_path / "pool_q.yaml"
+    pool.write_text(head + "  tasks: [ii:diff, ii:sum]\n  model: qwen2.5-coder-0.5b\n")
+    transfer = tmp_path / "transfer_q.yaml"
+    transfer.write_text(head + "  tasks: [ii:rhymes]\n  model: qwen2.5-coder-0.5b\n")
+    seen, run = [], meta.run
+    monkeypatch.setattr(meta, "run", lambda *a, **k: seen.append((a[2], a[3], a[4])) or {"name": a[5]})
+    monkeypatch.setattr(meta, "report", lambda results: "")
+    meta.main(["--models", "hierarchical", "--pool-config", str(pool), "--transfer-config", str(transfer),
+               "--out", str(tmp_path / "r.json")])
+    assert seen == [(["ii:rhymes"], ["ii:diff", "ii:sum"], transfer)]
+    with pytest.raises(SystemExit):  # SmolLM2's transfer set against a Qwen pool: refused before any fit
+        meta.main(["--models", "hierarchical", "--pool-config", str(pool), "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert "different frozen LLMs (qwen2.5-coder-0.5b, smollm2)" in err and "pool_q.yaml" in err
+    with pytest.raises(SystemExit):
+        meta.main(["--transfer-config", "configs/data/nope.yaml"])
+    assert "--transfer-config configs/data/nope.yaml: no such file" in capsys.readouterr().err
+    calls = []
+    monkeypatch.setattr(meta, "_cli", lambda argv: calls.append(argv) or {})
+    monkeypatch.setattr("tap.systems.checkpoints.find_checkpoint", lambda d: tmp_path / "best.ckpt")
+    r = run("hierarchical", 0, ["ii:rhymes"], ["ii:diff"], transfer, "x-s0", None, [], pool_data=pool)
+    assert calls[1][calls[1].index("--data") + 1] == str(transfer)
+    assert (r["pool_config"], r["test_config"], r["llm"]) == ("pool_q.yaml", "transfer_q.yaml", "qwen2.5-coder-0.5b")
+
+
 def test_val_tasks_reach_the_fit_only_and_are_not_counted_as_trained_on(meta, monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(meta, "_cli", lambda argv: calls.append(argv) or {})
