@@ -150,6 +150,11 @@ def bootstrap(runs: list[dict], p: dict, draws: int, seed: int) -> dict[str, tup
     return ci
 
 
+def _cell(x: float) -> str:
+    """A ceiling for the table: two places, or ``-`` where none was measured (another LLM's data)."""
+    return "-" if x != x else f"{x:.2f}"
+
+
 def family_summary(runs: list[dict], old_ceiling: dict[str, float]) -> dict:
     """Per seed and per task: the shares of the in-data ceiling (second half), the step-up and the old one."""
     names = runs[0]["names"]
@@ -215,7 +220,7 @@ def report(summary: dict, ci: dict, samples: list[int], groups: int) -> str:
               "(16 vs 16) | old edit ρ ceiling (other edits, 32 vs 32) |", "|---|---|---|---|---|---|"]
     for n, c in first["ceiling"]["sib_half"].items():
         lines.append(f"| {n} | {first['ceiling']['groups'][n]} | {c:.3f} | {2 * c / (1 + c):.3f} | "
-                     f"{first['ceiling']['edit_half'][n]:.3f} | {first['ceiling']['old_edit_32'][n]:.2f} |")
+                     f"{first['ceiling']['edit_half'][n]:.3f} | {_cell(first['ceiling']['old_edit_32'][n])} |")
     lines += ["", "Per task, sibling ρ and edit ρ against the second half (mean ± interval over seeds):", "",
               "| family | scorer | task | sibling ρ | edit ρ |", "|---|---|---|---|---|"]
     for fam, s in summary.items():

@@ -41,6 +41,9 @@ def test_report_gives_intervals_and_paired_differences(meta, monkeypatch):
     assert "| 0.50 ± 0.00 |" in summary  # edit ρ / ceiling = 0.4 / 0.8 in every seed
     assert any(line.startswith("| prior (op mean Δ) | 3 | 0.20 ± 0.25 |") for line in text.splitlines())
     assert "†" not in text
+    other = [{**r, "llm": "qwen2.5-coder-0.5b"} for r in results]  # SmolLM2's ceiling says nothing of Qwen's edits
+    row = next(line for line in meta.report(other).splitlines() if line.startswith("| rhymes | transfer | hier"))
+    assert row.endswith("| - | 0.40 ± 0.25 |")
     del results[0]["selection_ties"]  # one run tested under the old tie rule marks its rows and the prior's
     text = meta.report(results)
     assert "| rhymes | transfer | hierarchical † | 3 |" in text and "| prior (op mean Δ) † | 3 |" in text
