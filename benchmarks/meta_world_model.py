@@ -207,7 +207,7 @@ def report(results: list[dict]) -> str:
                 diff = fmt([r["test"][task].get("selection/gain", float("nan"))
                             - r["test"][task].get("prior/selection/gain", float("nan")) for r in rs], 2)
                 lines.append(f"| {task} | {held} | {label}{_dagger(rs)} | {len(rs)} | " + " | ".join(cells) +
-                             f" | {ceiling[task]:.2f} | {diff} |" if task in ceiling else f" | - | {diff} |")
+                             (f" | {ceiling[task]:.2f} | {diff} |" if task in ceiling else f" | - | {diff} |"))
         for held in ("transfer", "loo"):
             for name, prior in prior_runs([r for r in results if task in r["test"] and r["kind"] == held]):
                 cells = [fmt([r["test"][task].get(k, float("nan")) for r in prior], 2) for k, _ in PRIOR_METRICS]
