@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     if not transfer.exists():
         parser.error(f"--transfer-config {args.transfer_config}: no such file; give a data config under configs/data/")
     models = {_model(pool_data), _model(transfer)}
-    if len(models) > 1 and not args.report_only:
+    if len(models) > 1 and not args.report_only and args.loo is None:  # leave-one-out tests on the pool itself
         parser.error(f"--pool-config {pool_data.name} and --transfer-config {transfer.name} were collected from "
                      f"different frozen LLMs ({', '.join(sorted(models))}): train and test on one LLM's data")
     pool = _tasks(pool_data)

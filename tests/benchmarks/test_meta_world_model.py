@@ -100,6 +100,10 @@ def test_transfer_config_chooses_the_test_data_and_one_llm_serves_both(meta, mon
         meta.main(["--models", "hierarchical", "--pool-config", str(pool), "--out", str(tmp_path / "r.json")])
     err = capsys.readouterr().err
     assert "different frozen LLMs (qwen2.5-coder-0.5b, smollm2)" in err and "pool_q.yaml" in err
+    seen.clear()  # leave-one-task-out tests on the pool itself: no transfer set, no mixing
+    meta.main(["--models", "hierarchical", "--pool-config", str(pool), "--loo", "ii:sum",
+               "--out", str(tmp_path / "r.json")])
+    assert seen == [(["ii:sum"], ["ii:diff"], pool)]
     with pytest.raises(SystemExit):
         meta.main(["--transfer-config", "configs/data/nope.yaml"])
     assert "--transfer-config configs/data/nope.yaml: no such file" in capsys.readouterr().err
