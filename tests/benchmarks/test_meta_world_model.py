@@ -100,6 +100,12 @@ def test_transfer_config_chooses_the_test_data_and_one_llm_serves_both(meta, mon
         meta.main(["--models", "hierarchical", "--pool-config", str(pool), "--out", str(tmp_path / "r.json")])
     err = capsys.readouterr().err
     assert "different frozen LLMs (qwen2.5-coder-0.5b, smollm2)" in err and "pool_q.yaml" in err
+    alias = tmp_path / "transfer_alias.yaml"  # the same model under its other offline name is one LLM
+    alias.write_text(head + "  tasks: [ii:rhymes]\n  model: Qwen2.5-Coder-0.5B-Instruct\n")
+    seen.clear()
+    meta.main(["--models", "hierarchical", "--pool-config", str(pool), "--transfer-config", str(alias),
+               "--out", str(tmp_path / "r.json")])
+    assert seen == [(["ii:rhymes"], ["ii:diff", "ii:sum"], alias)]
     seen.clear()  # leave-one-task-out tests on the pool itself: no transfer set, no mixing
     meta.main(["--models", "hierarchical", "--pool-config", str(pool), "--loo", "ii:sum",
                "--out", str(tmp_path / "r.json")])

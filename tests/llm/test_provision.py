@@ -122,6 +122,14 @@ def test_qwen_is_a_named_offline_model():
     assert spec.size == 491_400_064 and spec.sha256.startswith("1d961463")
 
 
+def test_model_slug_names_one_model_by_every_alias_and_makes_other_specs_file_safe():
+    from tap.llm.provision import model_slug
+
+    assert model_slug("SmolLM2-135M-Instruct") == model_slug("smollm2") == "smollm2-135m-instruct-q4_1"
+    assert model_slug("Qwen2.5-Coder-0.5B-Instruct") == model_slug("qwen2.5-coder-0.5b") != model_slug("smollm2")
+    assert model_slug("org/Some Model:v1") == "org_Some_Model_v1"
+
+
 def test_a_copy_published_first_by_another_process_is_kept(tmp_path):
     """Two collections started side by side both convert the model; the second must not fail on the first's copy."""
     out = tmp_path / "model"
