@@ -18,7 +18,10 @@ Scorers: ``prior``, ``model``, ``lexicographic``, ``prior+prompt`` (the prior's 
 the edit adds to the prompt before the question, ``tap.chains.render.prompt_chars``: known before any evaluation,
 nothing learned), ``prior+payload`` (the prior's ties broken by the same edit's record: the mean accuracy change of
 the training edits with its operation and payload, shrunk toward the operation's mean with one pseudo-count; nothing
-learned) and ``prior+oracle`` (the prior's ties broken by the oracle's half of the examples: what a second
+learned), ``prior+relevance`` (the prior's ties broken by how much closer the edit brings the prompt's text to the
+task's train input/output pairs, all a model sees of a new task: the cosine, in the frozen MiniLM text tower's
+space, of the child's prompt to the pairs' mean direction minus the parent's; ``Relevance``; nothing learned) and
+``prior+oracle`` (the prior's ties broken by the oracle's half of the examples: what a second
 real evaluation would add). Means with 95 % intervals over seeds, the paired difference of each tie-break − prior
 per seed, and its interval over groups (per-group difference averaged over seeds). The plan:
 ``benchmarks/results/within_op/PLAN.md``.
@@ -47,7 +50,7 @@ from scorers import training_pool  # noqa: E402
 from stats import fmt, mean_ci, paired_over_groups, same_op_concordance, seed_families  # noqa: E402
 
 from tap.chains.chain import Chain  # noqa: E402
-from tap.chains.render import prompt_chars  # noqa: E402
+from tap.chains.render import prompt_chars, render_messages  # noqa: E402
 from tap.collection.datamodule import collate_siblings  # noqa: E402
 from tap.machine import machine_info  # noqa: E402
 from tap.metrics import SelectionGain, SiblingRankAgreement  # noqa: E402
@@ -56,8 +59,9 @@ from tap.systems.world_model import WorldModel, _split_half_deltas  # noqa: E402
 from tap.tasks import task_slug  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "within_op" / "within_op.json"
-SCORERS = ("prior", "model", "lexicographic", "prior+prompt", "prior+payload", "prior+oracle")
-TIE_BREAKS = ("lexicographic", "prior+prompt", "prior+payload")  # each paired against the prior in the report
+SCORERS = ("prior", "model", "lexicographic", "prior+prompt", "prior+payload", "prior+relevance", "prior+oracle")
+#: each paired against the prior in the report
+TIE_BREAKS = ("lexicographic", "prior+prompt", "prior+payload", "prior+relevance")
 
 
 def payload_key(edit_json: str) -> str:
@@ -87,6 +91,44 @@ def payload_scores(keys: list[str], op_mean: torch.Tensor, table: dict[str, tupl
     return torch.tensor(out, dtype=torch.float64)
 
 
+def prompt_text(chain_json: str) -> str:
+    """What the chain tells the model before the question (system block and demonstration turns), as one text."""
+    return "\n\n".join(m["content"] for m in render_messages(Chain.from_json(chain_json), "") if m["content"])
+
+
+class Relevance:
+    """Zero-shot and not learned: how much closer an edit brings the prompt to the task it is for.
+
+    Per sibling, ``cos(e(child), t) − cos(e(parent), t)``: ``e`` the frozen MiniLM text tower's unit-normalised mean-
+    pooled embedding of the chain's prompt (``prompt_text``), ``t`` the unit mean of the embeddings of the task's
+    train input/output pairs (the row's ``task_pairs``: all a model sees of a new task). The hypothesis it tests: an
+    edit whose text reads more like the task helps more. ``text``: any text backbone (default: frozen MiniLM, which
+    memoises each text's embedding).
+    """
+
+    def __init__(self, max_tokens: int = 512, text: torch.nn.Module | None = None) -> None:
+        if text is None:
+            from tap.models.text import MiniLMText
+
+            text = MiniLMText(lora_rank=0, max_tokens=max_tokens)
+        self.text = text.eval()
+
+    @torch.no_grad()
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """(N, D) unit-normalised embeddings of ``texts``."""
+        return torch.nn.functional.normalize(self.text(texts).double(), dim=-1)
+
+    def __call__(self, rows: list[dict]) -> torch.Tensor:
+        """(N,) each row's relevance change; ``rows`` are sibling rows (``chain``, ``next_chain``, ``task_pairs``)."""
+        if any(not r.get("task_pairs") for r in rows):
+            raise SystemExit("a sibling row carries no task pairs; serve the data with task_pairs > 0.")
+        task = torch.stack([torch.nn.functional.normalize(self.embed(list(r["task_pairs"])).mean(0), dim=0)
+                            for r in rows])  # (N, D)
+        child = self.embed([prompt_text(r["next_chain"]) for r in rows])  # (N, D)
+        parent = self.embed([prompt_text(r["chain"]) for r in rows])  # (N, D)
+        return (child * task).sum(-1) - (parent * task).sum(-1)
+
+
 def half_noise(correct: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(N,) the variance of each sibling's first-half accuracy change: the per-example paired differences'
     variance over n, floored at ``1 / n`` (``tap.planning.adapt.paired_residual_noise`` on the first half).
@@ -104,16 +146,18 @@ def half_noise(correct: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def predictions(wm: WorldModel, groups: list[list[dict]], chunk: int = 64,
-                payloads: dict[str, tuple[float, int]] | None = None) -> dict[str, torch.Tensor]:
+                payloads: dict[str, tuple[float, int]] | None = None,
+                relevance: Relevance | None = None) -> dict[str, torch.Tensor]:
     """Per sibling (N,): the model's predicted accuracy change (with its prior when it adds one), the prior,
     the operation id, the prompt change (``prompt_chars`` of the child − the parent's), the edit's record in
     ``payloads`` (``payload_table`` of the training edits; none given: the prior) and whether it has one, the
+    ``relevance`` change (``Relevance``; none given: zeros), the
     split-half changes and the first half's noise (``half_noise``), the measured change, group and task ids, the
     world model's predicted change features ``feat`` (N, F: child − parent); and as lists, each edit's payload key
     and its cell (task, collection sample).
     """
-    keys = ("model", "prior", "op", "prompt", "payload", "seen", "half_a", "half_b", "noise_a", "real", "group",
-            "task", "feat")
+    keys = ("model", "prior", "op", "prompt", "payload", "seen", "relevance", "half_a", "half_b", "noise_a", "real",
+            "group", "task", "feat")
     out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     names = sorted({g[0]["task"] for g in groups})
     edit_keys: list[str] = []
@@ -133,9 +177,11 @@ def predictions(wm: WorldModel, groups: list[list[dict]], chunk: int = 64,
         cells += [(r["task"], int(r.get("sample", 0))) for g in part for r in g]
         table = payloads or {}
         seen = torch.tensor([k in table for k in edits])
+        rows = [r for g in part for r in g]
+        rel = relevance(rows) if relevance is not None else torch.zeros(len(rows), dtype=torch.float64)
         for key, val in (("model", sib["residual"][:, 0] + sib["offset"][:, 0]), ("prior", prior),
                          ("op", sib["op"]), ("prompt", prompt), ("payload", payload_scores(edits, prior, table)),
-                         ("seen", seen), ("half_a", a), ("half_b", b),
+                         ("seen", seen), ("relevance", rel), ("half_a", a), ("half_b", b),
                          ("noise_a", half_noise(batch["correct"], batch["example_mask"])),
                          ("real", sib["real"][:, 0]), ("group", batch["group"] + offset), ("task", task),
                          ("feat", (sib["child"] - sib["parent"]).double())):
@@ -162,6 +208,7 @@ def scores(p: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             "lexicographic": lexicographic(p["prior"], p["model"]),
             "prior+prompt": lexicographic(p["prior"], p["prompt"]),
             "prior+payload": lexicographic(p["prior"], p["payload"]),
+            "prior+relevance": lexicographic(p["prior"], p["relevance"]),
             "prior+oracle": lexicographic(p["prior"], p["half_a"])}
 
 
@@ -274,6 +321,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{args.data} has no sibling groups in its {args.split} split; collect them with "
                          f"`python -m tap.collect --config {args.data}` or pick another --split.")
     results = {}
+    relevance = Relevance()  # shared by the checkpoints: it depends on the data only
     for tag in args.tags:
         for ckpt in meta_checkpoints(tag, "benchmarks/results/within_op/PLAN.md"):
             wm, data = load_world_model(ckpt)
@@ -281,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"{ckpt} records no data settings (datamodule_hyper_parameters): refit it with "
                                  "train.py.")
             table = payload_table(training_pool(json.dumps(data, sort_keys=True)).edit_rows["train"])
-            results[ckpt.name] = read_outs(predictions(wm, groups, payloads=table))
+            results[ckpt.name] = read_outs(predictions(wm, groups, payloads=table, relevance=relevance))
     text = report(results)
     write_results(args.out, {"machine": machine_info(), "groups": len(groups), "samples": dm.samples, "runs": results},
                   command(args, dm.samples), text)

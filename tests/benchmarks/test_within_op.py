@@ -22,6 +22,7 @@ def _groups() -> dict[str, torch.Tensor]:
             "model": torch.tensor([0.0, 5.0, 9.0, 3.0, 1.0, 9.0]),
             "prompt": torch.tensor([40.0, 10.0, 500.0, 40.0, 10.0, 500.0]),  # right in group 1, wrong in group 0
             "payload": torch.tensor([0.1, 0.1, 0.0, 0.1, 0.1, 0.0]), "seen": torch.zeros(6, dtype=torch.bool),
+            "relevance": torch.zeros(6, dtype=torch.float64),
             "real": torch.tensor([0.0, 0.2, -0.1, 0.2, 0.0, -0.1]),
             "half_a": torch.tensor([0.0, 0.2, -0.1, 0.2, 0.0, -0.1]),
             "half_b": torch.tensor([0.0, 0.2, -0.1, 0.2, 0.0, -0.1]),
@@ -128,3 +129,45 @@ def test_payload_tie_break_orders_only_inside_the_priors_ties(wo):
     assert wo.within_op_pairs(s["prior+payload"], p).tolist() == [1.0, 1.0]
     p["names"] = ["ii:rhymes"]
     assert "payload occurred in training for 66.7% of the siblings" in wo.report({"fam-s0": wo.read_outs(p)})
+
+
+class _Letters(torch.nn.Module):
+    """A text backbone for tests: counts of a few letters, so closeness in its space is checkable by hand."""
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        return torch.tensor([[t.count(c) + 0.01 for c in "xyz"] for t in texts])
+
+
+def _row(instruction: str, child_instruction: str, pairs: list[str]) -> dict:
+    from tap.chains.chain import Chain
+
+    parent = Chain(instruction=instruction)
+    child = Chain(instruction=child_instruction)
+    return {"chain": parent.to_json(), "next_chain": child.to_json(), "task_pairs": pairs}
+
+
+def test_relevance_scores_the_edit_that_brings_the_prompt_closer_to_the_task_pairs(wo):
+    rel = wo.Relevance(text=_Letters())
+    pairs = ["Input: xx\nOutput: x", "Input: x\nOutput: xxx"]  # the task reads as 'x'
+    rows = [_row("xy", "xx", pairs), _row("xy", "yy", pairs), _row("xy", "xy", pairs)]
+    out = rel(rows)
+    # cosines to the task's direction (~x): 'xx' ~1, 'xy' ~0.71, 'yy' ~0
+    assert out[0].item() == pytest.approx(1 - 2**-0.5, abs=0.02)
+    assert out[1].item() == pytest.approx(-(2**-0.5), abs=0.02)
+    assert out[2].item() == 0.0  # no change of text, no change of relevance
+    # the parent's term is shared within a group: the children's difference does not depend on it
+    other = rel([_row("zz", "xx", pairs), _row("zz", "yy", pairs)])
+    assert (other[0] - other[1]).item() == pytest.approx((out[0] - out[1]).item())
+    with pytest.raises(SystemExit, match="task_pairs > 0"):
+        rel([_row("yy", "xx", [])])
+
+
+def test_relevance_tie_break_orders_only_inside_the_priors_ties(wo):
+    p = _groups()
+    p["relevance"] = torch.tensor([-1.0, 2.0, 9.0, 2.0, -1.0, 9.0], dtype=torch.float64)  # op 1's 9 never wins
+    s = wo.scores(p)
+    gains, _ = wo.group_gains(s["prior+relevance"], p)
+    assert gains.tolist() == pytest.approx([0.2 - 0.1 / 3, 0.2 - 0.1 / 3])
+    assert wo.within_op_pairs(s["prior+relevance"], p).tolist() == [1.0, 1.0]
+    p["names"] = ["ii:rhymes"]
+    assert "prior+relevance − prior selection gain" in wo.report({"fam-s0": wo.read_outs(p)})
