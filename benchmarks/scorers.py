@@ -38,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from meta_runs import meta_checkpoints, write_results  # noqa: E402
+from meta_runs import meta_checkpoints, shown, write_results  # noqa: E402
 from prior_variants import _datamodule  # noqa: E402
 from stats import fmt, mean_ci, paired_over_groups, seed_families  # noqa: E402
 
@@ -52,6 +52,7 @@ from tap.systems.world_model import WorldModel, _split_half_deltas  # noqa: E402
 from tap.tasks import task_slug  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "scorers" / "scorers.json"
+TRANSFER = ROOT / "configs" / "data" / "ii_transfer.yaml"
 LEARNED = ("model", "model-dense", "shrunk")
 NON_LEARNED = ("prior", "prior-dense")
 SCORERS = NON_LEARNED + LEARNED
@@ -150,6 +151,20 @@ def _met(ok: bool) -> str:
     return "met" if ok else "not met"
 
 
+def _paired(runs: list[dict], a: str, b: str) -> str:
+    """``a`` − ``b`` on the transfer set, as text: the per-seed difference of the task-mean gains with its 95 % interval
+    over seeds, and the per-group difference (averaged over seeds, over the oracle's mean gain) over groups.
+    """
+    diff = [r["transfer"][a]["task_mean"] - r["transfer"][b]["task_mean"] for r in runs]
+    m, h = mean_ci(diff)
+    oracle = statistics.mean(statistics.mean(r["transfer"][b]["oracle_gain"]) for r in runs)
+    gm, gh, n_groups = paired_over_groups([r["transfer"][a]["group_gain"] for r in runs],
+                                          [r["transfer"][b]["group_gain"] for r in runs], oracle)
+    seeds_met, groups_met = len(diff) > 1 and m - h > 0, n_groups > 1 and gm - gh > 0
+    return (f"{m:+.3f} ± {h:.3f} over seeds ({', '.join(f'{d:+.2f}' for d in diff)}), "
+            f"**{_met(seeds_met)}**; {gm:+.3f} ± {gh:.3f} over {n_groups} groups, **{_met(groups_met)}**")
+
+
 def report(results: dict[str, dict]) -> str:
     """Markdown: per family, each scorer on validation and transfer; the choice; the pre-registered rules."""
     lines = ["Cells: mean ± 95 % Student-t half-width over seeds. Validation: selection gain pooled over the fit's "
@@ -171,26 +186,28 @@ def report(results: dict[str, dict]) -> str:
             if rule == "R2" and against == "prior":
                 verdicts.append("R2: the baseline is `prior` (R1 decides)")
                 continue
-            diff = [r["transfer"][cand]["task_mean"] - r["transfer"][against]["task_mean"] for r in runs]
-            m, h = mean_ci(diff)
-            oracle = statistics.mean(statistics.mean(r["transfer"][against]["oracle_gain"]) for r in runs)
-            gm, gh, n_groups = paired_over_groups([r["transfer"][cand]["group_gain"] for r in runs],
-                                                  [r["transfer"][against]["group_gain"] for r in runs], oracle)
-            seeds_met, groups_met = len(diff) > 1 and m - h > 0, n_groups > 1 and gm - gh > 0
-            verdicts.append(f"{rule} (`{cand}` − `{against}`): {m:+.3f} ± {h:.3f} over seeds "
-                            f"({', '.join(f'{d:+.2f}' for d in diff)}), **{_met(seeds_met)}**; "
-                            f"{gm:+.3f} ± {gh:.3f} over {n_groups} groups, **{_met(groups_met)}**")
+            verdicts.append(f"{rule} (`{cand}` − `{against}`): {_paired(runs, cand, against)}")
         rules.append(f"- **{fam}**: candidate `{cand}`, baseline `{base}` (chosen on validation). "
-                     + "; ".join(verdicts) + ".")
+                     + "; ".join(verdicts) + f". The default read-out, whatever validation chose: "
+                     f"`model` − `prior`: {_paired(runs, 'model', 'prior')}.")
     return "\n".join(lines + ["", "Chosen on validation, judged on the transfer set (a rule is met when its 95 % "
                                 "interval is above zero; the plan's R1 and R2 read the interval over seeds, its "
                                 "addendum also the one over groups):", "", *rules]) + "\n"
 
 
+def command(args: argparse.Namespace) -> str:
+    """The command line that makes these results again: the checkpoints, the transfer set when it is not the
+    default, the collection seeds read and the output.
+    """
+    cmd = f"python benchmarks/scorers.py --tags {' '.join(args.tags)}"
+    cmd += f" --transfer {shown(args.transfer)}" if args.transfer.resolve() != TRANSFER.resolve() else ""
+    return cmd + f" --transfer-seeds {' '.join(map(str, args.transfer_seeds))} --out {shown(args.out)}"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tags", nargs="+", required=True, help="checkpoint folders checkpoints/meta/<tag>-s<seed>")
-    ap.add_argument("--transfer", type=Path, default=ROOT / "configs" / "data" / "ii_transfer.yaml")
+    ap.add_argument("--transfer", type=Path, default=TRANSFER, help="the transfer set's data config")
     ap.add_argument("--transfer-seeds", type=int, nargs="+", default=None,
                     help="collection seeds of the transfer set to test on, together (each an independent sample: "
                          "`python -m tap.collect --config <transfer> --seed S`; default: the config's samples)")
@@ -222,8 +239,7 @@ def main(argv: list[str] | None = None) -> None:
                                   "transfer": read_outs(predictions(wm, transfer, table))}
     text = report(results)
     write_results(args.out, {"machine": machine_info(), "transfer_seeds": args.transfer_seeds, "runs": results},
-                  f"python benchmarks/scorers.py --tags {' '.join(args.tags)} "
-                  f"--transfer-seeds {' '.join(map(str, args.transfer_seeds))} --out {args.out}", text)
+                  command(args), text)
     print(text)
 
 

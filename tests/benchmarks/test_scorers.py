@@ -55,3 +55,17 @@ def test_read_outs_and_report_choose_on_validation_and_pair_on_transfer(sc):
     flipped = {f"fam-s{s}": {"val": wrong, "transfer": right} for s in (0, 1)}
     text = sc.report(flipped)
     assert "candidate `model-dense`" in text and "**not met**" in text
+    # the default scorer's reading is listed whatever validation chose
+    assert "The default read-out, whatever validation chose: `model` − `prior`: +1.000 ± 0.000 over seeds" in text
+
+
+def test_recorded_command_names_the_transfer_set_only_when_it_is_not_the_default(sc):
+    import argparse
+
+    args = argparse.Namespace(tags=["w"], transfer=sc.TRANSFER, transfer_seeds=[0, 1, 2], out=sc.OUT)
+    assert sc.command(args) == ("python benchmarks/scorers.py --tags w --transfer-seeds 0 1 2 "
+                                "--out benchmarks/results/scorers/scorers.json")
+    args.transfer = sc.ROOT / "configs" / "data" / "ii_transfer_qwen.yaml"
+    args.transfer_seeds = [2]
+    assert sc.command(args) == ("python benchmarks/scorers.py --tags w --transfer configs/data/ii_transfer_qwen.yaml "
+                                "--transfer-seeds 2 --out benchmarks/results/scorers/scorers.json")
