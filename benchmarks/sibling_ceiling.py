@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -153,7 +154,7 @@ def bootstrap(runs: list[dict], p: dict, draws: int, seed: int) -> dict[str, tup
 
 def _cell(x: float) -> str:
     """A ceiling for the table: two places, or ``-`` where none was measured (another LLM's data)."""
-    return "-" if x != x else f"{x:.2f}"
+    return "-" if math.isnan(x) else f"{x:.2f}"
 
 
 def family_summary(runs: list[dict], old_ceiling: dict[str, float]) -> dict:

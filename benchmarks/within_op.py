@@ -122,8 +122,9 @@ class Relevance:
         """(N,) each row's relevance change; ``rows`` are sibling rows (``chain``, ``next_chain``, ``task_pairs``)."""
         if any(not r.get("task_pairs") for r in rows):
             raise SystemExit("a sibling row carries no task pairs; serve the data with task_pairs > 0.")
-        task = torch.stack([torch.nn.functional.normalize(self.embed(list(r["task_pairs"])).mean(0), dim=0)
-                            for r in rows])  # (N, D)
+        pairs = {tuple(r["task_pairs"]) for r in rows}  # one task direction per task (and sample), not per row
+        unit = {k: torch.nn.functional.normalize(self.embed(list(k)).mean(0), dim=0) for k in pairs}
+        task = torch.stack([unit[tuple(r["task_pairs"])] for r in rows])  # (N, D)
         child = self.embed([prompt_text(r["next_chain"]) for r in rows])  # (N, D)
         parent = self.embed([prompt_text(r["chain"]) for r in rows])  # (N, D)
         return (child * task).sum(-1) - (parent * task).sum(-1)
