@@ -33,6 +33,8 @@ paired difference model - prior per seed.
         --transfer-config configs/data/ii_transfer_qwen.yaml --tag qwen --out benchmarks/results/qwen/meta.json
                                     # another frozen LLM: its pool and transfer set (one LLM's data only)
     python benchmarks/meta_world_model.py --seeds 0 1 2 --test-only   # test the fitted checkpoints again
+    python benchmarks/meta_world_model.py --seeds 0 1 2 --fit-only    # fit now, test later with --test-only
+    python benchmarks/meta_world_model.py --seeds 0 1 2 --test-only --test-samples 0 2   # some samples only
 """
 
 from __future__ import annotations
@@ -107,11 +109,14 @@ def per_task(metrics: dict[str, float], tasks: list[str]) -> dict[str, dict[str,
 
 def run(model: str, seed: int, heldout: list[str], train_tasks: list[str], test_data: Path, name: str,
         epochs: int | None, extra: list[str], val_tasks: list[str] | None = None, test_only: bool = False,
-        pool_data: Path = POOL) -> dict:
+        pool_data: Path = POOL, fit_only: bool = False, test_samples: list[int] | None = None) -> dict:
     """Fit on ``train_tasks`` of the pool, test on ``heldout`` (all their trajectories). ``val_tasks`` (some of
     ``train_tasks``) are held out of training whole, as the validation data that selects the epoch and
     calibrates the intervals. ``test_only``: no fit, test the checkpoint already there (e.g. after a metric
     changed); the record then has no fit metrics of its own. ``pool_data``: the data config trained from.
+    ``fit_only``: no test (e.g. while the test data is still being collected); the record's ``test`` is empty
+    until a ``test_only`` run fills it. ``test_samples``: test on these collection samples of ``test_data`` only
+    (default: every sample it serves).
     """
     from tap.systems.checkpoints import find_checkpoint
 
@@ -134,14 +139,18 @@ def run(model: str, seed: int, heldout: list[str], train_tasks: list[str], test_
     fit_metrics = {} if test_only else _cli(fit)
     fit_seconds = time.time() - start
     ckpt = str(find_checkpoint(ckpt_dir))
-    test = _cli(["test", *common, "--data", str(test_data), f"--data.init_args.tasks=[{', '.join(heldout)}]",
-                 "--data.init_args.split_fractions=[0.0, 1.0]", f"--ckpt_path={ckpt}"])
+    samples = list(test_samples) if test_samples else _samples(test_data)
+    test = {} if fit_only else _cli(
+        ["test", *common, "--data", str(test_data), f"--data.init_args.tasks=[{', '.join(heldout)}]",
+         "--data.init_args.split_fractions=[0.0, 1.0]", f"--ckpt_path={ckpt}",
+         *([f"--data.init_args.samples=[{', '.join(map(str, samples))}]"] if test_samples else [])])
     trained = [t for t in train_tasks if t not in (val_tasks or [])]
     return {"model": model, "seed": seed, "name": name, "heldout": heldout, "trained_on": trained,
             "val_tasks": val_tasks or [], "pool_config": pool_data.name,
             "test_config": test_data.name, "llm": _model(test_data), "overrides": extra, "checkpoint": ckpt,
             "fit_seconds": None if test_only else round(fit_seconds, 1),
-            "selection_ties": "split", "test_samples": _samples(test_data), "machine": machine_info(),
+            "selection_ties": "split", "test_samples": [] if fit_only else samples, "machine": machine_info(),
+            **({"fit_only": True} if fit_only else {}),
             "val": {k: v for k, v in fit_metrics.items() if k.startswith("val/")
                     and k.count("/") <= 2 + k.startswith("val/prior/")},
             "test": per_task(test, heldout)}
@@ -185,6 +194,7 @@ OLD_RULES = ("† Tested before 2026-12-04: a selection pick tied between siblin
 
 
 def report(results: list[dict]) -> str:
+    results = [r for r in results if not r.get("fit_only")]  # fitted with --fit-only, not tested yet
     # noise_ceiling.json was measured on SmolLM2: another frozen LLM's runs are read without it
     smollm2 = all(model_slug(r.get("llm", "smollm2")) == model_slug("smollm2") for r in results)
     ceiling = noise_ceiling() if smollm2 else {}
@@ -284,6 +294,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--test-only", action="store_true", help="no fit: test the checkpoints already under "
                         "checkpoints/meta/ again (e.g. after a metric changed), keeping each run's fit record")
+    parser.add_argument("--fit-only", action="store_true", help="fit, do not test (test later with --test-only, "
+                        "e.g. once the transfer set is collected)")
+    parser.add_argument("--test-samples", type=int, nargs="+", default=None, help="test on these collection samples "
+                        "of the transfer config only (default: every sample it serves)")
     parser.add_argument("extra", nargs="*", help="more CLI overrides for train.py, after --")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -304,6 +318,13 @@ def main(argv: list[str] | None = None) -> None:
         if unknown:
             parser.error(f"--pool tasks must be tasks of {pool_data.name}; not in it: {unknown}")
         pool = list(args.pool)
+    if args.fit_only and args.test_only:
+        parser.error("--fit-only and --test-only exclude each other: fit first, then test")
+    if args.test_samples and args.loo is not None:
+        parser.error("--test-samples picks samples of the transfer set; --loo tests on the pool")
+    stray_samples = sorted(set(args.test_samples or []) - set(_samples(transfer)))
+    if stray_samples:
+        parser.error(f"--test-samples {stray_samples}: {transfer.name} serves samples {_samples(transfer)} only")
     stray = [t for t in args.val_tasks or [] if t not in pool]
     if stray:
         parser.error(f"--val-tasks must be tasks of the pool trained on; not in it: {stray}")
@@ -324,7 +345,8 @@ def main(argv: list[str] | None = None) -> None:
                     name += f"-s{seed}"
                     val = [t for t in args.val_tasks or [] if t in train_tasks]
                     r = run(model, seed, heldout, train_tasks, data, name, args.epochs, args.extra, val,
-                            args.test_only, pool_data=pool_data)
+                            args.test_only, pool_data=pool_data, fit_only=args.fit_only,
+                            test_samples=args.test_samples if kind == "transfer" else None)
                     if args.test_only:  # keep what the fit recorded; only the test is new
                         old = next((x for x in results if x["name"] == name), {})
                         r = {**r, "fit_seconds": old.get("fit_seconds"), "val": old.get("val", {}),

@@ -151,15 +151,17 @@ def _met(ok: bool) -> str:
     return "met" if ok else "not met"
 
 
-def _paired(runs: list[dict], a: str, b: str) -> str:
+def _paired(runs: list[dict], a: str, b: str, other: list[dict] | None = None) -> str:
     """``a`` − ``b`` on the transfer set, as text: the per-seed difference of the task-mean gains with its 95 % interval
     over seeds, and the per-group difference (averaged over seeds, over the oracle's mean gain) over groups.
+    ``other``: read ``b`` off these runs (another family's, seed for seed) instead of ``runs``.
     """
-    diff = [r["transfer"][a]["task_mean"] - r["transfer"][b]["task_mean"] for r in runs]
+    base = other if other is not None else runs
+    diff = [r["transfer"][a]["task_mean"] - o["transfer"][b]["task_mean"] for r, o in zip(runs, base)]
     m, h = mean_ci(diff)
-    oracle = statistics.mean(statistics.mean(r["transfer"][b]["oracle_gain"]) for r in runs)
+    oracle = statistics.mean(statistics.mean(r["transfer"][b]["oracle_gain"]) for r in base)
     gm, gh, n_groups = paired_over_groups([r["transfer"][a]["group_gain"] for r in runs],
-                                          [r["transfer"][b]["group_gain"] for r in runs], oracle)
+                                          [r["transfer"][b]["group_gain"] for r in base], oracle)
     seeds_met, groups_met = len(diff) > 1 and m - h > 0, n_groups > 1 and gm - gh > 0
     return (f"{m:+.3f} ± {h:.3f} over seeds ({', '.join(f'{d:+.2f}' for d in diff)}), "
             f"**{_met(seeds_met)}**; {gm:+.3f} ± {gh:.3f} over {n_groups} groups, **{_met(groups_met)}**")
@@ -192,7 +194,30 @@ def report(results: dict[str, dict]) -> str:
                      f"`model` − `prior`: {_paired(runs, 'model', 'prior')}.")
     return "\n".join(lines + ["", "Chosen on validation, judged on the transfer set (a rule is met when its 95 % "
                                 "interval is above zero; the plan's R1 and R2 read the interval over seeds, its "
-                                "addendum also the one over groups):", "", *rules]) + "\n"
+                                "addendum also the one over groups):", "", *rules, *between(results)]) + "\n"
+
+
+def between(results: dict[str, dict]) -> list[str]:
+    """Report lines pairing each family's ``model`` read-out with the first family's (the first ``--tags``), seed for
+    seed on the seeds both have and group for group; none with one family.
+    """
+    names = {}
+    for run in results:  # in the order the tags were given
+        fam, seed = run.rsplit("-s", 1)
+        names.setdefault(fam, []).append(seed)
+    if len(names) < 2:
+        return []
+    ref, *rest = names
+    out = ["", f"Between families, `model` read-out, each against `{ref}` (paired by seed and by group):", ""]
+    for fam in rest:
+        seeds = [s for s in names[fam] if s in names[ref]]
+        if not seeds:
+            out.append(f"- **{fam}** − **{ref}**: no seed in common")
+            continue
+        runs = [results[f"{fam}-s{s}"] for s in seeds]
+        other = [results[f"{ref}-s{s}"] for s in seeds]
+        out.append(f"- **{fam}** − **{ref}** (seeds {', '.join(seeds)}): {_paired(runs, 'model', 'model', other)}")
+    return out
 
 
 def command(args: argparse.Namespace) -> str:

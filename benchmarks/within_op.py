@@ -49,8 +49,9 @@ from prior_variants import _datamodule  # noqa: E402
 from scorers import training_pool  # noqa: E402
 from stats import fmt, mean_ci, paired_over_groups, same_op_concordance, seed_families  # noqa: E402
 
+from tap.chains import render  # noqa: E402
 from tap.chains.chain import Chain  # noqa: E402
-from tap.chains.render import prompt_chars, render_messages  # noqa: E402
+from tap.chains.render import prompt_chars  # noqa: E402
 from tap.collection.datamodule import collate_siblings  # noqa: E402
 from tap.machine import machine_info  # noqa: E402
 from tap.metrics import SelectionGain, SiblingRankAgreement  # noqa: E402
@@ -92,8 +93,8 @@ def payload_scores(keys: list[str], op_mean: torch.Tensor, table: dict[str, tupl
 
 
 def prompt_text(chain_json: str) -> str:
-    """What the chain tells the model before the question (system block and demonstration turns), as one text."""
-    return "\n\n".join(m["content"] for m in render_messages(Chain.from_json(chain_json), "") if m["content"])
+    """What the chain tells the model before the question, as one text (``tap.chains.render.prompt_text``)."""
+    return render.prompt_text(Chain.from_json(chain_json))
 
 
 class Relevance:

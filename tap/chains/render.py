@@ -62,6 +62,11 @@ def prompt_chars(chain: Chain) -> int:
     return sum(len(m["content"]) for m in render_messages(chain, ""))
 
 
+def prompt_text(chain: Chain) -> str:
+    """What the chain tells the model before the question (system block and demonstration turns), as one text."""
+    return "\n\n".join(m["content"] for m in render_messages(chain, "") if m["content"])
+
+
 def chain_views(chain: Chain) -> dict[str, object]:
     """The chain's text at each scale, for the encoder.
 

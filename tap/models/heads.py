@@ -105,34 +105,43 @@ EFFECTS: tuple[str, ...] = ("accuracy", "dense")  # what the effect head predict
 
 
 class EffectEnsemble(nn.Module):
-    """K heads ``[f_parent, f_child - f_parent] -> (Δaccuracy, Δdense)``.
+    """K heads ``[f_parent, f_child - f_parent, extra] -> (Δaccuracy, Δdense)``.
 
     Args:
         feature_dim: state feature size.
         hidden_dim: MLP width.
         members: ensemble size K.
+        extra_dim: size of ``extra``, what is known of the edit beside the two states (e.g. the relevance
+            inputs of ``WorldModel(relevance=True)``); 0: none.
     """
 
-    def __init__(self, feature_dim: int, hidden_dim: int = 256, members: int = 5) -> None:
+    def __init__(self, feature_dim: int, hidden_dim: int = 256, members: int = 5, extra_dim: int = 0) -> None:
         super().__init__()
-        self.members = nn.ModuleList(mlp(2 * feature_dim, hidden_dim, len(EFFECTS)) for _ in range(members))
+        self.extra_dim = extra_dim
+        self.members = nn.ModuleList(mlp(2 * feature_dim + extra_dim, hidden_dim, len(EFFECTS))
+                                     for _ in range(members))
 
-    def all(self, parent: torch.Tensor, child: torch.Tensor) -> torch.Tensor:
-        """parent, child (..., F) -> (K, ..., 2) per-member predicted changes."""
-        x = torch.cat([parent, child - parent], -1)
+    def all(self, parent: torch.Tensor, child: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """parent, child (..., F), extra (..., extra_dim) -> (K, ..., 2) per-member predicted changes."""
+        if (extra is None) != (self.extra_dim == 0) or (extra is not None and extra.shape[-1] != self.extra_dim):
+            got = "none" if extra is None else f"{extra.shape[-1]} numbers"
+            raise ValueError(f"this effect head reads {self.extra_dim} extra numbers per edit, got {got}.")
+        parts = [parent, child - parent] + ([] if extra is None else [extra.to(parent)])
+        x = torch.cat(parts, -1)
         return torch.stack([m(x) for m in self.members])
 
-    def forward(self, parent: torch.Tensor, child: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, parent: torch.Tensor, child: torch.Tensor,
+                extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """-> mean (..., 2) and ensemble std (..., 2) of the predicted change."""
-        values = self.all(parent, child)
+        values = self.all(parent, child, extra)
         return values.mean(0), values.std(0, unbiased=False)
 
     def loss(self, parent: torch.Tensor, child: torch.Tensor, target: torch.Tensor,
-             bootstrap: torch.Tensor | None = None) -> torch.Tensor:
+             bootstrap: torch.Tensor | None = None, extra: torch.Tensor | None = None) -> torch.Tensor:
         """Squared error per element (...,), summed over the two changes and averaged over members
         (each with its own 0/1 mask ``bootstrap`` (K, ...); None = all ones). target (..., 2).
         """
-        se = (self.all(parent, child) - target.unsqueeze(0)).pow(2).sum(-1)  # (K, ...)
+        se = (self.all(parent, child, extra) - target.unsqueeze(0)).pow(2).sum(-1)  # (K, ...)
         if bootstrap is None:
             return se.mean(0)
         return (se * bootstrap).sum(0) / bootstrap.sum(0).clamp_min(1.0)
@@ -151,14 +160,15 @@ class Heads(nn.Module):
         hidden_dim: MLP width.
         members: reward ensemble size.
         bins: two-hot bins.
+        effect_extra: numbers per edit the effect head reads beside the states (``EffectEnsemble.extra_dim``).
     """
 
     def __init__(self, feature_dim: int, response_dim: int = 5, hidden_dim: int = 256, members: int = 5,
-                 bins: int = 41) -> None:
+                 bins: int = 41, effect_extra: int = 0) -> None:
         super().__init__()
         self.reward = RewardEnsemble(feature_dim, hidden_dim, members, bins)
         self.response = mlp(feature_dim, hidden_dim, response_dim)
-        self.effect = EffectEnsemble(feature_dim, hidden_dim, members)
+        self.effect = EffectEnsemble(feature_dim, hidden_dim, members, effect_extra)
 
     def predict_response(self, feat: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.response(feat))

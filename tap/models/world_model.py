@@ -122,11 +122,13 @@ class WorldModelNet(nn.Module):
     def predict_response(self, state: State) -> torch.Tensor:
         return self.heads.predict_response(self.features(state))
 
-    def effect(self, parent: State, child: State) -> tuple[torch.Tensor, torch.Tensor]:
+    def effect(self, parent: State, child: State,
+               extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted change from ``parent`` to ``child``: mean (B, 2) and ensemble std (B, 2), columns in
-        ``heads.EFFECTS`` order (accuracy, dense).
+        ``heads.EFFECTS`` order (accuracy, dense). ``extra`` (B, X): what the effect head reads of the edit
+        beside the two states, when it was built to (``Heads(effect_extra=X)``).
         """
-        return self.heads.effect(self.features(parent), self.features(child))
+        return self.heads.effect(self.features(parent), self.features(child), extra)
 
 
 def _gaussian(stats: torch.Tensor, min_std: float) -> tuple[torch.Tensor, torch.Tensor]:

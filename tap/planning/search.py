@@ -726,9 +726,11 @@ def planning_cost(rounds: list[dict], search: dict, full: int) -> dict:
 def imagined_effects(wm, task: Task, parent: Chain, candidates: list[tuple[Edit, ...]],
                      task_pairs: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """The world model's predicted change from ``parent`` for each candidate (a single edit or a plan of
-    several): mean and calibrated std, (K, 2) each, columns (accuracy, dense). No LLM call.
+    several): mean and calibrated std, (K, 2) each, columns (accuracy, dense). No LLM call. A model that reads
+    each edit's relevance (``WorldModel(relevance=True)``) gets it from the candidate applied to the real chain.
     """
-    state = wm.observe(wm.encode_chains([parent], task.description, task_pair_texts(task, task_pairs)))  # batch 1
+    pairs = task_pair_texts(task, task_pairs)
+    state = wm.observe(wm.encode_chains([parent], task.description, pairs))  # batch 1
     mean, std = torch.zeros(len(candidates), 2), torch.zeros(len(candidates), 2)
     for length in sorted({len(edits) for edits in candidates}):
         idx = [i for i, edits in enumerate(candidates) if len(edits) == length]
@@ -737,7 +739,16 @@ def imagined_effects(wm, task: Task, parent: Chain, candidates: list[tuple[Edit,
         start = {k: v.expand(len(idx), *v.shape[1:]) for k, v in state.items()}
         after = wm.imagine(start, actions.view(len(idx), length, -1), scales.view(len(idx), length, -1))[-1]
         ops = torch.tensor([[e.op_id for e in candidates[i]] for i in idx], dtype=torch.long)  # (len(idx), length)
-        m, s = wm.edit_effect(start, after, ops)  # (len(idx), 2) each
+        extra = None
+        if wm.hparams.get("relevance"):
+            children = []
+            for i in idx:
+                child = parent
+                for e in candidates[i]:
+                    child = apply_edit(child, e)
+                children.append(child)
+            extra = wm.relevance_inputs([pairs] * len(idx), [parent] * len(idx), children)  # (len(idx), 2)
+        m, s = wm.edit_effect(start, after, ops, extra)  # (len(idx), 2) each
         mean[idx], std[idx] = m.float().cpu(), s.float().cpu()
     return mean, std
 

@@ -22,8 +22,10 @@ chain and the LLM's measured response. Named loss terms, each scaled by ``loss_s
 The model sees the task as ``task_pairs`` train input/output pairs (``TaskEncoder``), so it predicts
 on a task it was never trained on with nothing collected there, and (``chain_stats``) the observed
 chain's structure as a few numbers (``tap.chains.render.chain_stats``: demonstrations, steps, ...),
-which a frozen text encoder represents poorly; both ride along the state as its context. Its effect uncertainty is the
-ensemble spread times ``interval_scale``, a split-conformal factor fitted on every validation epoch
+which a frozen text encoder represents poorly; both ride along the state as its context. With ``relevance``, the
+effect head also reads how close the parent's prompt is to the task's pairs and how much closer the edit brings it
+(``relevance_inputs``: computed from the real chains, so one-step effects of real edits only). Its effect
+uncertainty is the ensemble spread times ``interval_scale``, a split-conformal factor fitted on every validation epoch
 so that ``mean ± 1.28 * std`` is an 80 % interval on the validation edits; held-out tasks report how
 well that carries over (``test/calibration/*``). The non-learned prior (the mean change of each edit
 operation over the training edits, ``op_prior``) is scored on the same sibling groups, next to it.
@@ -45,7 +47,7 @@ from torchmetrics import MeanMetric
 
 from tap.chains.chain import Chain
 from tap.chains.edits import OP_IDS, SCALES, Edit
-from tap.chains.render import CHAIN_STATS, chain_stats, chain_views
+from tap.chains.render import CHAIN_STATS, chain_stats, chain_views, prompt_text
 from tap.collection.schema import RESPONSE_FEATURES, SCALE_IDS, payload_text
 from tap.errors import TapError, unknown_loss_terms
 from tap.losses.ranking import pairwise_ranking_loss
@@ -62,6 +64,10 @@ from tap.tasks import task_slug
 WM_LOSSES = ("latent", "reward", "response", "delta", "kl_dyn", "kl_rep", "effect", "rank", "rank_dense")
 DEFAULT_SCALES = {"latent": 1.0, "reward": 1.0, "response": 1.0, "delta": 1.0, "kl_dyn": 0.5, "kl_rep": 0.1,
                   "effect": 1.0, "rank": 1.0, "rank_dense": 0.5}
+#: what ``relevance_inputs`` gives the effect head per edit, in order; the change is multiplied by
+#: ``RELEVANCE_SCALE`` (changes are a few hundredths of a cosine; fixed before any fit, not tuned)
+RELEVANCE_INPUTS = ("parent", "change")
+RELEVANCE_SCALE = 10.0
 RANKED = ("reward", "dense", "reward_observed", "edit", "uncertainty")
 #: read-outs scored on sibling groups (model and non-learned prior) -> their names in the logs: the mean
 #: within-group Spearman, the selection gain, and the Spearman pooled over a task's edits (accuracy, dense);
@@ -108,6 +114,11 @@ class WorldModel(TapSystem):
             accuracy alike (mostly: nothing changed). A ranking matters only where something changes; on a
             pool of tasks the LLM cannot do, flat groups dominate and teach the head to cancel the
             operations' differences (1: every group alike; 0: only groups with an order).
+        relevance: the effect head also reads, per edit, ``r(parent)`` and ``RELEVANCE_SCALE · (r(child) −
+            r(parent))``, ``r`` the cosine between the text tower's embedding of a chain's prompt and the unit mean
+            of the task pairs' embeddings (``relevance_inputs``): whether an edit makes the prompt read more like
+            the task, known before any evaluation. Its effects are then read of real edits only (siblings, the
+            windows' one-step edits, a search's candidates applied to the real chain).
         loss_scales: weight per loss term (``WM_LOSSES``); missing terms take ``DEFAULT_SCALES``.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -121,7 +132,7 @@ class WorldModel(TapSystem):
                  deter_dim: int = 128, stoch_dim: int = 32, hidden_dim: int = 256, ensemble: int = 5,
                  bins: int = 41, free_nats: float = 1.0, bootstrap: float = 0.8, task_dim: int = 32,
                  chain_stats: bool = True, interval: float = 0.8, effect_prior: bool = False,
-                 flat_weight: float = 1.0, loss_scales: dict[str, float] | None = None,
+                 flat_weight: float = 1.0, relevance: bool = False, loss_scales: dict[str, float] | None = None,
                  lr: float = 3e-4, weight_decay: float = 1e-4) -> None:
         super().__init__()
         unknown = set(loss_scales or {}) - set(WM_LOSSES)
@@ -146,7 +157,8 @@ class WorldModel(TapSystem):
         text_dim = self.encoder.net.backbone.dim
         self.actions = EditEmbedder(text_dim, action_dim)
         self.task_encoder = TaskEncoder(text_dim, task_dim, hidden_dim) if task_dim else None
-        heads = {"hidden_dim": hidden_dim, "members": ensemble, "bins": bins}
+        heads = {"hidden_dim": hidden_dim, "members": ensemble, "bins": bins,
+                 "effect_extra": len(RELEVANCE_INPUTS) if relevance else 0}
         context_dim = task_dim + (len(CHAIN_STATS) if chain_stats else 0)  # the state's "task" slot: both
         if world_model == "demo":
             self.net: WorldModelNet = WORLD_MODELS[world_model](latent_dim, action_dim, hidden_dim, heads,
@@ -225,6 +237,33 @@ class WorldModel(TapSystem):
                    else torch.zeros(0, self.encoder.net.backbone.dim, device=self.device))
         return self.task_encoder(vec, owner, n)
 
+    def relevance_inputs(self, pairs: list[list[str]] | None, parents: list[Chain],
+                         children: list[Chain]) -> torch.Tensor | None:
+        """(N, 2) what the effect head reads of each edit with ``relevance`` (``RELEVANCE_INPUTS``): ``r(parent)``
+        and ``RELEVANCE_SCALE · (r(child) − r(parent))``, ``r`` the cosine between the frozen text tower's
+        embedding of a chain's ``prompt_text`` and the unit mean of its row's task pairs' embeddings (a row
+        without pairs reads zeros, like the task vector). None without ``relevance``.
+        """
+        if not self.hparams.get("relevance"):
+            return None
+        n = len(parents)
+        if len(children) != n:
+            raise ValueError(f"relevance_inputs: {n} parents but {len(children)} children.")
+        pairs = pairs if pairs is not None else [[] for _ in range(n)]
+        embed = self.encoder.net.embed_text
+        with torch.no_grad():
+            keys = list(dict.fromkeys(tuple(p) for p in pairs if p))  # one task direction per distinct pair set
+            task_dir: dict[tuple[str, ...], torch.Tensor] = {}
+            if keys:
+                vec = F.normalize(embed([t for k in keys for t in k]).float(), dim=-1)  # (sum of pairs, D)
+                for k, part in zip(keys, vec.split([len(k) for k in keys])):
+                    task_dir[k] = F.normalize(part.mean(0), dim=0)
+            prompts = F.normalize(embed([prompt_text(c) or " " for c in [*parents, *children]]).float(), dim=-1)
+            zero = prompts.new_zeros(prompts.shape[-1])
+            task = torch.stack([task_dir.get(tuple(p), zero) for p in pairs]) if n else prompts[:0]  # (N, D)
+            r = (prompts.view(2, n, -1) * task).sum(-1)  # (2, N): parents, children
+        return torch.stack([r[0], RELEVANCE_SCALE * (r[1] - r[0])], -1).to(self.device)
+
     def embed_edits(self, edits: list[Edit]) -> tuple[torch.Tensor, torch.Tensor]:
         """Edits -> action embeddings (N, action_dim) and one-hot scale weights (N, 3)."""
         scale = torch.tensor([SCALE_IDS[e.scale] for e in edits], dtype=torch.long, device=self.device)
@@ -275,13 +314,18 @@ class WorldModel(TapSystem):
         """
         return [*self.net.parameters(), *self.actions.parameters()]
 
-    def edit_effect(self, parent: State, child: State,
-                    op_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def edit_effect(self, parent: State, child: State, op_ids: torch.Tensor | None = None,
+                    extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The change the edits ``op_ids`` (B,) or (B, L) long make from ``parent`` to ``child``: predicted
         mean (B, 2) and calibrated std (B, 2), columns (accuracy, dense); ``mean ± 1.28 * std`` is the 80 %
-        interval. With ``effect_prior`` the operations' prior is added (``op_ids`` then required).
+        interval. With ``effect_prior`` the operations' prior is added (``op_ids`` then required); with
+        ``relevance``, ``extra`` is required: ``relevance_inputs`` of the real parent and child chains.
         """
-        mean, std = self.net.effect(parent, child)
+        if self.hparams.get("relevance") and extra is None:
+            raise TapError("this world model reads each edit's relevance (relevance: true): pass "
+                           "relevance_inputs(pairs, parents, children) of the real chains as extra "
+                           "(tap.planning.search.imagined_effects does).")
+        mean, std = self.net.effect(parent, child, extra)
         return mean + self._prior_offset(op_ids, mean), std * self.interval_scale
 
     def _prior_offset(self, op_ids: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -373,7 +417,7 @@ class WorldModel(TapSystem):
                 "lat_img": {key: torch.stack([lat[key] for lat in lats]) for key in self.net.latent_keys},
                 "kl_dyn": torch.stack(dyn),
                 "kl_rep": torch.stack(rep), "valid": torch.stack(valid), "t": torch.stack(t_idx),
-                "s": s_idx, "b": b_idx}  # stacked tensors are (L, L*B, ...)
+                "s": s_idx, "b": b_idx, "chains": chains}  # stacked tensors are (L, L*B, ...); chains B * (L+1)
 
     def loss_terms(self, batch: dict, stage: str = "train") -> tuple[dict[str, torch.Tensor], dict]:
         """The named loss terms on one batch of windows, and what the metrics need (``aux``)."""
@@ -414,8 +458,12 @@ class WorldModel(TapSystem):
         boot1 = self._bootstrap(f_parent.shape[0]) if stage == "train" else None
         ops1 = batch["edit_op"].to(dev)[b1, s1]  # (L*B,) the one-step edits' operations
         offset = self._prior_offset(ops1, real_eff)  # (L*B, 2): the prior, when the head adds to it
-        terms["effect"] = heads.effect.loss(f_parent, f_child, real_eff - offset, boot1).mean()
-        mean1, std1 = heads.effect(f_parent, f_child)
+        at = (b1 * T1 + s1).tolist()  # each one-step edit's parent in ``chains`` (row-major); its child is next
+        chains, pairs = out["chains"], batch.get("task_pairs") or [[] for _ in range(B)]
+        extra = self.relevance_inputs([pairs[i // T1] for i in at], [chains[i] for i in at],
+                                      [chains[i + 1] for i in at])  # (L*B, 2) or None
+        terms["effect"] = heads.effect.loss(f_parent, f_child, real_eff - offset, boot1, extra).mean()
+        mean1, std1 = heads.effect(f_parent, f_child, extra)
         aux = {"out": out, "pred_obs": pred_obs, "pred_img": pred_img, "unc_img": unc[n_obs:], "pred_lat": pred_lat,
                "real_lat": real_lat, "f_img": f_img, "effect": (mean1 + offset, std1), "real_effect": real_eff}
         return terms, aux
@@ -461,7 +509,8 @@ class WorldModel(TapSystem):
         the child's features (N, F), the edits' operations (N,), the measured change ``real`` (N, 2:
         accuracy, dense), the prior ``offset`` the effect head adds to (N, 2; zeros without ``effect_prior``)
         and the head's own output, ``residual`` and ``std`` (N, 2 each; the predicted change is
-        ``offset + residual``).
+        ``offset + residual``), and what the head read beside the states, ``extra`` (``relevance_inputs``: (N, 2),
+        or None).
         """
         dev, N = self.device, len(batch["task"])
         contexts, views = window_views(batch)  # 2N chains: parent, child of each sibling
@@ -477,9 +526,11 @@ class WorldModel(TapSystem):
         reward, dense = batch["reward"].to(dev), batch["dense"].to(dev)  # (N, 2)
         real = torch.stack([reward[:, 1] - reward[:, 0], dense[:, 1] - dense[:, 0]], -1)  # (N, 2)
         f_parent, f_child = self.net.features(parent), self.net.features(child)
-        residual, std = self.net.heads.effect(f_parent, f_child)
+        extra = self.relevance_inputs(batch.get("task_pairs"), parents,
+                                      [Chain.from_json(row[1]) for row in batch["chain_json"]])  # (N, 2) or None
+        residual, std = self.net.heads.effect(f_parent, f_child, extra)
         return {"parent": f_parent, "child": f_child, "op": op, "real": real, "offset": self._prior_offset(op, real),
-                "residual": residual, "std": std}
+                "residual": residual, "std": std, "extra": extra}
 
     def _sibling_step(self, batch: dict, stage: str) -> torch.Tensor:
         """Sibling groups (``collate_siblings``: N one-edit windows, ``group`` (N,)): every edit of a parent
@@ -493,7 +544,7 @@ class WorldModel(TapSystem):
         mean, std = sib["residual"] + offset, sib["std"]  # (N, 2) each
         boot = self._bootstrap(N) if stage == "train" else None
         weight = torch.where(_ordered_rows(real[:, 0], group), 1.0, self.hparams.flat_weight)  # (N,)
-        per_row = effect.loss(f_parent, f_child, real - offset, boot)  # (N,)
+        per_row = effect.loss(f_parent, f_child, real - offset, boot, sib["extra"])  # (N,)
         terms = {"effect": (per_row * weight).sum() / weight.sum().clamp_min(1e-8),
                  "rank": _ordered_mean(pairwise_ranking_loss(mean[:, 0], real[:, 0], group), real[:, 0], group),
                  "rank_dense": _ordered_mean(pairwise_ranking_loss(mean[:, 1], real[:, 1], group), real[:, 1], group)}

@@ -192,3 +192,34 @@ def test_the_prior_gets_a_row_per_training_set(meta, monkeypatch):
     assert any(line.startswith("| c † | 2 |") for line in lines)
     lines = meta.report(old).splitlines()  # only old runs: the prior comes from them, marked
     assert any(line.startswith("| prior (op mean Δ) † | 2 | 0.50 ± 0.00 |") for line in lines)
+
+
+def test_fit_only_fits_without_testing_and_a_later_test_only_reads_the_samples_asked_for(meta, monkeypatch, tmp_path):
+    import json
+
+    calls = []
+    monkeypatch.setattr(meta, "_cli", lambda argv: calls.append(argv) or {"test/selection/gain": 0.4})
+    monkeypatch.setattr(meta, "ROOT", tmp_path)
+    monkeypatch.setattr("tap.systems.checkpoints.find_checkpoint", lambda d: d / "best.ckpt")
+    out = tmp_path / "meta.json"
+    meta.main(["--models", "hierarchical", "--fit-only", "--out", str(out)])
+    assert [argv[0] for argv in calls] == ["fit"]  # nothing tested: the transfer set may not be collected yet
+    (r,) = json.loads(out.read_text())
+    assert r["fit_only"] and not any(r["test"].values()) and r["test_samples"] == [] and r["fit_seconds"] is not None
+    assert "hierarchical" not in meta.report([{**r, "label": "hierarchical", "kind": "transfer"}])
+    calls.clear()
+    (tmp_path / "checkpoints" / "meta" / "hierarchical-transfer-s0").mkdir(parents=True)
+    meta.main(["--models", "hierarchical", "--test-only", "--test-samples", "2", "0", "--out", str(out)])
+    (test,) = calls
+    assert test[0] == "test" and "--data.init_args.samples=[2, 0]" in test
+    (r,) = json.loads(out.read_text())
+    assert "fit_only" not in r and r["test_samples"] == [2, 0] and r["fit_seconds"] is not None
+
+
+def test_fit_only_and_test_samples_refuse_what_they_cannot_do(meta, capsys):
+    for argv, message in ((["--fit-only", "--test-only"], "exclude each other"),
+                          (["--test-samples", "7"], "serves samples [0, 1, 2] only"),
+                          (["--test-samples", "0", "--loo", "ii:sum"], "--loo tests on the pool")):
+        with pytest.raises(SystemExit):
+            meta.main(argv)
+        assert message in capsys.readouterr().err

@@ -69,3 +69,18 @@ def test_recorded_command_names_the_transfer_set_only_when_it_is_not_the_default
     args.transfer_seeds = [2]
     assert sc.command(args) == ("python benchmarks/scorers.py --tags w --transfer configs/data/ii_transfer_qwen.yaml "
                                 "--transfer-seeds 2 --out benchmarks/results/scorers/scorers.json")
+
+
+def test_families_are_paired_with_the_first_one_seed_for_seed_and_group_for_group(sc):
+    right, wrong = sc.read_outs(_predictions(True)), sc.read_outs(_predictions(False))
+    assert "Between families" not in sc.report({f"fam-s{s}": {"val": right, "transfer": right} for s in (0, 1)})
+    runs = {"base-s0": {"val": wrong, "transfer": wrong}, "base-s1": {"val": wrong, "transfer": wrong},
+            "new-s0": {"val": right, "transfer": right}, "new-s1": {"val": right, "transfer": right},
+            "new-s2": {"val": right, "transfer": right}, "odd-s7": {"val": right, "transfer": right}}
+    text = sc.report(runs)
+    gap = right["model"]["task_mean"] - wrong["model"]["task_mean"]
+    assert gap > 0
+    assert f"- **new** − **base** (seeds 0, 1): {gap:+.3f} ± 0.000 over seeds ({gap:+.2f}, {gap:+.2f}), **met**" in text
+    assert "- **odd** − **base**: no seed in common" in text
+    flipped = sc.between({"new-s0": runs["base-s0"], "base-s0": runs["new-s0"]})  # the reference is the first given
+    assert f"- **base** − **new** (seeds 0): {gap:+.3f}" in "\n".join(flipped)

@@ -232,3 +232,148 @@ def test_flat_weight_out_of_range_is_refused():
 
     with pytest.raises(ValueError, match="flat_weight"):
         WorldModel(encoder="hash", flat_weight=1.5)
+
+
+# --- relevance inputs (WorldModel(relevance=True)) ---------------------------------------------------------------
+
+class _Letters(torch.nn.Module):
+    """A text backbone for tests: counts of a few letters, so closeness in its space is checkable by hand."""
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        return torch.tensor([[t.count(c) + 0.01 for c in "xyz"] for t in texts])
+
+
+def _relevant_wm(seed=0, **kw):
+    from tap.systems import WorldModel
+
+    torch.manual_seed(seed)
+    return WorldModel(encoder="hash", action_dim=16, deter_dim=16, stoch_dim=4, hidden_dim=32, ensemble=3, bins=21,
+                      relevance=True, **kw)
+
+
+X_PAIRS = ["Input: xx\nOutput: x", "Input: x\nOutput: xxx"]  # the task reads as 'x' to _Letters
+
+
+def test_relevance_inputs_are_the_parents_closeness_and_ten_times_its_change(monkeypatch):
+    wm = _relevant_wm()
+    monkeypatch.setattr(wm.encoder.net, "embed_text", _Letters().forward)
+    parents = [Chain(instruction="xy"), Chain(instruction="xy"), Chain(instruction="yy"), Chain(instruction="xy")]
+    children = [Chain(instruction="xx"), Chain(instruction="yy"), Chain(instruction="yy"), Chain(instruction="xx")]
+    out = wm.relevance_inputs([X_PAIRS, X_PAIRS, X_PAIRS, []], parents, children)
+    assert out.shape == (4, 2)
+    # cosines to the task's direction (~x): 'xx' ~1, 'xy' ~0.71, 'yy' ~0
+    closeness, change = out[:, 0], out[:, 1] / 10
+    assert closeness[:2].tolist() == pytest.approx([2**-0.5, 2**-0.5], abs=0.03)
+    assert change[:2].tolist() == pytest.approx([1 - 2**-0.5, -(2**-0.5)], abs=0.03)
+    assert out[2, 1].item() == 0.0  # no change of text, no change of relevance
+    assert out[3].tolist() == [0.0, 0.0]  # a row without pairs reads zeros, like its task vector
+    with pytest.raises(ValueError, match="2 parents but 1 children"):
+        wm.relevance_inputs([X_PAIRS, X_PAIRS], parents[:2], children[:1])
+    assert tiny_world_model().relevance_inputs([X_PAIRS], parents[:1], children[:1]) is None  # off by default
+
+
+def test_relevance_inputs_equal_the_benchmarks_zero_shot_reading(monkeypatch):
+    from tests.helpers import import_benchmark
+
+    wo = import_benchmark("within_op")
+    wm = _relevant_wm()
+    monkeypatch.setattr(wm.encoder.net, "embed_text", _Letters().forward)
+    pairs_b = ["Input: zy\nOutput: z", "Input: z\nOutput: yz"]
+    rows = [(Chain(instruction=a), Chain(instruction=b), p)
+            for a, b, p in (("xy", "xx", X_PAIRS), ("zzx", "zy", pairs_b), ("xyz", "z", pairs_b))]
+    ours = wm.relevance_inputs([p for *_, p in rows], [a for a, *_ in rows], [b for _, b, _ in rows])
+    theirs = wo.Relevance(text=_Letters())([{"chain": a.to_json(), "next_chain": b.to_json(), "task_pairs": p}
+                                            for a, b, p in rows])
+    assert (ours[:, 1] / 10).tolist() == pytest.approx(theirs.tolist(), abs=1e-6)
+
+
+def test_the_effect_head_reads_the_relevance_of_siblings_and_trains_through_it(sibling_data):
+    batch = collate_siblings(sibling_data.groups["train"].items)
+    wm = _relevant_wm()
+    wm.log = wm.log_dict = lambda *a, **k: None  # no trainer attached
+    wm.eval()
+    with torch.no_grad():
+        sib = wm.sibling_features(batch)
+        moved, _ = wm.net.heads.effect(sib["parent"], sib["child"], sib["extra"] + 1.0)
+    assert sib["extra"].shape == (len(batch["task"]), 2)
+    assert sib["extra"][:, 1].abs().sum() > 0  # the siblings' edits move their prompts
+    assert not torch.allclose(moved, sib["residual"])  # the head's prediction depends on them
+    wm.train()
+    loss = wm._sibling_step(batch, "train")
+    loss.backward()
+    first = wm.net.heads.effect.members[0][0]  # (hidden, 2F + 2) input layer
+    assert first.in_features == 2 * wm.net.feature_dim + 2
+    assert first.weight.grad[:, -2:].abs().sum() > 0  # the loss reaches the relevance inputs' weights
+
+
+def test_windows_one_step_effects_read_the_relevance_of_the_real_next_chain(sibling_data, monkeypatch):
+    from tap.collection.datamodule import collate_windows
+
+    batch = collate_windows(list(sibling_data.splits["train"])[:4])
+    wm = _relevant_wm().eval()
+    seen = {}
+    real = wm.relevance_inputs
+
+    def spy(pairs, parents, children):
+        seen.update(parents=parents, children=children)
+        return real(pairs, parents, children)
+
+    monkeypatch.setattr(wm, "relevance_inputs", spy)
+    with torch.no_grad():
+        terms, aux = wm.loss_terms(batch, "val")
+    B, T1 = batch["reward"].shape
+    assert len(seen["parents"]) == (T1 - 1) * B and torch.isfinite(terms["effect"])
+    # rows are (start step, window): the first row's parent is window 0's first chain, its child the next one
+    assert seen["parents"][0].to_json() == Chain.from_json(batch["chain_json"][0][0]).to_json()
+    assert seen["children"][0].to_json() == Chain.from_json(batch["chain_json"][0][1]).to_json()
+
+
+def test_edit_effect_and_the_search_give_a_relevance_model_its_inputs(monkeypatch):
+    from tap.chains import apply_edit
+    from tap.errors import TapError
+    from tap.planning.search import imagined_effects
+
+    wm = _relevant_wm().eval()
+    task = arithmetic_task(40)
+    chain = initial_chain(task.description)
+    e1, e2 = Edit("instruction", "instruction_edit", (), "Add the numbers."), Edit("segment", "insert", (0,), "Think.")
+    seen = []
+    real = wm.relevance_inputs
+    monkeypatch.setattr(wm, "relevance_inputs", lambda p, a, b: seen.append(b) or real(p, a, b))
+    mean, std = imagined_effects(wm, task, chain, [(e1,), (e1, e2)], task_pairs=3)
+    assert mean.shape == std.shape == (2, 2) and torch.isfinite(mean).all()
+    # the plan's child is the real chain after both edits, in order
+    assert seen[1][0].to_json() == apply_edit(apply_edit(chain, e1), e2).to_json()
+    monkeypatch.setattr(wm, "relevance_inputs", lambda p, a, b: real(p, a, b) + 1.0)
+    shifted, _ = imagined_effects(wm, task, chain, [(e1,), (e1, e2)], task_pairs=3)
+    assert not torch.allclose(shifted, mean)  # the search's reading depends on them
+    with torch.no_grad():
+        lat = wm.encode_chains([chain], task.description, task_pair_texts(task, 3))
+        parent = wm.observe(lat)
+        actions, scales = wm.embed_edits([e1])
+        child = wm.imagine(parent, actions.unsqueeze(1), scales.unsqueeze(1))[0]
+        with pytest.raises(TapError, match="relevance"):
+            wm.edit_effect(parent, child)
+
+
+def test_a_relevance_model_trains_from_the_cli_and_its_checkpoint_rebuilds_it(synthetic_data, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from tap.cli import main
+    from tap.planning.rank import rank_edits
+    from tap.systems import WorldModel
+
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    config = Path(__file__).resolve().parents[2] / "configs" / "world_model.yaml"
+    cli = main(["fit", "--config", str(config), *synthetic_data, "--model.init_args.encoder=hash",
+                "--model.init_args.relevance=true", "--trainer.fast_dev_run=true"])
+    assert cli.trainer.state.finished and cli.model.hparams.relevance
+    path = tmp_path / "wm.ckpt"
+    cli.trainer.save_checkpoint(path)
+    wm = WorldModel.from_checkpoint(path)
+    assert wm.hparams.relevance and wm.net.heads.effect.extra_dim == 2
+    task = arithmetic_task(40)
+    chain = initial_chain(task.description)
+    edits = [Edit("instruction", "instruction_edit", (), "Add the numbers."), Edit("segment", "insert", (0,), "Think.")]
+    ranked = rank_edits(wm, task, chain, edits, task_pairs=3)
+    assert len(ranked) == 2 and all(r.std >= 0 for r in ranked)
