@@ -65,7 +65,7 @@ WM_LOSSES = ("latent", "reward", "response", "delta", "kl_dyn", "kl_rep", "effec
 DEFAULT_SCALES = {"latent": 1.0, "reward": 1.0, "response": 1.0, "delta": 1.0, "kl_dyn": 0.5, "kl_rep": 0.1,
                   "effect": 1.0, "rank": 1.0, "rank_dense": 0.5}
 #: what ``relevance_inputs`` gives the effect head per edit, in order; the change is multiplied by
-#: ``RELEVANCE_SCALE`` (changes are a few hundredths of a cosine; fixed before any fit, not tuned)
+#: ``RELEVANCE_SCALE`` (fixed before any fit, not tuned)
 RELEVANCE_INPUTS = ("parent", "change")
 RELEVANCE_SCALE = 10.0
 RANKED = ("reward", "dense", "reward_observed", "edit", "uncertainty")
