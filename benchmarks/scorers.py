@@ -231,7 +231,8 @@ def command(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tags", nargs="+", required=True, help="checkpoint folders checkpoints/meta/<tag>-s<seed>")
+    ap.add_argument("--tags", nargs="+", help="checkpoint folders checkpoints/meta/<tag>-s<seed> (the first is the "
+                    "reference the others are paired with); required unless --report-only")
     ap.add_argument("--transfer", type=Path, default=TRANSFER, help="the transfer set's data config")
     ap.add_argument("--transfer-seeds", type=int, nargs="+", default=None,
                     help="collection seeds of the transfer set to test on, together (each an independent sample: "
@@ -242,6 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.report_only:
         print(report(json.loads(args.out.read_text())["runs"]))
         return
+    if not args.tags:
+        ap.error("--tags is required (checkpoint folders checkpoints/meta/<tag>-s<seed>) unless --report-only")
     torch.set_num_threads(1)
     try:
         test_dm = _datamodule(args.transfer, **({"samples": args.transfer_seeds} if args.transfer_seeds else {}))

@@ -84,3 +84,16 @@ def test_families_are_paired_with_the_first_one_seed_for_seed_and_group_for_grou
     assert "- **odd** − **base**: no seed in common" in text
     flipped = sc.between({"new-s0": runs["base-s0"], "base-s0": runs["new-s0"]})  # the reference is the first given
     assert f"- **base** − **new** (seeds 0): {gap:+.3f}" in "\n".join(flipped)
+
+
+def test_report_only_needs_no_tags_and_a_run_without_them_is_refused(sc, tmp_path, capsys):
+    import json
+
+    right = sc.read_outs(_predictions(True))
+    out = tmp_path / "s.json"
+    out.write_text(json.dumps({"runs": {"fam-s0": {"val": right, "transfer": right}}}))
+    sc.main(["--report-only", "--out", str(out)])
+    assert "candidate `model`" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        sc.main(["--out", str(out)])
+    assert "--tags is required" in capsys.readouterr().err
