@@ -1,4 +1,5 @@
-"""End-to-end: collect triples from the real SmolLM2 on a BIG-bench task (slow; CI runs them)."""
+"""End-to-end: collect triples from the real SmolLM2 on BIG-bench and instruction-induction tasks (slow; CI runs them;
+the BIG-bench ones need the BIG-bench source, see ``bigbench_source``)."""
 
 import json
 import os
@@ -22,6 +23,22 @@ def real_artifacts(monkeypatch):
     monkeypatch.setenv("TAP_CACHE", REAL_CACHE)
 
 
+@pytest.fixture
+def bigbench_source(real_artifacts):
+    """The BIG-bench source the tests on BIG-bench tasks read (``bigbench==1.0.0``'s sdist, fetched once with pip).
+    On 2026-12-05 the package registry stopped serving that release (it lists 0.0.1 only), so a machine without
+    the file cached cannot run them: they are skipped, saying why, rather than failed for what the project
+    cannot change.
+    """
+    from tap.errors import TaskError
+    from tap.tasks.bigbench import _sdist_path
+
+    try:
+        _sdist_path()
+    except TaskError as err:
+        pytest.skip(f"BIG-bench source unavailable on this machine: {str(err).splitlines()[0]}")
+
+
 def run_collect(tmp_path: Path, *extra: str) -> dict:
     cmd = [sys.executable, "-m", "tap.collect", "--task", TASK, "--data-dir", str(tmp_path / "data"),
            "--cache", str(tmp_path / "calls.sqlite"), *extra]
@@ -30,7 +47,7 @@ def run_collect(tmp_path: Path, *extra: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_collect_real_model_then_rerun_is_free(tmp_path, real_artifacts):
+def test_collect_real_model_then_rerun_is_free(tmp_path, bigbench_source):
     import datasets
 
     from tap.chains import Chain, Edit, apply_edit
@@ -73,7 +90,7 @@ def _rows(path: Path) -> int:
         return 0
 
 
-def test_collect_killed_midway_resumes_without_paying_twice(tmp_path, real_artifacts):
+def test_collect_killed_midway_resumes_without_paying_twice(tmp_path, bigbench_source):
     args = ["--trajectories", "3", "--horizon", "3", "--eval-examples", "6"]
     cache = tmp_path / "calls.sqlite"
     cmd = [sys.executable, "-m", "tap.collect", "--task", TASK, "--data-dir", str(tmp_path / "data"),
@@ -97,7 +114,7 @@ def test_collect_killed_midway_resumes_without_paying_twice(tmp_path, real_artif
     assert again["llm_calls"] == 0 and again["mean_reward"] == resumed["mean_reward"]
 
 
-def test_debug_training_pipeline_on_the_real_model(tmp_path, real_artifacts):
+def test_debug_training_pipeline_on_the_real_model(tmp_path, bigbench_source):
     """The user's debug path: encoder (MiniLM + LoRA) then world model, each with configs/debug.yaml,
     on triples collected from the real SmolLM2, then `test` from the saved checkpoint."""
     root = Path(__file__).resolve().parents[1]
@@ -186,7 +203,7 @@ def test_debug_training_pipeline_on_the_real_model(tmp_path, real_artifacts):
     assert "0 runs to do (3 done)" in again.stdout and first_table.splitlines()[-6:] == again.stdout.splitlines()[-6:]
 
 
-def test_shared_prefix_matches_the_full_path_on_the_real_model(real_artifacts):
+def test_shared_prefix_matches_the_full_path_on_the_real_model(bigbench_source):
     """3 demonstrations on SmolLM2: the chain's KV cache shared across examples (and options) gives the
     same log-probabilities (within 1e-3) and picks in score mode, and the same replies in generate mode."""
     import random
