@@ -26,7 +26,7 @@ def real_artifacts(monkeypatch):
 @pytest.fixture
 def bigbench_source(real_artifacts):
     """The BIG-bench source the tests on BIG-bench tasks read (``bigbench==1.0.0``'s sdist, fetched once with pip).
-    On 2026-12-05 the package registry stopped serving that release (it lists 0.0.1 only), so a machine without
+    On 2026-12-05 the package registry did not serve that release (it listed 0.0.1 only), so a machine without
     the file cached cannot run them: they are skipped, saying why, rather than failed for what the project
     cannot change.
     """

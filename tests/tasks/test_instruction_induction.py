@@ -163,3 +163,19 @@ def test_tasks_cli_lists_both_sources_and_fails_cleanly(capsys, tmp_path):
     two = tmp_path / "two.jsonl"
     two.write_text('{"input": "a", "target": "b"}\n{"input": "c", "target": "d"}\n')
     assert main([str(two)]) == 2 and "at least 3 are needed" in capsys.readouterr().err
+
+
+def test_listing_everything_keeps_the_shipped_tasks_when_big_bench_is_unavailable(capsys, monkeypatch):
+    from tap.errors import TaskError
+    from tap.tasks import bigbench
+    from tap.tasks.__main__ import main
+
+    def unavailable():
+        raise TaskError("could not download the BIG-bench source from the package registry")
+
+    monkeypatch.setattr(bigbench, "task_names", unavailable)
+    assert main([]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("\nii:") == 21 and "BIG-bench tasks unavailable here: could not download" in err
+    assert main(["--source", "bigbench"]) == 2  # asked for BIG-bench alone: the error, by name
+    assert "could not download the BIG-bench source" in capsys.readouterr().err
