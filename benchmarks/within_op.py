@@ -49,14 +49,13 @@ from prior_variants import _datamodule  # noqa: E402
 from scorers import training_pool  # noqa: E402
 from stats import fmt, mean_ci, paired_over_groups, same_op_concordance, seed_families  # noqa: E402
 
-from tap.chains import render  # noqa: E402
 from tap.chains.chain import Chain  # noqa: E402
 from tap.chains.render import prompt_chars  # noqa: E402
 from tap.collection.datamodule import collate_siblings  # noqa: E402
 from tap.machine import machine_info  # noqa: E402
 from tap.metrics import SelectionGain, SiblingRankAgreement  # noqa: E402
 from tap.planning.search import load_world_model  # noqa: E402
-from tap.systems.world_model import WorldModel, _split_half_deltas  # noqa: E402
+from tap.systems.world_model import WorldModel, _split_half_deltas, task_closeness  # noqa: E402
 from tap.tasks import task_slug  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "within_op" / "within_op.json"
@@ -92,17 +91,13 @@ def payload_scores(keys: list[str], op_mean: torch.Tensor, table: dict[str, tupl
     return torch.tensor(out, dtype=torch.float64)
 
 
-def prompt_text(chain_json: str) -> str:
-    """What the chain tells the model before the question, as one text (``tap.chains.render.prompt_text``)."""
-    return render.prompt_text(Chain.from_json(chain_json))
-
-
 class Relevance:
     """Zero-shot and not learned: how much closer an edit brings the prompt to the task it is for.
 
-    Per sibling, ``cos(e(child), t) − cos(e(parent), t)``: ``e`` the frozen MiniLM text tower's unit-normalised mean-
-    pooled embedding of the chain's prompt (``prompt_text``), ``t`` the unit mean of the embeddings of the task's
-    train input/output pairs (the row's ``task_pairs``: all a model sees of a new task). The hypothesis it tests: an
+    Per sibling, ``cos(e(child), t) − cos(e(parent), t)`` (``tap.systems.world_model.task_closeness``, which
+    ``WorldModel(relevance=True)`` reads too): ``e`` the frozen MiniLM text tower's embedding of the chain's prompt
+    (``tap.chains.render.prompt_text``), ``t`` the unit mean of the embeddings of the task's train input/output
+    pairs (the row's ``task_pairs``: all a model sees of a new task). The hypothesis it tests: an
     edit whose text reads more like the task helps more. ``text``: any text backbone (default: frozen MiniLM, which
     memoises each text's embedding).
     """
@@ -115,20 +110,13 @@ class Relevance:
         self.text = text.eval()
 
     @torch.no_grad()
-    def embed(self, texts: list[str]) -> torch.Tensor:
-        """(N, D) unit-normalised embeddings of ``texts``."""
-        return torch.nn.functional.normalize(self.text(texts).double(), dim=-1)
-
     def __call__(self, rows: list[dict]) -> torch.Tensor:
         """(N,) each row's relevance change; ``rows`` are sibling rows (``chain``, ``next_chain``, ``task_pairs``)."""
         if any(not r.get("task_pairs") for r in rows):
             raise SystemExit("a sibling row carries no task pairs; serve the data with task_pairs > 0.")
-        pairs = {tuple(r["task_pairs"]) for r in rows}  # one task direction per task (and sample), not per row
-        unit = {k: torch.nn.functional.normalize(self.embed(list(k)).mean(0), dim=0) for k in pairs}
-        task = torch.stack([unit[tuple(r["task_pairs"])] for r in rows])  # (N, D)
-        child = self.embed([prompt_text(r["next_chain"]) for r in rows])  # (N, D)
-        parent = self.embed([prompt_text(r["chain"]) for r in rows])  # (N, D)
-        return (child * task).sum(-1) - (parent * task).sum(-1)
+        chains = [Chain.from_json(r[k]) for k in ("chain", "next_chain") for r in rows]  # parents, then children
+        r = task_closeness(lambda t: self.text(t).double(), [r["task_pairs"] for r in rows], chains)
+        return r.view(2, len(rows))[1] - r.view(2, len(rows))[0]
 
 
 def half_noise(correct: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

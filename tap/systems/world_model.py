@@ -240,28 +240,17 @@ class WorldModel(TapSystem):
     def relevance_inputs(self, pairs: list[list[str]] | None, parents: list[Chain],
                          children: list[Chain]) -> torch.Tensor | None:
         """(N, 2) what the effect head reads of each edit with ``relevance`` (``RELEVANCE_INPUTS``): ``r(parent)``
-        and ``RELEVANCE_SCALE · (r(child) − r(parent))``, ``r`` the cosine between the frozen text tower's
-        embedding of a chain's ``prompt_text`` and the unit mean of its row's task pairs' embeddings (a row
-        without pairs reads zeros, like the task vector). None without ``relevance``.
+        and ``RELEVANCE_SCALE · (r(child) − r(parent))``, ``r`` the frozen text tower's ``task_closeness`` of a
+        chain's prompt (a row without pairs reads zeros, like the task vector). None without ``relevance``.
         """
         if not self.hparams.get("relevance"):
             return None
-        n = len(parents)
-        if len(children) != n:
-            raise ValueError(f"relevance_inputs: {n} parents but {len(children)} children.")
-        pairs = pairs if pairs is not None else [[] for _ in range(n)]
-        embed = self.encoder.net.embed_text
+        if len(children) != len(parents):
+            raise ValueError(f"relevance_inputs: {len(parents)} parents but {len(children)} children.")
+        pairs = pairs if pairs is not None else [[] for _ in parents]
         with torch.no_grad():
-            keys = list(dict.fromkeys(tuple(p) for p in pairs if p))  # one task direction per distinct pair set
-            task_dir: dict[tuple[str, ...], torch.Tensor] = {}
-            if keys:
-                vec = F.normalize(embed([t for k in keys for t in k]).float(), dim=-1)  # (sum of pairs, D)
-                for k, part in zip(keys, vec.split([len(k) for k in keys])):
-                    task_dir[k] = F.normalize(part.mean(0), dim=0)
-            prompts = F.normalize(embed([prompt_text(c) or " " for c in [*parents, *children]]).float(), dim=-1)
-            zero = prompts.new_zeros(prompts.shape[-1])
-            task = torch.stack([task_dir.get(tuple(p), zero) for p in pairs]) if n else prompts[:0]  # (N, D)
-            r = (prompts.view(2, n, -1) * task).sum(-1)  # (2, N): parents, children
+            r = task_closeness(lambda t: self.encoder.net.embed_text(t).float(), pairs, [*parents, *children])
+        r = r.view(2, len(parents))  # parents, children
         return torch.stack([r[0], RELEVANCE_SCALE * (r[1] - r[0])], -1).to(self.device)
 
     def embed_edits(self, edits: list[Edit]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -666,6 +655,23 @@ class WorldModel(TapSystem):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+
+def task_closeness(embed, pairs: list[list[str]], chains: list[Chain]) -> torch.Tensor:
+    """(M,) for M = ``len(chains)``, a multiple of ``len(pairs)`` (chains cycle over the rows' pairs): the cosine
+    between ``embed``'s vector of each chain's ``prompt_text`` and the unit mean of its row's pairs' unit vectors
+    (0 for a row without pairs). ``embed``: texts -> (N, D). Each distinct pair set is embedded once.
+    """
+    keys = list(dict.fromkeys(tuple(p) for p in pairs if p))
+    direction: dict[tuple[str, ...], torch.Tensor] = {}
+    if keys:
+        vec = F.normalize(embed([t for k in keys for t in k]), dim=-1)  # (sum of pairs, D)
+        for k, part in zip(keys, vec.split([len(k) for k in keys])):
+            direction[k] = F.normalize(part.mean(0), dim=0)
+    prompts = F.normalize(embed([prompt_text(c) or " " for c in chains]), dim=-1)  # (M, D)
+    zero = prompts.new_zeros(prompts.shape[-1])
+    task = torch.stack([direction.get(tuple(p), zero) for p in pairs]) if pairs else prompts[:0]  # (N, D)
+    return (prompts.view(-1, len(pairs) or 1, prompts.shape[-1]) * task).sum(-1).view(-1)
 
 
 def ceiling_shares(scorer: dict[str, torch.Tensor], ceiling: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
