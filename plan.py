@@ -1,6 +1,6 @@
 """Optimise a task's reasoning chain with a trained world model under a budget of real LLM evaluations.
 
-    python plan.py --task bigbench:arithmetic/1_digit_addition --checkpoint checkpoints/world_model --budget 60 --seed 0
+    python plan.py --task ii:sentiment --checkpoint checkpoints/world_model --budget 60 --seed 0
 
 Prints the initial and final chain, one line per verified edit (predicted and measured reward, budget
 spent), and both chains' accuracy on the task's held-out test split; writes plan.json, plan.md,

@@ -7,7 +7,10 @@ For each model (``hierarchical``, ``flat``, ``demo``) and seed: ``train.py fit``
 (``configs/data/transfer.yaml``). Metrics: held-out reward Spearman (imagined chains, 1..3 edits
 ahead of an observed chain), edit-effect Spearman (predicted vs real reward change of one edit),
 latent error (1 - cosine to the encoder's latent of the real chain) at horizons 1 and 3, and the
-error of predicting "no change" at the same horizons for reference.
+error of predicting "no change" at the same horizons for reference. The records in
+``results/world_model.json`` are on the BIG-bench dev suite and object_counting, the default data of
+``configs/world_model.yaml`` and ``configs/data/transfer.yaml`` until 2026-12-05; a run now is on today's defaults
+(four shipped pool tasks; ii:first_word_letter never trained on), each row named by its task.
 
     python benchmarks/world_model_report.py                     # needs checkpoints/encoder (configs/encoder.yaml)
     python benchmarks/world_model_report.py --seeds 0 1 2 --models hierarchical flat demo

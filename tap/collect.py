@@ -2,9 +2,10 @@
 
 Shows progress, caches every LLM call (a second identical run pays 0 calls; a killed run resumes),
 and prints as its last line a JSON summary: triples, trajectories, llm_calls (new, uncached),
-cache_hits, mean_reward, seconds.
+cache_hits, mean_reward, seconds; the requests that induced instructions are counted apart
+(proposer_requests, proposer_llm_calls, proposer_cache_hits).
 
-    python -m tap.collect --task bigbench:arithmetic/1_digit_addition --trajectories 8 --horizon 6
+    python -m tap.collect --task ii:sentiment --trajectories 8 --horizon 6
     python -m tap.collect --config configs/data/ii_pool.yaml [--task ii:sentiment]
 
 With ``--config`` (a data config, as ``train.py --data`` takes), every task of it is collected exactly

@@ -139,7 +139,7 @@ def collect(config: CollectionConfig, llm: LLM, data_dir: str | Path = "data", t
         "llm_calls": getattr(llm, "calls", 0) - calls0, "cache_hits": getattr(llm, "hits", 0) - hits0,
         "chain_evaluations": env.chain_evals, "example_evaluations": env.example_evals,
         "induced_instructions": list(induction.instructions), "proposer_requests": induction.requests,
-        "proposer_llm_calls": induction.llm_calls,
+        "proposer_llm_calls": induction.llm_calls, "proposer_cache_hits": induction.cache_hits,
         "mean_reward": sum(r["next_reward"] for r in rows) / max(len(rows), 1),
         "mean_dense": sum(r["next_dense"] for r in rows) / max(len(rows), 1),
         "seconds": round(seconds, 2),

@@ -146,7 +146,8 @@ class TriplesDataModule(L.LightningDataModule):
     """Chain-edit-response triples for the encoder and the world model.
 
     Args:
-        tasks: task specs to collect and serve (``bigbench:NAME`` or JSONL/CSV paths).
+        tasks: task specs to collect and serve (``ii:NAME``, ``bigbench:NAME`` or JSONL/CSV paths; default
+            ``ii:sentiment``).
         model: the frozen LLM (``smollm2`` offline default, a local dir, or a hub id).
         trajectories: trajectories collected per task.
         horizon: edits per trajectory.
@@ -180,7 +181,7 @@ class TriplesDataModule(L.LightningDataModule):
                  samples: list[int] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.tasks = list(tasks or ["bigbench:arithmetic/1_digit_addition"])
+        self.tasks = list(tasks or ["ii:sentiment"])
         self.val_tasks = set(val_tasks or [])
         if not self.val_tasks <= set(self.tasks) or self.val_tasks == set(self.tasks):
             raise TapError(f"val_tasks {sorted(self.val_tasks)} must be some, not all, of tasks {self.tasks}: they "

@@ -95,3 +95,11 @@ def test_variants_are_paired_on_final_fluency_and_over_all_tasks():
     assert f"| rhymes | {variant} − {base} | 2 | 0.000 ± 1.271 | 1.000 ± 0.000 |" in table
     assert f"| sentiment | {variant} − {base} | 1 | 0.000 | - |" in table
     assert f"| all | {variant} − {base} | 3 | 0.000 ± 0.248 | 1.000 ± 0.000 (n=2) |" in table
+
+
+def test_quick_runs_on_a_shipped_task_unless_told_otherwise():
+    compare = import_benchmark("compare")
+    assert compare.default_tasks(None, quick=True) == [compare.QUICK] and compare.QUICK.startswith("ii:")
+    assert compare.default_tasks(["ii:rhymes", "ii:sum"], quick=True) == ["ii:rhymes"]
+    assert compare.default_tasks(None, quick=False) == compare.DEV + compare.HELD_OUT
+    assert compare.default_tasks(["ii:rhymes"], quick=False) == ["ii:rhymes"]
