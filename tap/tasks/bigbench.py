@@ -40,7 +40,9 @@ def _sdist_path() -> Path:
         except RuntimeError as err:
             raise TaskError(
                 f"could not download the BIG-bench source from the package registry: {err}\nFix: check that "
-                f"pip can reach the registry, or place bigbench-1.0.0.tar.gz in {root} by hand."
+                f"pip can reach the registry, or place bigbench-1.0.0.tar.gz in {root} by hand (some registries "
+                "no longer serve it), or use the instruction-induction tasks that ship with TaP (`python -m "
+                "tap.tasks` lists them; configs/data/ii_pool_qwen.yaml is a training pool of them alone)."
             ) from err
         target = root / downloaded.name
         os.replace(downloaded, target)
