@@ -116,7 +116,8 @@ class Relevance:
             raise SystemExit("a sibling row carries no task pairs; serve the data with task_pairs > 0.")
         chains = [Chain.from_json(r[k]) for k in ("chain", "next_chain") for r in rows]  # parents, then children
         r = task_closeness(lambda t: self.text(t).double(), [r["task_pairs"] for r in rows], chains)
-        return r.view(2, len(rows))[1] - r.view(2, len(rows))[0]
+        parent, child = r.view(2, len(rows))
+        return child - parent
 
 
 def half_noise(correct: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

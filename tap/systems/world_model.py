@@ -38,6 +38,7 @@ to load one); nothing outside this system and ``tap.models`` touches ``.net``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -657,7 +658,8 @@ class WorldModel(TapSystem):
         return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
 
-def task_closeness(embed, pairs: list[list[str]], chains: list[Chain]) -> torch.Tensor:
+def task_closeness(embed: Callable[[list[str]], torch.Tensor], pairs: list[list[str]],
+                   chains: list[Chain]) -> torch.Tensor:
     """(M,) for M = ``len(chains)``, a multiple of ``len(pairs)`` (chains cycle over the rows' pairs): the cosine
     between ``embed``'s vector of each chain's ``prompt_text`` and the unit mean of its row's pairs' unit vectors
     (0 for a row without pairs). ``embed``: texts -> (N, D). Each distinct pair set is embedded once.

@@ -1,6 +1,7 @@
 """Exploratory read-out of addendum 3 (not pre-registered): is the per-group spread of ``model − prior`` the judging
 half's noise? Picks each group's top sibling by the relevance model and by the prior (ties averaged), then judges both
-picks on the oracle's held-out half (``half_b``, as ``scorers.py`` does) and on all 32 examples (``real``).
+picks on the oracle's held-out half (``half_b``, as ``scorers.py`` does) and on all 32 examples (``real``), with
+``SelectionGain.group_gains`` as ``scorers.read_outs`` calls it.
 
     python benchmarks/results/qwen/explore_judge_full.py      # ~5 min at 1 thread; prints both readings
 """
@@ -16,16 +17,9 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
 import scorers as sc  # noqa: E402
 
+from tap.metrics import SelectionGain  # noqa: E402
+
 FAMILY = "hierarchical-relevance-qwen-transfer"
-
-
-def top(score: torch.Tensor, group: torch.Tensor) -> dict[int, torch.Tensor]:
-    """Per group id, the indices of its highest-scored siblings."""
-    out = {}
-    for g in group.unique().tolist():
-        idx = (group == g).nonzero().flatten()
-        out[g] = idx[score[idx] == score[idx].max()]
-    return out
 
 
 def main() -> None:
@@ -36,9 +30,10 @@ def main() -> None:
         wm, data = sc.load_world_model(ckpt)
         pool = sc.training_pool(json.dumps(data, sort_keys=True))
         p = sc.predictions(wm, transfer, sc.op_table(pool.edit_rows["train"]))
-        model, prior = top(p["model"], p["group"]), top(p["prior"], p["group"])
-        for judge, d in diffs.items():
-            d.append([float(p[judge][model[g]].mean() - p[judge][prior[g]].mean()) for g in model])
+        for judge, d in diffs.items():  # each pick's gain over its group's mean, judged on ``judge`` (ties split)
+            model, prior = (SelectionGain.group_gains(p[s], p[judge], p["half_a"], p["group"])[0]
+                            for s in ("model", "prior"))
+            d.append((model - prior).tolist())
     record = json.loads((ROOT / "benchmarks/results/qwen/confirm-scorers-all.json").read_text())["runs"]
     oracle = statistics.mean(statistics.mean(record[f"{FAMILY}-s{s}"]["transfer"]["prior"]["oracle_gain"])
                              for s in range(3))
