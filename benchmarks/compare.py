@@ -573,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="budgets in chain evaluations or in LLM calls (example evaluations)")
     p.add_argument("--world-model", default=str(ROOT / "checkpoints" / "world_model"),
                    help="world-model checkpoint of tap-gradient, tap-sh and prior-sh (a meta-trained one for transfer)")
-    p.add_argument("--policy", default=str(ROOT / "checkpoints" / "planner"))
+    p.add_argument("--policy", default=str(ROOT / "checkpoints" / "policy"),
+                   help="imagination-policy checkpoint of tap-policy (`train.py fit --config configs/policy.yaml`)")
     p.add_argument("--model", default="smollm2", help="the frozen LLM every method runs on")
     p.add_argument("--proposer", help="LLM for APE/OPRO/EvoPrompt proposals (default: the frozen LLM itself)")
     p.add_argument("--eval-examples", type=int, default=16, help="val examples per chain evaluation")
@@ -610,8 +611,11 @@ def main(argv: list[str] | None = None) -> int:
 
                 planners["sh"] = load_world_model(args.world_model)
         except TapError as err:
-            print(f"error: {err}\nTaP's rows need trained checkpoints: `python -m tap.pipeline` (quick) or "
-                  "configs/world_model.yaml and configs/policy.yaml; or leave tap-* out of --methods.",
+            print(f"error: {err}\nTaP's rows need trained checkpoints: `python train.py fit --config "
+                  "configs/world_model.yaml` (checkpoints/world_model) and `--config configs/policy.yaml` "
+                  "(checkpoints/policy), or --world-model/--policy pointing at others (a meta-trained one, e.g. "
+                  "checkpoints/quickstart/world_model from `python -m tap.pipeline`, serves tap-sh and prior-sh); or "
+                  "leave tap-* out of --methods.",
                   file=sys.stderr)
             return 2
         todo = [(t, m, s) for t in args.tasks for s in args.seeds for m in args.methods  # a task's seeds first
