@@ -142,6 +142,8 @@ REFERENCE = ("promptolution-evoprompt",)  # a maintained library's implementatio
 BASELINES = ("random", "grips", "ape", "opro", "evoprompt", "demos", *REFERENCE)
 METHODS = (*SH, *TAP, *BASELINES)
 DEFAULT_METHODS = (*TAP, *BASELINES[: -len(REFERENCE)])
+#: where ``train.py fit --config configs/world_model.yaml`` and ``configs/policy.yaml`` write their checkpoints
+WORLD_MODEL, POLICY = ROOT / "checkpoints" / "world_model", ROOT / "checkpoints" / "policy"
 GRID = (1, 5, 10, 15, 25, 35, 50, 75, 100, 150, 200, 300, 400)
 CALL_GRID = (16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 UNIT_WORDS = {"evals": "real chain evaluations", "calls": "LLM calls (example evaluations)"}
@@ -571,9 +573,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="in --unit (default: 25 50 100 200 chain evaluations; 128 256 512 1024 2048 calls)")
     p.add_argument("--unit", choices=["evals", "calls"], default="evals",
                    help="budgets in chain evaluations or in LLM calls (example evaluations)")
-    p.add_argument("--world-model", default=str(ROOT / "checkpoints" / "world_model"),
+    p.add_argument("--world-model", default=str(WORLD_MODEL),
                    help="world-model checkpoint of tap-gradient, tap-sh and prior-sh (a meta-trained one for transfer)")
-    p.add_argument("--policy", default=str(ROOT / "checkpoints" / "policy"),
+    p.add_argument("--policy", default=str(POLICY),
                    help="imagination-policy checkpoint of tap-policy (`train.py fit --config configs/policy.yaml`)")
     p.add_argument("--model", default="smollm2", help="the frozen LLM every method runs on")
     p.add_argument("--proposer", help="LLM for APE/OPRO/EvoPrompt proposals (default: the frozen LLM itself)")

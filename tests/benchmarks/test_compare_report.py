@@ -103,3 +103,12 @@ def test_quick_runs_on_a_shipped_task_unless_told_otherwise():
     assert compare.default_tasks(["ii:rhymes", "ii:sum"], quick=True) == ["ii:rhymes"]
     assert compare.default_tasks(None, quick=False) == compare.DEV + compare.HELD_OUT
     assert compare.default_tasks(["ii:rhymes"], quick=False) == ["ii:rhymes"]
+
+
+def test_default_checkpoints_are_where_the_training_configs_write_them():
+    import yaml
+
+    compare = import_benchmark("compare")
+    for path, config in ((compare.WORLD_MODEL, "world_model"), (compare.POLICY, "policy")):
+        written = yaml.safe_load((compare.ROOT / "configs" / f"{config}.yaml").read_text())["checkpoint"]["dirpath"]
+        assert path == compare.ROOT / written, (config, path, written)
