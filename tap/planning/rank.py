@@ -46,9 +46,16 @@ class RankedEdit:
     prior: float
 
     def interval(self, coverage: float = 0.8) -> tuple[float, float]:
-        """The central predictive interval of ``coverage`` for the accuracy change (normal, calibrated std)."""
+        """The central predictive interval of ``coverage`` for the accuracy change (normal, calibrated std), cut to
+        [-1, 1]: no edit changes an accuracy by more than that, whatever the regression head extrapolates to.
+        """
         z = normal_quantile(coverage)
-        return self.mean - z * self.std, self.mean + z * self.std
+        return max(-1.0, self.mean - z * self.std), min(1.0, self.mean + z * self.std)
+
+    @property
+    def extrapolated(self) -> bool:
+        """Whether the predicted accuracy change itself is beyond what one can be (|Δ| > 1)."""
+        return abs(self.mean) > 1.0
 
     def to_dict(self) -> dict:
         lo, hi = self.interval()
@@ -102,12 +109,16 @@ def report(task_name: str, chain: Chain, ranked: list[RankedEdit], top: int, tra
     ranks = prior_ranks(ranked)
     for i, (r, pr) in enumerate(zip(ranked[:top], ranks)):
         lo, hi = r.interval()
-        lines.append(f"{i + 1:>4}  {r.mean:+7.3f}  [{lo:+7.3f}, {hi:+7.3f}]  {r.dense:+7.3f}  {r.prior:+7.3f}  "
-                     f"{pr:>10}  {shown(r.edit)}")
+        lines.append(f"{i + 1:>4}  {r.mean:+7.3f}{'*' if r.extrapolated else ' '} [{lo:+7.3f}, {hi:+7.3f}]  "
+                     f"{r.dense:+7.3f}  {r.prior:+7.3f}  {pr:>10}  {shown(r.edit)}")
     if len(ranked) > top:
         lines.append(f"({len(ranked) - top} more; --top {len(ranked)} shows all, --out writes all)")
     lines.append("Δacc, Δgold p: the world model's predicted change of accuracy and of the gold answer's probability; "
-                 "prior: the operation's mean accuracy change in its training data (ties share a rank).")
+                 "prior: the operation's mean accuracy change in its training data (ties share a rank); "
+                 "intervals are cut to [-1, 1].")
+    if any(r.extrapolated for r in ranked[:top]):
+        lines.append("*: beyond what an accuracy change can be; the model extrapolates (read it as 'large', and its "
+                     "order among such edits loosely).")
     return "\n".join(lines)
 
 

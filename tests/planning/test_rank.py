@@ -43,7 +43,8 @@ def test_each_prediction_is_the_models_one_edit_reading_and_the_list_is_sorted(w
         assert r.dense == pytest.approx(float(mean[0, 1]), abs=1e-5)
         assert r.prior == pytest.approx(float(wm.op_prior(torch.tensor([r.edit.op_id]))[0]))
         lo, hi = r.interval()
-        assert r.mean - lo == pytest.approx(normal_quantile(0.8) * r.std) and hi - r.mean == pytest.approx(r.mean - lo)
+        half = normal_quantile(0.8) * r.std
+        assert lo == pytest.approx(max(-1.0, r.mean - half)) and hi == pytest.approx(min(1.0, r.mean + half))
     # the task's pairs are what the model reads of the task: other pairs, other predictions
     other = rank_edits(wm, task, chain, edits, task_pairs=1)
     assert {r.edit.to_json(): r.mean for r in other} != {r.edit.to_json(): r.mean for r in ranked}
@@ -123,3 +124,13 @@ def test_exit_code_turns_a_named_error_into_one_line_and_code_2(capsys):
     assert exit_code(lambda: 3) == 3 and exit_code(lambda: ["ranked"]) == 0
     with pytest.raises(ZeroDivisionError):  # a bug is not a user error: its traceback stays
         exit_code(lambda: 1 / 0)
+
+
+def test_intervals_are_cut_to_what_an_accuracy_change_can_be_and_extrapolations_are_marked():
+    e = Edit("token", "add", (0, 0), "x")
+    wide, beyond = RankedEdit(e, 0.5, 1.0, 0.0, 0.1), RankedEdit(e, 1.2, 0.2, 0.0, 0.1)
+    assert wide.interval() == (pytest.approx(0.5 - normal_quantile(0.8)), 1.0) and not wide.extrapolated
+    assert beyond.interval()[1] == 1.0 and beyond.extrapolated and beyond.to_dict()["interval80"][1] == 1.0
+    text = report("ii:rhymes", Chain("Rhyme."), [beyond, wide], 2, [])
+    assert "+1.200*" in text and "*: beyond what an accuracy change can be" in text
+    assert "*: beyond" not in report("ii:rhymes", Chain("Rhyme."), [wide], 1, [])
