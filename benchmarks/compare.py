@@ -31,7 +31,7 @@ are counted in two settings: ``per-task`` adds the chain evaluations spent colle
 data on this task (read from its checkpoint); ``transfer`` is a task the world model never saw (collection
 cost 0 on it).
 
-    python benchmarks/compare.py --quick          # ii:sentiment, one seed, budgets 10 and 25: a few minutes
+    python benchmarks/compare.py --quick          # ii:sentiment, one seed, budgets 10 and 25: 11 min on 2 cores
     python benchmarks/compare.py                  # dev suite + held-out task, seeds 0-2, budgets 25-200
     python benchmarks/compare.py --tasks bigbench:arithmetic/1_digit_addition bigbench:object_counting
     python benchmarks/compare.py --report-only    # table and plot from the saved runs
