@@ -24,22 +24,12 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
 from prior_variants import _datamodule  # noqa: E402
 
+from tap.collection.datamodule import collate_siblings  # noqa: E402
 from tap.metrics import SelectionGain  # noqa: E402
+from tap.systems.world_model import _split_half_deltas  # noqa: E402
 
 Row = dict
 Scorer = Callable[[Row], float]
-
-
-def halves(r: Row) -> tuple[float, float]:
-    """The accuracy change on the first and on the second half of the sibling's examples."""
-    h = len(r["correct"]) // 2
-
-    def acc(c: list[bool], part: slice) -> float:
-        return sum(c[part]) / max(1, len(c[part]))
-
-    first, second = slice(0, h), slice(h, None)
-    return (acc(r["next_correct"], first) - acc(r["correct"], first),
-            acc(r["next_correct"], second) - acc(r["correct"], second))
 
 
 def banded(rows: list[Row], band: Callable[[Row], int], k: float = 5.0) -> Scorer:
@@ -93,7 +83,7 @@ def main() -> None:
     for task in tasks:
         scorers = {s: make([r for g in groups if g[0]["task"] != task for r in g]) for s, make in SCORERS.items()}
         for g in (g for g in groups if g[0]["task"] == task):
-            a, b = (torch.tensor(h) for h in zip(*(halves(r) for r in g)))
+            a, b = _split_half_deltas(collate_siblings([g]))  # each sibling's change on either half, (6,) each
             gid = torch.zeros(len(g), dtype=torch.long)
             for s, score in scorers.items():
                 model, oracle = SelectionGain.group_gains(torch.tensor([score(r) for r in g]), b, a, gid)
