@@ -599,7 +599,13 @@ def main(argv: list[str] | None = None) -> int:
         from tap.errors import TapError
         from tap.llm import load_llm
         from tap.planning import PlanConfig, Planner
+        from tap.tasks import load_tasks
 
+        try:
+            load_tasks(args.tasks, seed=SPLIT_SEED)
+        except TapError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         llm = load_llm(args.model, cache=args.cache)
         proposer = load_llm(args.proposer, cache=args.cache) if args.proposer else llm
         planners = {}

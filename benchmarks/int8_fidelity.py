@@ -140,9 +140,16 @@ def main(argv: list[str] | None = None) -> int:
         os.execve(sys.executable, [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:])], env)
     out = Path(args.out)
     if not args.report_only:
+        from tap.errors import TaskError
         from tap.llm import load_llm
         from tap.paths import update_json
+        from tap.tasks import load_tasks
 
+        try:
+            load_tasks(args.tasks)
+        except TaskError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         for dtype in args.dtypes:
             llm = load_llm(args.model, dtype=dtype)
             for task in args.tasks:

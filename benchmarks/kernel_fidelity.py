@@ -108,7 +108,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = Path(args.out)
     if not args.report_only:
+        from tap.errors import TaskError
         from tap.paths import cache_dir, update_json
+        from tap.tasks import load_tasks
+
+        try:
+            load_tasks(args.tasks)
+        except TaskError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
 
         models = cache_dir() / "models"  # the converted weights are shared; the call cache is not
         rows = json.loads(out.read_text()) if out.exists() else {}

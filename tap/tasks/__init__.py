@@ -50,4 +50,20 @@ def load_task(
     )
 
 
-__all__ = ["Example", "Metric", "SplitFractions", "Task", "load_task", "task_slug"]
+def load_tasks(specs: list[str], seed: int = 0) -> dict[str, Task]:
+    """Load every task of a run before it pays for any call, so that a task this machine cannot load stops
+    the run at its start, not hours in: one ``TaskError`` names each such task and why.
+    """
+    tasks, failed = {}, []
+    for spec in specs:
+        try:
+            tasks[spec] = load_task(spec, seed=seed)
+        except TaskError as err:
+            failed.append(f"- {spec}: {err}")
+    if failed:
+        raise TaskError(f"{len(failed)} of the {len(specs)} tasks cannot be loaded here:\n" + "\n".join(failed)
+                        + "\nFix: leave them out (--tasks lists the tasks to run), or make their source available.")
+    return tasks
+
+
+__all__ = ["Example", "Metric", "SplitFractions", "Task", "load_task", "load_tasks", "task_slug"]

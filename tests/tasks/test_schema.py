@@ -125,3 +125,18 @@ def test_fixture_task_inputs_are_distinct(tiny_task, tiny_mc_task):
 def test_task_slug_is_one_short_name_per_spec(spec, slug):
     assert task_slug(spec) == slug
     assert Task(spec, _examples(5), "exact_match").slug == slug
+
+
+def test_load_tasks_names_every_task_it_cannot_load_before_any_is_used(tmp_path):
+    from tap.tasks import load_tasks
+
+    bad = tmp_path / "broken.jsonl"
+    bad.write_text("{not json\n")
+    tasks = load_tasks(["ii:sentiment", "ii:rhymes"], seed=3)
+    assert list(tasks) == ["ii:sentiment", "ii:rhymes"] and tasks["ii:rhymes"].seed == 3
+    with pytest.raises(TaskError) as err:
+        load_tasks(["ii:sentiment", "nope:x", str(bad)])
+    msg = str(err.value)
+    assert msg.startswith("2 of the 3 tasks cannot be loaded here")
+    assert "- nope:x: unknown task" in msg and f"- {bad}:" in msg and "ii:sentiment" not in msg.split("\n", 1)[1]
+    assert "--tasks" in msg
