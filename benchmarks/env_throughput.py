@@ -47,11 +47,12 @@ ISA_CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"
 TASKS = {"generate": "bigbench:arithmetic/1_digit_addition", "score": "bigbench:sports_understanding"}
 #: shipped tasks used where BIG-bench's source is unavailable (``sentiment-choice``: see ``sentiment_choice``)
 FALLBACK = {"generate": "ii:singular_to_plural", "score": "sentiment-choice"}
-#: ``--candidates``: (label, dtype, path, batch size, threads); ``compiled`` is the shared path under torch.compile
-CANDIDATES = [("fp32 (baseline)", "fp32", "shared", 16, 2), ("torch.compile", "fp32", "compiled", 16, 2),
-              ("batch 8", "fp32", "shared", 8, 2), ("batch 32", "fp32", "shared", 32, 2),
-              ("1 thread", "fp32", "shared", 16, 1), ("fp16", "fp16", "shared", 16, 2),
-              ("int8", "int8", "shared", 16, 2)]
+#: ``--candidates``: (label, dtype, path, batch size, threads: None for the default, every core or $TAP_THREADS);
+#: ``compiled`` is the shared path under torch.compile
+CANDIDATES = [("fp32 (baseline)", "fp32", "shared", 16, None), ("torch.compile", "fp32", "compiled", 16, None),
+              ("batch 8", "fp32", "shared", 8, None), ("batch 32", "fp32", "shared", 32, None),
+              ("1 thread", "fp32", "shared", 16, 1), ("fp16", "fp16", "shared", 16, None),
+              ("int8", "int8", "shared", 16, None)]
 
 
 def sentiment_choice():

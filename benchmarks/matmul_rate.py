@@ -68,9 +68,10 @@ def main() -> None:
     rows = []
     for label, dtype, caps in SETTINGS:
         env = {**os.environ, **caps}
-        out = subprocess.run([sys.executable, __file__, "--one", dtype], env=env, capture_output=True, text=True,
-                             check=True).stdout
-        rows.append({"setting": label, "dtype": dtype, "env": caps, **json.loads(out.strip().splitlines()[-1])})
+        proc = subprocess.run([sys.executable, __file__, "--one", dtype], env=env, capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"setting {label!r} failed:\n{proc.stderr[-3000:]}")
+        rows.append({"setting": label, "dtype": dtype, "env": caps, **json.loads(proc.stdout.strip().splitlines()[-1])})
         print(json.dumps(rows[-1]), file=sys.stderr)
     m = machine_info()
     if args.out:
