@@ -203,11 +203,12 @@ def search(method: str, task, budget: int, seed: int, args, llm, planners: dict,
     return run_baseline(method, llm, task, evals, seed, **settings), "baseline", 0
 
 
-def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, proposer) -> dict:
+def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, proposer, task=None) -> dict:
+    """One search run and its held-out test scores; ``task``: ``task_spec`` already loaded (with ``SPLIT_SEED``)."""
     from tap.env import Environment
     from tap.tasks import load_task
 
-    task = load_task(task_spec, seed=SPLIT_SEED)
+    task = task or load_task(task_spec, seed=SPLIT_SEED)
     t0 = time.time()
     result, setting, collection = search(method, task, max(args.budgets), seed, args, llm, planners, proposer)
     search_seconds = time.time() - t0
@@ -602,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         from tap.tasks import load_tasks
 
         try:
-            load_tasks(args.tasks, seed=SPLIT_SEED)
+            tasks = load_tasks(args.tasks, seed=SPLIT_SEED)  # every task loads before any call is paid, once
         except TapError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -637,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{i + 1}/{len(todo)}] {task_slug(task)} {method} seed {seed}: done by another run", flush=True)
                 continue
             print(f"[{i + 1}/{len(todo)}] {task_slug(task)} {method} seed {seed}", flush=True)
-            run = run_one(method, task, seed, args, llm, planners, proposer)
+            run = run_one(method, task, seed, args, llm, planners, proposer, tasks[task])
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, json.dumps(run, indent=1, ensure_ascii=False))
     runs = [r for r in load_runs(out) if r["task"] in args.tasks and r["method"] in args.methods

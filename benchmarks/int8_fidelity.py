@@ -49,16 +49,17 @@ def chains_of(task, n_chains: int, seed: int) -> list:
     return chains + [space.random_chain(rng) for _ in range(n_chains - len(chains))]
 
 
-def answer(task_name: str, llm, n_chains: int, n_examples: int, seed: int) -> dict:
-    """Every chain's answers (extracted) and correctness on the first ``n_examples`` val examples."""
+def answer(task, llm, n_chains: int, n_examples: int, seed: int) -> dict:
+    """Every chain's answers (extracted) and correctness on the first ``n_examples`` val examples of ``task``
+    (loaded with ``seed``).
+    """
     from tqdm import tqdm
 
     from tap.env import Environment
     from tap.llm.base import GenerationSettings
     from tap.machine import machine_info
-    from tap.tasks import load_task
 
-    task = load_task(task_name, seed=seed)
+    task_name = task.name
     tokens = 24 if task_name.startswith("ii:") else 32  # as the sensitivity screen
     env = Environment(llm, task, generation=GenerationSettings(max_new_tokens=tokens))
     examples = task.val[:n_examples]
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         from tap.tasks import load_tasks
 
         try:
-            load_tasks(args.tasks)
+            tasks = load_tasks(args.tasks, seed=args.seed)  # every task loads before any call is paid
         except TaskError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 key = f"{task}|{llm.name}|{args.chains}|{args.examples}|{args.seed}"
                 rows = json.loads(out.read_text()) if out.exists() else {}
                 if key not in rows:
-                    update_json(out, key, answer(task, llm, args.chains, args.examples, args.seed))
+                    update_json(out, key, answer(tasks[task], llm, args.chains, args.examples, args.seed))
     rows = json.loads(out.read_text()) if out.exists() else {}
     print(report(rows) if rows else "no results yet")
     return 0

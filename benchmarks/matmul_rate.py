@@ -8,7 +8,7 @@ Settings: fp32 and int8 (dynamic, per-channel, as ``tap.llm.hf.quantize_int8``) 
 AVX2 (what an AVX2-only CPU runs); fp32, bf16, and bf16 without AMX (``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``)
 uncapped. Nothing else may run meanwhile.
 
-    python benchmarks/matmul_rate.py          # about 1 minute on 2 cores
+    python benchmarks/matmul_rate.py          # about 30 s on 2 cores
 """
 
 from __future__ import annotations
@@ -44,8 +44,11 @@ def rate(dtype: str, tokens: int, seconds: float = 2.0) -> float:
     if dtype == "bf16":
         layer, x = layer.to(torch.bfloat16), x.to(torch.bfloat16)
     elif dtype == "int8":
-        layer = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(layer), {torch.nn.Linear},
-                                                       dtype=torch.qint8)
+        from torch.ao import quantization as Q
+
+        # per-channel weights, as tap.llm.hf.quantize_int8 quantizes the model's layers
+        layer = Q.quantize_dynamic(torch.nn.Sequential(layer), {torch.nn.Linear: Q.per_channel_dynamic_qconfig},
+                                   dtype=torch.qint8)
     with torch.inference_mode():
         for _ in range(20):
             layer(x)
