@@ -16,13 +16,11 @@ paired differences (discordant examples), floored at ``1 / n``. The posterior me
 added to every later candidate's predicted change: with no measurement it is 0 (the ranker as
 meta-trained); with many it tends to the task's own mean residual per operation. ``tau`` says how far
 a task may depart from the ranker per operation (accuracy points / 100). It costs no LLM call and
-closed-form updates of a 13 x 13 matrix: this is TaP's cheapest way to learn inside the budget, beside
-the world model's gradient refinement (``tap.planning.refine``).
+closed-form updates of a 13 x 13 matrix: this is TaP's cheapest way to learn inside the budget, the only learning
+inside the budget.
 """
 
 from __future__ import annotations
-
-import json
 
 import torch
 
@@ -110,19 +108,6 @@ class OpCorrection:
         share = phi / phi.sum(dim=1, keepdim=True).clamp(min=1.0)  # (N, D): each edit's weight in the mean
         return (share @ sd).tolist()
 
-    def imagined(self, edits: tuple[Edit, ...] | list[Edit], noise: float) -> OpCorrection:
-        """A copy that has also measured ``edits`` with noise variance ``noise``, for its uncertainty only: the
-        batch acquisition's stand-in for a measurement not made yet (GP-BUCB's hallucinated observation). Its
-        posterior mean is not meant to be read (a hallucinated outcome equal to the mean would leave it as is).
-        """
-        if noise <= 0:
-            raise TapError(f"a measurement's noise variance must be > 0, got {noise}.")
-        out = OpCorrection(self.tau)
-        phi = self.features(edits)
-        out.precision = self.precision + torch.outer(phi, phi) / noise
-        out.weighted, out.observations = self.weighted.clone(), self.observations
-        return out
-
     def summary(self, digits: int = 4) -> dict[str, float]:
         """The operations measured so far -> their posterior mean departure (the record of the "why")."""
         if not self.observations:
@@ -132,76 +117,4 @@ class OpCorrection:
         return {OP_NAMES[i]: round(float(w[i]), digits) for i in seen}
 
 
-def edit_key(edit: Edit) -> str:
-    """What an edit is, across the chains of one task: its operation and payload (not its target)."""
-    return f"{edit.scale}.{edit.op}|{json.dumps(edit.payload, sort_keys=True, ensure_ascii=False)}"
-
-
-class EditCorrection(OpCorrection):
-    """``OpCorrection`` plus each edit's own departure inside its operation, learnt from the same measurements.
-
-    The regression gains one feature per edit measured so far (``edit_key``: operation and payload, so the same
-    instruction, step or demonstration entered from another chain counts as the same edit):
-
-        residual = phi . w + psi . v + noise,   w ~ N(0, tau^2 I),   v ~ N(0, tau_edit^2 I)
-
-    with ``psi`` how many times a candidate makes each measured edit. An edit never measured has no ``v`` and
-    keeps its operation's correction; one measured twice above its operation's mean ranks above its unmeasured
-    siblings. (A Gaussian process over candidates with the kernel ``tau^2 [same op] + tau_edit^2 [same edit]``:
-    ``benchmarks/online_rank.py``'s ``prior+op+payload``, measured there before it was offered here,
-    ``benchmarks/results/within_op/PLAN.md`` addendum 3.) ``summary`` records the operations' departures of this
-    joint posterior; the uncertainty (``spread``, ``imagined``) stays the per-operation model's.
-
-    Args:
-        tau: prior standard deviation of an operation's departure; must be > 0.
-        tau_edit: prior standard deviation of an edit's departure from its operation's; must be > 0.
-    """
-
-    def __init__(self, tau: float, tau_edit: float) -> None:
-        super().__init__(tau)
-        if tau_edit <= 0:
-            raise TapError(f"the correction's per-edit prior scale tau_edit must be > 0, got {tau_edit}.")
-        self.tau_edit = tau_edit
-        self._measured: list[tuple[tuple[Edit, ...], float, float]] = []  # (edits, residual, noise)
-
-    def add(self, edits: tuple[Edit, ...] | list[Edit], residual: float, noise: float) -> None:
-        super().add(edits, residual, noise)
-        self._measured.append((tuple(edits), residual, noise))
-
-    def _design(self, edits: tuple[Edit, ...] | list[Edit], vocab: dict[str, int]) -> torch.Tensor:
-        """(D + E,) operation counts, then counts of the measured edits in ``vocab`` order."""
-        psi = torch.zeros(len(vocab), dtype=torch.float64)
-        for e in edits:
-            if (j := vocab.get(edit_key(e))) is not None:
-                psi[j] += 1.0
-        return torch.cat([self.features(edits), psi])
-
-    def _posterior(self) -> tuple[torch.Tensor, dict[str, int]]:
-        """(D + E,) the posterior mean of the operations' and the measured edits' departures, and the edits'
-        order (``edit_key`` -> index after the D operations).
-        """
-        keys = dict.fromkeys(edit_key(e) for edits, _, _ in self._measured for e in edits)
-        vocab = {k: j for j, k in enumerate(keys)}
-        d = len(self.weighted)
-        prior = torch.cat([torch.full((d,), self.tau**-2), torch.full((len(vocab),), self.tau_edit**-2)])
-        precision = torch.diag(prior.double())  # (D + E, D + E)
-        weighted = torch.zeros(d + len(vocab), dtype=torch.float64)
-        for edits, residual, noise in self._measured:
-            x = self._design(edits, vocab)  # (D + E,)
-            precision += torch.outer(x, x) / noise
-            weighted += x * residual / noise
-        return torch.linalg.solve(precision, weighted), vocab
-
-    def weights(self) -> torch.Tensor:
-        """(D,) posterior mean departure per operation, with the measured edits' own departures beside them."""
-        return self._posterior()[0][: len(self.weighted)] if self.observations else torch.zeros_like(self.weighted)
-
-    def correct(self, candidates: list[tuple[Edit, ...]]) -> list[float]:
-        """The posterior mean correction of each candidate: its operations' departures plus its measured edits'."""
-        if not self.observations:
-            return [0.0] * len(candidates)
-        w, vocab = self._posterior()
-        return [float(self._design(edits, vocab) @ w) for edits in candidates]
-
-
-__all__ = ["EditCorrection", "OpCorrection", "edit_key", "paired_residual_noise"]
+__all__ = ["OpCorrection", "paired_residual_noise", "require_same_examples"]

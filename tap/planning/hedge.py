@@ -5,8 +5,7 @@ uniformly from the menu. All of them are measured on the first rung, on the same
 incumbent, so each has a paired change over the incumbent (accuracy, plus ``dense_weight`` times the
 gold-answer probability, the search's own score). The mean change of the ranked entrants minus that of
 the random ones is the ranker's measured skill on this task, paid for by the search's own
-verification: no extra LLM call. (With the search's ``hedge_on="reached"`` the change added is instead the
-entrant's accuracy change at the highest rung it reached, once the round's halving is over.)
+verification: no extra LLM call.
 
 ``RankerSkill`` keeps those changes and sets the ranked share of the next round's entrants by
 probability matching: the posterior probability that ranked entrants gain more than random ones,
@@ -45,47 +44,24 @@ class RankerSkill:
         arms: the two kinds of entrant: the first is weighed against the second (``("ranked", "composed")``
             weighs the ranker's plain picks against the plans it composes, ``SuccessiveHalvingSearch``'s
             ``compose_hedge``).
-        window: weigh only the gains of the last ``window`` rounds (``next_round`` closes a round); None:
-            every round. A ranker's skill need not last a search: the operation prior's edge over random
-            draws is mostly in its first round on every task measured (its best edits, added demonstrations,
-            get used up), so evidence from the start keeps trusting it after it has stopped being right. Measured
-            with ``window=1``: it moves the slots to random draws, not test accuracy (benchmarks/README.md, "A
-            hedge that weighs only the last round"), so the searches default to every round.
     """
 
-    def __init__(self, explore: float, floor: float = 0.01, arms: tuple[str, str] = ("ranked", "random"),
-                 window: int | None = None) -> None:
+    def __init__(self, explore: float, floor: float = 0.01, arms: tuple[str, str] = ("ranked", "random")) -> None:
         if not 0 <= explore <= 1 or floor <= 0 or len(arms) != 2 or arms[0] == arms[1]:
             raise TapError(f"invalid hedge settings: explore ({explore}) must be in [0, 1], the variance floor "
                            f"({floor}) > 0, and the arms ({arms}) two different kinds.")
-        if window is not None and window < 1:
-            raise TapError(f"the hedge's window counts rounds and must be >= 1 (or None: every round), got {window}.")
-        self.explore, self.floor, self.arms, self.window = explore, floor, tuple(arms), window
-        self._rounds: list[dict[str, list[float]]] = [{a: [] for a in self.arms}]  # the gains of each round
-
-    @property
-    def gains(self) -> dict[str, list[float]]:
-        """Every gain added so far, per kind, in order (whatever the window)."""
-        return {a: [g for r in self._rounds for g in r[a]] for a in self.arms}
+        self.explore, self.floor, self.arms = explore, floor, tuple(arms)
+        self.gains: dict[str, list[float]] = {a: [] for a in self.arms}  # every gain added so far, per kind
 
     def add(self, source: str, gain: float) -> None:
         """One entrant's first-rung gain; ``source`` is one of ``arms``."""
         if source not in self.arms:
             raise TapError(f"an entrant is {' or '.join(repr(a) for a in self.arms)}, got {source!r}.")
-        self._rounds[-1][source].append(float(gain))
-
-    def next_round(self) -> None:
-        """Close the current round: with a ``window``, gains older than the last ``window`` rounds stop counting."""
-        self._rounds.append({a: [] for a in self.arms})
-
-    def weighed(self, source: str) -> list[float]:
-        """The gains of ``source`` that count now (the last ``window`` closed rounds and the open one, or all)."""
-        rounds = self._rounds if self.window is None else self._rounds[-(self.window + 1):]
-        return [g for r in rounds for g in r[source]]
+        self.gains[source].append(float(gain))
 
     def probability(self) -> float | None:
         """P(the first kind gains more than the second); None before both were measured."""
-        r, u = self.weighed(self.arms[0]), self.weighed(self.arms[1])
+        r, u = self.gains[self.arms[0]], self.gains[self.arms[1]]
         if not r or not u:
             return None
         mr, mu = sum(r) / len(r), sum(u) / len(u)
@@ -109,7 +85,7 @@ class RankerSkill:
     def summary(self) -> dict:
         """What was measured so far, for the round's record."""
         (a, b), p = self.arms, self.probability()
-        r, u = self.weighed(a), self.weighed(b)
+        r, u = self.gains[a], self.gains[b]
         return {a: len(r), b: len(u), f"{a}_mean": round(sum(r) / len(r), 4) if r else None,
                 f"{b}_mean": round(sum(u) / len(u), 4) if u else None,
                 f"p_{a}_better": None if p is None else round(p, 4)}
