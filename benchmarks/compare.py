@@ -6,20 +6,9 @@ collected on, so no world-model training example is ever a test example), the sa
 val examples, and is charged the same way: one chain evaluation per chain scored on those examples
 (``tap.env`` / ``tap.baselines.base``). Methods:
 
-- ``tap-sh``: TaP's successive-halving search (``tap.planning.search``) with the world model; its ablations
-  ``tap-sh-mean`` (no uncertainty: entrants by predicted mean), ``tap-sh-online`` (learns online by refining the
-  world model) and ``tap-sh-adapt`` (learns online a per-operation correction; ``prior-sh-adapt`` on the prior);
-  ``prior-sh`` the same search ranked by the non-learned prior; ``random-sh`` the same search with a uniform choice
-  (the baseline that isolates what the model adds); ``prior-sh-carry`` and ``random-sh-carry`` carry the entrants
-  that beat the incumbent into the next round (``carry=2``); ``prior-sh-e4`` and ``random-sh-e4`` verify 4 entrants a
-  round instead of 8 (48 calls a round at 32 examples instead of 80: twice the rounds at a budget);
-  ``prior-sh-hedge`` sets each round's random share from the ranker's measured skill (``tap.planning.hedge``),
-  ``prior-sh-e4-hedge`` does so with 4 entrants a round, ``prior-sh-hedge-x50`` from a first round of 4 ranked and
-  4 random entrants; ``prior-sh-hedge-c4`` adds plans the ranker composes from its best single edits, 4 to a plan
-  (``compose=4``), ``random-sh-c4`` the same composition in a uniform order, ``prior-sh-hedge-mix4`` gives the
-  composed plans the share of the ranker's entrants they earn against its other picks (``compose_hedge``),
-  ``prior-sh-hedge-w1`` hedges on the last round's entrants only (``hedge_window=1``);
-- ``tap-gradient``, ``tap-policy``: the planner (``tap.planning``) with the world model / imagination policy;
+- ``tap``, ``tap-model``, ``random-sh``, ``tap-readable``: TaP's search with its presets ``default``, ``model``,
+  ``random`` (the same search with a uniform choice: the ablation that isolates the ranker) and ``readable``
+  (``tap.planning.presets``);
 - ``random``, ``grips``, ``ape``, ``opro``, ``evoprompt``, ``demos``: ``tap.baselines``;
 - ``promptolution-evoprompt`` (not in the default list): the maintained ``promptolution`` library's EvoPrompt-GA
   on the same environment and accounting, a reference row beside ``evoprompt`` (``promptolution_ref.py``).
@@ -31,12 +20,12 @@ are counted in two settings: ``per-task`` adds the chain evaluations spent colle
 data on this task (read from its checkpoint); ``transfer`` is a task the world model never saw (collection
 cost 0 on it).
 
-    python benchmarks/compare.py --quick          # ii:sentiment, one seed, budgets 10 and 25: 11 min on 2 cores
+    python benchmarks/compare.py --quick          # ii:sentiment, one seed, TaP's default and random-sh at 64, 128 calls
     python benchmarks/compare.py                  # dev suite + held-out task, seeds 0-2, budgets 25-200
     python benchmarks/compare.py --tasks bigbench:arithmetic/1_digit_addition bigbench:object_counting
     python benchmarks/compare.py --report-only    # table and plot from the saved runs
-    python benchmarks/compare.py --unit calls --tasks ii:rhymes --methods tap-sh random-sh \
-        --world-model checkpoints/meta/hierarchical-transfer-s0 --seeds 0 1 2 3 4   # budgets in LLM calls
+    python benchmarks/compare.py --unit calls --tasks ii:rhymes --methods tap random-sh \
+        --world-model checkpoints/quickstart/world_model --seeds 0 1 2 3 4   # budgets in LLM calls
 
 ``--unit calls`` gives every budget in LLM calls (example evaluations; default grid 128-2048) instead of
 chain evaluations, and writes under ``compare-calls/``.
@@ -51,11 +40,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +51,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from stats import fmt, mean_ci  # noqa: E402 - benchmarks/ is on the path from here on
 
 from tap.machine import machine_info  # noqa: E402
+from tap.planning.presets import METHOD_NAMES  # noqa: E402
 from tap.tasks import task_slug  # noqa: E402
 
 DEV = ["bigbench:arithmetic/1_digit_addition", "bigbench:arithmetic/1_digit_multiplication",
@@ -71,79 +59,15 @@ DEV = ["bigbench:arithmetic/1_digit_addition", "bigbench:arithmetic/1_digit_mult
 HELD_OUT = ["bigbench:object_counting"]
 QUICK = "ii:sentiment"  # --quick's task: shipped (BIG-bench's source is not always available), and the first task
                         # of configs/world_model.yaml's default data, so the per-task setting as on the dev suite
-TAP = ("tap-gradient", "tap-policy")
-#: one search (tap.planning.search), several rankers and the ablations of TaP's: method -> (scorer, settings)
-SH_VARIANTS: dict[str, tuple[str, dict]] = {
-    "tap-sh": ("model", {}),
-    "tap-sh-mean": ("model", {"beta": 0.0}),           # no uncertainty in the acquisition: top by predicted mean
-    "tap-sh-online": ("model", {"refine_steps": 10}),  # learns online from every verified transition
-    "tap-sh-adapt": ("model", {"adapt": 0.1}),         # corrects the model per operation online (tap.planning.adapt)
-    "prior-sh-adapt": ("prior", {"adapt": 0.1}),       # the same correction on the non-learned prior
-    "gradient-sh": ("gradient", {}), "prior-sh": ("prior", {}), "random-sh": ("random", {}),
-    "prior-sh-carry": ("prior", {"carry": 2}),         # entrants that beat the incumbent re-enter the next round first
-    "random-sh-carry": ("random", {"carry": 2}),       # the same carrying with a uniform choice (no model)
-    "prior-sh-e4": ("prior", {"enter": 4, "explore": 0.25}),  # half the entrants a round (1 drawn at random): 48
-    "random-sh-e4": ("random", {"enter": 4}),          # calls a round instead of 80, so twice the rounds per budget
-    "prior-sh-hedge": ("prior", {"hedge": True}),      # random share set online by the ranker's measured skill
-    "prior-sh-e4-hedge": ("prior", {"enter": 4, "explore": 0.25, "hedge": True}),  # both: more rounds, and a
-                                                                                    # ranker that misleads loses slots
-    "prior-sh-hedge-x50": ("prior", {"explore": 0.5, "hedge": True}),  # hedged from a 4 + 4 first round
-    "prior-sh-hedge-c4": ("prior", {"hedge": True, "compose": 4}),  # the ranker's best single edits, 4 to a plan
-    "random-sh-c4": ("random", {"compose": 4}),        # the same with a uniform order: random 4-edit plans
-    "prior-sh-hedge-w1": ("prior", {"hedge": True, "hedge_window": 1}),  # the hedge weighs the last round only
-    "prior-sh-hedge-mix4": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True}),  # composed plans
-                                                       # get the share of the ranker's slots they earn
-    "prior-sh-hedge-race": ("prior", {"hedge": True, "early_accept": 0.05}),  # accepts below the top rung on
-    "random-sh-race": ("random", {"early_accept": 0.05}),  # a paired sign test at level 0.05 (search.py, step 4)
-    "prior-sh-hedge-mix4-race": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
-                                           "early_accept": 0.05}),  # a better first acceptance, sooner
-    "prior-sh-hedge-mix4-race-reached": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
-                                                   "early_accept": 0.05, "hedge_on": "reached"}),  # the hedges
-                                                   # weigh accuracy at the highest rung each entrant reached
-    "prior-sh-hedge-mix4-race-adapt": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
-                                                 "early_accept": 0.05, "adapt": 0.1}),  # the default, learning
-                                                 # online a per-operation correction of the prior (adapt.py)
-    "prior-sh-hedge-mix4-race-adapt-lazy": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
-                                                      "early_accept": 0.05, "adapt": 0.1, "lazy_initial": True}),
-                                                      # the initial chain paid on the rungs it is compared on
-    "random-sh-race-lazy": ("random", {"early_accept": 0.05, "lazy_initial": True}),  # the same start, no model
-    "prior-sh-hedge-mix4-race-adapt-lazy-bonus": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
-                                                            "early_accept": 0.05, "adapt": 0.1, "lazy_initial": True,
-                                                            "op_bonus": True}),  # UCB over operations: the
-                                                            # correction's uncertainty in the acquisition
-    "prior-sh-hedge-mix4-race-adapt-lazy-bonus-edit": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
-                                                                 "early_accept": 0.05, "adapt": 0.1,
-                                                                 "lazy_initial": True, "op_bonus": True,
-                                                                 "adapt_edit": 0.1}),  # the default, also
-                                                                 # learning each measured edit's own departure
-    "prior-sh-hedge-mix4-race-adapt-lazy-bonus-batch": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
-                                                                  "early_accept": 0.05, "adapt": 0.1,
-                                                                  "lazy_initial": True, "op_bonus": True,
-                                                                  "batch_bonus": True}),  # entrants picked one at
-                                                                  # a time, each shrinking its operations' bonus
-    "prior-sh-hedge-mix4-race-adapt-lazy-bonus-fluent": ("prior", {"hedge": True, "compose": 4, "compose_hedge": True,
-                                                                   "early_accept": 0.05, "adapt": 0.1,
-                                                                   "lazy_initial": True, "op_bonus": True,
-                                                                   "fluency_weight": 0.1}),  # the default, with a
-                                                                   # nat per token of readability worth 0.1 accuracy
-    "prior-sh-hedge-mix4-race-adapt-lazy-bonus-fluent-top32": ("prior", {"hedge": True, "compose": 4,
-                                                                         "compose_hedge": True, "early_accept": 0.05,
-                                                                         "adapt": 0.1, "lazy_initial": True,
-                                                                         "op_bonus": True, "fluency_weight": 0.1,
-                                                                         "fluency_top": 32}),  # the same, scoring
-                                                                         # only the 32 candidates the acquisition
-                                                                         # ranks first (4 x enter)
-}
-SH = tuple(SH_VARIANTS)
-#: the searches every method is paired against, where they ran: random-sh, and random-sh with the race's acceptance
-PAIRED_BASES = ("random-sh", "random-sh-race", "random-sh-race-lazy")
-MODEL_FREE = tuple(m for m, (scorer, _) in SH_VARIANTS.items() if scorer == "random")  # need no world model
+#: TaP's search under each preset (tap.planning.presets): method name -> preset
+TAP = {name: preset for preset, name in METHOD_NAMES.items()}
+MODEL_FREE = ("random-sh",)  # needs no world model
 REFERENCE = ("promptolution-evoprompt",)  # a maintained library's implementation (optional dependency)
 BASELINES = ("random", "grips", "ape", "opro", "evoprompt", "demos", *REFERENCE)
-METHODS = (*SH, *TAP, *BASELINES)
-DEFAULT_METHODS = (*TAP, *BASELINES[: -len(REFERENCE)])
+METHODS = (*TAP, *BASELINES)
+DEFAULT_METHODS = ("tap", "random-sh", *BASELINES[: -len(REFERENCE)])
 #: where ``train.py fit --config configs/world_model.yaml`` and ``configs/policy.yaml`` write their checkpoints
-WORLD_MODEL, POLICY = ROOT / "checkpoints" / "world_model", ROOT / "checkpoints" / "policy"
+WORLD_MODEL = ROOT / "checkpoints" / "world_model"
 GRID = (1, 5, 10, 15, 25, 35, 50, 75, 100, 150, 200, 300, 400)
 CALL_GRID = (16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 UNIT_WORDS = {"evals": "real chain evaluations", "calls": "LLM calls (example evaluations)"}
@@ -169,28 +93,13 @@ def _collection(result, unit: str) -> tuple[str, int]:
     return setting, paid
 
 
-def search(method: str, task, budget: int, seed: int, args, llm, planners: dict, proposer):
+def search(method: str, task, budget: int, seed: int, args, llm, planner, proposer):
     """One search with ``budget`` (in ``args.unit``); returns (result, setting, collection cost on this task)."""
     unit = getattr(args, "unit", "evals")
     evals, calls = (None, budget) if unit == "calls" else (budget, None)
-    if method in SH:
-        import copy
-
-        from tap.planning.search import SuccessiveHalvingSearch
-
-        wm, data = planners["sh"] if method not in MODEL_FREE else (None, {})
-        scorer, settings = SH_VARIANTS[method]
-        sh = SuccessiveHalvingSearch(llm, task, evals, seed, budget_calls=calls, eval_examples=args.eval_examples,
-                                     world_model=copy.deepcopy(wm), scorer=scorer, training_data=data,
-                                     progress=True, **settings)  # a copy: online learning must not leak across runs
-        sh.name = method
-        result = sh.run()
-        return (result, *_collection(result, unit)) if method not in MODEL_FREE else (result, "baseline", 0)
     if method in TAP:
-        planner = planners[method]
-        result = planner.optimize(task, budget=evals, budget_calls=calls, seed=seed,
-                                  method=method.removeprefix("tap-"), progress=True)
-        return (result, *_collection(result, unit))
+        result = planner.optimize(task, budget=evals, budget_calls=calls, seed=seed, preset=TAP[method], progress=True)
+        return (result, *_collection(result, unit)) if method not in MODEL_FREE else (result, "baseline", 0)
     from tap.baselines import USES_PROPOSER, run_baseline
 
     settings = {"eval_examples": args.eval_examples, "progress": True, "budget_calls": calls}
@@ -203,14 +112,14 @@ def search(method: str, task, budget: int, seed: int, args, llm, planners: dict,
     return run_baseline(method, llm, task, evals, seed, **settings), "baseline", 0
 
 
-def run_one(method: str, task_spec: str, seed: int, args, llm, planners: dict, proposer, task=None) -> dict:
+def run_one(method: str, task_spec: str, seed: int, args, llm, planner, proposer, task=None) -> dict:
     """One search run and its held-out test scores; ``task``: ``task_spec`` already loaded (with ``SPLIT_SEED``)."""
     from tap.env import Environment
     from tap.tasks import load_task
 
     task = task or load_task(task_spec, seed=SPLIT_SEED)
     t0 = time.time()
-    result, setting, collection = search(method, task, max(args.budgets), seed, args, llm, planners, proposer)
+    result, setting, collection = search(method, task, max(args.budgets), seed, args, llm, planner, proposer)
     search_seconds = time.time() - t0
     test_env = Environment(llm, task, dense_reward=False)
     held_out = task.test[: args.test_examples]
@@ -339,8 +248,7 @@ def report(runs: list[dict]) -> str:
                         else " - |")
             lines.append(row)
     text = "\n".join(lines) + "\n\n" + "\n".join(notes)
-    paired = [paired_report(runs, budgets, base) for base in PAIRED_BASES]
-    for extra in (*paired, ablation_report(runs, budgets), planning_report(runs)):
+    for extra in (paired_report(runs, budgets), planning_report(runs)):
         if extra:
             text += ("" if text.endswith("\n\n") else "\n\n") + extra.lstrip("\n")
     return text
@@ -376,56 +284,6 @@ def paired_report(runs: list[dict], budgets: list[int], base: str = "random-sh")
             reach += f"; {sum(h <= top / 3 for h in hit)}/{len(rs)} within {top / 3:.0f}"  # the 1/3 target
             lines.append(f"| {task_slug(task)} | {method} | {len(rs)} | " + " | ".join(cells) + f" | {reach} |")
     return "\n".join(lines)
-
-
-def variant_of(method: str) -> str | None:
-    """The successive-halving search a variant modifies: the longest other one its name extends
-    (``prior-sh-carry`` -> ``prior-sh``, ``tap-sh-mean`` -> ``tap-sh``); None for a method that is no variant.
-    """
-    bases = [m for m in SH if method.startswith(m + "-")]  # searches of one kind (random-sh is not a random)
-    return max(bases, key=len) if bases else None
-
-
-def ablation_report(runs: list[dict], budgets: list[int]) -> str:
-    """Every variant against the search it modifies (``variant_of``), paired on task and seed: what the one
-    change adds at each budget, and to the final chain's fluency where the runs measured it; over several tasks
-    also every pair of all tasks at once (``all``).
-    """
-    def final_fluency(r: dict) -> float | None:
-        f = r.get("fluency", {}).get("final")
-        return None if f is None or math.isnan(f) else f
-
-    fluent = any(final_fluency(r) is not None for r in runs)
-    lines, pooled = [], defaultdict(list)
-
-    def row(name: str, method: str, base: str, pairs: list) -> str:
-        cells = [_cell([at(r, b) - at(ref, b) for r, ref in pairs if min(r["budget"], ref["budget"]) >= b],
-                       len(pairs)) for b in budgets]
-        if fluent:
-            cells.append(_cell([final_fluency(r) - final_fluency(ref) for r, ref in pairs
-                                if final_fluency(r) is not None and final_fluency(ref) is not None], len(pairs)))
-        return f"| {name} | {method} − {base} | {len(pairs)} | " + " | ".join(cells) + " |"
-
-    tasks = list(dict.fromkeys(r["task"] for r in runs))
-    for task in tasks:
-        by = {(r["method"], r["seed"]): r for r in runs if r["task"] == task}
-        for method in METHODS:
-            base = variant_of(method)
-            pairs = [(r, by[base, s]) for (m, s), r in by.items() if m == method and (base, s) in by]
-            if pairs:
-                lines.append(row(task_slug(task), method, base, pairs))
-                pooled[method, base] += pairs
-    if not lines:
-        return ""
-    if len(tasks) > 1:
-        lines += [row("all", method, base, pairs) for (method, base), pairs in pooled.items()]
-    head = "| task | compared | pairs | " + " | ".join(f"Δ@{b}" for b in budgets) + (" | Δ final fluency |" if fluent
-                                                                                     else " |")
-    return "\n".join(["", "", "Each variant against the search it modifies (same task and seed; mean ± 95 % Student-t "
-                      "half-width of the per-seed difference in test accuracy"
-                      + (", and in the final chain's fluency, mean log-prob per token" if fluent else "") + "; `all`: "
-                      "every pair of every task):", "", head, "|---|---|---|" + "---|" * (len(budgets) + fluent),
-                      *lines])
 
 
 def timed(run: dict) -> bool:
@@ -485,25 +343,8 @@ def plot(runs: list[dict], path: Path) -> Path | None:
 
     tasks = list(dict.fromkeys(r["task"] for r in runs))
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
-    colors = dict(zip((*TAP, *BASELINES), plt.get_cmap("tab10").colors))
-    colors.update({"tap-sh": "black", "tap-sh-mean": "slategray", "tap-sh-online": "indigo", "tap-sh-adapt": "crimson",
-                   "prior-sh-adapt": "tab:blue", "gradient-sh": "dimgray",
-                   "prior-sh": "tab:cyan", "random-sh": "darkgoldenrod", "prior-sh-carry": "tab:green",
-                   "random-sh-carry": "goldenrod", "prior-sh-e4": "tab:purple", "random-sh-e4": "khaki",
-                   "prior-sh-hedge": "tab:red", "prior-sh-e4-hedge": "tab:pink",
-                   "prior-sh-hedge-x50": "tab:olive", "prior-sh-hedge-c4": "darkred",
-                   "random-sh-c4": "silver", "prior-sh-hedge-mix4": "tab:brown",
-                   "prior-sh-hedge-w1": "orangered", "prior-sh-hedge-race": "magenta",
-                   "prior-sh-hedge-mix4-race": "purple", "random-sh-race": "tan",
-                   "prior-sh-hedge-mix4-race-reached": "darkcyan", "prior-sh-hedge-mix4-race-adapt": "olive",
-                   "prior-sh-hedge-mix4-race-adapt-lazy": "darkgreen", "random-sh-race-lazy": "peru",
-                   "prior-sh-hedge-mix4-race-adapt-lazy-bonus": "teal",
-                   "prior-sh-hedge-mix4-race-adapt-lazy-bonus-batch": "navy",
-                   "prior-sh-hedge-mix4-race-adapt-lazy-bonus-fluent": "orchid",
-                   "prior-sh-hedge-mix4-race-adapt-lazy-bonus-fluent-top32": "darkmagenta"})
-    spare = iter(plt.get_cmap("tab20").colors)
-    for method in METHODS:  # a variant added without a colour still gets one of its own
-        colors.setdefault(method, next(spare, "gray"))
+    colors = dict(zip(METHODS, plt.get_cmap("tab10").colors))
+    colors.update({"tap": "black", "random-sh": "darkgoldenrod"})
     for ax, task in zip(axes[0], tasks):
         title = task_slug(task)
         for method in METHODS:
@@ -514,13 +355,13 @@ def plot(runs: list[dict], path: Path) -> Path | None:
             stats = [mean_ci([at(r, x) for r in rs if r["budget"] >= x]) for x in xs]  # the runs that got there
             m = [s[0] for s in stats]
             lo, hi = [max(0.0, s[0] - s[1]) for s in stats], [min(1.0, s[0] + s[1]) for s in stats]
-            ax.plot(xs, m, label=method, color=colors[method], lw=2.2 if method in TAP or method == "tap-sh" else 1.2)
+            ax.plot(xs, m, label=method, color=colors[method], lw=2.2 if method == "tap" else 1.2)
             ax.fill_between(xs, lo, hi, color=colors[method], alpha=0.08)
             extra = rs[0]["collection_chain_evals"]
             if extra:
                 ax.plot([x + extra for x in xs], m, ls="--", color=colors[method], lw=1.2,
                         label=f"{method} + collection")
-            if method in TAP:
+            if method == "tap":
                 title = f"{task_slug(task)} (TaP: {rs[0]['setting']}" + (f", collection {extra})" if extra else ")")
         ax.set_xscale("log")
         ax.set_title(title, fontsize=10)
@@ -575,16 +416,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unit", choices=["evals", "calls"], default="evals",
                    help="budgets in chain evaluations or in LLM calls (example evaluations)")
     p.add_argument("--world-model", default=str(WORLD_MODEL),
-                   help="world-model checkpoint of tap-gradient, tap-sh and prior-sh (a meta-trained one for transfer)")
-    p.add_argument("--policy", default=str(POLICY),
-                   help="imagination-policy checkpoint of tap-policy (`train.py fit --config configs/policy.yaml`)")
+                   help="world-model checkpoint of TaP's ranked presets (a meta-trained one for transfer)")
     p.add_argument("--model", default="smollm2", help="the frozen LLM every method runs on")
     p.add_argument("--proposer", help="LLM for APE/OPRO/EvoPrompt proposals (default: the frozen LLM itself)")
     p.add_argument("--eval-examples", type=int, default=16, help="val examples per chain evaluation")
     p.add_argument("--test-examples", type=int, default=100, help="test examples the held chains are scored on")
     p.add_argument("--cache", default="default", help="LLM call cache file (default: $TAP_CACHE/calls.sqlite)")
     p.add_argument("--out", help="folder of per-run JSON (default benchmarks/results/compare[-quick])")
-    p.add_argument("--quick", action="store_true", help="one task, one seed, budgets 10 and 25")
+    p.add_argument("--quick", action="store_true", help="one task, one seed, TaP's default and random-sh at 64 and "
+                   "128 LLM calls")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--mixed-models", action="store_true",
                    help="report runs made with different frozen LLMs (model or dtype) together")
@@ -592,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     args.budgets = args.budgets or ([128, 256, 512, 1024, 2048] if args.unit == "calls" else [25, 50, 100, 200])
     args.tasks = default_tasks(args.tasks, args.quick)
     if args.quick:
-        args.seeds, args.budgets = [0], [10, 25] if args.unit == "evals" else [64, 128]
+        args.seeds, args.budgets, args.unit = [0], [64, 128], "calls"
+        if "--methods" not in (argv if argv is not None else sys.argv[1:]):
+            args.methods = ["tap", "random-sh"]
     default_out = "compare" + ("-calls" if args.unit == "calls" else "") + ("-quick" if args.quick else "")
     out = Path(args.out or ROOT / "benchmarks" / "results" / default_out)
     command = "python benchmarks/compare.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -609,22 +451,18 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         llm = load_llm(args.model, cache=args.cache)
         proposer = load_llm(args.proposer, cache=args.cache) if args.proposer else llm
-        planners = {}
-        cfg = {"eval_examples": args.eval_examples, "test_examples": 0}
+        planner = None
+        cfg = PlanConfig(eval_examples=args.eval_examples, test_examples=0)
         try:
-            for method, ckpt in (("tap-gradient", args.world_model), ("tap-policy", args.policy)):
-                if method in args.methods:
-                    planners[method] = Planner.from_checkpoint(ckpt, llm=llm, config=PlanConfig(**cfg))
-            if (set(SH) - set(MODEL_FREE)) & set(args.methods):
-                from tap.planning.search import load_world_model
-
-                planners["sh"] = load_world_model(args.world_model)
+            if set(TAP) - set(MODEL_FREE) & set(args.methods):
+                planner = Planner.from_checkpoint(args.world_model, llm=llm, config=cfg)
+            elif set(TAP) & set(args.methods):
+                planner = Planner(None, llm=llm, config=PlanConfig(preset="random", eval_examples=args.eval_examples,
+                                                                   test_examples=0))
         except TapError as err:
-            print(f"error: {err}\nTaP's rows need trained checkpoints: `python train.py fit --config "
-                  "configs/world_model.yaml` (checkpoints/world_model) and `--config configs/policy.yaml` "
-                  "(checkpoints/policy), or --world-model/--policy pointing at others (a meta-trained one, e.g. "
-                  "checkpoints/quickstart/world_model from `python -m tap.pipeline`, serves tap-sh and prior-sh); or "
-                  "leave tap-* out of --methods.",
+            print(f"error: {err}\nTaP's ranked presets need a trained world model: `python -m tap.pipeline` "
+                  "(checkpoints/quickstart/world_model) or `python train.py fit --config configs/world_model.yaml` "
+                  "(checkpoints/world_model), passed as --world-model; or leave them out of --methods.",
                   file=sys.stderr)
             return 2
         todo = [(t, m, s) for t in args.tasks for s in args.seeds for m in args.methods  # a task's seeds first
@@ -638,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{i + 1}/{len(todo)}] {task_slug(task)} {method} seed {seed}: done by another run", flush=True)
                 continue
             print(f"[{i + 1}/{len(todo)}] {task_slug(task)} {method} seed {seed}", flush=True)
-            run = run_one(method, task, seed, args, llm, planners, proposer, tasks[task])
+            run = run_one(method, task, seed, args, llm, planner, proposer, tasks[task])
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, json.dumps(run, indent=1, ensure_ascii=False))
     runs = [r for r in load_runs(out) if r["task"] in args.tasks and r["method"] in args.methods

@@ -4,7 +4,7 @@ same search ranked uniformly at the same number of LLM calls.
 
     python -m tap.pipeline                     # train on ii:sentiment + ii:cause_and_effect, plan ii:first_word_letter
     python -m tap.pipeline --task ii:rhymes --budget-calls 512 --seed 1
-    python -m tap.pipeline --methods prior-sh sh random-sh   # also the search ranked by the world model
+    python -m tap.pipeline --presets default model random   # also the search ranked by the world model
 
 Stages, each the command a user would run by hand:
 
@@ -13,22 +13,21 @@ Stages, each the command a user would run by hand:
    MiniLM text encoder, the non-learned prior plus a learned residual, the epoch that ranks sibling
    edits best on validation trajectories); ``--encoder-epochs N`` first trains the contrastive
    encoder (``configs/encoder.yaml``) and builds the world model on it;
-2. ``plan.py`` (``--method prior-sh``, the default): TaP's successive-halving search on ``--task``, with no
+2. ``plan.py`` (``--preset default``): TaP's successive-halving search on ``--task``, with no
    data collected there, its candidates ranked by the operation prior learnt on the training tasks,
    corrected online per operation by what the search measures (``tap.planning.adapt``) and hedged
    against random draws (``tap.planning.hedge``);
-3. ``plan.py --method random-sh``: the same search, menu, halving and acceptance with the ranking replaced
+3. ``plan.py --preset random`` (random-sh): the same search, menu, halving and acceptance with the ranking replaced
    by a uniform choice (the baseline that isolates what the learning adds), same calls and seed;
 
-then a table of the searches. ``--methods`` adds ``sh`` (``plan.py --method sh``: the same search ranked
+then a table of the searches. ``--presets`` adds ``model`` (``plan.py --preset model``: the same search ranked
 by the world model's predicted effect and uncertainty, the prior plus the learned residual), the network
 the default does not use yet: on the transfer set it ranks worse than the prior alone
-(``benchmarks/README.md``). It is left out by default to keep the quickstart within 10 minutes on 2
-cores. Checkpoints go under ``checkpoints/quickstart/``, logs and plans under ``runs/quickstart/``. A
+(``docs/results.md``). It is left out by default to keep the quickstart short. Checkpoints go under ``checkpoints/quickstart/``, logs and plans under ``runs/quickstart/``. A
 stage whose checkpoint exists is skipped (if it was trained against the same frozen LLM, recorded in
 ``frozen_model.txt``) and every LLM call is cached, so a rerun or an interrupted run
-resumes. One seed is one draw: ``benchmarks/README.md`` has the comparison over
-tasks and seeds, with intervals.
+resumes. One seed is one draw: ``docs/results.md`` has the comparison over tasks and seeds, with
+intervals.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ from tap.errors import TapError
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "configs" / "data" / "quickstart.yaml"
 TARGET = "ii:first_word_letter"  # the default task to plan on: in the transfer set, never trained on
-METHODS = ("prior-sh", "sh", "random-sh")  # the searches a run may compare, in the order they run
+PRESETS = ("default", "model", "random")  # the searches a run may compare, in the order they run
 
 
 def _fit(config: str, args: argparse.Namespace, tasks: list[str], epochs: int, ckpt_dir: Path, *extra: str) -> None:
@@ -84,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-examples", type=int, default=16, help="val examples of a full evaluation (top rung)")
     p.add_argument("--test-examples", type=int, default=50, help="held-out test examples both results are scored on")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=["prior-sh", "random-sh"],
-                   help="the searches to run and compare (random-sh, the baseline, always runs); sh: ranked by the "
-                        "world model")
+    p.add_argument("--presets", nargs="+", choices=PRESETS, default=["default", "random"],
+                   help="the searches to run and compare (random, the baseline random-sh, always runs); model: "
+                        "ranked by the world model")
     p.add_argument("--world-model-epochs", type=int, default=20)
     p.add_argument("--encoder-epochs", type=int, default=0,
                    help="train the contrastive encoder first (0: the world model reads a frozen text encoder)")
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="retrain even if the checkpoints exist")
     args = p.parse_args(argv)
     out = Path(args.out)
-    methods = [m for m in METHODS if m in {*args.methods, "random-sh"}]  # the baseline always, last
+    methods = [m for m in PRESETS if m in {*args.presets, "random"}]  # the baseline always, last
     stages = 1 + len(methods)  # training, then one search each
     times: dict[str, float] = {}
     try:
@@ -117,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         from tap.planning import PlanConfig, Planner
         from tap.systems.checkpoints import find_checkpoint
 
-        llm = Planner(None, config=PlanConfig(method="random-sh")).llm  # weights load on first use
+        llm = Planner(None, config=PlanConfig(preset="random")).llm  # weights load on first use
         frozen = llm.name  # model@dtype: one frozen model
 
         def have(d: Path) -> bool:
@@ -166,19 +165,19 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         for i, method in enumerate(methods, start=2):
             start = time.time()
-            print(f"\n== {i}/{stages} plan {args.task} (never trained on) with {method}: {args.budget_calls} LLM "
+            print(f"\n== {i}/{stages} plan {args.task} (never trained on), preset {method}: {args.budget_calls} LLM "
                   f"calls, seed {args.seed} ==", flush=True)
             run_dir = f"{args.runs}/{task_slug(args.task)}-{method}-s{args.seed}"
-            code = plan.run(plan.parse_args(["--task", args.task, "--method", method, "--checkpoint",
+            code = plan.run(plan.parse_args(["--task", args.task, "--preset", method, "--checkpoint",
                                              str(out / "world_model"), "--budget-calls", str(args.budget_calls),
                                              "--eval-examples", str(args.eval_examples), "--test-examples",
                                              str(args.test_examples), "--seed", str(args.seed), "--out", run_dir,
                                              "--quiet"]))
             if code:
                 return code
-            from tap.planning import PlanResult
+            from tap.search import SearchResult
 
-            results[method] = PlanResult.load(run_dir)
+            results[method] = SearchResult.load(run_dir)
             times[method] = time.time() - start
         _compare(args, target, results, llm)
     except TapError as err:
@@ -203,13 +202,13 @@ def _compare(args: argparse.Namespace, target, results: dict, llm) -> None:
         env = Environment(llm, target, dense_reward=False)
 
     print(f"\n== TaP against random-sh on {target.name}, a task the world model never saw (seed {args.seed}) ==")
-    what = {"prior-sh": "TaP's default, ranked by the operation prior learnt on the training tasks, corrected online "
+    what = {"default": "TaP's default, ranked by the operation prior learnt on the training tasks, corrected online "
                         "per operation by what this task measured (and optimistic about operations it has not "
                         "measured yet), hedged against random draws, composing plans of "
                         "its best edits and accepting an obvious gain below the top rung of the halving (the "
                         "initial chain paid only on the examples it is compared on)",
-            "sh": "the same ranked by the world model (prior + learned residual)",
-            "random-sh": "ranked uniformly, with the same halving, early acceptance and lazy start"}
+            "model": "the same ranked by the world model (prior + learned residual)",
+            "random": "ranked uniformly, with the same halving, early acceptance and lazy start"}
     print("; ".join(f"{results[m].method}: {what[m]}" for m in results))
     print(f"search: accuracy on the search's val examples; test: on {len(held_out)} held-out test examples")
     print("| method | " + " | ".join(f"search @{m}" for m in marks) + f" | test: initial | test @{half} | "
@@ -222,12 +221,12 @@ def _compare(args: argparse.Namespace, target, results: dict, llm) -> None:
             at_half = env.evaluate(r.best_at(calls=half)[0], held_out).accuracy
             tests = [f"{v:.3f}" for v in (r.test["initial"]["accuracy"], at_half, r.test["final"]["accuracy"])]
         print(f"| {r.method} | {cells} | {' | '.join(tests)} | {len(r.edits)} |")
-    ours = [m for m in results if m != "random-sh"]
+    ours = [m for m in results if m != "random"]
     if env is not None and ours:
-        base = results["random-sh"].test["final"]["accuracy"]
+        base = results["random"].test["final"]["accuracy"]
         diffs = ", ".join(f"{results[m].method} {results[m].test['final']['accuracy'] - base:+.3f}" for m in ours)
         print(f"TaP - random-sh, test accuracy at {args.budget_calls} calls: {diffs} (one seed; "
-              "benchmarks/README.md compares over tasks and seeds, with intervals)")
+              "docs/results.md compares over tasks and seeds, with intervals)")
 
 
 if __name__ == "__main__":

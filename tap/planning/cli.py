@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     task = load_task(args.task, seed=args.seed)  # before the LLM is loaded (on first use)
     config = PlanConfig(preset=args.preset, settings=args.settings, eval_examples=args.eval_examples,
                         test_examples=args.test_examples)
-    if settings["ranker"] == "random" and args.checkpoint is None:  # the uniform ranker needs no world model
+    if settings["ranker"] == "random":  # the uniform ranker needs no world model
         planner = Planner(None, config=config, model=args.model or "smollm2", cache=args.cache)
     else:
         planner = Planner.from_checkpoint(args.checkpoint or "checkpoints/world_model", config=config,
