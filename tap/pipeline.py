@@ -23,7 +23,8 @@ Stages, each the command a user would run by hand:
 then a table of the searches. ``--presets`` adds ``model`` (``plan.py --preset model``: the same search ranked
 by the world model's predicted effect and uncertainty, the prior plus the learned residual), the network
 the default does not use yet: on the transfer set it ranks worse than the prior alone
-(``docs/results.md``). It is left out by default to keep the quickstart short. Checkpoints go under ``checkpoints/quickstart/``, logs and plans under ``runs/quickstart/``. A
+(``docs/results.md``). It is left out by default to keep the quickstart short.
+Checkpoints go under ``checkpoints/quickstart/``, logs and plans under ``runs/quickstart/``. A
 stage whose checkpoint exists is skipped (if it was trained against the same frozen LLM, recorded in
 ``frozen_model.txt``) and every LLM call is cached, so a rerun or an interrupted run
 resumes. One seed is one draw: ``docs/results.md`` has the comparison over tasks and seeds, with

@@ -138,7 +138,7 @@ def test_debug_training_pipeline_on_the_real_model(tmp_path, real_artifacts):
     # SmolLM2, small budget; a rerun pays nothing
     def plan(out: str) -> dict:
         proc = subprocess.run([sys.executable, str(root / "plan.py"), "--task", TASK, "--checkpoint",
-                               str(tmp_path / "wm"), "--budget", "5", "--seed", "0", "--menu", "16",
+                               str(tmp_path / "wm"), "--budget-calls", "24", "--seed", "0", "--set", "menu=16",
                                "--eval-examples", "4", "--test-examples", "6",
                                "--cache", str(tmp_path / "calls.sqlite"), "--out", str(tmp_path / out)],
                               capture_output=True, text=True, env=env, cwd=root)
@@ -147,34 +147,36 @@ def test_debug_training_pipeline_on_the_real_model(tmp_path, real_artifacts):
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
     first = plan("plan")
-    assert first["method"] == "prior-sh" and first["chain_evals"] <= 5 and set(first["test"]) == {"initial", "final"}
-    from tap.planning import PlanResult
+    assert first["method"] == "tap" and first["example_evals"] <= 24 and set(first["test"]) == {"initial", "final"}
+    from tap.search import SearchResult
 
-    result = PlanResult.load(tmp_path / "plan")
+    result = SearchResult.load(tmp_path / "plan")
     assert result.check_replay() == result.final_chain and result.costs["search"]["llm_calls"] > 0
     again = plan("plan_again")
-    rerun = PlanResult.load(tmp_path / "plan_again")
+    rerun = SearchResult.load(tmp_path / "plan_again")
     assert again == {**first, "out": again["out"]} and rerun.costs["search"]["llm_calls"] == 0
 
     # plan.py on an instruction-induction task the world model never saw: the generic chain, induced
     # instructions, a budget in LLM calls
     proc = subprocess.run([sys.executable, str(root / "plan.py"), "--task", "ii:first_word_letter", "--checkpoint",
                            str(tmp_path / "wm"), "--budget-calls", "24", "--eval-examples", "4", "--induce", "2",
-                           "--method", "gradient", "--candidates", "4", "--test-examples", "6", "--grad-steps", "3",
+                           "--preset", "model", "--set", "ranker=gradient", "compose=0", "compose_hedge=false",
+                           "adapt=0", "menu=16", "--test-examples", "6",
                            "--cache", str(tmp_path / "calls.sqlite"), "--out", str(tmp_path / "plan_ii")],
                           capture_output=True, text=True, env=env, cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "instruction: 'Respond to the input.'" in proc.stdout and "induced" in proc.stdout
     ii = json.loads(proc.stdout.strip().splitlines()[-1])
     assert ii["example_evals"] <= 24 and ii["budget_calls"] == 24 and set(ii["test"]) == {"initial", "final"}
-    ii_result = PlanResult.load(tmp_path / "plan_ii")
+    ii_result = SearchResult.load(tmp_path / "plan_ii")
     assert ii_result.costs["induction"]["requests"] == 2 and ii_result.costs["collection"]["chain_evals_this_task"] == 0
 
-    # the head-to-head benchmark on the real SmolLM2 with that world model: TaP, a proposer baseline (APE:
+    # the head-to-head benchmark on the real SmolLM2 with that world model: TaP's default, a proposer baseline (APE:
     # SmolLM2 writes the instructions) and demonstrations-only; a rerun resumes and pays nothing
     def compare(*extra: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, str(root / "benchmarks" / "compare.py"), "--tasks", TASK, "--methods", "tap-gradient",
-               "ape", "demos", "--seeds", "0", "--budgets", "2", "4", "--eval-examples", "4", "--test-examples", "6",
+        cmd = [sys.executable, str(root / "benchmarks" / "compare.py"), "--tasks", TASK, "--methods", "tap",
+               "ape", "demos", "--seeds", "0", "--budgets", "12", "24", "--unit", "calls", "--eval-examples", "4",
+               "--test-examples", "6",
                "--world-model", str(tmp_path / "wm"), "--cache", str(tmp_path / "calls.sqlite"),
                "--out", str(tmp_path / "compare"), *extra]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
@@ -183,10 +185,10 @@ def test_debug_training_pipeline_on_the_real_model(tmp_path, real_artifacts):
 
     first_table = compare().stdout
     runs = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "compare").glob("*/*.json")}
-    assert set(runs) == {"tap-gradient-s0", "ape-s0", "demos-s0"}
-    assert all(r["chain_evals"] <= 4 and [p["budget"] for p in r["curve"]] == [1, 2, 4] for r in runs.values())
+    assert set(runs) == {"tap-s0", "ape-s0", "demos-s0"}
+    assert all(r["example_evals"] <= 24 and [p["budget"] for p in r["curve"]] == [12, 16, 24] for r in runs.values())
     assert runs["ape-s0"]["proposer"]["requests"] > 0
-    tap_run = runs["tap-gradient-s0"]  # the debug world model saw this task: 4 trajectories of 4 chains
+    tap_run = runs["tap-s0"]  # the debug world model saw this task: 4 trajectories of 4 chains
     assert tap_run["setting"] == "per-task" and tap_run["collection_chain_evals"] == 16
     assert (tmp_path / "compare.md").exists() and (tmp_path / "compare.png").exists()
     again = compare()

@@ -57,7 +57,7 @@ def test_selection_gain_splits_ties_evenly():
         assert out["model"].item() == pytest.approx(0.2) and out["oracle"].item() == pytest.approx(0.3)
         assert out["gain"].item() == pytest.approx(2 / 3)
     m = SelectionGain()
-    m.update(torch.zeros(4), d, d, group)  # a scorer that ties everything is random: gain 0
+    m.update(torch.zeros(4), d, d, group)  # a ranker that ties everything is random: gain 0
     assert m.compute()["gain"].item() == pytest.approx(0.0)
 
 
@@ -106,12 +106,12 @@ def test_group_rhos_per_group_with_the_metric_rules():
 def test_ceiling_shares_per_task_and_mean():
     from tap.systems.world_model import ceiling_shares
 
-    scorer = {"spearman": torch.tensor(0.3), "spearman/0": torch.tensor(0.2), "spearman/1": torch.tensor(0.4),
+    ranker = {"spearman": torch.tensor(0.3), "spearman/0": torch.tensor(0.2), "spearman/1": torch.tensor(0.4),
               "spearman/2": torch.tensor(0.1), "spearman/3": torch.tensor(float("nan")), "groups": torch.tensor(9.0)}
     ceiling = {"spearman": torch.tensor(0.5), "spearman/0": torch.tensor(0.4), "spearman/1": torch.tensor(0.5),
                "spearman/2": torch.tensor(-0.1), "spearman/3": torch.tensor(0.6)}
-    out = ceiling_shares(scorer, ceiling)
-    # task 2's ceiling is not positive (no share to read) and task 3's scorer is undefined: both left out
+    out = ceiling_shares(ranker, ceiling)
+    # task 2's ceiling is not positive (no share to read) and task 3's ranker is undefined: both left out
     assert set(out) == {"share", "share/0", "share/1"}
     assert out["share/0"].item() == pytest.approx(0.5) and out["share/1"].item() == pytest.approx(0.8)
     assert out["share"].item() == pytest.approx(0.65)

@@ -8,7 +8,8 @@ import pytest
 
 from tap import pipeline
 from tap.collection.datamodule import TriplesDataModule
-from tap.planning import Planner, PlanResult
+from tap.planning import Planner
+from tap.search import SearchResult
 from tests.helpers import RuleLLM, write_arithmetic_jsonl
 
 
@@ -28,26 +29,26 @@ def test_pipeline_trains_on_some_tasks_plans_another_against_random_sh_then_resu
     assert pipeline.main(argv) == 0
     out = capsys.readouterr().out
     assert all(f"{i}/3" in out for i in range(1, 4)) and "TaP against random-sh" in out
-    assert "with sh:" not in out  # the world model's own ranking only on request (--methods)
+    assert "preset model" not in out  # the world model's own ranking only on request (--presets)
     assert (tmp_path / "ckpt" / "world_model" / "best.ckpt").exists()
     assert not (tmp_path / "ckpt" / "encoder").exists()  # a frozen text encoder unless --encoder-epochs
-    assert not (tmp_path / "runs" / "target-sh-s0").exists()
+    assert not (tmp_path / "runs" / "target-model-s0").exists()
     # a rerun finds the checkpoint and only plans again (every call from the cache), here with the world model's
     # ranking too; random-sh, the baseline, runs whether named or not
-    assert pipeline.main([*argv, "--methods", "sh", "prior-sh"]) == 0
+    assert pipeline.main([*argv, "--presets", "model", "default"]) == 0
     again = capsys.readouterr().out
     assert "1/4" not in again and all(f"{i}/4" in again for i in (2, 3, 4))
-    runs = {m: PlanResult.load(tmp_path / "runs" / f"target-{m}-s0") for m in ("prior-sh", "sh", "random-sh")}
-    assert [r.method for r in runs.values()] == ["prior-sh", "tap-sh", "random-sh"]
+    runs = {m: SearchResult.load(tmp_path / "runs" / f"target-{m}-s0") for m in ("default", "model", "random")}
+    assert [r.method for r in runs.values()] == ["tap", "tap-model", "random-sh"]
     for r in runs.values():
         assert r.costs["search"]["example_evals"] <= 48 and set(r.test) == {"initial", "final"}
-    for m in ("prior-sh", "sh"):
+    for m in ("default", "model"):
         assert runs[m].costs["collection"]["chain_evals_this_task"] == 0  # never trained on the target
         assert not runs[m].costs["collection"]["task_in_training_data"]
     for text, rows in ((out, 2), (again, 3)):
-        table = [ln for ln in text.splitlines() if ln.startswith(("| prior-sh |", "| tap-sh |", "| random-sh |"))]
-        assert len(table) == rows and "TaP - random-sh, test accuracy at 48 calls: prior-sh " in text
-    assert "tap-sh +" in again or "tap-sh -" in again
+        table = [ln for ln in text.splitlines() if ln.startswith(("| tap |", "| tap-model |", "| random-sh |"))]
+        assert len(table) == rows and "TaP - random-sh, test accuracy at 48 calls: tap " in text
+    assert "tap-model +" in again or "tap-model -" in again
     # a checkpoint trained against another frozen model (say, another dtype) is refused, not mixed in
     marker = tmp_path / "ckpt" / "world_model" / "frozen_model.txt"
     ours = marker.read_text().strip()

@@ -67,6 +67,9 @@ Ranker = Literal["prior", "model", "gradient", "policy", "random"]
 RANKERS = ("prior", "model", "gradient", "policy", "random")
 #: rankers that predict an accuracy change: they compose plans and can be corrected online
 PREDICTING = ("prior", "model")
+#: the name of a run's method under each ranker (a preset may rename it: ``tap.planning.presets.METHOD_NAMES``)
+RANKER_NAMES = {"prior": "tap", "model": "tap-model", "gradient": "tap-gradient", "policy": "tap-policy",
+                "random": "random-sh"}
 
 
 def halving_rungs(full: int, first: int = 4) -> tuple[int, ...]:
@@ -145,6 +148,7 @@ class SuccessiveHalvingSearch(Search):
         if list(self.rungs) != sorted(set(self.rungs)) or self.rungs[-1] != full or self.rungs[0] < 1:
             raise TapError(f"rungs {self.rungs} must increase strictly from >= 1 and end at eval_examples ({full}).")
         self.wm, self.ranker, self.policy = world_model, ranker, policy
+        self.name = RANKER_NAMES[ranker]
         self.menu_size, self.plans, self.enter, self.beta, self.explore = menu, plans, enter, beta, explore
         self.dense_weight, self.fluency_weight = dense_weight, fluency_weight
         self._fluency: dict[str, float] = {}  # chain text -> fluency (scored once)
@@ -557,6 +561,13 @@ def check_settings(*, ranker: str, menu: int, plans: float, enter: int, beta: fl
     if menu < 1 or enter < 1 or not 0 <= plans <= 1 or not 0 <= explore <= 1 or beta < 0 or adapt < 0:
         raise TapError(f"invalid search settings: menu ({menu}) and enter ({enter}) must be >= 1, plans ({plans}) and "
                        f"explore ({explore}) in [0, 1], beta ({beta}) and adapt ({adapt}) >= 0.")
+    single = {k: v for k, v in (("compose", compose), ("compose_hedge", compose_hedge), ("adapt", adapt),
+                                ("op_bonus", op_bonus)) if v}
+    if ranker in ("gradient", "policy") and single:
+        raise TapError(f"the {ranker!r} ranker scores single edits and predicts no accuracy change, so "
+                       f"{', '.join(single)} cannot apply: set " + " ".join(
+                           f"{k}={'false' if isinstance(v, bool) else 0}" for k, v in single.items())
+                       + " (or start from a preset without them).")
     if adapt and ranker not in PREDICTING:
         raise TapError(f"adapt corrects a ranker's predicted accuracy change; the {ranker!r} ranker predicts none. "
                        f"Set adapt=0, or use a ranker in {list(PREDICTING)}.")

@@ -71,7 +71,7 @@ def rank_edits(wm, task: Task, chain: Chain, edits: list[Edit], task_pairs: int 
         raise TapError("no candidate edits to rank: the chain admits none (or none was given).")
     for e in edits:
         apply_edit(chain, e).validate()  # an edit that does not apply is an EditError naming it, before any scoring
-    from tap.planning.search import imagined_effects
+    from tap.planning.halving import imagined_effects
 
     mean, std = imagined_effects(wm, task, chain, [(e,) for e in edits], task_pairs)
     prior = wm.op_prior(torch.tensor([e.op_id for e in edits], dtype=torch.long, device=wm.op_delta.device)).cpu()
@@ -141,7 +141,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> list[RankedEdit]:
-    from tap.planning.search import load_world_model
+    from tap.planning.halving import load_world_model
     from tap.tasks import load_task
 
     if args.candidates < 1 or args.top < 1:

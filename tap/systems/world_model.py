@@ -314,7 +314,7 @@ class WorldModel(TapSystem):
         if self.hparams.get("relevance") and extra is None:
             raise TapError("this world model reads each edit's relevance (relevance: true): pass "
                            "relevance_inputs(pairs, parents, children) of the real chains as extra "
-                           "(tap.planning.search.imagined_effects does).")
+                           "(tap.planning.halving.imagined_effects does).")
         mean, std = self.net.effect(parent, child, extra)
         return mean + self._prior_offset(op_ids, mean), std * self.interval_scale
 

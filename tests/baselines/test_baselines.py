@@ -208,18 +208,16 @@ def compare():
 def test_compare_runs_tap_and_baselines_on_the_same_split(compare, tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from tap.planning import GradientConfig, PlanConfig, Planner
+    from tap.planning import PlanConfig, Planner
     from tests.helpers import tiny_world_model, write_arithmetic_jsonl
 
     spec = write_arithmetic_jsonl(tmp_path / "add.jsonl", 80)
     llm = RuleLLM()
-    config = PlanConfig(candidates=4, eval_examples=6, test_examples=0, refine_steps=0,
-                        gradient=GradientConfig(plan_length=2, steps=2, restarts=1))
-    planners = {"tap-gradient": Planner(tiny_world_model(), config=config, llm=llm,
-                                        training_data={"tasks": [spec], "trajectories": 3, "horizon": 2,
-                                                       "eval_examples": 6})}
+    config = PlanConfig(settings={"menu": 16}, eval_examples=6, test_examples=0)
+    planner = Planner(tiny_world_model(), config=config, llm=llm,
+                      training_data={"tasks": [spec], "trajectories": 3, "horizon": 2, "eval_examples": 6})
     args = SimpleNamespace(budgets=[5, 10], eval_examples=6, test_examples=10)
-    runs = [compare.run_one(m, spec, s, args, llm, planners, llm) for m in ("tap-gradient", "random", "demos")
+    runs = [compare.run_one(m, spec, s, args, llm, planner, llm) for m in ("tap", "random", "demos")
             for s in (0, 1)]
     for run in runs:
         assert [p["budget"] for p in run["curve"]] == [1, 5, 10]
@@ -228,7 +226,7 @@ def test_compare_runs_tap_and_baselines_on_the_same_split(compare, tmp_path, mon
     tap_run = runs[0]
     assert tap_run["setting"] == "per-task" and tap_run["collection_chain_evals"] == 9  # 3 trajectories x 3 chains
     table = compare.report(runs)
-    assert "| add | tap-gradient | per-task | 2 |" in table and "(+9)" in table
+    assert "| add | tap | per-task | 2 |" in table and "(+9)" in table
     assert "| add | demos | baseline | 2 |" in table
     png = compare.plot(runs, tmp_path / "compare.png")
     assert png.exists() and png.stat().st_size > 1000
@@ -268,11 +266,13 @@ def test_compare_in_llm_calls_runs_the_sh_searches_and_baselines_alike(compare, 
 
     spec = write_arithmetic_jsonl(tmp_path / "add.jsonl", 80)
     llm = RuleLLM()
-    planners = {"sh": (tiny_world_model().eval(), {"tasks": ["other.jsonl"], "trajectories": 3, "horizon": 2,
-                                                   "eval_examples": 8})}
+    from tap.planning import PlanConfig, Planner
+
+    planner = Planner(tiny_world_model().eval(), llm=llm, config=PlanConfig(eval_examples=8, test_examples=0),
+                      training_data={"tasks": ["other.jsonl"], "trajectories": 3, "horizon": 2, "eval_examples": 8})
     args = SimpleNamespace(budgets=[64, 128], eval_examples=8, test_examples=10, unit="calls")
-    runs = [compare.run_one(m, spec, 0, args, llm, planners, llm)
-            for m in ("tap-sh", "prior-sh", "random-sh", "random", "tap-sh-mean", "tap-sh-online", "prior-sh-adapt")]
+    runs = [compare.run_one(m, spec, 0, args, llm, planner, llm)
+            for m in ("tap", "tap-model", "random-sh", "random", "tap-readable")]
     for run in runs:
         assert run["unit"] == "calls" and run["example_evals"] <= 128
         assert [p["budget"] for p in run["curve"]] == [16, 32, 64, 96, 128]
@@ -280,15 +280,14 @@ def test_compare_in_llm_calls_runs_the_sh_searches_and_baselines_alike(compare, 
     assert runs[0]["setting"] == "transfer" and runs[0]["collection_chain_evals"] == 0
     assert runs[2]["setting"] == "baseline"
     table = compare.report(runs)
-    assert "calls to target" in table and "| add | tap-sh | transfer | 1 |" in table
+    assert "calls to target" in table and "| add | tap | transfer | 1 |" in table
     assert "fluency: initial -> final" in table and all(set(r["fluency"]) == {"initial", "final"} for r in runs)
     assert "| add | random-sh | baseline | 1 |" in table
-    assert runs[4]["method"] == "tap-sh-mean" and runs[4]["config"]["beta"] == 0.0
-    assert runs[5]["config"]["refine_steps"] == 10 and "| add | tap-sh-online | transfer | 1 |" in table
-    assert runs[6]["config"]["adapt"] == 0.1 and "| add | prior-sh-adapt | transfer | 1 |" in table
+    assert runs[4]["method"] == "tap-readable" and runs[4]["config"]["settings"]["fluency_weight"] == 0.1
+    assert runs[1]["config"]["settings"]["ranker"] == "model" and "| add | tap-model | transfer | 1 |" in table
     assert "Paired against random-sh" in table and "| add | random-sh | 1 | 0.000 | 0.000 |" in table
-    paired = next(line for line in table.splitlines() if line.startswith("| add | tap-sh | 1 | "))
-    expected = runs[0]["curve"][-1]["test"] - runs[2]["curve"][-1]["test"]  # tap-sh - random-sh, same seed, @128
+    paired = next(line for line in table.splitlines() if line.startswith("| add | tap | 1 | "))
+    expected = runs[0]["curve"][-1]["test"] - runs[2]["curve"][-1]["test"]  # tap - random-sh, same seed, @128
     assert paired.split(" | ")[4] == f"{expected:.3f}" and "runs" in paired.split("|")[-2]
     assert "Planning cost per round" in table and runs[0]["planning"]["rounds"] > 0
     with pytest.raises(ValueError, match="budget units"):
@@ -298,14 +297,14 @@ def test_compare_in_llm_calls_runs_the_sh_searches_and_baselines_alike(compare, 
               "planning": {**runs[0]["planning"], "ratio": 99.0}}
     assert compare.timed(runs[0]) and not compare.timed(replay)
     table = compare.report([replay, *runs[1:]])
-    row = next(line for line in table.splitlines() if line.startswith("| add | tap-sh | transfer | 1 |"))
+    row = next(line for line in table.splitlines() if line.startswith("| add | tap | transfer | 1 |"))
     assert "| replayed |" in row and "99.0" not in table
     # an ablation run to a smaller budget gets no cell past it (not its last chain repeated)
     short = {**runs[4], "budget": 64, "budgets": [64], "curve": [p for p in runs[4]["curve"] if p["budget"] <= 64]}
     table = compare.report([*runs[:4], short])
-    row = next(line for line in table.splitlines() if line.startswith("| add | tap-sh-mean | transfer | 1 |"))
+    row = next(line for line in table.splitlines() if line.startswith("| add | tap-readable | transfer | 1 |"))
     assert row.split(" | ")[6] == "-"  # @64 filled, @128 not
-    paired = next(line for line in table.splitlines() if line.startswith("| add | tap-sh-mean | 1 | "))
+    paired = next(line for line in table.splitlines() if line.startswith("| add | tap-readable | 1 | "))
     assert paired.split(" | ")[3] != "-" and paired.split(" | ")[4] == "-"
     png = compare.plot(runs, tmp_path / "calls.png")
     assert png.exists()

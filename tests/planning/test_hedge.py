@@ -73,22 +73,3 @@ def test_two_other_kinds_can_be_weighed():
     with pytest.raises(TapError, match="arms"):
         RankerSkill(0.125, arms=("ranked", "ranked"))
 
-
-def test_a_window_weighs_only_the_last_rounds():
-    skill, pooled = RankerSkill(0.125, window=1), RankerSkill(0.125)
-    for s in (skill, pooled):  # round 1: the ranker far ahead
-        for _ in range(7):
-            s.add("ranked", 0.5)
-        s.add("random", 0.0)
-        s.next_round()
-        for _ in range(4):  # round 2: random draws ahead
-            s.add("ranked", -0.2)
-            s.add("random", 0.1)
-        s.next_round()
-    assert pooled.probability() > 0.5 and skill.probability() < 0.05  # the old edge no longer counts
-    assert skill.summary()["ranked"] == 4 and pooled.summary()["ranked"] == 11
-    assert skill.random_slots(8) > pooled.random_slots(8)
-    skill.next_round()  # a round with no entrants: nothing weighed, the search's own share again
-    assert skill.probability() is None and skill.random_slots(8) == 1
-    with pytest.raises(TapError, match="window"):
-        RankerSkill(0.125, window=0)

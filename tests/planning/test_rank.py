@@ -12,8 +12,8 @@ import torch
 from tap.chains import Chain, Edit, edit_space, initial_chain
 from tap.errors import EditError, TapError
 from tap.metrics import normal_quantile
+from tap.planning.halving import imagined_effects
 from tap.planning.rank import RankedEdit, main, prior_ranks, rank_edits, report, shown
-from tap.planning.search import imagined_effects
 from tests.helpers import arithmetic_task, save_tiny_world_model, tiny_world_model
 
 

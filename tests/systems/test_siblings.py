@@ -331,7 +331,7 @@ def test_windows_one_step_effects_read_the_relevance_of_the_real_next_chain(sibl
 def test_edit_effect_and_the_search_give_a_relevance_model_its_inputs(monkeypatch):
     from tap.chains import apply_edit
     from tap.errors import TapError
-    from tap.planning.search import imagined_effects
+    from tap.planning.halving import imagined_effects
 
     wm = _relevant_wm().eval()
     task = arithmetic_task(40)
