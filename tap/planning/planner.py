@@ -160,7 +160,8 @@ class Planner:
                                          max_new_tokens=cfg.max_new_tokens, initial=initial, induction=induction,
                                          progress=progress, world_model=self.wm, policy=self.policy,
                                          training_data=self.training_data, **settings)
-        search.name = METHOD_NAMES[preset]
+        if settings["ranker"] == PRESETS[preset]["ranker"]:  # the preset's name, unless its ranker was replaced
+            search.name = METHOD_NAMES[preset]
         result = search.run()
         result.test, result.costs["test"] = self._test(task, result.initial_chain, result.final_chain, search.env.mode)
         result.config = {**asdict(cfg), **result.config, "preset": preset, "settings": settings}

@@ -272,21 +272,6 @@ def test_relevance_inputs_are_the_parents_closeness_and_ten_times_its_change(mon
     assert tiny_world_model().relevance_inputs([X_PAIRS], parents[:1], children[:1]) is None  # off by default
 
 
-def test_relevance_inputs_equal_the_benchmarks_zero_shot_reading(monkeypatch):
-    from tests.helpers import import_benchmark
-
-    wo = import_benchmark("within_op")
-    wm = _relevant_wm()
-    monkeypatch.setattr(wm.encoder.net, "embed_text", _Letters().forward)
-    pairs_b = ["Input: zy\nOutput: z", "Input: z\nOutput: yz"]
-    rows = [(Chain(instruction=a), Chain(instruction=b), p)
-            for a, b, p in (("xy", "xx", X_PAIRS), ("zzx", "zy", pairs_b), ("xyz", "z", pairs_b))]
-    ours = wm.relevance_inputs([p for *_, p in rows], [a for a, *_ in rows], [b for _, b, _ in rows])
-    theirs = wo.Relevance(text=_Letters())([{"chain": a.to_json(), "next_chain": b.to_json(), "task_pairs": p}
-                                            for a, b, p in rows])
-    assert (ours[:, 1] / 10).tolist() == pytest.approx(theirs.tolist(), abs=1e-6)
-
-
 def test_the_effect_head_reads_the_relevance_of_siblings_and_trains_through_it(sibling_data):
     batch = collate_siblings(sibling_data.groups["train"].items)
     wm = _relevant_wm()

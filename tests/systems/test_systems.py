@@ -205,7 +205,7 @@ def test_tensorboard_gets_scatter_plots_and_the_projector(trained):
 def test_imagination_policy_trains_and_plans_without_the_world_model_file(trained, tmp_path, monkeypatch):
     import shutil
 
-    from tap.planning import GradientConfig, Planner
+    from tap.planning import PlanConfig, Planner
     from tap.systems import ImaginationPolicy
     from tests.helpers import RuleLLM, synthetic_overrides
 
@@ -233,11 +233,12 @@ def test_imagination_policy_trains_and_plans_without_the_world_model_file(traine
     reloaded = ImaginationPolicy.from_checkpoint(tmp_path / "old_policy.ckpt")
     assert reloaded.hparams.world_model_checkpoint == str(wm_copy)
     task = trained["wm"].datamodule.tasks[0]  # a task the world model was trained on
-    planner = Planner.from_checkpoint(tmp_path / "pol", llm=RuleLLM(), method="policy", candidates=4,
-                                      gradient=GradientConfig(plan_length=2, steps=2, restarts=1), eval_examples=4,
-                                      test_examples=0)
-    result = planner.optimize(task, budget=4, seed=0, progress=False)
-    assert result.method == "policy" and result.costs["search"]["chain_evals"] <= 4
+    single = {"compose": 0, "compose_hedge": False, "adapt": 0.0, "op_bonus": False, "menu": 8}
+    planner = Planner.from_checkpoint(tmp_path / "pol", llm=RuleLLM(), config=PlanConfig(
+        settings={**single, "ranker": "policy"}, eval_examples=4, test_examples=0))
+    result = planner.optimize(task, budget_calls=24, seed=0, progress=False)
+    assert result.method == "tap-policy" and result.costs["search"]["example_evals"] <= 24
     assert result.costs["collection"]["task_in_training_data"]
-    result = planner.optimize(task, budget=3, seed=0, progress=False, method="gradient")  # policy-seeded
-    assert result.check_replay() == result.final_chain
+    planner.config.settings = {**single, "ranker": "gradient"}
+    result = planner.optimize(task, budget_calls=16, seed=0, progress=False)  # the gradient planner as the ranker
+    assert result.method == "tap-gradient" and result.check_replay() == result.final_chain
