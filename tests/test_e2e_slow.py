@@ -70,7 +70,7 @@ def _rows(path: Path) -> int:
     if not path.exists():
         return 0
     try:
-        with sqlite3.connect(path, timeout=5) as db:
+        with sqlite3.connect(path, timeout=60) as db:
             return db.execute("SELECT count(*) FROM calls").fetchone()[0]
     except sqlite3.Error:
         return 0
@@ -86,8 +86,12 @@ def test_collect_killed_midway_resumes_without_paying_twice(tmp_path, real_artif
            "--cache", str(cache), "--batch-size", "4", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "TAP_CACHE": REAL_CACHE})
-    deadline = time.time() + 300
-    while _rows(cache) < 30 and proc.poll() is None and time.time() < deadline:
+    # wait on the condition (30 calls paid and on disk), however slow the machine; the failsafe only ends a hang
+    failsafe = time.monotonic() + 3600
+    while _rows(cache) < 30 and proc.poll() is None:
+        if time.monotonic() > failsafe:
+            proc.kill()
+            pytest.fail(f"collection wrote {_rows(cache)} cached calls in an hour: it hangs")
         time.sleep(0.2)
     assert proc.poll() is None, "collection finished before it could be killed; give it more work"
     proc.send_signal(signal.SIGKILL)
