@@ -9,7 +9,11 @@ final_chain.json, final_prompt.txt, the verified transitions and a TensorBoard r
 
 import sys
 
-from tap.planning.cli import main
+from tap.quiet import quiet
+
+quiet()  # before the libraries load: their banners and per-file bars stay out of the output
+
+from tap.planning.cli import main  # noqa: E402 - after quiet()
 
 if __name__ == "__main__":
     sys.exit(main())

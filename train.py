@@ -7,7 +7,11 @@
 Add ``--config configs/debug.yaml`` to any of them for a seconds-long run.
 """
 
-from tap.cli import run
+from tap.quiet import quiet
+
+quiet()  # before the libraries load: their banners and per-file bars stay out of the output
+
+from tap.cli import run  # noqa: E402 - after quiet()
 
 if __name__ == "__main__":
     run()

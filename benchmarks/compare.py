@@ -404,6 +404,9 @@ def default_tasks(tasks: list[str] | None, quick: bool) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tap.quiet import quiet
+
+    quiet()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--tasks", nargs="+", help="task specs (default: the BIG-bench dev suite and its held-out task; "

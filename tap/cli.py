@@ -70,6 +70,9 @@ class TapCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> TapCLI:
+    from tap.quiet import quiet
+
+    quiet()
     return TapCLI(
         model_class=L.LightningModule,
         subclass_mode_model=True,

@@ -28,6 +28,9 @@ from tap.errors import TapError, exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tap.quiet import quiet
+
+    quiet()
     ap = argparse.ArgumentParser(prog="python -m tap.collect", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", help="bigbench:NAME, bigbench:parent/subtask, ii:NAME (python -m tap.tasks), or a "

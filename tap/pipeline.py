@@ -75,6 +75,9 @@ def _training_tasks() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tap.quiet import quiet
+
+    quiet()
     p = argparse.ArgumentParser(prog="python -m tap.pipeline", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", default=TARGET, help="the task to plan on (never trained on)")

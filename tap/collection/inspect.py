@@ -46,6 +46,9 @@ def replay_trajectory(rows: list[dict]) -> Chain:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tap.quiet import quiet
+
+    quiet()
     ap = argparse.ArgumentParser(prog="python -m tap.collection.inspect", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", help="a collection folder (the `path` in tap.collect's summary)")

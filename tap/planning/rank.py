@@ -172,6 +172,9 @@ def run(args: argparse.Namespace) -> list[RankedEdit]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tap.quiet import quiet
+
+    quiet()
     args = parse_args(argv)
     return exit_code(lambda: run(args))
 
