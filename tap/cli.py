@@ -25,8 +25,9 @@ class TapCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        # a retrain into the same folder replaces best.ckpt (Lightning would write best-v1.ckpt beside a stale one)
-        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 1,
+        # one file per trained model (best.ckpt; --checkpoint.save_last=true adds last.ckpt to resume from), and a
+        # retrain into the same folder replaces it (Lightning would write best-v1.ckpt beside a stale one)
+        parser.set_defaults({"checkpoint.save_last": False, "checkpoint.save_top_k": 1,
                              "checkpoint.enable_version_counter": False})
 
     def before_instantiate_classes(self) -> None:

@@ -59,7 +59,7 @@ def test_pipeline_trains_on_some_tasks_plans_another_against_random_sh_then_resu
     assert pipeline.main([*argv, "--force"]) == 0  # trains again against this one, in place of the old
     assert "1/3" in capsys.readouterr().out and marker.read_text().strip() == ours
     names = [f.name for f in (tmp_path / "ckpt" / "world_model").rglob("*.ckpt")]
-    assert "best.ckpt" in names and set(names) <= {"best.ckpt", "last.ckpt"}  # no best-v1.ckpt beside the old one
+    assert names == ["best.ckpt"]  # one file per trained model, and no best-v1.ckpt beside the old one
 
 
 def test_pipeline_refuses_a_target_it_trains_on(tmp_path, fake_llm, capsys):

@@ -13,6 +13,7 @@ repeat heavily across the chains of a trajectory.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -151,6 +152,20 @@ class MiniLMText(TextBackbone):
         self.model = model
         self.dim = int(model.config.hidden_size)
         self.max_tokens, self.batch_size = max_tokens, batch_size
+        self.source = path or MINILM_PACKAGE
+        # the pretrained weights, as loaded (frozen: LoRA adapts around them): checkpoints hold them by reference
+        trainable = {k for k, q in model.named_parameters() if q.requires_grad}  # the LoRA adapters
+        self.pretrained_keys = sorted(f"model.{k}" for k in model.state_dict() if k not in trainable)
+
+    def reference(self) -> dict:
+        """What a checkpoint records in place of the pretrained weights: their source and a digest of them."""
+        state = self.state_dict()
+        digest = hashlib.sha256()
+        for key in self.pretrained_keys:
+            tensor = state[key].detach().cpu().contiguous()
+            digest.update(key.encode() + str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return {"source": self.source, "tensors": len(self.pretrained_keys), "sha256": digest.hexdigest()}
 
     def _embed(self, texts: list[str]) -> torch.Tensor:
         device = next(self.model.parameters()).device

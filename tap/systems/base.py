@@ -1,5 +1,6 @@
 """What every TaP system shares: one ``_shared_step`` per stage, evaluation-epoch read-outs, the
-embedding projector, and self-describing checkpoints loaded through one path.
+embedding projector, and self-describing checkpoints loaded through one path, which hold the trained weights
+and buffers only (pretrained backbones by reference).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from typing import TypeVar
 import lightning as L
 import torch
 
-from tap.systems.checkpoints import KIND_KEY, init_hparams, read_checkpoint
+from tap.errors import TapError
+from tap.systems.checkpoints import FROZEN_KEY, KIND_KEY, init_hparams, read_checkpoint
 from tap.systems.tensorboard import LatentProjector
 
 S = TypeVar("S", bound="TapSystem")
@@ -67,8 +69,46 @@ class TapSystem(L.LightningModule):
     def on_fit_end(self) -> None:
         self.projector.end_fit(self)
 
+    def _pretrained_backbones(self) -> dict[str, object]:
+        """Module prefix -> every pretrained text backbone inside (whose weights come from a package, not training)."""
+        from tap.models.text import MiniLMText
+
+        return {f"{name}." if name else "": m for name, m in self.named_modules() if isinstance(m, MiniLMText)}
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Kind-tag the checkpoint and keep pretrained backbones out of it: their weights are recorded by reference
+        (source and digest) and restored from that source on load (``on_load_checkpoint``).
+        """
         checkpoint[KIND_KEY] = type(self).__name__
+        state, refs = checkpoint["state_dict"], {}
+        for prefix, backbone in self._pretrained_backbones().items():
+            refs[prefix] = backbone.reference()
+            for key in backbone.pretrained_keys:
+                state.pop(prefix + key, None)
+        if refs:
+            checkpoint[FROZEN_KEY] = refs
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Put the pretrained backbones' weights back into a checkpoint saved by reference, after checking that
+        this module's backbones (just loaded from their source) are the ones it was trained with.
+        """
+        refs = checkpoint.get(FROZEN_KEY)
+        if not refs:
+            return
+        mine = self._pretrained_backbones()
+        state, own = checkpoint["state_dict"], self.state_dict()
+        for prefix, ref in refs.items():
+            backbone = mine.get(prefix)
+            if backbone is None:
+                raise TapError(f"the checkpoint holds a pretrained text backbone at {prefix!r} that this "
+                               f"{type(self).__name__} does not build; it was saved by another configuration.")
+            have = backbone.reference()
+            if have["sha256"] != ref["sha256"]:
+                raise TapError(f"the checkpoint was trained on the text backbone {ref['source']} (sha256 "
+                               f"{ref['sha256'][:12]}…), but {have['source']} loads other weights here (sha256 "
+                               f"{have['sha256'][:12]}…). Fix: install the same backbone, or train again.")
+            for key in backbone.pretrained_keys:
+                state[prefix + key] = own[prefix + key]
 
     @classmethod
     def _load(cls: type[S], path: str | Path) -> S:
@@ -83,5 +123,6 @@ class TapSystem(L.LightningModule):
         """
         renamed = getattr(cls, "RENAMED_HPARAMS", {})
         model = cls(**{renamed.get(k, k): v for k, v in init_hparams(ckpt).items()})
+        model.on_load_checkpoint(ckpt)
         model.load_state_dict(ckpt["state_dict"])
         return model

