@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from tap.chains import apply_edit, edit_space, initial_chain
 from tap.chains.induce import default_count, induce_instructions
-from tap.collection.policy import BehaviourPolicy
+from tap.collection.behaviour import BehaviourPolicy
 from tap.env import Environment
 from tap.llm import load_llm
 from tap.llm.base import GenerationSettings

@@ -23,7 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-from tap.collection.collect import CollectionConfig, collect
+from tap.collection.trajectories import CollectionConfig, collect
 from tap.errors import TapError, exit_code
 
 

@@ -12,6 +12,11 @@ examples are paid before any full evaluation is compared with it; a search reads
 only to stop, so the chain it held after B evaluations (or C calls) is exactly what a run with that
 budget returns (``SearchResult.best_at``).
 
+Words, one meaning each: an **LLM call** is one example evaluation (one example through the model for one chain:
+its reply and gold-answer score, or every option's score), what ``budget_calls`` and ``SearchRecord.calls``
+count whatever the cache holds; ``llm_calls`` in costs and evaluations counts the calls actually **paid** (not
+answered by the on-disk cache, ``cache_hits``); ``llm_requests`` is both together.
+
 Proposals (APE, OPRO, EvoPrompt) are greedy generations of a proposer LLM, the same frozen model by
 default. Their requests are counted apart from the budget, in ``costs["proposer"]``; TaP makes none.
 The held-out test split is never read by a search.
@@ -48,7 +53,7 @@ _EPS = 1e-9
 class SearchRecord:
     """One real evaluation a search paid for (at any fidelity), and what a model said of it, if any."""
 
-    evals: float  # chain evaluations spent once this evaluation was paid
+    evals: float  # chain evaluations spent once this evaluation was paid (the ``budget`` unit)
     chain: dict  # Chain.to_dict()
     edits: list[dict]  # edits from the initial chain to this one (they replay to it)
     examples: int  # search examples evaluated (fewer than all: a minibatch or a lower rung)
@@ -56,29 +61,12 @@ class SearchRecord:
     dense: float
     note: str = ""  # how the chain was made (e.g. "proposal", "crossover", "edit token.add", "rung 8: ...")
     accepted: bool = False  # it became the incumbent
-    calls: int = 0  # LLM calls (example evaluations) spent once this evaluation was paid
+    calls: int = 0  # LLM calls spent once this evaluation was paid: example evaluations, the ``budget_calls`` unit
     predicted: float | None = None  # what a model predicted for this chain (model-guided searches)
     uncertainty: float | None = None  # the model's uncertainty of that prediction
     step: int | None = None  # the search's step or round
     edit: dict | None = None  # the edit tried at this step (the last of ``edits``)
     requests: int = 0  # LLM requests of the search so far (paid and from the cache)
-
-    # the planner's names for the same numbers
-    @property
-    def measured(self) -> float:
-        return self.accuracy
-
-    @property
-    def chain_evals(self) -> float:
-        return self.evals
-
-    @property
-    def example_evals(self) -> int:
-        return self.calls
-
-    @property
-    def llm_calls(self) -> int:
-        return self.requests
 
     def line(self) -> str:
         """One line for a log: what was tried, predicted and measured, the budget spent, the decision."""

@@ -14,9 +14,9 @@ def test_library_notices_are_hidden_and_ours_are_kept(monkeypatch):
         warnings.simplefilter("default")
         quiet()
         warnings.warn("Metric `SpearmanCorrcoef` will save all targets and predictions in the buffer. For large "
-                      "datasets, this may lead to large memory footprint.", UserWarning)
-        warnings.warn("Found 150 module(s) in eval mode at the start of training.", UserWarning)
-        warnings.warn("[tap] warning: the task has only 4 search examples", UserWarning)
+                      "datasets, this may lead to large memory footprint.", UserWarning, stacklevel=2)
+        warnings.warn("Found 150 module(s) in eval mode at the start of training.", UserWarning, stacklevel=2)
+        warnings.warn("[tap] warning: the task has only 4 search examples", UserWarning, stacklevel=2)
     assert [str(w.message) for w in seen] == ["[tap] warning: the task has only 4 search examples"]
 
 
@@ -36,5 +36,5 @@ def test_tap_verbose_shows_everything(monkeypatch):
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("default")
         quiet()
-        warnings.warn("Found 150 module(s) in eval mode at the start of training.", UserWarning)
+        warnings.warn("Found 150 module(s) in eval mode at the start of training.", UserWarning, stacklevel=2)
     assert len(seen) == 1

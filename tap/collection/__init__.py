@@ -2,7 +2,7 @@
 LightningDataModule that serves them (the top-level ``data/`` folder holds what is collected).
 """
 
-from tap.collection.collect import CollectionConfig, collect, dataset_dir
-from tap.collection.policy import BehaviourPolicy
+from tap.collection.behaviour import BehaviourPolicy
+from tap.collection.trajectories import CollectionConfig, collect, dataset_dir
 
 __all__ = ["BehaviourPolicy", "CollectionConfig", "collect", "dataset_dir"]

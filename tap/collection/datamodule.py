@@ -28,7 +28,6 @@ from torch.utils.data import DataLoader, Dataset
 from tap.chains.chain import Chain
 from tap.chains.edits import Edit
 from tap.chains.render import chain_views
-from tap.collection.collect import CollectionConfig, collect, dataset_dir
 from tap.collection.schema import (  # noqa: F401 - re-exported: the row schema's names, where they were
     RESPONSE_FEATURES,
     SCALE_IDS,
@@ -36,6 +35,7 @@ from tap.collection.schema import (  # noqa: F401 - re-exported: the row schema'
     response_summary,
     task_pair_texts,
 )
+from tap.collection.trajectories import CollectionConfig, collect, dataset_dir
 from tap.errors import TapError
 
 

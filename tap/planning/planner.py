@@ -100,7 +100,7 @@ class Planner:
         The frozen LLM is ``llm`` if given, else ``model`` (default: the one the world model was trained
         against) behind the call cache ``cache``.
         """
-        from tap.systems.policy import ImaginationPolicy
+        from tap.systems.imagination import ImaginationPolicy
         from tap.systems.world_model import WorldModel
 
         file, ckpt = read_checkpoint(path, (WorldModel.__name__, ImaginationPolicy.__name__))

@@ -23,9 +23,9 @@ def reward_plot(result: SearchResult):
     x = [0] + [r.calls for r in verified]
     best, held = [result.initial_search["accuracy"]], result.initial_search["accuracy"]
     for r in verified:
-        held = r.measured if r.accepted else held
+        held = r.accuracy if r.accepted else held
         best.append(held)
-    ax.scatter(x[1:], [r.measured for r in verified], s=12, label="measured (verified chain)")
+    ax.scatter(x[1:], [r.accuracy for r in verified], s=12, label="measured (verified chain)")
     ax.step(x, best, where="post", color="black", label="current chain")
     ax.set_xlabel("LLM calls spent")
     ax.set_ylabel("accuracy on search examples")
@@ -46,11 +46,11 @@ def log_to_tensorboard(result: SearchResult, log_dir: str | Path) -> Path:
     writer.add_text("plan/final_prompt", "```\n" + result.prompt_text() + "\n```", 0)
     writer.add_scalar("plan/current_accuracy", result.initial_search["accuracy"], 0)
     for r in result.records[1:]:
-        writer.add_scalar("plan/measured_accuracy", r.measured, r.calls)
+        writer.add_scalar("plan/measured_accuracy", r.accuracy, r.calls)
         if r.predicted is not None:
             writer.add_scalar("plan/predicted_change", r.predicted, r.calls)
         if r.accepted:
-            writer.add_scalar("plan/current_accuracy", r.measured, r.calls)
+            writer.add_scalar("plan/current_accuracy", r.accuracy, r.calls)
     for name, t in result.test.items():
         writer.add_scalar(f"plan/test_accuracy/{name}", t["accuracy"], 0)
     fig = reward_plot(result)

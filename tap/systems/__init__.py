@@ -3,7 +3,7 @@ and the imagination policy.
 """
 
 from tap.systems.encoder import ContrastiveEncoder
-from tap.systems.policy import ImaginationPolicy
+from tap.systems.imagination import ImaginationPolicy
 from tap.systems.world_model import WorldModel
 
 __all__ = ["ContrastiveEncoder", "ImaginationPolicy", "WorldModel"]

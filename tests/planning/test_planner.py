@@ -40,7 +40,7 @@ def _prompts(llm: RuleLLM) -> list[str]:
 def test_call_budget_is_never_exceeded_and_nests(task, preset, calls):
     result = _planner(preset=preset, test_examples=0).optimize(task, budget_calls=calls, seed=0, progress=False)
     assert result.costs["search"]["example_evals"] <= calls
-    assert all(r.example_evals <= calls for r in result.records)
+    assert all(r.calls <= calls for r in result.records)
     long = _planner(preset=preset, test_examples=0).optimize(task, budget_calls=120, seed=0, progress=False)
     chain, edits, acc = long.best_at(calls=calls)
     assert (result.final_chain, result.edits, result.final_search["accuracy"]) == (chain, edits, acc)

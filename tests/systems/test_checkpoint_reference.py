@@ -43,7 +43,7 @@ def test_the_pretrained_backbone_is_saved_by_reference_and_restored(tiny_minilm,
 
     enc = ContrastiveEncoder(backbone="minilm", lora_rank=2, latent_dim=8, hidden_dim=16)
     with torch.no_grad():  # train the adapters and the head a little: they must come back exactly
-        for name, p in enc.named_parameters():
+        for _name, p in enc.named_parameters():
             if p.requires_grad:
                 p.add_(0.01 * torch.randn_like(p))
     ckpt = _save(enc, tmp_path / "enc.ckpt")

@@ -8,8 +8,8 @@ import torch
 from tap.chains import initial_chain
 from tap.chains.chain import Chain
 from tap.chains.edits import Edit
-from tap.collection.collect import collect
 from tap.collection.datamodule import TriplesDataModule, collate_siblings, task_pair_texts
+from tap.collection.trajectories import collect
 from tap.llm.cache import CallCache
 from tap.llm.cached import CachedLLM
 from tap.systems.world_model import _split_half_deltas

@@ -26,7 +26,7 @@ from tap.chains.render import chain_views
 from tap.errors import unknown_loss_terms
 from tap.metrics import GroupedRankAgreement
 from tap.models import State
-from tap.models.policy import Actor, Critic
+from tap.models.actor_critic import Actor, Critic
 from tap.systems.base import TapSystem
 from tap.systems.batch import task_ids
 from tap.systems.checkpoints import init_hparams, own_hyperparameters, read_checkpoint

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from tap.chains import apply_edit, edit_space, initial_chain
 from tap.chains.chain import Chain
 from tap.chains.induce import default_count, induce_instructions
-from tap.collection.policy import BehaviourPolicy
+from tap.collection.behaviour import BehaviourPolicy
 from tap.collection.schema import triple_row
 from tap.env import Environment
 from tap.errors import TapError
