@@ -25,7 +25,7 @@ from tap.machine import cpu_info, effective_cpu, isa_cap
 #: linear layers the ``int8`` path quantizes: attention projections and the MLP's gate/up. The MLP's
 #: down projection (its inputs carry outlier activations that per-tensor dynamic quantization of
 #: activations destroys) and the LM head stay fp32: quantizing them too took SmolLM2's accuracy on a
-#: plural task from 0.71 to 0.42 (benchmarks/README.md, "int8 on CPUs without bf16").
+#: plural task from 0.71 to 0.42 (docs/studies.md, "int8 on CPUs without bf16").
 INT8_LAYERS = r"(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up)_proj)$"
 
 
@@ -41,11 +41,11 @@ def auto_dtype(device: str) -> tuple[torch.dtype, str]:
         return torch.bfloat16, f"{cpu.kind} CPU: bf16 in hardware, 2.0-3.3x faster than fp32"
     where = f"{cpu.kind} CPU" + (f" (kernels capped: {cap})" if cap else "")
     return torch.float32, (f"{where} without bf16 in hardware (emulated bf16 is ~6x slower than fp32); "
-                           "dtype int8 is faster but answers differently (benchmarks/README.md)")
+                           "dtype int8 is faster but answers differently (docs/timings.md)")
 
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """``auto``: bf16 on CUDA and on CPUs with native bf16 (2.0-3.3x faster here: benchmarks/README.md), else fp32.
+    """``auto``: bf16 on CUDA and on CPUs with native bf16 (2.0-3.3x faster here: docs/timings.md), else fp32.
     ``int8`` computes in fp32 around its int8 layers (``quantize_int8``), so it resolves to fp32 here.
     """
     if dtype == "auto":

@@ -6,7 +6,7 @@ input/output pairs), the chain's candidate edits across the three scales are sco
 predicted change of accuracy with its calibrated 80 % interval (``WorldModel.edit_effect``; the interval scale
 was fitted so that 80 % of validation edits fell inside), the predicted change of the gold answer's probability,
 and beside them the non-learned prior (the edit operation's mean accuracy change in the model's training data)
-and the rank it gives. How far either is to be trusted on new tasks: ``benchmarks/README.md``, "Ranking sibling
+and the rank it gives. How far either is to be trusted on new tasks: ``docs/studies.md``, "Ranking sibling
 edits on tasks never trained on" (against the noise ceiling of a second real evaluation, the benchmarks'
 meta-trained models rank a chain's siblings on the transfer set at 0.69 of it with 16 examples per evaluation,
 0.59 with 32, and the prior as well or better: 0.69 and 0.64).
