@@ -1,34 +1,31 @@
-"""The point of the method, in one command on the offline defaults: meta-train a world model on a few
-training tasks, then search a task it never saw, ranked by what was learnt there, and compare with the
-same search ranked uniformly at the same number of LLM calls.
+"""The point of the method, in one command on the offline defaults: optimise the chain of a task the world model
+never saw, ranked by what it learnt on its training tasks, against the same search ranked uniformly (random-sh)
+at the same number of LLM calls.
 
-    python -m tap.pipeline                     # train on ii:sentiment + ii:cause_and_effect, plan ii:first_word_letter
-    python -m tap.pipeline --task ii:rhymes --budget-calls 512 --seed 1
+    python -m tap.pipeline                     # the shipped world model, ii:first_word_letter, 128 calls each
+    python -m tap.pipeline --task ii:rhymes --budget-calls 256 --seed 1
     python -m tap.pipeline --presets default model random   # also the search ranked by the world model
+    python -m tap.pipeline --train             # meta-train the world model here first, as the shipped one was
 
 Stages, each the command a user would run by hand:
 
-1. collect sibling edits on the training tasks from the frozen LLM and meta-train the world model
-   (``train.py fit --config configs/world_model.yaml --data configs/data/quickstart.yaml``; frozen
-   MiniLM text encoder, the non-learned prior plus a learned residual, the epoch that ranks sibling
-   edits best on validation trajectories); ``--encoder-epochs N`` first trains the contrastive
-   encoder (``configs/encoder.yaml``) and builds the world model on it;
-2. ``plan.py`` (``--preset default``): TaP's successive-halving search on ``--task``, with no
-   data collected there, its candidates ranked by the operation prior learnt on the training tasks,
-   corrected online per operation by what the search measures (``tap.planning.adapt``) and hedged
-   against random draws (``tap.planning.hedge``);
-3. ``plan.py --preset random`` (random-sh): the same search, menu, halving and acceptance with the ranking replaced
-   by a uniform choice (the baseline that isolates what the learning adds), same calls and seed;
+1. with ``--train`` only: collect sibling edits on the training tasks from the frozen LLM and meta-train the
+   world model (``train.py fit --config configs/world_model.yaml --data configs/data/quickstart.yaml``; frozen
+   MiniLM text encoder, the non-learned prior plus a learned residual, the epoch that ranks sibling edits best
+   on validation trajectories); ``--encoder-epochs N`` first trains the contrastive encoder
+   (``configs/encoder.yaml``). Without it the world model that ships for SmolLM2 is used (trained so);
+2. ``plan.py --preset default``: TaP's search on ``--task``, with no data collected there, its candidates
+   ranked by the operation prior learnt on the training tasks, corrected online per operation by what the search
+   measures (``tap.planning.adapt``) and hedged against random draws (``tap.planning.hedge``);
+3. ``plan.py --preset random`` (random-sh): the same search, menu, halving and acceptance with the ranking
+   replaced by a uniform choice (the baseline that isolates what the learning adds), same calls and seed;
 
-then a table of the searches. ``--presets`` adds ``model`` (``plan.py --preset model``: the same search ranked
-by the world model's predicted effect and uncertainty, the prior plus the learned residual), the network
-the default does not use yet: on the transfer set it ranks worse than the prior alone
-(``docs/results.md``). It is left out by default to keep the quickstart short.
-Checkpoints go under ``checkpoints/quickstart/``, logs and plans under ``runs/quickstart/``. A
-stage whose checkpoint exists is skipped (if it was trained against the same frozen LLM, recorded in
-``frozen_model.txt``) and every LLM call is cached, so a rerun or an interrupted run
-resumes. One seed is one draw: ``docs/results.md`` has the comparison over tasks and seeds, with
-intervals.
+then a table of the searches, and beside it the same comparison stored over five seeds where there is one
+(``tap/systems/pretrained/reference.json``): one seed is one draw. ``--presets`` adds ``model`` (ranked by the
+world model's predicted effect and uncertainty), the network the default does not use yet (``docs/results.md``).
+Trained checkpoints go under ``checkpoints/quickstart/``, logs and plans under ``runs/quickstart/``. A stage whose
+checkpoint exists is skipped (if it was trained against the same frozen LLM, recorded in ``frozen_model.txt``) and
+every LLM call is cached, so a rerun or an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -83,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", default=TARGET, help="the task to plan on (never trained on)")
     p.add_argument("--train-tasks", nargs="+", default=None,
                    help="tasks to meta-train the world model on (default: configs/data/quickstart.yaml's)")
-    p.add_argument("--budget-calls", type=int, default=256, help="LLM calls each search may spend")
-    p.add_argument("--eval-examples", type=int, default=16, help="val examples of a full evaluation (top rung)")
-    p.add_argument("--test-examples", type=int, default=50, help="held-out test examples both results are scored on")
+    p.add_argument("--budget-calls", type=int, default=128, help="LLM calls each search may spend")
+    p.add_argument("--eval-examples", type=int, default=32, help="val examples of a full evaluation (top rung)")
+    p.add_argument("--test-examples", type=int, default=100, help="held-out test examples both results are scored on")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--presets", nargs="+", choices=PRESETS, default=["default", "random"],
                    help="the searches to run and compare (random, the baseline random-sh, always runs); model: "
@@ -100,15 +97,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="runs/quickstart", help="where logs and the plans go")
     p.add_argument("--data-dir", default="data", help="where collected triples go")
     p.add_argument("--force", action="store_true", help="retrain even if the checkpoints exist")
+    p.add_argument("--train", action="store_true",
+                   help="meta-train the world model here (as the shipped one was) instead of using the shipped one; "
+                        "implied by --train-tasks, --encoder-epochs, --backbone hash, --trajectories and --force")
     args = p.parse_args(argv)
     out = Path(args.out)
+    train = (args.train or bool(args.train_tasks) or args.encoder_epochs > 0 or args.backbone != "minilm"
+             or args.trajectories is not None or args.force)
     methods = [m for m in PRESETS if m in {*args.presets, "random"}]  # the baseline always, last
-    stages = 1 + len(methods)  # training, then one search each
+    stages = int(train) + len(methods)  # training, then one search each
     times: dict[str, float] = {}
     try:
+        from tap.systems.checkpoints import read_checkpoint, shipped_world_model
         from tap.tasks import load_task, task_slug
 
-        train_tasks = args.train_tasks or _training_tasks()
+        shipped = None if train else shipped_world_model("smollm2")
+        if shipped is not None:
+            shipped_data = read_checkpoint(shipped, "WorldModel")[1].get("datamodule_hyper_parameters") or {}
+            train_tasks = list(shipped_data.get("tasks") or [])
+        else:
+            train_tasks = args.train_tasks or _training_tasks()
         target = load_task(args.task, seed=args.seed)  # a bad spec fails before anything is paid
         seen = {task_slug(t) for t in train_tasks}
         if task_slug(args.task) in seen:
@@ -147,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         extra = [f"--data.init_args.trajectories={args.trajectories}"] if args.trajectories else []
         start = time.time()
         encoder = args.backbone
-        if args.encoder_epochs > 0:
+        if shipped is not None:
+            print(f"world model: the one that ships for SmolLM2 ({shipped.name}, meta-trained on "
+                  f"{', '.join(train_tasks)}; --train trains it here)", flush=True)
+        if train and args.encoder_epochs > 0:
             encoder = str(out / "encoder")
             if not have(out / "encoder"):
                 print(f"== 1/{stages} collect on {', '.join(train_tasks)} (if not cached), train the contrastive "
@@ -155,25 +166,27 @@ def main(argv: list[str] | None = None) -> int:
                 _fit("encoder.yaml", args, train_tasks, args.encoder_epochs, fresh(out / "encoder"),
                      f"--model.init_args.backbone={args.backbone}", *extra)
                 (out / "encoder" / FROZEN_MODEL).write_text(frozen + "\n")
-        if not have(out / "world_model"):
+        if train and not have(out / "world_model"):
             print(f"== 1/{stages} collect sibling edits on {', '.join(train_tasks)} (if not cached) and meta-train "
                   "the world model ==", flush=True)
             _fit("world_model.yaml", args, train_tasks, args.world_model_epochs, fresh(out / "world_model"),
                  f"--model.init_args.encoder={encoder}", "--model.init_args.effect_prior=true",
                  "--checkpoint.monitor=val/sibling/spearman", "--checkpoint.mode=max", *extra)
             (out / "world_model" / FROZEN_MODEL).write_text(frozen + "\n")
-        times["collect + train"] = time.time() - start
+        if train:
+            times["collect + train"] = time.time() - start
+        world_model = shipped if shipped is not None else out / "world_model"
 
         from tap.planning import cli as plan
 
         results = {}
-        for i, method in enumerate(methods, start=2):
+        for i, method in enumerate(methods, start=1 + int(train)):
             start = time.time()
             print(f"\n== {i}/{stages} plan {args.task} (never trained on), preset {method}: {args.budget_calls} LLM "
                   f"calls, seed {args.seed} ==", flush=True)
             run_dir = f"{args.runs}/{task_slug(args.task)}-{method}-s{args.seed}"
             code = plan.run(plan.parse_args(["--task", args.task, "--preset", method, "--checkpoint",
-                                             str(out / "world_model"), "--budget-calls", str(args.budget_calls),
+                                             str(world_model), "--budget-calls", str(args.budget_calls),
                                              "--eval-examples", str(args.eval_examples), "--test-examples",
                                              str(args.test_examples), "--seed", str(args.seed), "--out", run_dir,
                                              "--quiet"]))
@@ -184,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             results[method] = SearchResult.load(run_dir)
             times[method] = time.time() - start
         _compare(args, target, results, llm)
+        if shipped is not None:
+            _reference(args)
     except TapError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -231,6 +246,27 @@ def _compare(args: argparse.Namespace, target, results: dict, llm) -> None:
         diffs = ", ".join(f"{results[m].method} {results[m].test['final']['accuracy'] - base:+.3f}" for m in ours)
         print(f"TaP - random-sh, test accuracy at {args.budget_calls} calls: {diffs} (one seed; "
               "docs/results.md compares over tasks and seeds, with intervals)")
+
+
+def _reference(args: argparse.Namespace) -> None:
+    """The same comparison stored over several seeds (with the shipped world model), where one matches this run's
+    task, budget and example counts: what a single seed should be read against.
+    """
+    import json
+
+    from tap.systems.checkpoints import PRETRAINED
+
+    path = PRETRAINED / "reference.json"
+    refs = json.loads(path.read_text()) if path.exists() else {}
+    ref = refs.get(args.task)
+    if not ref or (ref["budget_calls"], ref["eval_examples"], ref["test_examples"]) != (
+            args.budget_calls, args.eval_examples, args.test_examples):
+        print("(no stored multi-seed comparison for this task and these settings: docs/results.md has others)")
+        return
+    d, r, delta = ref["default"], ref["random"], ref["delta"]
+    print(f"over {ref['seeds']} seeds (stored, {ref['cpu']}, {ref['date']}): tap {d[0]:.3f} ± {d[1]:.3f}, random-sh "
+          f"{r[0]:.3f} ± {r[1]:.3f}, paired difference {delta[0]:+.3f} ± {delta[1]:.3f} (95 % intervals; "
+          f"{ref['ahead']} of {ref['seeds']} seeds ahead): `{ref['command']}`")
 
 
 if __name__ == "__main__":

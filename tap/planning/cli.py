@@ -25,8 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--task", required=True,
                    help="ii:NAME (python -m tap.tasks), bigbench:NAME, or your own .jsonl/.csv file")
     p.add_argument("--checkpoint", default=None,
-                   help="a WorldModel or ImaginationPolicy checkpoint (.ckpt or run folder); default: "
-                        "checkpoints/world_model (not needed by the 'random' preset)")
+                   help="a WorldModel or ImaginationPolicy checkpoint (.ckpt or run folder); default: the world model "
+                        "that ships for the frozen LLM (SmolLM2); the 'random' preset needs none")
     p.add_argument("--preset", choices=list(PRESETS), default=d.preset,
                    help="default: ranked by the learnt operation prior, corrected online; model: ranked by the world "
                         "model; random: uniform (random-sh, no checkpoint needed); readable: default + fluency")
@@ -85,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if settings["ranker"] == "random":  # the uniform ranker needs no world model
         planner = Planner(None, config=config, model=args.model or "smollm2", cache=args.cache)
     else:
-        planner = Planner.from_checkpoint(args.checkpoint or "checkpoints/world_model", config=config,
-                                          model=args.model, cache=args.cache)
+        planner = Planner.from_checkpoint(args.checkpoint, config=config, model=args.model, cache=args.cache)
     induction = _induction(args, task, planner.llm)
     changed = parse_overrides(args.settings)
     print(f"searching {args.task} (preset {args.preset}" + (f", set {changed}" if changed else "")

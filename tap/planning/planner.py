@@ -78,9 +78,11 @@ class Planner:
         self.config.check()
         self._require_models(self.config.resolved())
         self._llm = llm
-        self.model = model or (training_data or {}).get("model", "smollm2")  # the LLM the world model learnt
-        self.cache = cache
         self.training_data = training_data or {}
+        if model is not None and world_model is not None:
+            check_frozen_model(model, self.training_data.get("model"), checkpoint)
+        self.model = model or self.training_data.get("model", "smollm2")  # the LLM the world model learnt
+        self.cache = cache
         self.checkpoint = checkpoint
 
     def _require_models(self, settings: dict) -> None:
@@ -93,13 +95,19 @@ class Planner:
                            "`python train.py fit --config configs/policy.yaml` and pass checkpoints/policy.")
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, llm=None, config: PlanConfig | None = None, model: str | None = None,
-                        cache: str = "default") -> Planner:
-        """Load a ``WorldModel`` or ``ImaginationPolicy`` checkpoint (file or run folder).
+    def from_checkpoint(cls, path: str | Path | None = None, llm=None, config: PlanConfig | None = None,
+                        model: str | None = None, cache: str = "default") -> Planner:
+        """Load a ``WorldModel`` or ``ImaginationPolicy`` checkpoint (file or run folder; None: the world model that
+        ships for ``model``, SmolLM2 by default).
 
         The frozen LLM is ``llm`` if given, else ``model`` (default: the one the world model was trained
-        against) behind the call cache ``cache``.
+        against) behind the call cache ``cache``. A ``model`` other than the one the world model was trained
+        against is refused (``check_frozen_model``).
         """
+        if path is None:
+            from tap.systems.checkpoints import shipped_world_model
+
+            path = shipped_world_model(model or "smollm2")
         from tap.systems.imagination import ImaginationPolicy
         from tap.systems.world_model import WorldModel
 
@@ -194,4 +202,25 @@ class Planner:
                       "cache_hits": paid.cache_hits["test"], "distinct_chains": len(scored)}
 
 
-__all__ = ["PRESETS", "PlanConfig", "Planner"]
+def check_frozen_model(model: str, trained: str | None, checkpoint: str = "") -> None:
+    """Refuse to plan for the frozen LLM ``model`` with a world model trained on another one's answers (``trained``,
+    its data config's ``model``): what it learnt about edits belongs to that model. A server's model cannot be
+    identified from its name, so it is only noted.
+    """
+    import sys
+
+    from tap.llm.provision import model_slug
+
+    if not trained or model_slug(model) == model_slug(trained):
+        return
+    if model.startswith("openai:"):
+        print(f"[tap] note: the world model {checkpoint} was trained on {trained}'s answers; make sure {model} serves "
+              "the same model, or use the 'random' preset.", file=sys.stderr)
+        return
+    raise TapError(f"the world model {checkpoint or ''} was trained on the answers of {trained}, not {model}: what it "
+                   f"learnt about edits belongs to that model. Fix: train one against {model} (`python train.py fit "
+                   f"--config configs/world_model.yaml --data.init_args.model {model}`) and pass --checkpoint, or use "
+                   "--preset random, which needs no world model.")
+
+
+__all__ = ["PRESETS", "PlanConfig", "Planner", "check_frozen_model"]

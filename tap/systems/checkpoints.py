@@ -15,6 +15,25 @@ KIND_KEY = "tap_system"
 FROZEN_KEY = "tap_pretrained"
 
 
+#: the trained world models that ship inside the package, per frozen LLM (``python -m tap.pipeline --train`` makes
+#: one; ``tap/systems/pretrained/README.md`` says how each was trained)
+PRETRAINED = Path(__file__).parent / "pretrained"
+SHIPPED_WORLD_MODELS = {"smollm2-135m-instruct-q4_1": "world_model-smollm2.ckpt"}
+
+
+def shipped_world_model(model: str = "smollm2") -> Path:
+    """The world model that ships for the frozen LLM ``model`` (any alias of an offline model)."""
+    from tap.llm.provision import model_slug
+
+    name = SHIPPED_WORLD_MODELS.get(model_slug(model))
+    if name is None or not (PRETRAINED / name).exists():
+        raise TapError(f"no world model ships for the frozen LLM {model!r} (one ships for: "
+                       f"{', '.join(SHIPPED_WORLD_MODELS)}). Fix: train one against it (`python train.py fit --config "
+                       f"configs/world_model.yaml --data.init_args.model {model}`) and pass --checkpoint, or use the "
+                       "'random' preset, which needs none.")
+    return PRETRAINED / name
+
+
 def find_checkpoint(path: str | Path) -> Path:
     """The checkpoint a user means: the file itself, or in a folder (searched recursively) ``best.ckpt``,
     else ``last.ckpt``, else the newest ``.ckpt``.

@@ -276,3 +276,30 @@ def test_plan_cli_runs_every_preset_on_a_task_file(tmp_path, capsys, monkeypatch
     assert code == 0, out.err
     again = SearchResult.load(tmp_path / "again")
     assert again.initial_chain == Chain.from_json((out_dir / "final_chain.json").read_text())
+
+
+def test_a_world_model_trained_on_another_frozen_llm_is_refused(tmp_path):
+    from tap.planning.planner import check_frozen_model
+
+    ckpt = save_tiny_world_model(tmp_path / "wm.ckpt")  # trained on the answers of "rule"
+    with pytest.raises(TapError, match="trained on the answers of rule, not qwen2.5-coder-0.5b.*--preset random"):
+        Planner.from_checkpoint(ckpt, model="qwen2.5-coder-0.5b")
+    assert Planner.from_checkpoint(ckpt, model="rule").model == "rule"
+    assert Planner.from_checkpoint(ckpt).model == "rule"  # by default: the one it was trained against
+    check_frozen_model("SmolLM2-135M-Instruct", "smollm2")  # aliases of one offline model
+    check_frozen_model("openai:smol@http://127.0.0.1:8000", "smollm2")  # a server is only noted
+    Planner(None, config=PlanConfig(preset="random"), model="qwen2.5-coder-0.5b")  # random needs no world model
+
+
+def test_the_shipped_world_model_is_small_and_named_per_frozen_llm():
+    from tap.systems.checkpoints import PRETRAINED, SHIPPED_WORLD_MODELS, shipped_world_model
+
+    path = shipped_world_model("smollm2")
+    assert path == shipped_world_model("SmolLM2-135M-Instruct") and path.parent == PRETRAINED
+    assert path.stat().st_size < 10 * 2**20  # trainable weights and buffers only: the MiniLM backbone by reference
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    assert ckpt["tap_system"] == "WorldModel" and ckpt["tap_pretrained"]  # the backbone by reference
+    assert ckpt["datamodule_hyper_parameters"]["model"] == "smollm2" and set(SHIPPED_WORLD_MODELS) == {
+        "smollm2-135m-instruct-q4_1"}
+    with pytest.raises(TapError, match="no world model ships for the frozen LLM 'qwen2.5-coder-0.5b'.*--preset|random"):
+        shipped_world_model("qwen2.5-coder-0.5b")
