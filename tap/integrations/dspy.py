@@ -179,6 +179,11 @@ class TapLM(dspy.LM):
         """
         return self._pool.submit(fn, self.llm).result()
 
+    def close(self) -> None:
+        """Close the cache connection and stop the worker thread (the model stays loaded for other users)."""
+        self._pool.submit(self.llm.cache.close).result()
+        self._pool.shutdown()
+
     def generate_messages(self, messages: list[dict[str, str]], settings: GenerationSettings) -> str:
         """The greedy reply to chat ``messages``, charged to the budget unless asked before in this run."""
         prompt = self.llm.format_chat(messages)
