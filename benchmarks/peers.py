@@ -38,7 +38,16 @@ from stats import fmt  # noqa: E402 - benchmarks/ is on the path from here on
 
 from tap.chains.chain import Chain, Demo  # noqa: E402
 from tap.chains.library import GENERIC_INSTRUCTION  # noqa: E402
-from tap.integrations.dspy import CallBudget, TapAdapter, TapLM, TapMetric, TaPOptimizer, to_program  # noqa: E402
+from tap.integrations.dspy import (  # noqa: E402
+    CallBudget,
+    CallBudgetExceeded,
+    TapAdapter,
+    TapLM,
+    TapMetric,
+    TaPOptimizer,
+    to_program,
+)
+from tap.llm.base import GenerationSettings  # noqa: E402
 from tap.tasks import Task, load_task, task_slug  # noqa: E402
 
 SIGNATURE = "input -> answer"
@@ -125,16 +134,105 @@ def _tap(method: str) -> Callable[[Run], tuple]:
     return compile_
 
 
+# ---- promptolution: its own prompt format (instruction, few-shots, <final_answer> tags) and its own loop ----------
+class PromptolutionProgram:
+    """A promptolution prompt run by promptolution's ``MarkerBasedPredictor`` on the LM DSPy is configured with (the
+    run's ``TapLM`` while optimizing, the unbudgeted scorer at test time), called like a DSPy program.
+    """
+
+    def __init__(self, prompt=None, max_tokens: int = 64) -> None:
+        from promptolution.llms.base_llm import BaseLLM
+        from promptolution.predictors import MarkerBasedPredictor
+
+        settings = GenerationSettings(max_tokens, ())
+
+        class Current(BaseLLM):
+            def _get_response(self, prompts, system_prompts):
+                return [dspy.settings.lm.generate_messages([{"role": "system", "content": s},
+                                                            {"role": "user", "content": p}], settings)
+                        for p, s in zip(prompts, system_prompts)]
+
+        self.prompt, self.predictor = prompt, MarkerBasedPredictor(Current())
+
+    def __call__(self, input: str) -> dspy.Prediction:
+        (pred,), _ = self.predictor.predict([self.prompt.construct_prompt()], [input])
+        return dspy.Prediction(answer=pred)
+
+    def messages(self) -> list[dict]:
+        from promptolution.utils.templates import DEFAULT_SYS_PROMPT
+
+        return [{"role": "system", "content": DEFAULT_SYS_PROMPT},
+                {"role": "user", "content": self.prompt.construct_prompt() + "\n{input}"}]
+
+
+def _promptolution(name: str) -> Callable[[Run], tuple]:
+    def compile_(run: Run):
+        import numpy as np
+        import pandas as pd
+        from promptolution.llms.base_llm import BaseLLM
+        from promptolution.optimizers import CAPO, EvoPromptGA
+        from promptolution.tasks import ClassificationTask
+        from promptolution.utils.prompt import Prompt
+
+        from tap.chains.library import INSTRUCTIONS
+        from tap.tasks.answers import judge
+
+        population = [GENERIC_INSTRUCTION, *INSTRUCTIONS[:3]]
+        program = PromptolutionProgram(Prompt(population[0]))
+        if run.budget == 0:
+            return program, None
+
+        class Meta(BaseLLM):
+            def _get_response(self, prompts, system_prompts):
+                return [run.proposer.generate_messages([{"role": "system", "content": s},
+                                                        {"role": "user", "content": p}], GenerationSettings(256, ()))
+                        for p, s in zip(prompts, system_prompts)]
+
+        def metric(ys, preds) -> float:  # every accepted answer travels in y, joined by \x1f
+            return float(judge(str(preds[0]), str(ys[0]).split("\x1f"), [], set(), "", run.task.match).correct)
+
+        def frame(rows) -> pd.DataFrame:
+            return pd.DataFrame({"x": [r.input for r in rows], "y": ["\x1f".join(r.targets) for r in rows]})
+
+        np.random.seed(run.seed)  # both draw from numpy's and random's global generators
+        random.seed(run.seed)
+        v = len(run.val)
+        if name == "capo":
+            task = ClassificationTask(frame(run.val), GENERIC_INSTRUCTION, "x", "y", n_subsamples=max(1, v // 2),
+                                      eval_strategy="sequential_block", seed=run.seed, metric=metric)
+            opt = CAPO(program.predictor, task, Meta(), initial_prompts=population,
+                       df_few_shots=frame(run.train[:50]), max_n_blocks_eval=2)
+            run.sized = {"initial_prompts": len(population), "block": max(1, v // 2), "max_n_blocks_eval": 2}
+        else:
+            task = ClassificationTask(frame(run.val), GENERIC_INSTRUCTION, "x", "y", n_subsamples=v,
+                                      eval_strategy="full", seed=run.seed, metric=metric)
+            opt = EvoPromptGA(program.predictor, task, Meta(), initial_prompts=population, selection_mode="wheel")
+            run.sized = {"initial_prompts": len(population), "selection_mode": "wheel"}
+        logging.getLogger("promptolution").setLevel(logging.CRITICAL)  # it logs the budget's stop as an error
+        try:  # its loop ends at the budget (it stops on the refusal); a refusal before it starts keeps the start.
+            # A step that pays anything pays a call, so `budget` steps bound it when proposals repeat (repeats are free)
+            prompts = opt.optimize(n_steps=run.budget)
+        except CallBudgetExceeded:
+            prompts = opt.prompts
+        program.prompt = prompts[0] if prompts and isinstance(prompts[0], Prompt) else program.prompt
+        return program, None
+
+    return compile_
+
+
 #: method name -> how it optimizes (``tap``: TaP's default, prior-sh with a world model, else random-sh)
 METHODS: dict[str, Callable[[Run], tuple]] = {
     "labeled": labeled, "bfsrs": bfsrs, "mipro-light": lambda r: _mipro(r, True), "mipro": lambda r: _mipro(r, False),
-    "gepa": gepa, "tap": _tap("auto"), "tap-random-sh": _tap("random-sh"),
+    "gepa": gepa, "capo": _promptolution("capo"), "evoprompt": _promptolution("evoprompt"), "tap": _tap("auto"),
+    "tap-random-sh": _tap("random-sh"),
 }
 ZERO_CALL_ONLY = ("labeled",)  # budget-free methods: one row, at budget 0
 
 
 def final_prompt(program, adapter) -> list[dict]:
     """What the run's program sends for an input (``{input}`` stands for it)."""
+    if isinstance(program, PromptolutionProgram):
+        return program.messages()
     (_, predictor), = program.named_predictors()
     return adapter.format(predictor.signature, predictor.demos, {"input": "{input}"})
 
@@ -149,7 +247,7 @@ def run_one(spec: str, method: str, budget: int, seed: int, llm, test: int, val:
         with dspy.context(lm=run.lm):
             program, adapter = METHODS[method](run)
         seconds = time.time() - t0
-        with dspy.context(lm=scorer, adapter=adapter):
+        with dspy.context(lm=scorer, adapter=adapter or dspy.ChatAdapter()):
             ev = dspy.Evaluate(devset=examples(task.test[:test]), metric=run.metric, num_threads=THREADS,
                                display_progress=False, max_errors=10**9)
             accuracy = ev(program).score / 100

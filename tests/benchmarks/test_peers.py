@@ -23,6 +23,8 @@ class PeerFake(FakeLLM):
 
     @staticmethod
     def _reply(prompt: str) -> str:
+        if "<prompt>" in prompt:  # promptolution's meta prompts ask for a prompt between tags
+            return "<prompt>Add the two numbers.</prompt>"
         tail = prompt.rsplit("Respond with the corresponding output fields", 1)
         fields = [f for f in re.findall(r"\[\[ ## (\w+) ## \]\]", tail[1])] if len(tail) == 2 else []
         asked = re.findall(r"What is (\d+) \+ (\d+)\?", prompt)
@@ -30,7 +32,9 @@ class PeerFake(FakeLLM):
             return "".join(f"[[ ## {f} ## ]]\nAdd the two numbers.\n\n" for f in fields if f != "completed")
         a, b = map(int, asked[-1])
         answer = str(a + b + (a + b) % 2)
-        return f"[[ ## answer ## ]]\n{answer}" if fields else answer
+        if fields:
+            return f"[[ ## answer ## ]]\n{answer}"
+        return f"<final_answer>{answer}</final_answer>" if "final_answer" in prompt else answer
 
 
 @pytest.fixture
@@ -45,11 +49,11 @@ def _rows(out):
 def test_budgets_hold_zero_call_rows_pay_nothing_and_resume_is_free(peers, tmp_path):
     peers, task, out = peers
     args = ["--tasks", task, "--budgets", "0", "48", "--seeds", "0", "--test", "8", "--val", "6", "--out", str(out),
-            "--methods", "labeled", "bfsrs", "mipro", "gepa", "tap"]
+            "--methods", "labeled", "bfsrs", "mipro", "gepa", "capo", "evoprompt", "tap"]
     fake = PeerFake()
     assert peers.main(args, llm=_cached(fake, tmp_path)) == 0
     rows = _rows(out)
-    assert len(rows) == 9  # labeled at 0 only; the others at 0 and 48
+    assert len(rows) == 13  # labeled at 0 only; the others at 0 and 48
     for row in rows.values():
         assert row["calls"] <= row["budget"]
         assert row["prompt"][-1]["content"]  # the final prompt is kept
