@@ -185,7 +185,7 @@ def test_optimizer_is_deterministic_and_keeps_its_best_at_the_budget(lm_factory)
         assert a(question="What is 1 + 1?").answer.strip().isdigit()
 
 
-def test_to_program_sets_instruction_demos_and_format(lm_factory):
+def test_to_program_sets_instruction_demos_and_format(tmp_path):
     from tap.chains.chain import AnswerFormat, Chain, Demo
 
     train = examples(6)
@@ -198,6 +198,11 @@ def test_to_program_sets_instruction_demos_and_format(lm_factory):
     messages = TapAdapter().format(predictor.signature, predictor.demos, {"question": "What is 1 + 1?"})
     assert messages == render_messages(chain, "What is 1 + 1?")
     assert TapAdapter().parse(predictor.signature, "so\nAnswer: 2") == {"answer": "2"}
+    # a saved program keeps the chain (instructions, demos, answer template)
+    program.save(str(tmp_path / "program.json"))
+    loaded = dspy.Predict("question -> answer")
+    loaded.load(str(tmp_path / "program.json"))
+    assert TapAdapter().format(loaded.signature, loaded.demos, {"question": "What is 1 + 1?"}) == messages
 
 
 def test_errors_name_the_problem_before_any_call(lm_factory):
