@@ -64,12 +64,13 @@ def examples(rows) -> list:
 class Run:
     """One (task, method, budget, seed): the data, the budgeted LMs and the metric a method gets."""
 
-    def __init__(self, task: Task, budget: int, seed: int, llm, val: int) -> None:
+    def __init__(self, task: Task, budget: int, seed: int, llm, val: int, proposer=None) -> None:
         self.task, self.budget, self.seed = task, budget, seed
         self.train, self.val = examples(task.train), examples(task.val[:val])
         self.calls = CallBudget(budget)
         self.lm = TapLM(llm, budget=self.calls)  # task model
-        self.proposer = TapLM(llm, budget=self.calls, max_tokens=256, stop=())  # proposals, reflections
+        # proposals, reflections and promptolution's meta prompts: the frozen LLM, or a stronger one (--proposer)
+        self.proposer = TapLM(proposer if proposer is not None else llm, budget=self.calls, max_tokens=256, stop=())
         self.metric = TapMetric(task.match)
         self.sized: dict = {}  # the optimizer settings sized to the budget
 
@@ -237,10 +238,10 @@ def final_prompt(program, adapter) -> list[dict]:
     return adapter.format(predictor.signature, predictor.demos, {"input": "{input}"})
 
 
-def run_one(spec: str, method: str, budget: int, seed: int, llm, test: int, val: int) -> dict:
+def run_one(spec: str, method: str, budget: int, seed: int, llm, test: int, val: int, proposer=None) -> dict:
     """Optimize, then score the program on the first ``test`` test examples (never charged)."""
     task = load_task(spec, seed=seed)
-    run = Run(task, budget, seed, llm, val)
+    run = Run(task, budget, seed, llm, val, proposer)
     scorer = TapLM(llm)  # unbudgeted: the test never counts
     t0 = time.time()
     try:
@@ -260,7 +261,8 @@ def run_one(spec: str, method: str, budget: int, seed: int, llm, test: int, val:
     requests = result.costs["search"]["llm_requests"] if result is not None else run.calls.calls
     return {"task": spec, "method": method, "budget": budget, "seed": seed, "calls": calls, "requests": requests,
             "paid": paid, "test": {"accuracy": accuracy, "n": min(test, len(task.test))}, "sized": run.sized,
-            "seconds": round(seconds, 1), "model": run.lm.llm.name, "prompt": final_prompt(program, adapter),
+            "seconds": round(seconds, 1), "model": run.lm.llm.name, "proposer": run.proposer.llm.name,
+            "prompt": final_prompt(program, adapter),
             "dspy": dspy.__version__}
 
 
@@ -318,13 +320,15 @@ def seeds_of(text: str) -> list[int]:
     return [int(s) for s in text.split(",")]
 
 
-def main(argv: list[str] | None = None, llm=None) -> int:
+def main(argv: list[str] | None = None, llm=None, proposer=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", nargs="+", default=["ii:first_word_letter"])
     p.add_argument("--budgets", nargs="+", type=int, default=[0, 128, 256])
     p.add_argument("--seeds", default="0")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--model", default="smollm2", help="the frozen LLM (tap.llm.load_llm spec)")
+    p.add_argument("--proposer", default=None,
+                   help="proposer, reflection and meta LLM (default: the frozen LLM); runs go to <method>+<proposer>")
     p.add_argument("--test", type=int, default=100, help="test examples each program is scored on")
     p.add_argument("--val", type=int, default=16, help="validation examples the DSPy optimizers score on")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/peers"))
@@ -333,18 +337,21 @@ def main(argv: list[str] | None = None, llm=None) -> int:
     for spec in args.tasks:
         load_task(spec)  # fail before any call
     llm = llm if llm is not None else TapLM(args.model).llm  # one loaded model for every run
+    if args.proposer and proposer is None:
+        proposer = TapLM(args.proposer).llm
     for spec in args.tasks:
         for seed in seeds_of(args.seeds):
             for budget in args.budgets:
                 for method in args.methods:
                     if method in ZERO_CALL_ONLY and budget != 0:
                         continue
-                    path = run_path(args.out, spec, method, budget, seed)
+                    name = f"{method}+{task_slug(args.proposer)}" if proposer is not None else method
+                    path = run_path(args.out, spec, name, budget, seed)
                     if path.exists():
                         continue
-                    row = run_one(spec, method, budget, seed, llm, args.test, args.val)
+                    row = {**run_one(spec, method, budget, seed, llm, args.test, args.val, proposer), "method": name}
                     write_atomic(path, row)
-                    print(f"{spec} {method} budget {budget} seed {seed}: test {row['test']['accuracy']:.3f}, "
+                    print(f"{spec} {name} budget {budget} seed {seed}: test {row['test']['accuracy']:.3f}, "
                           f"{row['calls']} calls ({row['paid']} paid), {row['seconds']} s", flush=True)
     print(report(args.out))
     return 0

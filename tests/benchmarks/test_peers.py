@@ -77,6 +77,21 @@ def _cached(fake, tmp_path):
     return CachedLLM(fake, CallCache(tmp_path / "calls.sqlite"))
 
 
+class Proposer(PeerFake):
+    name = "proposer-fake"
+
+
+def test_a_second_proposer_llm_shares_the_budget(peers, tmp_path):
+    peers, task, out = peers
+    frozen, proposer = PeerFake(), Proposer()
+    args = ["--tasks", task, "--budgets", "40", "--seeds", "0", "--test", "4", "--val", "6", "--out", str(out),
+            "--methods", "gepa", "--proposer", "proposer-fake"]
+    assert peers.main(args, llm=_cached(frozen, tmp_path), proposer=_cached(proposer, tmp_path)) == 0
+    (row,) = _rows(out).values()
+    assert row["method"] == "gepa+proposer-fake" and row["proposer"] == "proposer-fake"
+    assert proposer.generated > 0 and frozen.generated > 0 and row["calls"] <= 40
+
+
 def test_seeds_parse():
     peers = import_benchmark("peers")
     assert peers.seeds_of("0-4") == [0, 1, 2, 3, 4] and peers.seeds_of("1,3") == [1, 3]
