@@ -18,7 +18,6 @@ TaP's call cache (``tap.llm.CachedLLM``) instead. Tested with dspy 3.4.1 (``pip 
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -150,6 +149,7 @@ class TapLM(dspy.LM):
         self.max_tokens, self.stop = max_tokens, tuple(stop)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tap-lm")
         self.llm: CachedLLM = self._pool.submit(self._open, llm, cache, llm_kwargs).result()
+        self._worker = self._pool.submit(threading.get_ident).result()
         super().__init__(f"tap/{self.llm.name}", cache=False, num_retries=0, engine=_Engine(self))
 
     @staticmethod
@@ -161,7 +161,7 @@ class TapLM(dspy.LM):
         return CachedLLM(llm, CallCache(cache_dir() / "calls.sqlite" if cache == "default" else cache))
 
     def __deepcopy__(self, memo: dict) -> TapLM:
-        return copy.copy(self)  # a runtime client: copies share the model, the worker and the budget
+        return self.copy()  # a runtime client: copies share the model, the worker and the budget
 
     @property
     def calls(self) -> int:
@@ -177,6 +177,8 @@ class TapLM(dspy.LM):
         """``fn(cached_llm)`` on this LM's worker thread: the way to use the same model and cache outside DSPy
         (TaP's search, a batched evaluation) without racing DSPy's threads.
         """
+        if threading.get_ident() == self._worker:  # already on the worker (fn called back into this LM)
+            return fn(self.llm)
         return self._pool.submit(fn, self.llm).result()
 
     def close(self) -> None:

@@ -1,3 +1,4 @@
+import copy
 import re
 from collections.abc import Sequence
 
@@ -70,6 +71,12 @@ def test_calls_counted_and_cached_once(lm_factory):
     with dspy.context(lm=lm2):
         assert predict(question="What is 2 + 3?").answer == "5"
     assert (lm2.calls, lm2.paid, fake2.generated) == (1, 0, 0)
+    # copies (DSPy deep-copies programs and copies LMs per rollout) share the model, worker and budget
+    clone = copy.deepcopy(lm2)
+    with dspy.context(lm=clone):
+        predict(question="What is 4 + 4?")
+    assert lm2.calls == 2 and clone.history and not lm2.history[-1:] == clone.history[-1:]
+    assert lm2.run(lambda llm: lm2.run(lambda inner: inner is llm))  # a nested run does not deadlock
 
 
 def test_generation_is_greedy_and_deterministic(lm_factory, tiny_llm):
