@@ -263,6 +263,8 @@ def run_one(spec: str, method: str, budget: int, seed: int, llm, test: int, val:
             "paid": paid, "test": {"accuracy": accuracy, "n": min(test, len(task.test))}, "sized": run.sized,
             "seconds": round(seconds, 1), "model": run.lm.llm.name, "proposer": run.proposer.llm.name,
             "prompt": final_prompt(program, adapter),
+            "search": {} if result is None else {"initial": result.initial_search, "final": result.final_search,
+                                                 "edits": result.edits, "costs": result.costs["search"]},
             "dspy": dspy.__version__}
 
 
