@@ -69,3 +69,27 @@ def test_a_checkpoint_refuses_a_backbone_with_other_weights(tiny_minilm, tmp_pat
     _tiny_bert(tiny_minilm, seed=1)  # the same source now holds other weights
     with pytest.raises(TapError, match="trained on the text backbone .* loads other weights here"):
         ContrastiveEncoder._load(tmp_path / "enc.ckpt")
+
+
+def test_export_keeps_what_planning_needs_in_fp16_and_loads_back(tmp_path):
+    from tap.systems import WorldModel
+    from tap.systems.export import FROZEN_LLM_KEY, export_checkpoint, main
+    from tests.helpers import save_tiny_world_model
+
+    (tmp_path / "run").mkdir()
+    src = save_tiny_world_model(tmp_path / "run" / "best.ckpt")
+    full = torch.load(src, weights_only=False)
+    full["optimizer_states"] = [{"state": {0: torch.zeros(1000)}}]  # what a fit saves to resume, not to plan
+    torch.save(full, src)
+    (tmp_path / "run" / "frozen_model.txt").write_text("rule@float32\n")
+    dst = export_checkpoint(tmp_path / "run", tmp_path / "shipped.ckpt")
+    out = torch.load(dst, weights_only=False)
+    assert "optimizer_states" not in out and out[FROZEN_LLM_KEY] == "rule@float32"
+    assert out["datamodule_hyper_parameters"] == full["datamodule_hyper_parameters"]
+    big = [k for k, v in full["state_dict"].items() if v.is_floating_point() and v.numel() >= 1024]
+    assert big and all(out["state_dict"][k].dtype == torch.float16 for k in big)
+    assert out["state_dict"]["op_delta"].dtype == full["state_dict"]["op_delta"].dtype  # small buffers exact
+    loaded = WorldModel._load(dst)
+    for key, value in full["state_dict"].items():
+        assert torch.allclose(loaded.state_dict()[key].float(), value.float(), atol=1e-3, rtol=1e-3), key
+    assert main([str(tmp_path / "missing"), str(tmp_path / "x.ckpt")]) == 2
