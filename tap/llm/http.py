@@ -9,7 +9,9 @@ Wrap it in ``CachedLLM`` (``load_llm`` does) to share the on-disk call cache.
 
 from __future__ import annotations
 
+import http.client
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,10 +23,17 @@ from tap.llm.base import LLM, GenerationSettings, Score
 from tap.llm.prompt import plain_prompt
 
 RETRYABLE = {408, 429, 500, 502, 503, 504}
+# a 5xx whose body names one of these is a misconfiguration, not a passing fault: it is not retried
+LOGPROBS_OFF = ("logits_all", "logprobs is not supported")
+NO_LOGPROBS_FIX = ("Fix: start the server with every token's logits kept: llama.cpp's server with `--logits_all true` "
+                   "(`python -m tap.llm.server` does), vLLM with `--max-logprobs 1` or more.")
 
 
 class OpenAICompatibleLLM(LLM):
     """Completions from an OpenAI-compatible server.
+
+    Before the first completion it asks ``/v1/models`` once whether the server serves ``model`` (llama.cpp's
+    server answers any name with its own model, so a wrong name would otherwise fill the cache silently).
 
     Args:
         base_url: the server, e.g. ``http://127.0.0.1:8000`` (``/v1/completions`` is appended).
@@ -36,20 +45,32 @@ class OpenAICompatibleLLM(LLM):
         api_key: sent as a bearer token when set.
         max_concurrency: requests in flight at once.
         timeout: seconds per request.
-        retries: extra attempts per request after a retryable failure.
-        backoff: first retry delay in seconds, doubled per attempt.
+        retries: extra attempts per request after a retryable failure (connection refused or reset,
+            timeout, 408, 429, 5xx). The defaults wait 0.5, 1, 2, 4, 8, 8, 8 s: a server restart of
+            up to about 30 s is ridden out.
+        backoff: first retry delay in seconds, doubled per attempt up to ``max_backoff``; a 429/503's
+            ``Retry-After`` header is followed up to ``max_backoff``.
+        max_backoff: longest wait between two attempts.
+        check_model: ask ``/v1/models`` before the first call (skipped when the server has no such list).
     """
 
     def __init__(self, base_url: str, model: str, name: str | None = None, tokenizer: str | None = None,
-                 api_key: str | None = None, max_concurrency: int = 8, timeout: float = 60.0, retries: int = 3,
-                 backoff: float = 0.5) -> None:
-        if max_concurrency < 1 or timeout <= 0 or retries < 0:
-            raise BackendError("max_concurrency must be >= 1, timeout > 0 and retries >= 0.")
-        self.url = base_url.rstrip("/") + ("" if base_url.rstrip("/").endswith("/v1") else "/v1") + "/completions"
+                 api_key: str | None = None, max_concurrency: int = 8, timeout: float = 60.0, retries: int = 7,
+                 backoff: float = 0.5, max_backoff: float = 8.0, check_model: bool = True) -> None:
+        if max_concurrency < 1 or timeout <= 0 or retries < 0 or backoff < 0 or max_backoff < 0:
+            raise BackendError("max_concurrency must be >= 1, timeout > 0, and retries, backoff and max_backoff "
+                               ">= 0.")
+        root = base_url.rstrip("/") + ("" if base_url.rstrip("/").endswith("/v1") else "/v1")
+        self.url = root + "/completions"
+        self.models_url = root + "/models"
         self.model = model
         self.name = name or f"openai:{model}"
         self.api_key = api_key
         self.max_concurrency, self.timeout, self.retries, self.backoff = max_concurrency, timeout, retries, backoff
+        self.max_backoff = max_backoff
+        self.attempts = 0  # HTTP requests sent, retries included (completions and the model check)
+        self._checked = not check_model
+        self._check_lock = threading.RLock()
         self._tokenizer = None
         if tokenizer:
             from transformers import AutoTokenizer
@@ -62,30 +83,71 @@ class OpenAICompatibleLLM(LLM):
             return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return plain_prompt(messages)  # type: ignore[arg-type]
 
-    def _post(self, body: dict) -> dict:
-        data = json.dumps({"model": self.model, **body}).encode()
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        wait = self.backoff * 2 ** (attempt - 1)
+        if retry_after:
+            try:
+                wait = max(wait, float(retry_after))
+            except ValueError:  # an HTTP date: keep our own backoff
+                pass
+        return min(wait, self.max_backoff)
+
+    def _request(self, url: str, body: dict | None) -> dict:
+        """One JSON request (POST ``body``, or GET when None) with retries; BackendError when it cannot succeed."""
+        data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        last = ""
+        last, retry_after = "", None
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+                time.sleep(self._delay(attempt, retry_after))
+            retry_after = None
+            with self._check_lock:
+                self.attempts += 1
             try:
-                req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+                req = urllib.request.Request(url, data=data, headers=headers, method="GET" if data is None else "POST")
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                     return json.loads(resp.read())
             except urllib.error.HTTPError as err:
                 detail = err.read().decode(errors="replace")[:300]
+                if err.code >= 500 and any(s in detail for s in LOGPROBS_OFF):
+                    raise BackendError(f"{url} keeps no log-probabilities (HTTP {err.code}: {detail}). "
+                                       f"{NO_LOGPROBS_FIX}") from None
                 if err.code not in RETRYABLE:
-                    raise BackendError(f"{self.url} refused the request (HTTP {err.code}): {detail}. Fix: check the "
-                                       f"model name ({self.model!r}) and that the server supports completions with "
-                                       "echo and logprobs.") from None
-                last = f"HTTP {err.code}: {detail}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+                    raise _HTTPRefusal(err.code, f"{url} refused the request (HTTP {err.code}): {detail}. Fix: "
+                                       f"check the model name ({self.model!r}) and that the server supports "
+                                       "completions with echo and logprobs.") from None
+                last, retry_after = f"HTTP {err.code}: {detail}", err.headers.get("Retry-After")
+            except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as err:
                 last = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
-        raise BackendError(f"{self.url} failed {self.retries + 1} times (last: {last}). Fix: check that the server "
-                           "is up and reachable, or raise timeout/retries.")
+        raise BackendError(f"{url} failed {self.retries + 1} times (last: {last}). Fix: check that the server is up "
+                           "and reachable (docs/server.md), or raise timeout/retries for a slow or restarting one.")
+
+    def check(self) -> None:
+        """Fail before any completion is paid when the server does not list ``model`` in ``/v1/models``
+        (a server without that list passes).
+        """
+        with self._check_lock:
+            if self._checked:
+                return
+            try:
+                listing = self._request(self.models_url, None)
+            except _HTTPRefusal:  # 404/405/501: this server keeps no model list
+                listing = {}
+            served = [m.get("id") for m in listing.get("data", []) if isinstance(m, dict)]
+            if served and self.model not in served:
+                raise BackendError(f"the server at {self.models_url} serves {served}, not {self.model!r}. Fix: use "
+                                   f"--model openai:{served[0]}@<url>, or start the server with that name (llama.cpp: "
+                                   "--model_alias).")
+            self._checked = True
+
+    def _post(self, body: dict) -> dict:
+        self.check()
+        try:
+            return self._request(self.url, {"model": self.model, **body})
+        except _HTTPRefusal as err:
+            raise BackendError(str(err)) from None
 
     def _map(self, fn, items: list) -> list:
         if len(items) <= 1 or self.max_concurrency == 1:
@@ -115,8 +177,8 @@ class OpenAICompatibleLLM(LLM):
             lp = out["choices"][0].get("logprobs") or {}
             offsets, values = lp.get("text_offset"), lp.get("token_logprobs")
             if not offsets or values is None:
-                raise BackendError(f"{self.url} returned no echoed log-probabilities; scoring needs a server that "
-                                   "supports `echo` with `logprobs` on /v1/completions (vLLM does).")
+                raise BackendError(f"{self.url} returned no echoed log-probabilities; scoring needs `echo` with "
+                                   f"`logprobs` on /v1/completions. {NO_LOGPROBS_FIX}")
             start, end = len(prompt), len(prompt) + len(cont)
             picked = [v for o, v in zip(offsets, values) if start <= o < end and v is not None]
             if not picked:
@@ -124,3 +186,11 @@ class OpenAICompatibleLLM(LLM):
             return Score(float(sum(picked)), len(picked))
 
         return self._map(one, list(zip(prompts, continuations)))
+
+
+class _HTTPRefusal(BackendError):
+    """A 4xx (or other non-retryable status) answer."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
