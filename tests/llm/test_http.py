@@ -176,3 +176,14 @@ def test_a_server_without_logits_is_not_retried_and_names_the_flag(server):
     with pytest.raises(BackendError, match="keeps no log-probabilities.*--logits_all true"):
         llm.score(["Q: 1\nA:"], [" 1"])
     assert llm.attempts == 2  # the model check (404: no list) and one completion
+
+
+def test_load_llm_takes_timeout_and_retries_from_the_environment(server, monkeypatch):
+    monkeypatch.setenv("TAP_SERVER_TIMEOUT", "7.5")
+    monkeypatch.setenv("TAP_SERVER_RETRIES", "2")
+    llm = load_llm(f"openai:tiny@{server.url}", cache=None)
+    assert (llm.llm.timeout, llm.llm.retries) == (7.5, 2)
+    assert load_llm(f"openai:tiny@{server.url}", cache=None, retries=0).llm.retries == 0  # the caller's wins
+    monkeypatch.setenv("TAP_SERVER_RETRIES", "many")
+    with pytest.raises(BackendError, match=r"\$TAP_SERVER_RETRIES must be an integer, got 'many'"):
+        load_llm(f"openai:tiny@{server.url}", cache=None)
