@@ -29,6 +29,13 @@ NO_LOGPROBS_FIX = ("Fix: start the server with every token's logits kept: llama.
                    "(`python -m tap.llm.server` does), vLLM with `--max-logprobs 1` or more.")
 
 
+MISALIGNED_FIX = ("Fix: llama-cpp-python's server: start it with "
+                  "`--kv_overrides tokenizer.ggml.add_bos_token=bool:true` (`python -m tap.llm.server` does; "
+                  "abetlen/llama-cpp-python#1983), or use a server whose echoed log-probabilities are right (vLLM), "
+                  "or search without the gold-answer score (generate mode with dense_reward off).")
+ECHO_PROBE = "Q: What is 2 + 3?\nA:"
+
+
 class OpenAICompatibleLLM(LLM):
     """Completions from an OpenAI-compatible server.
 
@@ -52,11 +59,13 @@ class OpenAICompatibleLLM(LLM):
             ``Retry-After`` header is followed up to ``max_backoff``.
         max_backoff: longest wait between two attempts.
         check_model: ask ``/v1/models`` before the first call (skipped when the server has no such list).
+        check_echo: probe the echoed log-probabilities' alignment before the first score.
     """
 
     def __init__(self, base_url: str, model: str, name: str | None = None, tokenizer: str | None = None,
                  api_key: str | None = None, max_concurrency: int = 8, timeout: float = 60.0, retries: int = 7,
-                 backoff: float = 0.5, max_backoff: float = 8.0, check_model: bool = True) -> None:
+                 backoff: float = 0.5, max_backoff: float = 8.0, check_model: bool = True,
+                 check_echo: bool = True) -> None:
         if max_concurrency < 1 or timeout <= 0 or retries < 0 or backoff < 0 or max_backoff < 0:
             raise BackendError("max_concurrency must be >= 1, timeout > 0, and retries, backoff and max_backoff "
                                ">= 0.")
@@ -70,6 +79,7 @@ class OpenAICompatibleLLM(LLM):
         self.max_backoff = max_backoff
         self.attempts = 0  # HTTP requests sent, retries included (completions and the model check)
         self._checked = not check_model
+        self._echo_checked = not check_echo
         self._check_lock = threading.RLock()
         self._tokenizer = None
         if tokenizer:
@@ -142,6 +152,30 @@ class OpenAICompatibleLLM(LLM):
                                    "--model_alias).")
             self._checked = True
 
+    def check_echo(self) -> None:
+        """Fail before any score is paid when the server's echoed log-probabilities are misaligned (see the
+        class docstring); pass when the probe is inconclusive (no log-probabilities with generation, or the
+        generated token is tokenized otherwise inside the echo).
+        """
+        with self._check_lock:
+            if self._echo_checked:
+                return
+            own = self._post({"prompt": ECHO_PROBE, "max_tokens": 1, "temperature": 0, "logprobs": 1})
+            gen = own["choices"][0].get("logprobs") or {}
+            text, lps = own["choices"][0].get("text", ""), gen.get("token_logprobs") or []
+            if text and len(lps) == 1 and lps[0] is not None:
+                echo = self._post({"prompt": ECHO_PROBE + text, "max_tokens": 1, "temperature": 0, "echo": True,
+                                   "logprobs": 1})["choices"][0].get("logprobs") or {}
+                picked = [(t, v) for t, o, v in zip(echo.get("tokens") or [], echo.get("text_offset") or [],
+                                                    echo.get("token_logprobs") or []) if o == len(ECHO_PROBE)]
+                if len(picked) == 1 and picked[0][0] == text and picked[0][1] is not None \
+                        and abs(picked[0][1] - lps[0]) > 0.05 + 0.05 * abs(lps[0]):
+                    raise BackendError(
+                        f"{self.url} echoes misaligned log-probabilities: it generated {text!r} after {ECHO_PROBE!r} "
+                        f"with log-probability {lps[0]:.3f}, but its echo scores that same token {picked[0][1]:.3f}. "
+                        f"Every gold-answer and choice score would be wrong. {MISALIGNED_FIX}")
+            self._echo_checked = True
+
     def _post(self, body: dict) -> dict:
         self.check()
         try:
@@ -169,6 +203,8 @@ class OpenAICompatibleLLM(LLM):
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[Score]:
         if len(prompts) != len(continuations):
             raise BackendError(f"score() needs one continuation per prompt: {len(continuations)} for {len(prompts)}.")
+        if prompts:
+            self.check_echo()
 
         def one(pair: tuple[str, str]) -> Score:
             prompt, cont = pair

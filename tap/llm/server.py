@@ -54,16 +54,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: makes llama-cpp-python's echoed log-probabilities right: it gives each echoed prompt token the probability
+#: read one position too late (abetlen/llama-cpp-python#1983) unless the prompt starts with a BOS token, whose
+#: position it skips; with BOS added to every prompt (generation too, so both modes see the same context)
+#: each token gets the probability of itself after the tokens before it
+BOS_FIX = ("--kv_overrides", "tokenizer.ggml.add_bos_token=bool:true")
+
+
 def server_command(gguf: str | Path, port: int, alias: str, host: str = "127.0.0.1", threads: int | None = None,
-                   n_ctx: int = 2048, logprobs: bool = True) -> list[str]:
+                   n_ctx: int = 2048, logprobs: bool = True, bos_fix: bool = True) -> list[str]:
     """The command line that serves ``gguf`` as ``alias`` on ``host:port``. ``logprobs``: keep every
-    token's logits (``--logits_all true``), which TaP's scoring (echo + logprobs) needs.
+    token's logits (``--logits_all true``), which TaP's scoring (echo + logprobs) needs; ``bos_fix``: add
+    ``BOS_FIX``, without which llama-cpp-python's echoed log-probabilities are misaligned.
     """
     threads = threads or max(1, os.cpu_count() or 1)
     return [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
             "--host", host, "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads),
             "--n_threads_batch", str(threads), "--logits_all", "true" if logprobs else "false",
-            "--verbose", "false"]
+            *(BOS_FIX if bos_fix else ()), "--verbose", "false"]
 
 
 def wait_until_up(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
@@ -92,11 +100,13 @@ class LlamaServer:
         alias: the model name the server answers to (default: the model's usual name).
         threads: CPU threads (default: every core).
         logprobs: start it with ``--logits_all true`` (needed for scoring).
+        bos_fix: start it with ``BOS_FIX`` (needed for right scores).
         log: file that takes the server's output (default: discarded).
     """
 
     def __init__(self, model: str = "smollm2", port: int | None = None, alias: str | None = None,
-                 threads: int | None = None, logprobs: bool = True, log: str | Path | None = None) -> None:
+                 threads: int | None = None, logprobs: bool = True, bos_fix: bool = True,
+                 log: str | Path | None = None) -> None:
         if not server_installed():
             raise BackendError("llama-cpp-python's server is not installed. Fix: pip install -e '.[server]' "
                                "(builds llama.cpp: see docs/server.md).")
@@ -104,7 +114,8 @@ class LlamaServer:
         self.alias = alias or DEFAULT_ALIAS.get(model, self.gguf.stem)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.command = server_command(self.gguf, self.port, self.alias, threads=threads, logprobs=logprobs)
+        self.command = server_command(self.gguf, self.port, self.alias, threads=threads, logprobs=logprobs,
+                                      bos_fix=bos_fix)
         self.log = Path(log) if log else None
         self.proc: subprocess.Popen | None = None
 

@@ -63,7 +63,11 @@ class Handler(BaseHTTPRequestHandler):
             lps = [None] + [char_logprob(c) for c in text[1:]]
             logprobs = {"tokens": list(text), "token_logprobs": lps, "text_offset": list(range(len(text)))}
             return 200, {"choices": [{"text": text, "logprobs": logprobs}]}
-        return 200, {"choices": [{"text": fake_reply(prompt)[: body["max_tokens"]]}]}
+        text = fake_reply(prompt)[: body["max_tokens"]]
+        if body.get("logprobs") and self.server.gen_logprob is not None:  # one value per generated character
+            return 200, {"choices": [{"text": text, "logprobs": {"tokens": list(text), "text_offset": [
+                len(prompt) + i for i in range(len(text))], "token_logprobs": [self.server.gen_logprob] * len(text)}}]}
+        return 200, {"choices": [{"text": text}]}
 
     def _send(self, code: int, payload: dict, headers: dict | None = None) -> None:
         data = json.dumps(payload).encode()
@@ -84,6 +88,7 @@ def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     srv.lock, srv.requests, srv.inflight, srv.max_inflight, srv.fail_next, srv.delay = threading.Lock(), 0, 0, 0, 0, 0.0
     srv.models, srv.fail_code, srv.retry_after, srv.no_logits, srv.gets = None, 503, 0, False, 0
+    srv.gen_logprob = None
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
@@ -187,3 +192,21 @@ def test_load_llm_takes_timeout_and_retries_from_the_environment(server, monkeyp
     monkeypatch.setenv("TAP_SERVER_RETRIES", "many")
     with pytest.raises(BackendError, match=r"\$TAP_SERVER_RETRIES must be an integer, got 'many'"):
         load_llm(f"openai:tiny@{server.url}", cache=None)
+
+
+def test_misaligned_echo_log_probabilities_fail_before_any_score_is_paid(server):
+    from tap.llm.http import ECHO_PROBE
+
+    first = fake_reply(ECHO_PROBE)[0]
+    server.gen_logprob = char_logprob(first)  # generation agrees with the echo: scores go through
+    llm = OpenAICompatibleLLM(server.url, "tiny", backoff=0.01)
+    assert llm.score(["Q: 1\nA:"], [" 1"])[0].n_tokens == 2
+    assert server.requests == 3  # the probe (generate, echo) once, then the score
+    llm.score(["Q: 2\nA:"], [" 2"])
+    assert server.requests == 4
+    server.gen_logprob, server.requests = char_logprob(first) - 3.0, 0  # an echo off by one position, say
+    with pytest.raises(BackendError, match=r"misaligned log-probabilities.*add_bos_token=bool:true"):
+        OpenAICompatibleLLM(server.url, "tiny", backoff=0.01).score(["Q: 1\nA:"], [" 1"])
+    assert server.requests == 2  # no score was sent
+    unchecked = OpenAICompatibleLLM(server.url, "tiny", backoff=0.01, check_echo=False)
+    assert unchecked.score(["Q: 1\nA:"], [" 1"])[0].n_tokens == 2
