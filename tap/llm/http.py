@@ -190,6 +190,8 @@ class OpenAICompatibleLLM(LLM):
             return list(pool.map(fn, items))
 
     def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:
+        if prompts:
+            self.check()  # once, before the requests fan out
         def one(prompt: str) -> str:
             out = self._post({"prompt": prompt, "max_tokens": settings.max_new_tokens, "temperature": 0,
                               "stop": list(settings.stop) or None})
@@ -204,6 +206,7 @@ class OpenAICompatibleLLM(LLM):
         if len(prompts) != len(continuations):
             raise BackendError(f"score() needs one continuation per prompt: {len(continuations)} for {len(prompts)}.")
         if prompts:
+            self.check()
             self.check_echo()
 
         def one(pair: tuple[str, str]) -> Score:

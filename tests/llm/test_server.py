@@ -84,12 +84,13 @@ def test_gold_answer_score_and_the_cache_through_the_environment(server, proxy, 
     llm = load_llm(f"openai:{server.alias}@{proxy.url}", cache=tmp_path / "calls.sqlite", backoff=0.05)
     env = Environment(llm, task)
     first = env.evaluate(Chain(task.description), task.val[:4])
-    assert first.llm_calls == 8 and sum(proxy.paid.values()) == 8  # 4 replies + 4 gold-answer scores (echo)
+    # 4 replies + 4 gold-answer scores (echo), and the echo-alignment probe's two requests (not TaP's calls)
+    assert first.llm_calls == 8 and sum(proxy.paid.values()) == 8 + 2
     golds = [r.gold_prob for r in first.results]
     assert all(0 < g <= 1 for g in golds) and len(set(golds)) > 1
     again = Environment(load_llm(f"openai:{server.alias}@{proxy.url}", cache=tmp_path / "calls.sqlite"), task)
     assert again.evaluate(Chain(task.description), task.val[:4]).llm_calls == 0
-    assert sum(proxy.paid.values()) == 8
+    assert sum(proxy.paid.values()) == 8 + 2
 
 
 def test_concurrency_8_gives_the_serial_answers(server, proxy):
@@ -117,7 +118,7 @@ def test_a_search_of_64_calls_end_to_end(server, proxy, tmp_path):
     result = run_search(f"openai:{server.alias}@{proxy.url}", tmp_path / "calls.sqlite", budget_calls=32)
     search = result.costs["search"]
     assert search["example_evals"] <= 32 and search["llm_calls"] == 2 * search["example_evals"] > 32
-    assert sum(proxy.paid.values()) == search["llm_calls"] and max(proxy.paid.values()) == 1
+    assert sum(proxy.paid.values()) == search["llm_calls"] + 2 and max(proxy.paid.values()) == 1  # + the probe
     result.check_replay()
     rerun = run_search(f"openai:{server.alias}@{proxy.url}", tmp_path / "calls.sqlite", budget_calls=32)
     assert rerun.costs["search"]["llm_calls"] == 0 and rerun.final_chain == result.final_chain
@@ -140,19 +141,24 @@ def test_server_killed_mid_collection_and_restarted_pays_no_call_twice(own_serve
     prompts = [f"Q: What is {a} times {a}?\nA:" for a in range(2, 26)]  # 24 calls
     with FaultProxy(own_server.url) as proxy:
         spec = f"openai:{own_server.alias}@{proxy.url}"
-        llm = load_llm(spec, cache=tmp_path / "calls.sqlite", max_concurrency=2, retries=60, backoff=0.1,
-                       max_backoff=1.0)
         out: dict = {}
-        worker = threading.Thread(target=lambda: out.update(r=llm.generate(prompts, SETTINGS)), daemon=True)
+
+        def collect() -> None:  # the cache's SQLite connection belongs to the thread that opens it
+            llm = load_llm(spec, cache=tmp_path / "calls.sqlite", max_concurrency=2, retries=60, backoff=0.1,
+                           max_backoff=1.0)
+            out["r"], out["calls"] = llm.generate(prompts, SETTINGS), llm.calls
+
+        worker = threading.Thread(target=collect, daemon=True)
         worker.start()
-        assert proxy.wait_for(lambda: sum(proxy.paid.values()) >= 4, timeout=300)
+        assert proxy.wait_for(lambda: sum(proxy.paid.values()) >= 4 or not worker.is_alive(), timeout=300)
+        assert worker.is_alive()
         own_server.kill()  # mid-collection: calls are in flight
         down = proxy.requests
         assert proxy.wait_for(lambda: proxy.requests > down + 1, timeout=60)  # the client retries meanwhile
         own_server.start()  # same port
         worker.join(timeout=600)
         assert not worker.is_alive() and len(out["r"]) == 24 and all(out["r"])
-        assert llm.calls == 24 and sum(proxy.paid.values()) == 24 and max(proxy.paid.values()) == 1
+        assert out["calls"] == 24 and sum(proxy.paid.values()) == 24 and max(proxy.paid.values()) == 1
         # a resumed run over the same cache pays nothing, and the answers are the undisturbed server's
         resumed = load_llm(spec, cache=tmp_path / "calls.sqlite")
         assert resumed.generate(prompts, SETTINGS) == out["r"] and resumed.calls == 0
@@ -177,22 +183,21 @@ def test_server_down_fails_clearly_and_a_rerun_resumes(own_server, tmp_path):
 
 def test_slow_server_times_out_then_retries(server, proxy):
     expected = quick(server.url, server.alias).generate(PROMPTS[:1], SETTINGS)
-    llm = quick(proxy.url, server.alias, timeout=1.0, retries=3)
+    llm = quick(proxy.url, server.alias, timeout=3.0, retries=6)
     llm.check()  # the model check first, so that only completions are held below
-    proxy.slow_for, proxy.slow_next = 60.0, 2  # the first two attempts are held past the timeout
-    start = time.monotonic()
+    proxy.slow_for, proxy.slow_next = 600.0, 2  # the first two attempts are held past the timeout
     assert llm.generate(PROMPTS[:1], SETTINGS) == expected
-    assert llm.attempts == 1 + 3 and time.monotonic() - start < 60
+    assert 1 + 3 <= llm.attempts <= 1 + 7  # two timed out (more only if a real answer took over 3 s)
     proxy.slow_next = 10
     with pytest.raises(BackendError, match=r"failed 2 times \(last: TimeoutError.*raise timeout"):
-        quick(proxy.url, server.alias, timeout=1.0, retries=1, check_model=False).generate(PROMPTS[1:2], SETTINGS)
+        quick(proxy.url, server.alias, timeout=3.0, retries=1, check_model=False).generate(PROMPTS[1:2], SETTINGS)
     proxy.release.set()  # let the held requests go
 
 
 @pytest.mark.parametrize("code", [500, 503, 429])
 def test_errors_for_a_while_are_ridden_out(server, proxy, code):
     expected = quick(server.url, server.alias).generate(PROMPTS[:2], SETTINGS)
-    llm = quick(proxy.url, server.alias, max_concurrency=1, retries=4)
+    llm = quick(proxy.url, server.alias, max_concurrency=1, retries=4, max_backoff=2.0)
     llm.check()
     proxy.fail_code, proxy.fail_next, proxy.retry_after = code, 3, 1
     start = time.monotonic()
@@ -222,3 +227,14 @@ def test_a_server_without_logprobs_names_the_flag(tmp_path):
         with pytest.raises(BackendError, match="keeps no log-probabilities.*--logits_all true"):
             llm.score(PROMPTS[:1], [" 3"])
         assert llm.attempts == before + 1  # a misconfiguration is not retried
+
+
+def test_without_the_bos_fix_the_misaligned_echo_is_refused(tmp_path):
+    # llama-cpp-python gives each echoed token the probability read one position too late unless the prompt
+    # starts with BOS (abetlen/llama-cpp-python#1983): the probe catches it before any score is paid
+    with LlamaServer("smollm2", threads=THREADS, bos_fix=False, log=tmp_path / "nobos.log") as srv:
+        with FaultProxy(srv.url) as proxy:
+            llm = quick(proxy.url, srv.alias)
+            with pytest.raises(BackendError, match="misaligned log-probabilities.*add_bos_token=bool:true"):
+                llm.score(PROMPTS[:2], [" 3", " 7"])
+            assert sum(proxy.paid.values()) == 2  # the probe's two requests, no score
