@@ -238,3 +238,33 @@ def test_without_the_bos_fix_the_misaligned_echo_is_refused(tmp_path):
             with pytest.raises(BackendError, match="misaligned log-probabilities.*add_bos_token=bool:true"):
                 llm.score(PROMPTS[:2], [" 3", " 7"])
             assert sum(proxy.paid.values()) == 2  # the probe's two requests, no score
+
+
+def test_the_documented_commands_serve_smollm2_to_tap(tmp_path):
+    import re
+    import shlex
+    import subprocess
+    import sys
+
+    from tap.llm.server import free_port, wait_until_up
+
+    doc = (Path(__file__).parents[2] / "docs" / "server.md").read_text()
+    start = next(line for line in doc.splitlines() if line.startswith("python -m tap.llm.server"))
+    spec = re.search(r"--model (openai:\S+@http://127\.0\.0\.1:8000)", doc).group(1)
+    port = free_port()
+    argv = [sys.executable, *shlex.split(start.split("#")[0])[1:]]
+    argv[argv.index("--port") + 1] = str(port)
+    with open(tmp_path / "doc-server.log", "wb") as log:
+        proc = subprocess.Popen([*argv, "--threads", str(THREADS)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", 180, proc)
+        llm = load_llm(spec.replace(":8000", f":{port}"), cache=tmp_path / "calls.sqlite", backoff=0.05)
+        assert llm.generate(PROMPTS[:2], SETTINGS)[0] and llm.score(PROMPTS[:1], [" 3"])[0].n_tokens >= 1
+        assert spec.replace(":8000", f":{port}") in (tmp_path / "doc-server.log").read_text()  # what it printed
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
