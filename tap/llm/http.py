@@ -2,7 +2,8 @@
 
 Generation uses ``/v1/completions`` with greedy decoding; scoring asks the server to echo the prompt
 and continuation with per-token log-probabilities (``echo`` + ``logprobs``) and sums the tokens that
-start inside the continuation. Requests run in parallel up to ``max_concurrency``, each with a
+start inside the continuation (llama-cpp-python's offsets, which skip special tokens, are moved back into the
+prompt's characters). Requests run in parallel up to ``max_concurrency``, each with a
 timeout, and are retried with exponential backoff on connection errors, timeouts, 429 and 5xx.
 Wrap it in ``CachedLLM`` (``load_llm`` does) to share the on-disk call cache.
 """
@@ -218,8 +219,14 @@ class OpenAICompatibleLLM(LLM):
             if not offsets or values is None:
                 raise BackendError(f"{self.url} returned no echoed log-probabilities; scoring needs `echo` with "
                                    f"`logprobs` on /v1/completions. {NO_LOGPROBS_FIX}")
+            # llama-cpp-python counts offsets in its detokenized text, where special tokens (a chat template's
+            # <|im_start|>, ...) are empty: move them by what its echoed text has more than its tokens
+            text, tokens = out["choices"][0].get("text") or "", lp.get("tokens") or []
+            lag = 0
+            if text.startswith(prompt + cont) and len(tokens) == len(offsets):
+                lag = max(0, len(text) - (offsets[-1] + len(tokens[-1] or "")))
             start, end = len(prompt), len(prompt) + len(cont)
-            picked = [v for o, v in zip(offsets, values) if start <= o < end and v is not None]
+            picked = [v for o, v in zip(offsets, values) if start <= o + lag < end and v is not None]
             if not picked:
                 raise BackendError(f"no token of the continuation {cont!r} came back from {self.url}.")
             return Score(float(sum(picked)), len(picked))

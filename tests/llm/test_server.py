@@ -60,8 +60,10 @@ def quick(url: str, model: str, **kw) -> OpenAICompatibleLLM:
 
 def test_generate_and_score_agree_with_the_servers_own_completions(server):
     llm = quick(server.url, server.alias)
-    replies = llm.generate(PROMPTS, SETTINGS)
-    for prompt, reply in zip(PROMPTS, replies):
+    # a chat-template prompt too: its special tokens are empty in the server's echoed offsets
+    prompts = [*PROMPTS, "<|im_start|>user\nWhat is the plural of duel?<|im_end|>\n<|im_start|>assistant\n"]
+    replies = llm.generate(prompts, SETTINGS)
+    for prompt, reply in zip(prompts, replies):
         own = raw_completion(server.url, {"model": server.alias, "prompt": prompt, "max_tokens": 12,
                                           "temperature": 0, "stop": ["\n\n"], "logprobs": 1})["choices"][0]
         assert reply == own["text"].strip() and reply
@@ -73,7 +75,7 @@ def test_generate_and_score_agree_with_the_servers_own_completions(server):
     # greedy: the generated first token scores at least as well as any other continuation
     best = llm.score([PROMPTS[0]], [" " + replies[0].split()[0]])[0].logprob
     assert all(s.logprob <= best + 1e-3 for s in llm.score([PROMPTS[0]] * 3, [" banana", " 17", " the"]))
-    assert llm.generate(PROMPTS, SETTINGS) == replies  # deterministic
+    assert llm.generate(prompts, SETTINGS) == replies  # deterministic
 
 
 def test_gold_answer_score_and_the_cache_through_the_environment(server, proxy, tmp_path):
