@@ -81,7 +81,8 @@ class OpenAICompatibleLLM(LLM):
         self.attempts = 0  # HTTP requests sent, retries included (completions and the model check)
         self._checked = not check_model
         self._echo_checked = not check_echo
-        self._check_lock = threading.RLock()
+        self._check_lock = threading.RLock()  # one check at a time; requests wait for it
+        self._count_lock = threading.Lock()
         self._tokenizer = None
         if tokenizer:
             from transformers import AutoTokenizer
@@ -114,7 +115,7 @@ class OpenAICompatibleLLM(LLM):
             if attempt:
                 time.sleep(self._delay(attempt, retry_after))
             retry_after = None
-            with self._check_lock:
+            with self._count_lock:
                 self.attempts += 1
             try:
                 req = urllib.request.Request(url, data=data, headers=headers, method="GET" if data is None else "POST")
