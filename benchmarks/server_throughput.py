@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-from tap.chains import Chain
+from tap.chains import Chain, initial_chain
 from tap.env import Environment
 from tap.llm import load_llm
 from tap.llm.provision import provision_offline
@@ -51,7 +51,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     args = p.parse_args()
     task = load_task(args.task)
-    base = Chain(task.description)
+    base = initial_chain(task.description)  # what a search starts from
     chains = [dataclasses.replace(base, instruction=f"{base.instruction} (Variant {i}.)") for i in range(args.chains)]
     calls = 2 * args.chains * args.examples
     rows = []
