@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tap.errors import BackendError
@@ -14,7 +15,8 @@ from tap.paths import cache_dir
 def load_llm(model: str = "smollm2", cache: str | Path | None = "default", **kwargs) -> CachedLLM:
     """The frozen LLM ``model`` behind the on-disk call cache (``"default"``: ``<cache_dir>/calls.sqlite``;
     None: in memory). ``openai:<model>@<base url>`` uses an OpenAI-compatible server
-    (``OpenAICompatibleLLM``). Extra keyword arguments go to the backend.
+    (``OpenAICompatibleLLM``; ``$TAP_SERVER_TIMEOUT`` and ``$TAP_SERVER_RETRIES`` set its per-request timeout and
+    retries where the caller does not, e.g. from the command line). Extra keyword arguments go to the backend.
     """
     path = cache_dir() / "calls.sqlite" if cache == "default" else cache
     if model.startswith("openai:"):  # openai:<model>@<base url>: an OpenAI-compatible server
@@ -26,6 +28,13 @@ def load_llm(model: str = "smollm2", cache: str | Path | None = "default", **kwa
                                "openai:SmolLM2-135M-Instruct@http://127.0.0.1:8000")
         local_only = ("dtype", "batch_size")  # the local model's settings mean nothing to a server
         server_kwargs = {k: v for k, v in kwargs.items() if k not in local_only}
+        for key, var, kind in (("timeout", "TAP_SERVER_TIMEOUT", float), ("retries", "TAP_SERVER_RETRIES", int)):
+            if key not in server_kwargs and os.environ.get(var):
+                try:
+                    server_kwargs[key] = kind(os.environ[var])
+                except ValueError:
+                    raise BackendError(f"${var} must be a{'n integer' if kind is int else ' number'}, got "
+                                       f"{os.environ[var]!r}.") from None
         return CachedLLM(OpenAICompatibleLLM(url, name, **server_kwargs), CallCache(path))
     from tap.llm.hf import TransformersLLM
 
