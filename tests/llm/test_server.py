@@ -108,16 +108,10 @@ def test_concurrency_8_gives_the_serial_answers(server, proxy):
 
 
 def run_search(spec: str, cache: Path, budget_calls: int, seed: int = 0):
-    """A short ``random-sh`` search through the planner's Python API (the one place these tests couple to it;
-    main's refactor names it ``preset="random"``, this branch ``method="random-sh"``).
-    """
-    import dataclasses
-
+    """A short ``random-sh`` search (the ``random`` preset) through the planner's Python API."""
     from tap.planning import PlanConfig, Planner
 
-    how = {"preset": "random"} if "preset" in {f.name for f in dataclasses.fields(PlanConfig)} else \
-        {"method": "random-sh"}
-    config = PlanConfig(**how, eval_examples=4, test_examples=0, max_new_tokens=12)
+    config = PlanConfig(preset="random", eval_examples=4, test_examples=0, max_new_tokens=12)
     return Planner(None, config=config, model=spec, cache=str(cache)).optimize(
         arithmetic_task(40), budget_calls=budget_calls, seed=seed, progress=False)
 
