@@ -84,3 +84,31 @@ def test_pipeline_can_train_the_contrastive_encoder_first(tmp_path, fake_llm, ca
 
     wm = WorldModel.from_checkpoint(tmp_path / "ckpt" / "world_model")
     assert wm.hparams.encoder_hparams["backbone"] == "hash" and wm.hparams.effect_prior
+
+
+def test_pipeline_plans_with_the_shipped_world_model_and_prints_the_stored_reference(tmp_path, fake_llm, capsys,
+                                                                                    monkeypatch):
+    import json
+
+    from tests.helpers import save_tiny_world_model
+
+    tiny = save_tiny_world_model(tmp_path / "shipped.ckpt", tasks=["ii:sentiment", "ii:cause_and_effect"])
+    monkeypatch.setattr("tap.systems.checkpoints.shipped_world_model", lambda model="smollm2": tiny)
+    monkeypatch.setattr("tap.systems.checkpoints.PRETRAINED", tmp_path)
+    target = write_arithmetic_jsonl(tmp_path / "target.jsonl", 80)
+    (tmp_path / "reference.json").write_text(json.dumps({target: {
+        "budget_calls": 48, "eval_examples": 8, "test_examples": 6, "seeds": 5, "default": [0.7, 0.1],
+        "random": [0.2, 0.1], "delta": [0.5, 0.12], "ahead": 5, "cpu": "AMD EPYC", "date": "2026-12-08",
+        "command": "python benchmarks/compare.py ..."}}))
+    argv = ["--task", target, "--budget-calls", "48", "--eval-examples", "8", "--test-examples", "6",
+            "--runs", str(tmp_path / "runs")]
+    assert pipeline.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "world model: the one that ships for SmolLM2" in out and "collect sibling" not in out
+    assert "1/2" in out and "2/2" in out and "TaP against random-sh" in out
+    assert "over 5 seeds (stored, AMD EPYC, 2026-12-08): tap 0.700 ± 0.100, random-sh 0.200 ± 0.100, paired " \
+           "difference +0.500 ± 0.120" in out
+    assert pipeline.main([*argv, "--budget-calls", "40"]) == 0  # other settings: no stored reference claimed
+    assert "no stored multi-seed comparison" in capsys.readouterr().out
+    assert pipeline.main(["--task", "ii:sentiment"]) == 2  # a task the shipped model was trained on
+    assert "one of the training tasks" in capsys.readouterr().err

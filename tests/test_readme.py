@@ -27,11 +27,12 @@ def _commands(block: str) -> list[list[str]]:
 
 @pytest.fixture
 def own_task(tmp_path, monkeypatch):
-    """The README's names made real: my_task.jsonl and the quickstart's world model, in a scratch folder."""
+    """The README's names made real in a scratch folder: my_task.jsonl, and a tiny stand-in for the shipped world
+    model (the real one reads MiniLM, which the slow tests load)."""
     monkeypatch.chdir(tmp_path)
     write_arithmetic_jsonl(tmp_path / "my_task.jsonl", 80)
-    (tmp_path / "checkpoints" / "quickstart" / "world_model").mkdir(parents=True)
-    save_tiny_world_model(tmp_path / "checkpoints" / "quickstart" / "world_model" / "best.ckpt")
+    tiny = save_tiny_world_model(tmp_path / "tiny.ckpt", tasks=["other.jsonl"])
+    monkeypatch.setattr("tap.systems.checkpoints.shipped_world_model", lambda model="smollm2": tiny)  # MiniLM-free
     monkeypatch.setattr("tap.llm.load_llm", lambda *a, **k: RuleLLM())
     return tmp_path
 
@@ -70,10 +71,11 @@ def test_the_python_api_example_runs_as_written(own_task, monkeypatch, capsys):
 
     monkeypatch.setattr(Planner, "llm", property(lambda self: RuleLLM()))
     code = _blocks("python")[0]
-    assert 'Planner.from_checkpoint("checkpoints/quickstart/world_model"' in code
+    assert "Planner.from_checkpoint(config=" in code  # the shipped world model
     # the README's search, on an 8-example top rung and a small menu
     code = code.replace('PlanConfig(preset="default", test_examples=100)',
-                        'PlanConfig(preset="default", test_examples=6, eval_examples=8, settings={"menu": 16})')
-    exec(compile(code, str(README), "exec"), {})
+                        'PlanConfig(preset="default", test_examples=6, eval_examples=8, settings={"menu": 16}), '
+                        'llm=RuleLLM()')
+    exec(compile(code, str(README), "exec"), {"RuleLLM": RuleLLM})
     out = capsys.readouterr().out
     assert "instruction" in out and "{question}" in out and "'initial'" in out

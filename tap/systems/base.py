@@ -12,7 +12,7 @@ import lightning as L
 import torch
 
 from tap.errors import TapError
-from tap.systems.checkpoints import FROZEN_KEY, KIND_KEY, init_hparams, read_checkpoint
+from tap.systems.checkpoints import FROZEN_KEY, INT8_KEY, KIND_KEY, init_hparams, read_checkpoint
 from tap.systems.tensorboard import LatentProjector
 
 S = TypeVar("S", bound="TapSystem")
@@ -92,6 +92,13 @@ class TapSystem(L.LightningModule):
         """Put the pretrained backbones' weights back into a checkpoint saved by reference, after checking that
         this module's backbones (just loaded from their source) are the ones it was trained with.
         """
+        scales = checkpoint.pop(INT8_KEY, None)
+        if scales:  # an exported checkpoint: its large tensors back to floats
+            from tap.systems.export import dequantize_rows
+
+            state = checkpoint["state_dict"]
+            for key, scale in scales.items():
+                state[key] = dequantize_rows(state[key], scale)
         refs = checkpoint.get(FROZEN_KEY)
         if not refs:
             return

@@ -13,6 +13,8 @@ from tap.errors import TapError
 KIND_KEY = "tap_system"
 #: prefix -> source and digest of each pretrained backbone a checkpoint holds by reference
 FROZEN_KEY = "tap_pretrained"
+#: state-dict key -> per-row scales of the tensors an exported checkpoint stores as int8 (``tap.systems.export``)
+INT8_KEY = "tap_int8_scales"
 
 
 #: the trained world models that ship inside the package, per frozen LLM (``python -m tap.pipeline --train`` makes

@@ -4,9 +4,10 @@
 
 Keeps the kind tag, the constructor arguments, the data settings, the pretrained backbones' references and the
 trained weights and buffers; drops the optimizer and scheduler states, loop and callback states; stores float
-tensors of ``min_numel`` or more elements in fp16 (loading copies them back into the module's own dtype); records
-the frozen LLM the data came from (``frozen_model.txt`` beside the checkpoint, written by ``python -m
-tap.pipeline``, or ``--frozen-llm``).
+tensors of ``min_numel`` or more elements as int8 with one fp32 scale per output row (symmetric; the error is at
+most half a step, 1/254 of the row's largest magnitude; ``TapSystem.on_load_checkpoint`` restores them) and the
+rest exactly; records the frozen LLM the data came from (``frozen_model.txt`` beside the checkpoint, written by
+``python -m tap.pipeline``, or ``--frozen-llm``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 
 from tap.errors import TapError, exit_code
-from tap.systems.checkpoints import FROZEN_KEY, KIND_KEY, find_checkpoint
+from tap.systems.checkpoints import FROZEN_KEY, INT8_KEY, KIND_KEY, find_checkpoint
 
 #: the frozen LLM (model@dtype) whose answers trained an exported checkpoint
 FROZEN_LLM_KEY = "tap_frozen_llm"
@@ -35,8 +36,14 @@ def export_checkpoint(src: str | Path, dst: str | Path, frozen_llm: str | None =
         marker = file.parent / "frozen_model.txt"
         frozen_llm = marker.read_text().strip() if marker.exists() else None
     out = {k: ckpt[k] for k in _KEEP if k in ckpt}
-    out["state_dict"] = {k: v.to(torch.float16) if v.is_floating_point() and v.numel() >= min_numel else v
-                         for k, v in ckpt["state_dict"].items()}
+    out["state_dict"], scales = {}, {}
+    for key, value in ckpt["state_dict"].items():
+        if value.is_floating_point() and value.numel() >= min_numel:
+            out["state_dict"][key], scales[key] = quantize_rows(value)
+        else:
+            out["state_dict"][key] = value
+    if scales:
+        out[INT8_KEY] = scales
     if frozen_llm:
         out[FROZEN_LLM_KEY] = frozen_llm
     dst = Path(dst)
@@ -45,6 +52,20 @@ def export_checkpoint(src: str | Path, dst: str | Path, frozen_llm: str | None =
     torch.save(out, tmp)
     tmp.replace(dst)
     return dst
+
+
+def quantize_rows(value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``value`` as int8 and one fp32 scale per row of its first dimension (all of it for a vector)."""
+    rows = value.detach().float().reshape(value.shape[0] if value.dim() > 1 else 1, -1)
+    scale = (rows.abs().amax(dim=1) / 127).clamp_min(1e-12)  # (rows,)
+    q = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q.reshape(value.shape), scale
+
+
+def dequantize_rows(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``quantize_rows`` (to fp32, up to half a step per element)."""
+    rows = q.float().reshape(scale.shape[0], -1) * scale[:, None]
+    return rows.reshape(q.shape)
 
 
 def main(argv: list[str] | None = None) -> int:
