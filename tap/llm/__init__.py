@@ -35,7 +35,10 @@ def load_llm(model: str = "smollm2", cache: str | Path | None = "default", **kwa
                 except ValueError:
                     raise BackendError(f"${var} must be a{'n integer' if kind is int else ' number'}, got "
                                        f"{os.environ[var]!r}.") from None
-        return CachedLLM(OpenAICompatibleLLM(url, name, **server_kwargs), CallCache(path))
+        backend = OpenAICompatibleLLM(url, name, **server_kwargs)
+        # a server answers max_concurrency requests at a time: saving each such chunk as it completes bounds what a
+        # killed client loses to the requests in flight (a chunk of 64 would risk 64 answered calls)
+        return CachedLLM(backend, CallCache(path), chunk=max(1, int(getattr(backend, "max_concurrency", 8))))
     from tap.llm.hf import TransformersLLM
 
     return CachedLLM(TransformersLLM(model, **kwargs), CallCache(path))

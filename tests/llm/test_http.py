@@ -210,3 +210,11 @@ def test_misaligned_echo_log_probabilities_fail_before_any_score_is_paid(server)
     assert server.requests == 2  # no score was sent
     unchecked = OpenAICompatibleLLM(server.url, "tiny", backoff=0.01, check_echo=False)
     assert unchecked.score(["Q: 1\nA:"], [" 1"])[0].n_tokens == 2
+
+
+def test_a_server_backend_saves_each_round_of_concurrent_requests(server, tmp_path):
+    """A killed client loses at most the requests in flight: the cache is written every max_concurrency calls."""
+    from tap.llm import load_llm
+
+    llm = load_llm(f"openai:tiny@{server.url}", cache=tmp_path / "calls.sqlite", max_concurrency=3)
+    assert llm.chunk == 3
