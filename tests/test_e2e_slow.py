@@ -193,7 +193,7 @@ def test_debug_training_pipeline_on_the_real_model(tmp_path, real_artifacts):
     assert all(r["example_evals"] <= 24 and [p["budget"] for p in r["curve"]] == [12, 16, 24] for r in runs.values())
     assert runs["ape-s0"]["proposer"]["requests"] > 0
     tap_run = runs["tap-s0"]  # the debug world model saw this task: 4 trajectories of 4 chains
-    assert tap_run["setting"] == "per-task" and tap_run["collection_chain_evals"] == 16
+    assert tap_run["setting"] == "per-task" and tap_run["collection_chain_evals"] == 16 * 4  # chains x examples
     assert (tmp_path / "compare.md").exists() and (tmp_path / "compare.png").exists()
     again = compare()
     assert "0 runs to do (3 done)" in again.stdout and first_table.splitlines()[-6:] == again.stdout.splitlines()[-6:]

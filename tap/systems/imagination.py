@@ -87,18 +87,19 @@ class ImaginationPolicy(TapSystem):
         if candidates < 2 or rollout_horizon < 1:
             raise ValueError(f"candidates ({candidates}) must be >= 2 and rollout_horizon ({rollout_horizon}) >= 1.")
         self.save_hyperparameters()
-        state = None
+        ckpt = None
         if world_model_hparams is None:
             _, ckpt = read_checkpoint(world_model_checkpoint, WorldModel.__name__)
-            world_model_hparams, state = init_hparams(ckpt), ckpt["state_dict"]
+            world_model_hparams = init_hparams(ckpt)
             data = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
             self.hparams["world_model_hparams"] = world_model_hparams
             self.hparams["world_model_data"] = data
         self.loss_scales = DEFAULT_SCALES | dict(loss_scales or {})
         with own_hyperparameters():
             self.world_model = WorldModel(**world_model_hparams)
-        if state is not None:
-            self.world_model.load_state_dict(state)
+        if ckpt is not None:
+            self.world_model.on_load_checkpoint(ckpt)  # its pretrained backbone back in, as saved by reference
+            self.world_model.load_state_dict(ckpt["state_dict"])
         self.world_model.requires_grad_(False)
         wm = self.world_model
         self.actor = Actor(wm.feature_dim, wm.action_dim, hidden_dim)

@@ -81,11 +81,11 @@ HALF_KINDS = ("sibling_half", "edit_half")
 
 
 def _encoder_spec(encoder: str) -> tuple[dict, dict | None]:
-    """Encoder hyperparameters (and weights) from a checkpoint, or a fresh frozen one by backbone name."""
+    """Encoder hyperparameters (and its checkpoint) from a checkpoint, or a fresh frozen one by backbone name."""
     if encoder in ("hash", "minilm"):
         return {"backbone": encoder, "lora_rank": 0}, None
     _, ckpt = read_checkpoint(encoder, ContrastiveEncoder.__name__)
-    return init_hparams(ckpt), ckpt["state_dict"]
+    return init_hparams(ckpt), ckpt
 
 
 class WorldModel(TapSystem):
@@ -144,15 +144,16 @@ class WorldModel(TapSystem):
         if world_model not in WORLD_MODELS:
             raise ValueError(f"unknown world_model {world_model!r}; choose one of {list(WORLD_MODELS)}.")
         self.save_hyperparameters()
-        encoder_state = None
+        encoder_ckpt = None
         if encoder_hparams is None:
-            encoder_hparams, encoder_state = _encoder_spec(encoder)
+            encoder_hparams, encoder_ckpt = _encoder_spec(encoder)
             self.hparams["encoder_hparams"] = encoder_hparams  # checkpoints rebuild the encoder without its file
         self.loss_scales = DEFAULT_SCALES | dict(loss_scales or {})
         with own_hyperparameters():
             self.encoder = ContrastiveEncoder(**encoder_hparams)
-        if encoder_state is not None:
-            self.encoder.load_state_dict(encoder_state)
+        if encoder_ckpt is not None:
+            self.encoder.on_load_checkpoint(encoder_ckpt)  # its pretrained backbone back in, as saved by reference
+            self.encoder.load_state_dict(encoder_ckpt["state_dict"])
         self.encoder.freeze_encoder()
         latent_dim = self.encoder.hparams.latent_dim
         text_dim = self.encoder.net.backbone.dim
