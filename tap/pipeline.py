@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                                              str(world_model), "--budget-calls", str(args.budget_calls),
                                              "--eval-examples", str(args.eval_examples), "--test-examples",
                                              str(args.test_examples), "--seed", str(args.seed), "--out", run_dir,
-                                             "--quiet"]))
+                                             "--induce", "0", "--quiet"]))  # the edit space of every benchmark
             if code:
                 return code
             from tap.search import SearchResult
