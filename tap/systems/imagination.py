@@ -4,7 +4,8 @@ From real chains of the triples data, it proposes K candidate edits per chain (t
 then imagines H-step rollouts in which the actor picks one candidate per step and the world model
 predicts the reward (minus an uncertainty penalty). The critic learns lambda-returns; the actor learns
 by REINFORCE on normalised advantages with an entropy bonus (DreamerV3 for discrete actions). It never
-calls the LLM. Its scores rank candidates in ``plan.py --method policy`` and seed the gradient planner.
+calls the LLM. Its scores rank a search's candidates with ``plan.py --checkpoint checkpoints/policy --preset model
+--set ranker=policy compose=0 compose_hedge=false adapt=0``.
 
 Named loss terms, each scaled by ``loss_scales``: ``actor`` (policy gradient), ``entropy`` (negative
 entropy), ``critic`` (squared error to the lambda-return), ``slow`` (pull towards a slow EMA critic).
