@@ -79,3 +79,19 @@ def test_the_python_api_example_runs_as_written(own_task, monkeypatch, capsys):
     exec(compile(code, str(README), "exec"), {"RuleLLM": RuleLLM})
     out = capsys.readouterr().out
     assert "instruction" in out and "{question}" in out and "'initial'" in out
+
+
+def test_the_readme_server_commands_are_the_ones_tests_run():
+    """The README's two server commands: the first is docs/server.md's, which tests/llm/test_server.py starts and
+    serves TaP from; the second is a plan.py command line that parses, pointed at what that server prints."""
+    from tap.planning import cli as plan_cli
+
+    block = next(b for b in _blocks("bash") if "tap.llm.server" in b)
+    start, plan = _commands(block)
+    doc = (README.parent / "docs" / "server.md").read_text()
+    served = " ".join(start[start.index("python"):])
+    assert any(line.split("#")[0].strip() == served for line in doc.splitlines()), served
+    spec = plan[plan.index("--model") + 1]
+    assert spec in doc and spec.startswith("openai:SmolLM2-135M-Instruct@http://127.0.0.1:8000")
+    args = plan_cli.parse_args(plan[2:])
+    assert args.model == spec and args.budget_calls == 256

@@ -124,8 +124,8 @@ class LlamaServer:
         """The ``--model`` value that points TaP at this server."""
         return f"openai:{self.alias}@{self.url}"
 
-    def start(self, timeout: float = 180.0) -> LlamaServer:
-        """Start the server and wait until it answers (at most ``timeout`` seconds)."""
+    def start(self, timeout: float = 900.0) -> LlamaServer:
+        """Start the server and wait until it answers (``timeout``: a failsafe against a hang, generous on purpose)."""
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT)
         if out is not subprocess.DEVNULL:

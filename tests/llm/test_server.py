@@ -259,7 +259,7 @@ def test_the_documented_commands_serve_smollm2_to_tap(tmp_path):
     with open(tmp_path / "doc-server.log", "wb") as log:
         proc = subprocess.Popen([*argv, "--threads", str(THREADS)], stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_until_up(f"http://127.0.0.1:{port}", 180, proc)
+        wait_until_up(f"http://127.0.0.1:{port}", 1800, proc)  # a failsafe against a hang, not a time limit
         llm = load_llm(spec.replace(":8000", f":{port}"), cache=tmp_path / "calls.sqlite", backoff=0.05)
         assert llm.generate(PROMPTS[:2], SETTINGS)[0] and llm.score(PROMPTS[:1], [" 3"])[0].n_tokens >= 1
         assert spec.replace(":8000", f":{port}") in (tmp_path / "doc-server.log").read_text()  # what it printed
