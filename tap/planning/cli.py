@@ -20,7 +20,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from tap.planning import PRESETS, SEARCH_DEFAULTS, PlanConfig
 
     d = PlanConfig()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip("`"),
+    p = argparse.ArgumentParser(prog="plan.py", description=__doc__.split("\n\n")[0].replace("``", ""),
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", required=True,
                    help="ii:NAME (python -m tap.tasks), bigbench:NAME, or your own .jsonl/.csv file")
