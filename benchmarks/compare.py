@@ -66,7 +66,7 @@ REFERENCE = ("promptolution-evoprompt",)  # a maintained library's implementatio
 BASELINES = ("random", "grips", "ape", "opro", "evoprompt", "demos", *REFERENCE)
 METHODS = (*TAP, *BASELINES)
 DEFAULT_METHODS = ("tap", "random-sh", *BASELINES[: -len(REFERENCE)])
-#: where ``train.py fit --config configs/world_model.yaml`` and ``configs/policy.yaml`` write their checkpoints
+#: where ``train.py fit --config configs/world_model.yaml`` writes its checkpoint (pass it as --world-model)
 WORLD_MODEL = ROOT / "checkpoints" / "world_model"
 GRID = (1, 5, 10, 15, 25, 35, 50, 75, 100, 150, 200, 300, 400)
 CALL_GRID = (16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
@@ -418,8 +418,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="in --unit (default: 25 50 100 200 chain evaluations; 128 256 512 1024 2048 calls)")
     p.add_argument("--unit", choices=["evals", "calls"], default="evals",
                    help="budgets in chain evaluations or in LLM calls (example evaluations)")
-    p.add_argument("--world-model", default=str(WORLD_MODEL),
-                   help="world-model checkpoint of TaP's ranked presets (a meta-trained one for transfer)")
+    p.add_argument("--world-model", default=None,
+                   help="world-model checkpoint of TaP's ranked presets (default: the one that ships for --model; "
+                        f"one you trained: {WORLD_MODEL.relative_to(ROOT)})")
     p.add_argument("--model", default="smollm2", help="the frozen LLM every method runs on")
     p.add_argument("--proposer", help="LLM for APE/OPRO/EvoPrompt proposals (default: the frozen LLM itself)")
     p.add_argument("--eval-examples", type=int, default=16, help="val examples per chain evaluation")
@@ -458,15 +459,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = PlanConfig(eval_examples=args.eval_examples, test_examples=0)
         try:
             if set(TAP) - set(MODEL_FREE) & set(args.methods):
-                planner = Planner.from_checkpoint(args.world_model, llm=llm, config=cfg)
+                planner = Planner.from_checkpoint(args.world_model, llm=llm, config=cfg, model=args.model)
             elif set(TAP) & set(args.methods):
                 planner = Planner(None, llm=llm, config=PlanConfig(preset="random", eval_examples=args.eval_examples,
                                                                    test_examples=0))
         except TapError as err:
-            print(f"error: {err}\nTaP's ranked presets need a trained world model: `python -m tap.pipeline` "
-                  "(checkpoints/quickstart/world_model) or `python train.py fit --config configs/world_model.yaml` "
-                  "(checkpoints/world_model), passed as --world-model; or leave them out of --methods.",
-                  file=sys.stderr)
+            print(f"error: {err}\nTaP's ranked presets need a world model trained against --model: the shipped one "
+                  "(SmolLM2), or one you train (`python train.py fit --config configs/world_model.yaml`, then "
+                  "--world-model checkpoints/world_model); or leave them out of --methods.", file=sys.stderr)
             return 2
         todo = [(t, m, s) for t in args.tasks for s in args.seeds for m in args.methods  # a task's seeds first
                 if not run_path(out, t, m, s).exists()]
