@@ -7,8 +7,8 @@ LLM backends and the call cache) → ``tap.tasks`` (task sources, splits, metric
 shares: budgeted evaluation, records, one result type) → ``tap.models`` / ``tap.losses`` /
 ``tap.metrics`` (networks, loss terms, metrics) → ``tap.systems`` (the LightningModules) →
 ``tap.planning`` and ``tap.baselines`` (the searches) → entry points (``tap.cli``, ``tap.collect``,
-``tap.pipeline``; ``train.py``, ``plan.py``). ``tap.errors``, ``tap.paths``, ``tap.machine`` and ``tap.quiet``
-serve every layer.
+``tap.pipeline``, ``tap.integrations``; ``train.py``, ``plan.py``). ``tap.errors``, ``tap.paths``, ``tap.machine``
+and ``tap.quiet`` serve every layer.
 """
 
 __version__ = "0.1.0"

@@ -284,8 +284,8 @@ def test_the_random_preset_replays_a_stored_grid_run_on_the_real_model(tmp_path,
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, str(root / "plan.py"), "--task", "ii:first_word_letter", "--preset",
                            "random", "--budget-calls", "264", "--eval-examples", "32", "--test-examples", "100",
-                           "--seed", "0", "--cache", str(tmp_path / "calls.sqlite"), "--out", str(tmp_path / "run"),
-                           "--quiet"], capture_output=True, text=True, cwd=root,
+                           "--seed", "0", "--induce", "0", "--cache", str(tmp_path / "calls.sqlite"),
+                           "--out", str(tmp_path / "run"), "--quiet"], capture_output=True, text=True, cwd=root,
                           env={**os.environ, "TAP_CACHE": REAL_CACHE, "TAP_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     from tap.search import SearchResult

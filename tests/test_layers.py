@@ -11,7 +11,7 @@ import tap
 TAP = Path(tap.__file__).parent
 LAYERS = [("errors", "paths", "machine", "quiet"), ("llm",), ("tasks",), ("chains",), ("env",), ("collection",),
           ("search",), ("models", "losses", "metrics"), ("systems",), ("planning", "baselines"),
-          ("cli", "collect", "pipeline")]
+          ("cli", "collect", "pipeline", "integrations")]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 
