@@ -264,7 +264,7 @@ class Search(ABC):
         self.space = edit_space(task, induced=induction.instructions if induction else ())
         self.demo_pool: list[Demo] = list(self.space.demo_pool)
         self.start = (initial or initial_chain(task.description)).validate()
-        self.rng = random.Random(f"baseline:{self.name}:{task.name}:{seed}")
+        self.rng = random.Random(f"baseline:{getattr(self, 'stream', self.name)}:{task.name}:{seed}")
         self.progress = progress
         self._full: dict[str, tuple[Evaluation, list[dict]]] = {}  # chain json -> full evaluation, edits
         self.records: list[SearchRecord] = []

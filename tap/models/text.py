@@ -156,16 +156,22 @@ class MiniLMText(TextBackbone):
         # the pretrained weights, as loaded (frozen: LoRA adapts around them): checkpoints hold them by reference
         trainable = {k for k, q in model.named_parameters() if q.requires_grad}  # the LoRA adapters
         self.pretrained_keys = sorted(f"model.{k}" for k in model.state_dict() if k not in trainable)
+        self._reference: dict | None = None
 
     def reference(self) -> dict:
-        """What a checkpoint records in place of the pretrained weights: their source and a digest of them."""
+        """What a checkpoint records in place of the pretrained weights: their source and a digest of them (computed
+        once: the weights are frozen, and every checkpoint save and load asks for it).
+        """
+        if self._reference is not None:
+            return self._reference
         state = self.state_dict()
         digest = hashlib.sha256()
         for key in self.pretrained_keys:
             tensor = state[key].detach().cpu().contiguous()
             digest.update(key.encode() + str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode())
             digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-        return {"source": self.source, "tensors": len(self.pretrained_keys), "sha256": digest.hexdigest()}
+        self._reference = {"source": self.source, "tensors": len(self.pretrained_keys), "sha256": digest.hexdigest()}
+        return self._reference
 
     def _embed(self, texts: list[str]) -> torch.Tensor:
         device = next(self.model.parameters()).device

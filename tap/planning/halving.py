@@ -47,7 +47,6 @@ and/or chain evaluations), so equal budgets are equal calls.
 from __future__ import annotations
 
 import math
-import random
 import time
 from typing import Literal
 
@@ -119,7 +118,7 @@ class SuccessiveHalvingSearch(Search):
     """
 
     name = "tap"
-    #: the name the random stream is seeded with: every ranker draws the same first menu under one seed (so a
+    #: the name ``Search`` seeds the random stream with: every ranker draws the same first menu under one seed (so a
     #: ranker's comparison with random-sh is paired where it can be), and runs replay those made before the presets
     stream = "tap-sh"
 
@@ -130,7 +129,6 @@ class SuccessiveHalvingSearch(Search):
                  lazy_initial: bool = False, fluency_weight: float = 0.0, task_pairs: int = 4,
                  training_data: dict | None = None, max_rounds: int = 1000, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.rng = random.Random(f"baseline:{self.stream}:{self.task.name}:{self.seed}")
         check_settings(ranker=ranker, menu=menu, plans=plans, enter=enter, beta=beta, explore=explore, adapt=adapt,
                        op_bonus=op_bonus, hedge=hedge, compose=compose, compose_hedge=compose_hedge,
                        early_accept=early_accept, fluency_weight=fluency_weight)

@@ -130,6 +130,12 @@ class TapSystem(L.LightningModule):
         """
         renamed = getattr(cls, "RENAMED_HPARAMS", {})
         model = cls(**{renamed.get(k, k): v for k, v in init_hparams(ckpt).items()})
-        model.on_load_checkpoint(ckpt)
-        model.load_state_dict(ckpt["state_dict"])
+        model.restore(ckpt)
         return model
+
+    def restore(self, ckpt: dict) -> None:
+        """Load a checkpoint dict's weights into this module as built (``on_load_checkpoint`` first: pretrained
+        backbones back in, int8 tensors back to floats), as ``_build`` and the systems that nest another do.
+        """
+        self.on_load_checkpoint(ckpt)
+        self.load_state_dict(ckpt["state_dict"])

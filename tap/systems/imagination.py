@@ -99,8 +99,7 @@ class ImaginationPolicy(TapSystem):
         with own_hyperparameters():
             self.world_model = WorldModel(**world_model_hparams)
         if ckpt is not None:
-            self.world_model.on_load_checkpoint(ckpt)  # its pretrained backbone back in, as saved by reference
-            self.world_model.load_state_dict(ckpt["state_dict"])
+            self.world_model.restore(ckpt)
         self.world_model.requires_grad_(False)
         wm = self.world_model
         self.actor = Actor(wm.feature_dim, wm.action_dim, hidden_dim)

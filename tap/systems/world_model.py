@@ -152,8 +152,7 @@ class WorldModel(TapSystem):
         with own_hyperparameters():
             self.encoder = ContrastiveEncoder(**encoder_hparams)
         if encoder_ckpt is not None:
-            self.encoder.on_load_checkpoint(encoder_ckpt)  # its pretrained backbone back in, as saved by reference
-            self.encoder.load_state_dict(encoder_ckpt["state_dict"])
+            self.encoder.restore(encoder_ckpt)
         self.encoder.freeze_encoder()
         latent_dim = self.encoder.hparams.latent_dim
         text_dim = self.encoder.net.backbone.dim
